@@ -1,0 +1,62 @@
+package bootstrap
+
+import (
+	"encoding/json"
+	"fmt"
+	"log/slog"
+
+	bootstraputil "k8s.io/cluster-bootstrap/token/util"
+)
+
+// Token is a bootstrap token "<id>.<secret>" (kubeadm's format). It never prints its secret: String, GoString,
+// slog and JSON all show only the public id, so a token that reaches a log line or a status file leaks nothing.
+// Call Value to get the full token for the one place that needs it (a 0600 kubeconfig).
+type Token struct {
+	id, secret string
+}
+
+// ParseToken checks s is "<6 chars>.<16 chars>" of [a-z0-9].
+func ParseToken(s string) (Token, error) {
+	if !bootstraputil.IsValidBootstrapToken(s) {
+		// Never echo s: it may be a mistyped but real secret.
+		return Token{}, fmt.Errorf("bootstrap token is not of the form [a-z0-9]{6}.[a-z0-9]{16}")
+	}
+	return Token{id: s[:6], secret: s[7:]}, nil
+}
+
+// GenerateToken returns a new random token.
+func GenerateToken() (Token, error) {
+	s, err := bootstraputil.GenerateBootstrapToken()
+	if err != nil {
+		return Token{}, fmt.Errorf("generate bootstrap token: %w", err)
+	}
+	return ParseToken(s)
+}
+
+// ID is the token's public part.
+func (t Token) ID() string { return t.id }
+
+// Secret is the token's secret part.
+func (t Token) Secret() string { return t.secret }
+
+// Value is the full token, secret included.
+func (t Token) Value() string { return t.id + "." + t.secret }
+
+// IsZero reports whether t is unset.
+func (t Token) IsZero() bool { return t.id == "" }
+
+func (t Token) String() string   { return t.redacted() }
+func (t Token) GoString() string { return "bootstrap.Token{" + t.redacted() + "}" }
+
+// LogValue keeps the secret out of structured logs.
+func (t Token) LogValue() slog.Value { return slog.StringValue(t.redacted()) }
+
+// MarshalJSON keeps the secret out of anything serialised, such as status files.
+func (t Token) MarshalJSON() ([]byte, error) { return json.Marshal(t.redacted()) }
+
+func (t Token) redacted() string {
+	if t.id == "" {
+		return ""
+	}
+	return t.id + ".<redacted>"
+}

@@ -1,0 +1,274 @@
+package controlplane
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	authorizationv1 "k8s.io/api/authorization/v1"
+	certificatesv1 "k8s.io/api/certificates/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	bootstrapapi "k8s.io/cluster-bootstrap/token/api"
+	"k8s.io/cluster-bootstrap/token/jws"
+
+	"berth.dev/berth/agent/bootstrap"
+	"berth.dev/berth/test/k8sbin"
+	"berth.dev/berth/test/proc"
+)
+
+// startForTest starts a control plane owned by this test, stopped at cleanup; on failure it prints the log tails.
+func startForTest(t *testing.T, cfg Config) *ControlPlane {
+	t.Helper()
+	cfg.BinDir = k8sbin.ForTest(t)
+	if cfg.Dir == "" {
+		cfg.Dir = t.TempDir()
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cp, err := Start(ctx, cfg)
+	if err != nil {
+		t.Fatalf("start control plane: %v", err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, c := range []string{"etcd", "kube-apiserver", "kube-controller-manager"} {
+				t.Logf("--- %s log (tail):\n%s", c, proc.Tail(cp.LogPath(c), 30))
+			}
+		}
+		if err := cp.Stop(); err != nil {
+			t.Errorf("stop: %v", err)
+		}
+	})
+	return cp
+}
+
+// nodeConfig returns a client config that trusts the cluster CA and presents nothing but what the caller adds,
+// dialing the way the admin config does.
+func (c *ControlPlane) nodeConfig(t *testing.T) *rest.Config {
+	t.Helper()
+	return &rest.Config{Host: c.Endpoint, TLSClientConfig: rest.TLSClientConfig{CAFile: c.CACertPath()}, Dial: c.Admin.Dial}
+}
+
+func TestControlPlaneServesNodeJoin(t *testing.T) {
+	cp := startForTest(t, Config{})
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+
+	t.Run("readyz", func(t *testing.T) {
+		body, err := cp.Client.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
+		if err != nil || string(body) != "ok" {
+			t.Fatalf("/readyz = %q, %v; want ok", body, err)
+		}
+	})
+
+	tok, err := cp.MintToken(ctx, time.Hour)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cp.WaitTokenSigned(ctx, tok.ID()); err != nil {
+		t.Fatal(err)
+	}
+
+	t.Run("cluster-info is readable anonymously and its JWS verifies with the token", func(t *testing.T) {
+		anon, err := kubernetes.NewForConfig(cp.nodeConfig(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		cm, err := anon.CoreV1().ConfigMaps(metav1.NamespacePublic).Get(ctx, bootstrapapi.ConfigMapClusterInfo, metav1.GetOptions{})
+		if err != nil {
+			t.Fatalf("anonymous get cluster-info: %v", err)
+		}
+		content := cm.Data[bootstrapapi.KubeConfigKey]
+		sig := cm.Data[bootstrapapi.JWSSignatureKeyPrefix+tok.ID()]
+		if !jws.DetachedTokenIsValid(sig, content, tok.ID(), tok.Secret()) {
+			t.Fatalf("cluster-info JWS for token %s does not verify", tok.ID())
+		}
+		other, _ := bootstrap.GenerateToken()
+		if jws.DetachedTokenIsValid(sig, content, tok.ID(), other.Secret()) {
+			t.Fatal("cluster-info JWS verifies with a wrong secret")
+		}
+		ji, err := cp.JoinInfo()
+		if err != nil {
+			t.Fatal(err)
+		}
+		ca, _ := cp.CACert()
+		if ji.CACertPin != bootstrap.PinOf(ca) || ji.Endpoint != cp.Endpoint {
+			t.Errorf("join info = %+v; want pin %s, endpoint %s", ji, bootstrap.PinOf(ca), cp.Endpoint)
+		}
+		if st, _ := os.Stat(cp.JoinInfoPath()); st == nil || st.Mode().Perm() != 0o600 {
+			t.Errorf("join-info.json mode is not 0600: %v", st)
+		}
+	})
+
+	var nodeCert, nodeKey []byte
+	t.Run("a bootstrap token's node-client CSR is approved and issued", func(t *testing.T) {
+		cfg := cp.nodeConfig(t)
+		cfg.BearerToken = tok.Value()
+		boot, err := kubernetes.NewForConfig(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		who, err := boot.AuthenticationV1().SelfSubjectReviews().Create(ctx, &authenticationv1.SelfSubjectReview{}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatalf("self subject review with the token: %v", err)
+		}
+		if want := "system:bootstrap:" + tok.ID(); who.Status.UserInfo.Username != want {
+			t.Errorf("token authenticates as %q, want %q", who.Status.UserInfo.Username, want)
+		}
+		nodeCert, nodeKey = requestNodeCert(t, ctx, boot, "node-a", "")
+	})
+
+	t.Run("a node renews its own client certificate", func(t *testing.T) {
+		if nodeCert == nil {
+			t.Skip("no node certificate: the bootstrap CSR subtest failed")
+		}
+		cfg := cp.nodeConfig(t)
+		cfg.CertData, cfg.KeyData = nodeCert, nodeKey
+		node, err := kubernetes.NewForConfig(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		requestNodeCert(t, ctx, node, "node-a", "renewal-")
+	})
+
+	t.Run("a node's credentials carry what kube-proxy needs", func(t *testing.T) {
+		if nodeCert == nil {
+			t.Skip("no node certificate: the bootstrap CSR subtest failed")
+		}
+		cfg := cp.nodeConfig(t)
+		cfg.CertData, cfg.KeyData = nodeCert, nodeKey
+		node, err := kubernetes.NewForConfig(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, ra := range []authorizationv1.ResourceAttributes{
+			{Verb: "list", Resource: "services"}, {Verb: "watch", Resource: "services"},
+			{Verb: "list", Group: "discovery.k8s.io", Resource: "endpointslices"},
+			{Verb: "watch", Group: "discovery.k8s.io", Resource: "endpointslices"},
+		} {
+			r, err := node.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, &authorizationv1.SelfSubjectAccessReview{
+				Spec: authorizationv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &ra}}, metav1.CreateOptions{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !r.Status.Allowed {
+				t.Errorf("node may not %s %s/%s", ra.Verb, ra.Group, ra.Resource)
+			}
+		}
+	})
+
+	t.Run("expired and unknown tokens are refused", func(t *testing.T) {
+		expired, _ := bootstrap.GenerateToken()
+		if err := cp.CreateToken(ctx, expired, time.Now().Add(-time.Minute), "expired"); err != nil {
+			t.Fatal(err)
+		}
+		unknown, _ := bootstrap.GenerateToken()
+		wrongSecret, _ := bootstrap.ParseToken(tok.ID() + "." + unknown.Secret())
+		for name, bad := range map[string]bootstrap.Token{"expired": expired, "unknown": unknown, "wrong secret": wrongSecret} {
+			cfg := cp.nodeConfig(t)
+			cfg.BearerToken = bad.Value()
+			cs, err := kubernetes.NewForConfig(cfg)
+			if err != nil {
+				t.Fatal(err)
+			}
+			_, err = cs.CertificatesV1().CertificateSigningRequests().List(ctx, metav1.ListOptions{})
+			if !apierrors.IsUnauthorized(err) {
+				t.Errorf("%s token: list CSRs = %v, want 401 Unauthorized", name, err)
+			}
+		}
+	})
+}
+
+// requestNodeCert submits a kubelet client CSR for system:node:<name> with cs and waits for it to be approved and
+// issued; it returns the certificate and key, PEM.
+func requestNodeCert(t *testing.T, ctx context.Context, cs kubernetes.Interface, name, prefix string) ([]byte, []byte) {
+	t.Helper()
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	csrDER, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{
+		Subject: pkix.Name{CommonName: "system:node:" + name, Organization: []string{"system:nodes"}}}, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr := &certificatesv1.CertificateSigningRequest{
+		ObjectMeta: metav1.ObjectMeta{GenerateName: prefix + "node-csr-"},
+		Spec: certificatesv1.CertificateSigningRequestSpec{
+			Request:    pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: csrDER}),
+			SignerName: certificatesv1.KubeAPIServerClientKubeletSignerName,
+			Usages:     []certificatesv1.KeyUsage{certificatesv1.UsageDigitalSignature, certificatesv1.UsageClientAuth},
+		},
+	}
+	created, err := cs.CertificatesV1().CertificateSigningRequests().Create(ctx, csr, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatalf("create CSR: %v", err)
+	}
+	deadline := time.Now().Add(30 * time.Second)
+	for {
+		got, err := cs.CertificatesV1().CertificateSigningRequests().Get(ctx, created.Name, metav1.GetOptions{})
+		if err != nil {
+			t.Fatalf("get CSR: %v", err)
+		}
+		approved := false
+		for _, c := range got.Status.Conditions {
+			if c.Type == certificatesv1.CertificateDenied || c.Type == certificatesv1.CertificateFailed {
+				t.Fatalf("CSR %s: %s: %s", got.Name, c.Type, c.Message)
+			}
+			approved = approved || c.Type == certificatesv1.CertificateApproved
+		}
+		if approved && len(got.Status.Certificate) > 0 {
+			block, _ := pem.Decode(got.Status.Certificate)
+			cert, err := x509.ParseCertificate(block.Bytes)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if cert.Subject.CommonName != "system:node:"+name {
+				t.Errorf("issued CN = %q", cert.Subject.CommonName)
+			}
+			keyDER, _ := x509.MarshalPKCS8PrivateKey(key)
+			return got.Status.Certificate, pem.EncodeToMemory(&pem.Block{Type: "PRIVATE KEY", Bytes: keyDER})
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("CSR %s not approved and issued within 30s: %+v", got.Name, got.Status.Conditions)
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+}
+
+func TestRestartKeepsCAAndToken(t *testing.T) {
+	dir := t.TempDir()
+	cp := startForTest(t, Config{Dir: dir})
+	first, err := cp.JoinInfo()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cp.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	cp2 := startForTest(t, Config{Dir: dir})
+	second, err := cp2.JoinInfo()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if first.CACertPin != second.CACertPin || first.Token.Value() != second.Token.Value() {
+		t.Errorf("restart on the same dir changed join material: pin %s -> %s, token %s -> %s",
+			first.CACertPin, second.CACertPin, first.Token, second.Token)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "pki", "ca.key")); err != nil {
+		t.Fatal(err)
+	}
+}
