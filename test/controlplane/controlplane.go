@@ -47,7 +47,7 @@ type Config struct {
 	// ServiceCIDR (default 10.96.0.0/12), ClusterCIDR for node pod CIDRs (default 10.244.0.0/16) and the size
 	// of each node's pod CIDR (default 24).
 	ServiceCIDR, ClusterCIDR netip.Prefix
-	NodeCIDRMaskSize        int
+	NodeCIDRMaskSize         int
 	// ClusterDomain defaults to cluster.local.
 	ClusterDomain string
 	// NodeMonitorGracePeriod is how long a node may go silent before it is NotReady (default: kcm's, 50s).

@@ -55,6 +55,9 @@ type Record struct {
 	Log            string `json:"log"`
 }
 
+// Running reports whether the recorded process is still running (the same process: pid and start time match).
+func (r Record) Running() bool { return isAlive(r.PID, r.StartTime) }
+
 // Spec says what to start.
 type Spec struct {
 	Name  string   // short component name, used in records and errors
@@ -288,13 +291,19 @@ func readStat(pid int) (stat, error) {
 }
 
 // isAlive reports whether pid is running and is the process that started at startTime (0: any).
-// A zombie counts as gone: it holds no ports or files, and only its parent can reap it.
+// A zombie whose threads have all exited counts as gone: it holds no ports or files, and only its parent (here
+// often a PID 1 that does not reap) can remove it. A thread-group leader shows as a zombie while its other threads
+// are still exiting and holding the process's sockets, so those count as alive.
 func isAlive(pid int, startTime uint64) bool {
 	st, err := readStat(pid)
-	if err != nil || st.state == 'Z' || st.state == 'X' {
+	if err != nil || (startTime != 0 && st.startTime != startTime) {
 		return false
 	}
-	return startTime == 0 || st.startTime == startTime
+	if st.state == 'Z' || st.state == 'X' {
+		tasks, err := os.ReadDir("/proc/" + strconv.Itoa(pid) + "/task")
+		return err == nil && len(tasks) > 1
+	}
+	return true
 }
 
 // Tail returns the last n lines of a log file, for error messages.
