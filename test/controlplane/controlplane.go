@@ -1,4 +1,5 @@
-// Package controlplane runs a real, local hosted control plane (etcd, kube-apiserver, kube-controller-manager)
+// Package controlplane runs a real, local hosted control plane (etcd, kube-apiserver, kube-controller-manager,
+// kube-scheduler)
 // and provisions what a hosted control plane hands to nodes, the way kubeadm does: bootstrap tokens, the signed
 // cluster-info ConfigMap, CSR auto-approval RBAC, and the CA pin. Tests and `berth-dev controlplane` use it.
 //
@@ -34,14 +35,15 @@ import (
 type Config struct {
 	// Dir holds the PKI, etcd's data, kubeconfigs, logs and join material. Reusing a Dir keeps its CA.
 	Dir string
-	// BinDir holds etcd, kube-apiserver and kube-controller-manager (tools/k8s/build.sh prints it).
+	// BinDir holds etcd, kube-apiserver, kube-controller-manager and kube-scheduler (tools/k8s/build.sh prints it).
 	BinDir string
 	// BindAddress is where the apiserver listens and what it advertises. Default 127.0.0.1.
 	BindAddress netip.Addr
 	// NetNS is a network namespace (e.g. /run/netns/berth) to run every component in. Empty: this one.
 	NetNS string
-	// Ports; 0 picks a free port on the host (or the well-known port inside a namespace: 6443, 2379, 2380, 10257).
-	APIServerPort, EtcdClientPort, EtcdPeerPort, ControllerManagerPort int
+	// Ports; 0 picks a free port on the host (or the well-known port inside a namespace: 6443, 2379, 2380, 10257,
+	// 10259).
+	APIServerPort, EtcdClientPort, EtcdPeerPort, ControllerManagerPort, SchedulerPort int
 	// ExtraSANs are more IPs or DNS names for the apiserver's serving certificate.
 	ExtraSANs []string
 	// ServiceCIDR (default 10.96.0.0/12), ClusterCIDR for node pod CIDRs (default 10.244.0.0/16) and the size
@@ -58,6 +60,9 @@ type Config struct {
 	Registry *proc.Registry
 	Log      *slog.Logger
 }
+
+// Components are the control plane's processes, in start order.
+var Components = []string{"etcd", "kube-apiserver", "kube-controller-manager", "kube-scheduler"}
 
 // Controllers is the kube-controller-manager controller set: what a node join, pod networking and Services need,
 // and nothing that slows start-up (the full set takes ~5 s longer to get going).
@@ -116,7 +121,7 @@ func (c *Config) setDefaults() error {
 	} else if abs, err := filepath.Abs(c.Dir); err == nil {
 		c.Dir = abs
 	}
-	for _, bin := range []string{"etcd", "kube-apiserver", "kube-controller-manager"} {
+	for _, bin := range Components {
 		if _, err := os.Stat(filepath.Join(c.BinDir, bin)); err != nil {
 			errs = append(errs, fmt.Errorf("controlplane: BinDir: %s: %w (run `make tools`)", bin, err))
 		}
@@ -130,7 +135,7 @@ func (c *Config) setDefaults() error {
 	ports := []struct {
 		p   *int
 		def int
-	}{{&c.APIServerPort, 6443}, {&c.EtcdClientPort, 2379}, {&c.EtcdPeerPort, 2380}, {&c.ControllerManagerPort, 10257}}
+	}{{&c.APIServerPort, 6443}, {&c.EtcdClientPort, 2379}, {&c.EtcdPeerPort, 2380}, {&c.ControllerManagerPort, 10257}, {&c.SchedulerPort, 10259}}
 	for _, pt := range ports {
 		switch {
 		case *pt.p != 0:
@@ -174,11 +179,11 @@ func Start(ctx context.Context, cfg Config) (_ *ControlPlane, err error) {
 	} else if len(killed) > 0 {
 		c.log.Info("killed stale processes from an earlier run", "count", len(killed))
 	}
-	if _, err := c.reg.StopGroup(cfg.Dir, 10*time.Second); err != nil {
+	if _, err := Down(cfg.Dir, c.reg); err != nil {
 		return nil, fmt.Errorf("stop the earlier control plane in %s: %w", cfg.Dir, err)
 	}
 	if cfg.NetNS == "" {
-		if err := checkPortsFree(cfg.BindAddress, cfg.APIServerPort, cfg.EtcdClientPort, cfg.EtcdPeerPort, cfg.ControllerManagerPort); err != nil {
+		if err := checkPortsFree(cfg.BindAddress, cfg.APIServerPort, cfg.EtcdClientPort, cfg.EtcdPeerPort, cfg.ControllerManagerPort, cfg.SchedulerPort); err != nil {
 			return nil, err
 		}
 	}
@@ -220,9 +225,12 @@ func Start(ctx context.Context, cfg Config) (_ *ControlPlane, err error) {
 		return nil, err
 	}
 	c.log.Info("apiserver ready", "endpoint", c.Endpoint, "after", time.Since(t0).Round(time.Millisecond))
-	// The controller manager exits when the apiserver is not serving yet, so it starts only now.
+	// The controller manager exits when the apiserver is not serving yet, so it starts only now, with the scheduler.
 	kcm, err := c.start("kube-controller-manager", c.controllerManagerArgs())
 	if err != nil {
+		return nil, err
+	}
+	if _, err := c.start("kube-scheduler", c.schedulerArgs()); err != nil {
 		return nil, err
 	}
 	if err := c.provision(ctx); err != nil {
@@ -261,7 +269,7 @@ func (c *ControlPlane) KubeconfigPath() string { return c.path("admin.conf") }
 // CACertPath is the cluster CA certificate.
 func (c *ControlPlane) CACertPath() string { return c.pki("ca.crt") }
 
-// LogPath is the log file of a component (etcd, kube-apiserver, kube-controller-manager).
+// LogPath is the log file of a component (one of Components).
 func (c *ControlPlane) LogPath(component string) string { return c.path("logs", component+".log") }
 
 // Config returns the configuration in effect, defaults filled in.
@@ -311,18 +319,19 @@ func stopAll(procs []*proc.Process) error {
 	return errors.Join(errs...)
 }
 
-// Down stops a detached control plane that an earlier process started in dir.
+// Down stops a detached control plane that an earlier process started in dir: the apiserver and controller
+// manager first, then etcd, as Stop does.
 func Down(dir string, reg proc.Registry) (int, error) {
 	abs, err := filepath.Abs(dir)
 	if err != nil {
 		return 0, err
 	}
-	stopped, err := reg.StopGroup(abs, 15*time.Second)
-	return len(stopped), err
-}
-
-func (c *ControlPlane) hostPort(p int) string {
-	return net.JoinHostPort(c.cfg.BindAddress.String(), strconv.Itoa(p))
+	front, err := reg.Stop(func(r proc.Record) bool { return r.Group == abs && r.Name != "etcd" }, 15*time.Second)
+	if err != nil {
+		return len(front), err
+	}
+	back, err := reg.StopGroup(abs, 15*time.Second)
+	return len(front) + len(back), err
 }
 
 func (c *ControlPlane) etcdArgs() []string {
@@ -386,11 +395,22 @@ func (c *ControlPlane) controllerManagerArgs() []string {
 	return args
 }
 
-// writeKubeconfigs writes admin.conf and controller-manager.conf (client certificates embedded, 0600).
+func (c *ControlPlane) schedulerArgs() []string {
+	kc := c.path("scheduler.conf")
+	return []string{
+		"--kubeconfig=" + kc, "--authentication-kubeconfig=" + kc, "--authorization-kubeconfig=" + kc,
+		"--bind-address=127.0.0.1", "--secure-port=" + strconv.Itoa(c.cfg.SchedulerPort), "--leader-elect=false",
+		"--cert-dir=" + c.path("scheduler-certs"), "--profiling=false",
+	}
+}
+
+// writeKubeconfigs writes admin.conf, controller-manager.conf and scheduler.conf (client certificates embedded,
+// 0600).
 func (c *ControlPlane) writeKubeconfigs() error {
 	for _, kc := range []struct{ file, cert, user string }{
 		{"admin.conf", "admin", "berth-admin"},
 		{"controller-manager.conf", "controller-manager", "system:kube-controller-manager"},
+		{"scheduler.conf", "scheduler", "system:kube-scheduler"},
 	} {
 		if err := c.writeKubeconfig(c.path(kc.file), c.Endpoint, kc.user, c.pki(kc.cert+".crt"), c.pki(kc.cert+".key")); err != nil {
 			return err

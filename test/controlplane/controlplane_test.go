@@ -47,7 +47,7 @@ func startForTest(t *testing.T, cfg Config) *ControlPlane {
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			for _, c := range []string{"etcd", "kube-apiserver", "kube-controller-manager"} {
+			for _, c := range Components {
 				t.Logf("--- %s log (tail):\n%s", c, proc.Tail(cp.LogPath(c), 30))
 			}
 		}

@@ -72,6 +72,7 @@ func (c *ControlPlane) ensurePKI() error {
 		{certSpec{name: "apiserver-kubelet-client", cn: "kube-apiserver-kubelet-client", orgs: []string{clusterAdminsGroup}, client: true}, ca},
 		{certSpec{name: "admin", cn: "berth-admin", orgs: []string{"system:masters"}, client: true}, ca},
 		{certSpec{name: "controller-manager", cn: "system:kube-controller-manager", client: true}, ca},
+		{certSpec{name: "scheduler", cn: "system:kube-scheduler", client: true}, ca},
 		{certSpec{name: "front-proxy-client", cn: "front-proxy-client", client: true}, fpCA},
 	}
 	for _, l := range leaves {

@@ -27,7 +27,7 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-type helperPorts struct{ API, EtcdClient, EtcdPeer, KCM int }
+type helperPorts struct{ API, EtcdClient, EtcdPeer, KCM, Scheduler int }
 
 func runHelper(dir string) int {
 	bin, err := k8sbin.Dir()
@@ -41,7 +41,7 @@ func runHelper(dir string) int {
 		return 1
 	}
 	c := cp.Config()
-	json.NewEncoder(os.Stdout).Encode(helperPorts{c.APIServerPort, c.EtcdClientPort, c.EtcdPeerPort, c.ControllerManagerPort})
+	json.NewEncoder(os.Stdout).Encode(helperPorts{c.APIServerPort, c.EtcdClientPort, c.EtcdPeerPort, c.ControllerManagerPort, c.SchedulerPort})
 	select {} // until SIGKILL
 }
 
@@ -78,8 +78,8 @@ func TestKilledRunIsCleanedUp(t *testing.T) {
 			orphans = append(orphans, r)
 		}
 	}
-	if len(orphans) != 3 {
-		t.Fatalf("helper's control plane has %d process records, want 3 (etcd, apiserver, kcm): %+v", len(orphans), orphans)
+	if len(orphans) != len(Components) {
+		t.Fatalf("helper's control plane has %d process records, want one per component %v: %+v", len(orphans), Components, orphans)
 	}
 
 	cmd.Process.Signal(syscall.SIGKILL)
@@ -92,7 +92,7 @@ func TestKilledRunIsCleanedUp(t *testing.T) {
 
 	// A new control plane in another directory on the very same ports: it only starts if the orphans are gone.
 	startForTest(t, Config{APIServerPort: ports.API, EtcdClientPort: ports.EtcdClient, EtcdPeerPort: ports.EtcdPeer,
-		ControllerManagerPort: ports.KCM})
+		ControllerManagerPort: ports.KCM, SchedulerPort: ports.Scheduler})
 	var left []string
 	for _, r := range orphans {
 		if r.Running() {

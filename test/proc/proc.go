@@ -206,7 +206,12 @@ func (r Registry) Sweep() ([]Record, error) {
 
 // StopGroup stops every recorded process of group, owned or detached: SIGTERM, then SIGKILL after grace.
 func (r Registry) StopGroup(group string, grace time.Duration) ([]Record, error) {
-	return r.kill(func(rec Record) bool { return rec.Group == group }, grace)
+	return r.Stop(func(rec Record) bool { return rec.Group == group }, grace)
+}
+
+// Stop stops every recorded process that match selects: SIGTERM, then SIGKILL after grace (at once if grace is 0).
+func (r Registry) Stop(match func(Record) bool, grace time.Duration) ([]Record, error) {
+	return r.kill(match, grace)
 }
 
 func (r Registry) kill(match func(Record) bool, grace time.Duration) ([]Record, error) {

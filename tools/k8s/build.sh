@@ -14,7 +14,7 @@ minor=$(echo "$V" | cut -d. -f2)
 key=$(cat "$here/go.mod" "$here/go.sum" "$here/build.sh" <(go version) | sha256sum | cut -c1-12)
 root=${BERTH_CACHE:-$HOME/.cache/berth}/k8s
 dest=$root/v$V-$key
-bins="kube-apiserver kube-controller-manager kube-proxy kubelet kubeadm kubectl"
+bins="kube-apiserver kube-controller-manager kube-scheduler kube-proxy kubelet kubeadm kubectl"
 
 complete() { [ -f "$dest/.complete" ]; }
 if complete; then echo "$dest/bin"; exit 0; fi

@@ -1,0 +1,351 @@
+// Package node runs a real Kubernetes node on this host for fast tests: Debian's containerd and runc plus the
+// pinned kubelet, joined to a control plane by TLS bootstrapping. It is the "host tier": only the daemon manager
+// differs from production (processes here, systemd on a real node), so it never proves the systemd path.
+//
+// Everything a node writes stays in its own directory: containerd and the kubelet run in a private mount namespace
+// with per-node directories bound over /var/lib, /var/log and /run, a per-node cgroup tree (berth-node-<name>) that
+// also holds the pods (cgroupRoot), a per-node bridge and ports. Stop kills the whole cgroup tree, deletes the
+// bridge and puts back what it changed on the host (net.ipv4.ip_forward, the node IP on lo).
+//
+// The host lacks CAP_SYS_RESOURCE and runs cgroup v1, so containerd gets restrict_oom_score_adj = true and the
+// kubelet failCgroupV1: false. Those are explicit options here, not production defaults.
+package node
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+
+	"berth.dev/berth/agent/bootstrap"
+	"berth.dev/berth/test/proc"
+)
+
+// Config describes one node.
+type Config struct {
+	Name   string // node name (also names the bridge, cgroups and process group)
+	Dir    string // per-node state; an absolute path not under /var/lib, /var/log or /run
+	BinDir string // holds kubelet
+
+	// Join material: the apiserver URL, the CA that signs it, and a bootstrap token.
+	Server string
+	CACert []byte
+	Token  bootstrap.Token
+
+	PodCIDR netip.Prefix // subnet of the node's bridge (host-local IPAM)
+	// NodeIP, if set, is added as a /32 on lo and used as the kubelet's address, so the apiserver can reach the
+	// kubelet (kubectl logs/exec). Without it the kubelet picks the host's address and only listens on loopback.
+	NodeIP     netip.Addr
+	ClusterDNS netip.Addr // default 10.96.0.10
+
+	Images       []string // OCI image-layout tarballs imported into containerd's k8s.io namespace before the kubelet starts
+	SandboxImage string   // the pause image; must be among Images (no registry is reachable)
+
+	Registry *proc.Registry
+	Log      *slog.Logger
+}
+
+// Node is a running node.
+type Node struct {
+	cfg         Config
+	log         *slog.Logger
+	reg         proc.Registry
+	cgroup      string
+	bridge      string
+	forwardWas  string
+	nodeIPAdded bool
+
+	mu    sync.Mutex
+	procs []*proc.Process
+}
+
+func (c *Config) validate() error {
+	var errs []error
+	if c.Name == "" {
+		errs = append(errs, errors.New("node: Name: required"))
+	}
+	if !filepath.IsAbs(c.Dir) {
+		errs = append(errs, fmt.Errorf("node: Dir: %q must be an absolute path", c.Dir))
+	}
+	for _, shadowed := range []string{"/var/lib", "/var/log", "/run"} {
+		if c.Dir == shadowed || strings.HasPrefix(c.Dir, shadowed+"/") {
+			errs = append(errs, fmt.Errorf("node: Dir: %s is under %s, which the node's mount namespace replaces", c.Dir, shadowed))
+		}
+	}
+	if _, err := os.Stat(filepath.Join(c.BinDir, "kubelet")); err != nil {
+		errs = append(errs, fmt.Errorf("node: BinDir: %w", err))
+	}
+	if c.Server == "" {
+		errs = append(errs, errors.New("node: Server: required"))
+	}
+	if len(c.CACert) == 0 {
+		errs = append(errs, errors.New("node: CACert: required"))
+	}
+	if c.Token.IsZero() {
+		errs = append(errs, errors.New("node: Token: required"))
+	}
+	if !c.PodCIDR.IsValid() || !c.PodCIDR.Addr().Is4() {
+		errs = append(errs, fmt.Errorf("node: PodCIDR: %v: want an IPv4 prefix", c.PodCIDR))
+	}
+	if c.SandboxImage == "" {
+		errs = append(errs, errors.New("node: SandboxImage: required"))
+	}
+	return errors.Join(errs...)
+}
+
+// Start brings the node up: mount namespace, containerd, image import, CNI, kubelet. It returns once the kubelet
+// runs; call WaitReady to wait for the Node object. On error, whatever it started is torn down.
+func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.Registry == nil {
+		r := proc.DefaultRegistry(cfg.Log)
+		cfg.Registry = &r
+	}
+	if !cfg.ClusterDNS.IsValid() {
+		cfg.ClusterDNS = netip.MustParseAddr("10.96.0.10")
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	sum := sha256.Sum256([]byte(cfg.Dir))
+	id := hex.EncodeToString(sum[:4])
+	n := &Node{cfg: cfg, log: cfg.Log.With("node", cfg.Name), reg: *cfg.Registry,
+		cgroup: "berth-node-" + id, bridge: "bn" + id}
+	if _, err := n.reg.Sweep(); err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			if serr := n.Stop(); serr != nil {
+				n.log.Warn("teardown after failed start", "err", serr)
+			}
+		}
+	}()
+
+	for _, d := range []string{"var-lib", "var-log", "run", "net.d", "etc"} {
+		if err := os.MkdirAll(n.path(d), 0o755); err != nil {
+			return nil, err
+		}
+	}
+	if err := n.prepareHost(); err != nil {
+		return nil, err
+	}
+	if err := n.writeConfigs(); err != nil {
+		return nil, err
+	}
+
+	// The mount namespace is held by a process that binds the per-node dirs and then sleeps; containerd and the
+	// kubelet enter it with nsenter (which execs, keeping the pid this package records).
+	ready := n.path("mountns.ready")
+	os.Remove(ready)
+	script := fmt.Sprintf("set -e; mount --bind %q /var/lib; mount --bind %q /var/log; mount --bind %q /run; touch %q; exec sleep infinity",
+		n.path("var-lib"), n.path("var-log"), n.path("run"), ready)
+	holder, err := n.start("mountns", "unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", script)
+	if err != nil {
+		return nil, err
+	}
+	if err := waitFile(ctx, ready, holder); err != nil {
+		return nil, fmt.Errorf("mount namespace: %w", err)
+	}
+	enter := func(name, path string, args ...string) (*proc.Process, error) {
+		p, err := n.start(name, "nsenter", append([]string{"--mount=/proc/" + strconv.Itoa(holder.PID) + "/ns/mnt", "--", path}, args...)...)
+		if err != nil {
+			return nil, err
+		}
+		// Into the node's cgroup before it forks anything (containerd's shims follow it there).
+		return p, joinCgroup(n.cgroup, p.PID)
+	}
+
+	containerd, err := enter("containerd", "containerd", "--config", n.path("etc", "containerd.toml"))
+	if err != nil {
+		return nil, err
+	}
+	if err := n.waitContainerd(ctx, containerd); err != nil {
+		return nil, err
+	}
+	for _, img := range cfg.Images {
+		if out, err := exec.CommandContext(ctx, "ctr", "--address", n.ContainerdSocket(), "--namespace", "k8s.io",
+			"images", "import", img).CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("import %s: %w: %s", img, err, out)
+		}
+	}
+	kubeletArgs := []string{
+		"--config=" + n.path("etc", "kubelet.yaml"),
+		"--bootstrap-kubeconfig=" + n.path("etc", "bootstrap-kubelet.conf"),
+		"--kubeconfig=" + n.KubeconfigPath(),
+		"--root-dir=/var/lib/kubelet", "--cert-dir=/var/lib/kubelet/pki",
+		"--hostname-override=" + cfg.Name,
+	}
+	if cfg.NodeIP.IsValid() {
+		kubeletArgs = append(kubeletArgs, "--node-ip="+cfg.NodeIP.String())
+	}
+	if _, err := enter("kubelet", filepath.Join(cfg.BinDir, "kubelet"), kubeletArgs...); err != nil {
+		return nil, err
+	}
+	n.log.Info("node started", "cgroup", n.cgroup, "bridge", n.bridge, "podCIDR", cfg.PodCIDR)
+	return n, nil
+}
+
+func (n *Node) path(parts ...string) string {
+	return filepath.Join(append([]string{n.cfg.Dir}, parts...)...)
+}
+
+// ContainerdSocket is containerd's gRPC socket, reachable from the host.
+func (n *Node) ContainerdSocket() string { return n.path("containerd.sock") }
+
+// KubeconfigPath is the kubelet's kubeconfig, written by the kubelet after its TLS bootstrap.
+func (n *Node) KubeconfigPath() string { return n.path("kubelet.conf") }
+
+// LogPath is the log of a component: mountns, containerd, kubelet.
+func (n *Node) LogPath(component string) string { return n.path("logs", component+".log") }
+
+func (n *Node) start(name, path string, args ...string) (*proc.Process, error) {
+	p, err := n.reg.Start(proc.Spec{Name: name, Group: n.cfg.Dir, Path: path, Args: args, Dir: n.cfg.Dir, Log: n.LogPath(name)})
+	if err != nil {
+		return nil, err
+	}
+	n.mu.Lock()
+	n.procs = append(n.procs, p)
+	n.mu.Unlock()
+	return p, nil
+}
+
+// prepareHost creates the node's cgroups and remembers the host settings the node changes.
+func (n *Node) prepareHost() error {
+	if err := createCgroups(n.cgroup, n.cgroup+"/pods"); err != nil {
+		return err
+	}
+	fw, err := os.ReadFile("/proc/sys/net/ipv4/ip_forward")
+	if err != nil {
+		return err
+	}
+	n.forwardWas = strings.TrimSpace(string(fw))
+	if n.cfg.NodeIP.IsValid() {
+		if out, err := exec.Command("ip", "addr", "replace", n.cfg.NodeIP.String()+"/32", "dev", "lo").CombinedOutput(); err != nil {
+			return fmt.Errorf("add node IP %s to lo: %w: %s", n.cfg.NodeIP, err, out)
+		}
+		n.nodeIPAdded = true
+	}
+	return nil
+}
+
+func (n *Node) waitContainerd(ctx context.Context, p *proc.Process) error {
+	ctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+	defer cancel()
+	for {
+		if c, err := net.Dial("unix", n.ContainerdSocket()); err == nil {
+			c.Close()
+			return nil
+		}
+		select {
+		case <-p.Exited():
+			return fmt.Errorf("containerd exited: %v; log:\n%s", p.ExitErr(), proc.Tail(p.Log, 20))
+		case <-ctx.Done():
+			return fmt.Errorf("containerd socket %s: %w; log:\n%s", n.ContainerdSocket(), ctx.Err(), proc.Tail(p.Log, 20))
+		case <-time.After(20 * time.Millisecond):
+		}
+	}
+}
+
+func waitFile(ctx context.Context, path string, p *proc.Process) error {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	for {
+		if _, err := os.Stat(path); err == nil {
+			return nil
+		}
+		select {
+		case <-p.Exited():
+			return fmt.Errorf("%s exited: %v; log:\n%s", p.Name, p.ExitErr(), proc.Tail(p.Log, 20))
+		case <-ctx.Done():
+			return fmt.Errorf("wait for %s: %w", path, ctx.Err())
+		case <-time.After(10 * time.Millisecond):
+		}
+	}
+}
+
+// WaitReady waits until the Node object reports Ready, failing early if the kubelet exits.
+func (n *Node) WaitReady(ctx context.Context, cs kubernetes.Interface) (*corev1.Node, error) {
+	var kubelet *proc.Process
+	n.mu.Lock()
+	for _, p := range n.procs {
+		if p.Name == "kubelet" {
+			kubelet = p
+		}
+	}
+	n.mu.Unlock()
+	if kubelet == nil {
+		return nil, errors.New("kubelet is not running")
+	}
+	for {
+		node, err := cs.CoreV1().Nodes().Get(ctx, n.cfg.Name, metav1.GetOptions{})
+		if err == nil {
+			for _, c := range node.Status.Conditions {
+				if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue {
+					return node, nil
+				}
+			}
+		}
+		select {
+		case <-kubelet.Exited():
+			return nil, fmt.Errorf("kubelet exited: %v; log:\n%s", kubelet.ExitErr(), proc.Tail(kubelet.Log, 30))
+		case <-ctx.Done():
+			return nil, fmt.Errorf("node %s not Ready: %w; kubelet log:\n%s", n.cfg.Name, ctx.Err(), proc.Tail(kubelet.Log, 30))
+		case <-time.After(100 * time.Millisecond):
+		}
+	}
+}
+
+// Stop tears the node down: kubelet, then containerd, then every process left in the node's cgroup tree (shims,
+// containers), the mount namespace with it; then the cgroups, the bridge, and the host settings it changed.
+func (n *Node) Stop() error {
+	n.mu.Lock()
+	procs := n.procs
+	n.procs = nil
+	n.mu.Unlock()
+	var errs []error
+	for _, name := range []string{"kubelet", "containerd"} {
+		for _, p := range procs {
+			if p.Name == name {
+				errs = append(errs, p.Stop(10*time.Second))
+			}
+		}
+	}
+	errs = append(errs, killCgroupTree(n.cgroup))
+	for _, p := range procs {
+		if p.Name != "kubelet" && p.Name != "containerd" {
+			errs = append(errs, p.Stop(5*time.Second))
+		}
+	}
+	if _, err := os.Stat("/sys/class/net/" + n.bridge); err == nil {
+		if out, err := exec.Command("ip", "link", "del", n.bridge).CombinedOutput(); err != nil {
+			errs = append(errs, fmt.Errorf("delete bridge %s: %w: %s", n.bridge, err, out))
+		}
+	}
+	if n.nodeIPAdded {
+		if out, err := exec.Command("ip", "addr", "del", n.cfg.NodeIP.String()+"/32", "dev", "lo").CombinedOutput(); err != nil {
+			errs = append(errs, fmt.Errorf("remove node IP from lo: %w: %s", err, out))
+		}
+	}
+	if n.forwardWas != "" {
+		errs = append(errs, os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte(n.forwardWas), 0o644))
+	}
+	return errors.Join(errs...)
+}
