@@ -90,6 +90,14 @@ type ControlPlane struct {
 	// Admin is a cluster-admin client config (it dials inside NetNS when set).
 	Admin  *rest.Config
 	Client kubernetes.Interface
+	// Timings of Start, measured from its beginning (PKI generation included).
+	Timings Timings
+}
+
+// Timings are how long Start took to reach its milestones.
+type Timings struct {
+	Readyz time.Duration // the apiserver answers /readyz ok
+	Up     time.Duration // provisioned, and the controller manager has signed cluster-info
 }
 
 func (c *Config) setDefaults() error {
@@ -224,7 +232,8 @@ func Start(ctx context.Context, cfg Config) (_ *ControlPlane, err error) {
 	if err := c.waitReady(ctx, apiserver, etcd); err != nil {
 		return nil, err
 	}
-	c.log.Info("apiserver ready", "endpoint", c.Endpoint, "after", time.Since(t0).Round(time.Millisecond))
+	c.Timings.Readyz = time.Since(t0)
+	c.log.Info("apiserver ready", "endpoint", c.Endpoint, "after", c.Timings.Readyz.Round(time.Millisecond))
 	// The controller manager exits when the apiserver is not serving yet, so it starts only now, with the scheduler.
 	kcm, err := c.start("kube-controller-manager", c.controllerManagerArgs())
 	if err != nil {
@@ -240,7 +249,8 @@ func Start(ctx context.Context, cfg Config) (_ *ControlPlane, err error) {
 	if _, err := c.ensureJoinToken(ctx, kcm); err != nil {
 		return nil, err
 	}
-	c.log.Info("control plane up", "endpoint", c.Endpoint, "after", time.Since(t0).Round(time.Millisecond))
+	c.Timings.Up = time.Since(t0)
+	c.log.Info("control plane up", "endpoint", c.Endpoint, "after", c.Timings.Up.Round(time.Millisecond))
 	return c, nil
 }
 

@@ -1,0 +1,65 @@
+# berth — set-up and tasks. Every target installs what it needs, idempotently, on a fresh Debian 12 machine.
+#
+#   make demo    the main job (for now: start a local hosted control plane and print its join material)
+#   make test    everything CI runs (.ci/run calls it)
+#   make down    stop what `make demo` started
+#   make bench   benchmarks (docs/benchmarks.md records their figures)
+
+SHELL := /bin/bash
+export PATH := /usr/local/go/bin:$(PATH)
+
+# apt packages the tests and tools run for real: containerd + runc + CNI plugins for the node helper, busybox for
+# test images, iproute2/util-linux for namespaces.
+APT_PACKAGES := containerd runc containernetworking-plugins busybox-static iproute2 util-linux ca-certificates
+GO_MIN := 1.26
+BERTH_CACHE ?= $(HOME)/.cache/berth
+DEV_BIN := $(BERTH_CACHE)/bin/berth-dev
+TEST_TIMEOUT ?= 40m
+
+.PHONY: all deps go-check tools demo down test lint bench clean-cache
+
+all: test
+
+go-check:
+	@command -v go >/dev/null || { echo "Go $(GO_MIN)+ is required (expected at /usr/local/go)"; exit 1; }
+	@v=$$(go env GOVERSION | sed 's/^go//'); \
+	  if [ "$$(printf '%s\n' "$(GO_MIN)" "$$v" | sort -V | head -n1)" != "$(GO_MIN)" ]; then \
+	    echo "Go $(GO_MIN)+ is required, found $$v"; exit 1; fi
+
+# Installs missing apt packages without starting any daemon they ship (containerd's unit stays stopped: tests run
+# their own containerd in a private mount namespace).
+deps:
+	@missing=""; for p in $(APT_PACKAGES); do dpkg-query -W -f='$${Status}' $$p 2>/dev/null | grep -q 'ok installed' || missing="$$missing $$p"; done; \
+	if [ -n "$$missing" ]; then \
+	  echo "installing:$$missing"; \
+	  guard=""; if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' > /usr/sbin/policy-rc.d; chmod +x /usr/sbin/policy-rc.d; guard=1; fi; \
+	  ( apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends $$missing ); rc=$$?; \
+	  [ -n "$$guard" ] && rm -f /usr/sbin/policy-rc.d; exit $$rc; \
+	fi
+
+# Pinned Kubernetes v1.37.2 + etcd, built once per machine into $(BERTH_CACHE)/k8s (tools/k8s/build.sh).
+tools: go-check
+	@echo "kubernetes binaries: $$(BERTH_CACHE=$(BERTH_CACHE) tools/k8s/build.sh)"
+
+$(DEV_BIN): go-check $(shell find test agent imagebuilder -name '*.go' -not -name '*_test.go') go.mod go.sum
+	@mkdir -p $(dir $@)
+	go build -o $@ ./test/cmd/berth-dev
+
+demo: deps tools $(DEV_BIN)
+	BERTH_K8S_BIN=$$(BERTH_CACHE=$(BERTH_CACHE) tools/k8s/build.sh) $(DEV_BIN) controlplane up
+
+down: $(DEV_BIN)
+	$(DEV_BIN) controlplane down
+
+lint: go-check
+	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
+	go vet ./...
+
+test: deps tools lint
+	BERTH_K8S_BIN=$$(BERTH_CACHE=$(BERTH_CACHE) tools/k8s/build.sh) go test -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+bench: deps tools
+	BERTH_K8S_BIN=$$(BERTH_CACHE=$(BERTH_CACHE) tools/k8s/build.sh) go test -run '^$$' -bench . -benchtime 5x ./test/...
+
+clean-cache:
+	rm -rf $(BERTH_CACHE)
