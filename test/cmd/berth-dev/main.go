@@ -98,7 +98,7 @@ func run(ctx context.Context, args []string, out io.Writer, log *slog.Logger) er
 		if err != nil {
 			return err
 		}
-		printJoinInfo(out, ji, cp.KubeconfigPath(), *dir)
+		printJoinInfo(out, ji, cp.KubeconfigPath(), *dir, filepath.Join(*bin, "kubectl"))
 		return nil
 	case "down":
 		if err := fs.Parse(args[2:]); err != nil {
@@ -126,7 +126,7 @@ func run(ctx context.Context, args []string, out io.Writer, log *slog.Logger) er
 		}
 		switch *format {
 		case "text":
-			printJoinInfo(out, ji, filepath.Join(*dir, "admin.conf"), *dir)
+			printJoinInfo(out, ji, filepath.Join(*dir, "admin.conf"), *dir, "kubectl")
 		case "json":
 			enc := json.NewEncoder(out)
 			enc.SetIndent("", "  ")
@@ -146,13 +146,17 @@ func run(ctx context.Context, args []string, out io.Writer, log *slog.Logger) er
 
 // printJoinInfo prints the join material for the operator. The token is printed on purpose: handing it to a node
 // is this command's job; it goes to stdout, never to the log.
-func printJoinInfo(out io.Writer, ji controlplane.JoinInfo, kubeconfig, dir string) {
+func printJoinInfo(out io.Writer, ji controlplane.JoinInfo, kubeconfig, dir, kubectl string) {
 	fmt.Fprintf(out, "endpoint:    %s\n", ji.Endpoint)
 	fmt.Fprintf(out, "token:       %s\n", ji.Token.Value())
 	fmt.Fprintf(out, "ca-cert-pin: %s\n", ji.CACertPin)
 	fmt.Fprintf(out, "expires:     %s\n", ji.Expires.Format(time.RFC3339))
-	fmt.Fprintf(out, "\nkubectl --kubeconfig %s get nodes\n", kubeconfig)
-	fmt.Fprintf(out, "stop it with: berth-dev controlplane down --dir %s\n", dir)
+	self, err := os.Executable()
+	if err != nil {
+		self = "berth-dev"
+	}
+	fmt.Fprintf(out, "\n%s --kubeconfig %s get nodes\n", kubectl, kubeconfig)
+	fmt.Fprintf(out, "stop it with: %s controlplane down --dir %s\n", self, dir)
 }
 
 func status(ctx context.Context, out io.Writer, dir string, reg proc.Registry) error {
