@@ -62,13 +62,10 @@ type Config struct {
 
 // Node is a running node.
 type Node struct {
-	cfg         Config
-	log         *slog.Logger
-	reg         proc.Registry
-	cgroup      string
-	bridge      string
-	forwardWas  string
-	nodeIPAdded bool
+	cfg  Config
+	log  *slog.Logger
+	reg  proc.Registry
+	host hostState
 
 	mu    sync.Mutex
 	procs []*proc.Process
@@ -127,8 +124,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	sum := sha256.Sum256([]byte(cfg.Dir))
 	id := hex.EncodeToString(sum[:4])
 	n := &Node{cfg: cfg, log: cfg.Log.With("node", cfg.Name), reg: *cfg.Registry,
-		cgroup: "berth-node-" + id, bridge: "bn" + id}
-	if _, err := n.reg.Sweep(); err != nil {
+		host: hostState{Dir: cfg.Dir, Cgroup: "berth-node-" + id, Bridge: "bn" + id}}
+	n.host.OwnerPID, n.host.OwnerStartTime = proc.Self()
+	if err := sweepStale(n.reg, n.log); err != nil {
 		return nil, err
 	}
 	defer func() {
@@ -170,7 +168,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 			return nil, err
 		}
 		// Into the node's cgroup before it forks anything (containerd's shims follow it there).
-		return p, joinCgroup(n.cgroup, p.PID)
+		return p, joinCgroup(n.host.Cgroup, p.PID)
 	}
 
 	containerd, err := enter("containerd", "containerd", "--config", n.path("etc", "containerd.toml"))
@@ -199,8 +197,17 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if _, err := enter("kubelet", filepath.Join(cfg.BinDir, "kubelet"), kubeletArgs...); err != nil {
 		return nil, err
 	}
-	n.log.Info("node started", "cgroup", n.cgroup, "bridge", n.bridge, "podCIDR", cfg.PodCIDR)
+	n.log.Info("node started", "cgroup", n.host.Cgroup, "bridge", n.host.Bridge, "podCIDR", cfg.PodCIDR)
 	return n, nil
+}
+
+// sweepStale cleans up what killed test runs left: their processes first, then their nodes' cgroups (shims,
+// containers), bridges and addresses.
+func sweepStale(reg proc.Registry, log *slog.Logger) error {
+	if _, err := reg.Sweep(); err != nil {
+		return err
+	}
+	return sweepHostStates(reg, log)
 }
 
 func (n *Node) path(parts ...string) string {
@@ -227,21 +234,27 @@ func (n *Node) start(name, path string, args ...string) (*proc.Process, error) {
 	return p, nil
 }
 
-// prepareHost creates the node's cgroups and remembers the host settings the node changes.
+// prepareHost records what the node will change on the host (before changing it), then creates the node's
+// cgroups and adds its node IP.
 func (n *Node) prepareHost() error {
-	if err := createCgroups(n.cgroup, n.cgroup+"/pods"); err != nil {
-		return err
-	}
 	fw, err := os.ReadFile("/proc/sys/net/ipv4/ip_forward")
 	if err != nil {
 		return err
 	}
-	n.forwardWas = strings.TrimSpace(string(fw))
+	n.host.ForwardWas = strings.TrimSpace(string(fw))
+	if n.cfg.NodeIP.IsValid() {
+		n.host.NodeIP = n.cfg.NodeIP.String()
+	}
+	if err := n.host.record(n.reg); err != nil {
+		return err
+	}
+	if err := createCgroups(n.host.Cgroup, n.host.Cgroup+"/pods"); err != nil {
+		return err
+	}
 	if n.cfg.NodeIP.IsValid() {
 		if out, err := exec.Command("ip", "addr", "replace", n.cfg.NodeIP.String()+"/32", "dev", "lo").CombinedOutput(); err != nil {
 			return fmt.Errorf("add node IP %s to lo: %w: %s", n.cfg.NodeIP, err, out)
 		}
-		n.nodeIPAdded = true
 	}
 	return nil
 }
@@ -328,24 +341,18 @@ func (n *Node) Stop() error {
 			}
 		}
 	}
-	errs = append(errs, killCgroupTree(n.cgroup))
+	// The cgroup tree goes before the mount-namespace holder: nothing in it may outlive the namespace's users.
+	errs = append(errs, n.host.undo())
 	for _, p := range procs {
 		if p.Name != "kubelet" && p.Name != "containerd" {
 			errs = append(errs, p.Stop(5*time.Second))
 		}
 	}
-	if _, err := os.Stat("/sys/class/net/" + n.bridge); err == nil {
-		if out, err := exec.Command("ip", "link", "del", n.bridge).CombinedOutput(); err != nil {
-			errs = append(errs, fmt.Errorf("delete bridge %s: %w: %s", n.bridge, err, out))
-		}
+	if err := errors.Join(errs...); err != nil {
+		return err
 	}
-	if n.nodeIPAdded {
-		if out, err := exec.Command("ip", "addr", "del", n.cfg.NodeIP.String()+"/32", "dev", "lo").CombinedOutput(); err != nil {
-			errs = append(errs, fmt.Errorf("remove node IP from lo: %w: %s", err, out))
-		}
+	if err := os.Remove(statePath(n.reg, n.host.Cgroup)); err != nil && !os.IsNotExist(err) {
+		return err
 	}
-	if n.forwardWas != "" {
-		errs = append(errs, os.WriteFile("/proc/sys/net/ipv4/ip_forward", []byte(n.forwardWas), 0o644))
-	}
-	return errors.Join(errs...)
+	return nil
 }

@@ -165,11 +165,11 @@ func TestKubeletJoinsAndRunsPod(t *testing.T) {
 	if err := n.Stop(); err != nil {
 		t.Fatalf("stop node: %v", err)
 	}
-	if _, err := os.Stat(filepath.Join(cgroupRoot, "pids", n.cgroup)); !os.IsNotExist(err) {
-		t.Errorf("cgroup %s still exists", n.cgroup)
+	if _, err := os.Stat(filepath.Join(cgroupRoot, "pids", n.host.Cgroup)); !os.IsNotExist(err) {
+		t.Errorf("cgroup %s still exists", n.host.Cgroup)
 	}
-	if _, err := os.Stat("/sys/class/net/" + n.bridge); !os.IsNotExist(err) {
-		t.Errorf("bridge %s still exists", n.bridge)
+	if _, err := os.Stat("/sys/class/net/" + n.host.Bridge); !os.IsNotExist(err) {
+		t.Errorf("bridge %s still exists", n.host.Bridge)
 	}
 	if out, _ := exec.Command("ip", "-o", "addr", "show", "dev", "lo").Output(); strings.Contains(string(out), nodeIP.String()+"/32") {
 		t.Errorf("node IP %s still on lo", nodeIP)

@@ -123,7 +123,7 @@ func (n *Node) kubeletConfig(port, healthzPort int) ([]byte, error) {
 		},
 		Authorization:            kubeletv1beta1.KubeletAuthorization{Mode: kubeletv1beta1.KubeletAuthorizationModeWebhook},
 		CgroupDriver:             "cgroupfs",
-		CgroupRoot:               "/" + n.cgroup + "/pods",
+		CgroupRoot:               "/" + n.host.Cgroup + "/pods",
 		FailCgroupV1:             &f, // this host runs cgroup v1
 		FailSwapOn:               &f,
 		ContainerRuntimeEndpoint: "unix://" + n.ContainerdSocket(),
@@ -145,7 +145,7 @@ func (n *Node) cniConfig() ([]byte, error) {
 		"name":       "berth",
 		"plugins": []any{map[string]any{
 			"type":        "bridge",
-			"bridge":      n.bridge,
+			"bridge":      n.host.Bridge,
 			"isGateway":   true,
 			"ipMasq":      false,
 			"hairpinMode": true,

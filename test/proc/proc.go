@@ -58,6 +58,18 @@ type Record struct {
 // Running reports whether the recorded process is still running (the same process: pid and start time match).
 func (r Record) Running() bool { return isAlive(r.PID, r.StartTime) }
 
+// Orphaned reports whether the record has an owner and that owner has exited.
+func (r Record) Orphaned() bool { return r.OwnerPID != 0 && !isAlive(r.OwnerPID, r.OwnerStartTime) }
+
+// Self returns this process's pid and start time, the identity that owned records carry.
+func Self() (pid int, startTime uint64) {
+	pid = os.Getpid()
+	if st, err := readStat(pid); err == nil {
+		startTime = st.startTime
+	}
+	return pid, startTime
+}
+
 // Spec says what to start.
 type Spec struct {
 	Name  string   // short component name, used in records and errors
@@ -112,10 +124,7 @@ func (r Registry) Start(spec Spec) (*Process, error) {
 		p.StartTime = st.startTime
 	}
 	if !spec.Detached {
-		p.OwnerPID = os.Getpid()
-		if st, err := readStat(p.OwnerPID); err == nil {
-			p.OwnerStartTime = st.startTime
-		}
+		p.OwnerPID, p.OwnerStartTime = Self()
 	}
 	p.recPath = filepath.Join(r.Dir, fmt.Sprintf("%d-%d.json", p.PID, p.StartTime))
 	data, _ := json.Marshal(p.Record)
@@ -199,9 +208,7 @@ func (r Registry) Records() ([]Record, []string, error) {
 // Sweep kills every recorded process whose owner is gone (a test binary that was killed or timed out) and removes
 // its record. Detached processes are left alone. It returns what it killed.
 func (r Registry) Sweep() ([]Record, error) {
-	return r.kill(func(rec Record) bool {
-		return rec.OwnerPID != 0 && !isAlive(rec.OwnerPID, rec.OwnerStartTime)
-	}, 0)
+	return r.kill(Record.Orphaned, 0)
 }
 
 // StopGroup stops every recorded process of group, owned or detached: SIGTERM, then SIGKILL after grace.
