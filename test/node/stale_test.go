@@ -153,8 +153,10 @@ func TestKilledNodeIsCleanedUp(t *testing.T) {
 		time.Sleep(200 * time.Millisecond)
 	}
 	sum := cgroupOf(h.Dir)
-	if running := processesMentioning(h.Dir); len(running) < 4 { // holder, containerd, kubelet, shim
-		t.Fatalf("expected the node's processes (holder, containerd, kubelet, shim) to mention its dir, found %v", running)
+	// containerd, the kubelet and the pod's shim name the node dir in their command lines (the mount-namespace
+	// holder has exec'd into sleep by now).
+	if running := processesMentioning(h.Dir); len(running) < 3 {
+		t.Fatalf("expected containerd, kubelet and a shim to mention the node dir, found %v", running)
 	}
 
 	cmd.Process.Signal(syscall.SIGKILL)
