@@ -19,7 +19,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	"k8s.io/client-go/kubernetes"
@@ -80,10 +79,8 @@ type ControlPlane struct {
 	cfg       Config
 	log       *slog.Logger
 	reg       proc.Registry
+	procs     *proc.Group
 	serviceIP netip.Addr
-
-	mu    sync.Mutex
-	procs []*proc.Process
 
 	// Endpoint is the apiserver's URL as nodes use it.
 	Endpoint string
@@ -177,7 +174,8 @@ func Start(ctx context.Context, cfg Config) (_ *ControlPlane, err error) {
 	if err := cfg.setDefaults(); err != nil {
 		return nil, err
 	}
-	c := &ControlPlane{cfg: cfg, log: cfg.Log.With("controlplane", cfg.Dir), reg: *cfg.Registry}
+	c := &ControlPlane{cfg: cfg, log: cfg.Log.With("controlplane", cfg.Dir), reg: *cfg.Registry,
+		procs: &proc.Group{Registry: *cfg.Registry, Dir: cfg.Dir, Detached: cfg.Detached}}
 	c.serviceIP = cfg.ServiceCIDR.Addr().Next()
 	c.Endpoint = "https://" + net.JoinHostPort(cfg.BindAddress.String(), strconv.Itoa(cfg.APIServerPort))
 
@@ -280,7 +278,7 @@ func (c *ControlPlane) KubeconfigPath() string { return c.path("admin.conf") }
 func (c *ControlPlane) CACertPath() string { return c.pki("ca.crt") }
 
 // LogPath is the log file of a component (one of Components).
-func (c *ControlPlane) LogPath(component string) string { return c.path("logs", component+".log") }
+func (c *ControlPlane) LogPath(component string) string { return c.procs.LogPath(component) }
 
 // Config returns the configuration in effect, defaults filled in.
 func (c *ControlPlane) Config() Config { return c.cfg }
@@ -290,43 +288,21 @@ func (c *ControlPlane) start(name string, args []string) (*proc.Process, error) 
 	if c.cfg.NetNS != "" {
 		path, args = "nsenter", append([]string{"--net=" + c.cfg.NetNS, "--", path}, args...)
 	}
-	p, err := c.reg.Start(proc.Spec{Name: name, Group: c.cfg.Dir, Path: path, Args: args, Dir: c.cfg.Dir,
-		Log: c.LogPath(name), Detached: c.cfg.Detached})
-	if err != nil {
-		return nil, err
-	}
-	c.mu.Lock()
-	c.procs = append(c.procs, p)
-	c.mu.Unlock()
-	return p, nil
+	return c.procs.Start(name, path, args...)
 }
 
 // Stop stops the control plane: the apiserver and controller manager in parallel, then etcd (an apiserver that
 // loses etcd mid-shutdown hangs until it is killed). It waits for every process to exit.
 func (c *ControlPlane) Stop() error {
-	c.mu.Lock()
-	procs := c.procs
-	c.procs = nil
-	c.mu.Unlock()
 	var front, back []*proc.Process
-	for _, p := range procs {
+	for _, p := range c.procs.Take() {
 		if p.Name == "etcd" {
 			back = append(back, p)
 		} else {
 			front = append(front, p)
 		}
 	}
-	return errors.Join(stopAll(front), stopAll(back))
-}
-
-func stopAll(procs []*proc.Process) error {
-	errs := make([]error, len(procs))
-	var wg sync.WaitGroup
-	for i, p := range procs {
-		wg.Go(func() { errs[i] = p.Stop(15 * time.Second) })
-	}
-	wg.Wait()
-	return errors.Join(errs...)
+	return errors.Join(proc.StopAll(front, 15*time.Second), proc.StopAll(back, 15*time.Second))
 }
 
 // Down stops a detached control plane that an earlier process started in dir: the apiserver and controller

@@ -25,7 +25,6 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -62,13 +61,11 @@ type Config struct {
 
 // Node is a running node.
 type Node struct {
-	cfg  Config
-	log  *slog.Logger
-	reg  proc.Registry
-	host hostState
-
-	mu    sync.Mutex
-	procs []*proc.Process
+	cfg   Config
+	log   *slog.Logger
+	reg   proc.Registry
+	procs *proc.Group
+	host  hostState
 }
 
 func (c *Config) validate() error {
@@ -124,7 +121,8 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	sum := sha256.Sum256([]byte(cfg.Dir))
 	id := hex.EncodeToString(sum[:4])
 	n := &Node{cfg: cfg, log: cfg.Log.With("node", cfg.Name), reg: *cfg.Registry,
-		host: hostState{Dir: cfg.Dir, Cgroup: "berth-node-" + id, Bridge: "bn" + id}}
+		procs: &proc.Group{Registry: *cfg.Registry, Dir: cfg.Dir},
+		host:  hostState{Dir: cfg.Dir, Cgroup: "berth-node-" + id, Bridge: "bn" + id}}
 	n.host.OwnerPID, n.host.OwnerStartTime = proc.Self()
 	if err := sweepStale(n.reg, n.log); err != nil {
 		return nil, err
@@ -155,7 +153,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	os.Remove(ready)
 	script := fmt.Sprintf("set -e; mount --bind %q /var/lib; mount --bind %q /var/log; mount --bind %q /run; touch %q; exec sleep infinity",
 		n.path("var-lib"), n.path("var-log"), n.path("run"), ready)
-	holder, err := n.start("mountns", "unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", script)
+	holder, err := n.procs.Start("mountns", "unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", script)
 	if err != nil {
 		return nil, err
 	}
@@ -163,7 +161,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		return nil, fmt.Errorf("mount namespace: %w", err)
 	}
 	enter := func(name, path string, args ...string) (*proc.Process, error) {
-		p, err := n.start(name, "nsenter", append([]string{"--mount=/proc/" + strconv.Itoa(holder.PID) + "/ns/mnt", "--", path}, args...)...)
+		p, err := n.procs.Start(name, "nsenter", append([]string{"--mount=/proc/" + strconv.Itoa(holder.PID) + "/ns/mnt", "--", path}, args...)...)
 		if err != nil {
 			return nil, err
 		}
@@ -221,18 +219,7 @@ func (n *Node) ContainerdSocket() string { return n.path("containerd.sock") }
 func (n *Node) KubeconfigPath() string { return n.path("kubelet.conf") }
 
 // LogPath is the log of a component: mountns, containerd, kubelet.
-func (n *Node) LogPath(component string) string { return n.path("logs", component+".log") }
-
-func (n *Node) start(name, path string, args ...string) (*proc.Process, error) {
-	p, err := n.reg.Start(proc.Spec{Name: name, Group: n.cfg.Dir, Path: path, Args: args, Dir: n.cfg.Dir, Log: n.LogPath(name)})
-	if err != nil {
-		return nil, err
-	}
-	n.mu.Lock()
-	n.procs = append(n.procs, p)
-	n.mu.Unlock()
-	return p, nil
-}
+func (n *Node) LogPath(component string) string { return n.procs.LogPath(component) }
 
 // prepareHost records what the node will change on the host (before changing it), then creates the node's
 // cgroups and adds its node IP.
@@ -296,14 +283,7 @@ func waitFile(ctx context.Context, path string, p *proc.Process) error {
 
 // WaitReady waits until the Node object reports Ready, failing early if the kubelet exits.
 func (n *Node) WaitReady(ctx context.Context, cs kubernetes.Interface) (*corev1.Node, error) {
-	var kubelet *proc.Process
-	n.mu.Lock()
-	for _, p := range n.procs {
-		if p.Name == "kubelet" {
-			kubelet = p
-		}
-	}
-	n.mu.Unlock()
+	kubelet := n.procs.Get("kubelet")
 	if kubelet == nil {
 		return nil, errors.New("kubelet is not running")
 	}
@@ -329,10 +309,7 @@ func (n *Node) WaitReady(ctx context.Context, cs kubernetes.Interface) (*corev1.
 // Stop tears the node down: kubelet, then containerd, then every process left in the node's cgroup tree (shims,
 // containers), the mount namespace with it; then the cgroups, the bridge, and the host settings it changed.
 func (n *Node) Stop() error {
-	n.mu.Lock()
-	procs := n.procs
-	n.procs = nil
-	n.mu.Unlock()
+	procs := n.procs.Take()
 	var errs []error
 	for _, name := range []string{"kubelet", "containerd"} {
 		for _, p := range procs {

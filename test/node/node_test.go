@@ -3,7 +3,6 @@ package node
 import (
 	"context"
 	"fmt"
-	"log/slog"
 	"net/netip"
 	"os"
 	"os/exec"
@@ -16,9 +15,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"berth.dev/berth/test/controlplane"
 	"berth.dev/berth/test/images"
-	"berth.dev/berth/test/k8sbin"
 	"berth.dev/berth/test/proc"
 )
 
@@ -31,27 +28,10 @@ func TestKubeletJoinsAndRunsPod(t *testing.T) {
 			t.Fatalf("%s missing (`make deps` installs containerd, runc, containernetworking-plugins, busybox-static): %v", bin, err)
 		}
 	}
-	bin := k8sbin.ForTest(t)
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
 	defer cancel()
-
-	cp, err := controlplane.Start(ctx, controlplane.Config{Dir: t.TempDir(), BinDir: bin, Log: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cp.Stop() })
-	imgs, err := images.Build(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, err := cp.MintToken(ctx, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cp.WaitTokenSigned(ctx, tok.ID()); err != nil {
-		t.Fatal(err)
-	}
+	c := startCluster(t, ctx)
+	cp, tok, imgs, bin, log := c.cp, c.tok, c.imgs, c.bin, c.log
 	ca, err := os.ReadFile(cp.CACertPath())
 	if err != nil {
 		t.Fatal(err)
@@ -123,34 +103,9 @@ func TestKubeletJoinsAndRunsPod(t *testing.T) {
 				Command: []string{"sh", "-c", "echo hello from $(hostname)"}}},
 		},
 	}
-	// The default ServiceAccount appears when the controller manager gets to it; pods need it.
-	for {
-		if _, err := cp.Client.CoreV1().ServiceAccounts("default").Get(ctx, "default", metav1.GetOptions{}); err == nil {
-			break
-		}
-		if ctx.Err() != nil {
-			t.Fatal("default ServiceAccount never appeared")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if _, err := cp.Client.CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	for {
-		p, err := cp.Client.CoreV1().Pods("default").Get(ctx, "hello", metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if p.Status.Phase == corev1.PodSucceeded {
-			if p.Spec.NodeName != "node-a" || !strings.HasPrefix(p.Status.PodIP, fmt.Sprintf("10.201.%d.", x)) {
-				t.Errorf("pod ran on %q with IP %q; want node-a and an IP from the node's pod CIDR", p.Spec.NodeName, p.Status.PodIP)
-			}
-			break
-		}
-		if p.Status.Phase == corev1.PodFailed || ctx.Err() != nil {
-			t.Fatalf("pod phase %s: %+v", p.Status.Phase, p.Status.ContainerStatuses)
-		}
-		time.Sleep(200 * time.Millisecond)
+	p := runPod(t, ctx, cp.Client, pod, corev1.PodSucceeded)
+	if p.Spec.NodeName != "node-a" || !strings.HasPrefix(p.Status.PodIP, fmt.Sprintf("10.201.%d.", x)) {
+		t.Errorf("pod ran on %q with IP %q; want node-a and an IP from the node's pod CIDR", p.Spec.NodeName, p.Status.PodIP)
 	}
 	logs, err := cp.Client.CoreV1().Pods("default").GetLogs("hello", &corev1.PodLogOptions{}).DoRaw(ctx)
 	if err != nil {

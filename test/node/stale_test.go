@@ -19,7 +19,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"berth.dev/berth/agent/bootstrap"
-	"berth.dev/berth/test/controlplane"
 	"berth.dev/berth/test/images"
 	"berth.dev/berth/test/k8sbin"
 	"berth.dev/berth/test/proc"
@@ -76,26 +75,10 @@ func runHelper(raw string) int {
 // A test binary killed while its node runs a pod leaves containerd, the kubelet, shims, the container, a cgroup
 // tree, a bridge and an address on lo. The next run must remove all of it.
 func TestKilledNodeIsCleanedUp(t *testing.T) {
-	bin := k8sbin.ForTest(t)
-	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	cp, err := controlplane.Start(ctx, controlplane.Config{Dir: t.TempDir(), BinDir: bin, Log: log})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cp.Stop() })
-	imgs, err := images.Build(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	tok, err := cp.MintToken(ctx, time.Hour)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := cp.WaitTokenSigned(ctx, tok.ID()); err != nil {
-		t.Fatal(err)
-	}
+	c := startCluster(t, ctx)
+	cp, tok, imgs, bin, log := c.cp, c.tok, c.imgs, c.bin, c.log
 	x := os.Getpid()%200 + 20
 	h := helperConfig{Name: "node-stale", Dir: t.TempDir(), Server: cp.Endpoint, CAFile: cp.CACertPath(), Token: tok.Value(),
 		PodCIDR: fmt.Sprintf("10.202.%d.0/24", x), NodeIP: fmt.Sprintf("10.200.%d.2", x), Images: []string{imgs.Pause, imgs.Busybox}}
@@ -127,31 +110,7 @@ func TestKilledNodeIsCleanedUp(t *testing.T) {
 		Spec: corev1.PodSpec{NodeName: h.Name, Containers: []corev1.Container{{Name: "sleep", Image: images.Busybox,
 			ImagePullPolicy: corev1.PullNever, Command: []string{"sleep", "3600"}}}},
 	}
-	for {
-		if _, err := cp.Client.CoreV1().ServiceAccounts("default").Get(ctx, "default", metav1.GetOptions{}); err == nil {
-			break
-		}
-		if ctx.Err() != nil {
-			t.Fatal("default ServiceAccount never appeared")
-		}
-		time.Sleep(100 * time.Millisecond)
-	}
-	if _, err := cp.Client.CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	for {
-		p, err := cp.Client.CoreV1().Pods("default").Get(ctx, "sleeper", metav1.GetOptions{})
-		if err != nil {
-			t.Fatal(err)
-		}
-		if p.Status.Phase == corev1.PodRunning {
-			break
-		}
-		if ctx.Err() != nil {
-			t.Fatalf("pod never ran: %+v", p.Status)
-		}
-		time.Sleep(200 * time.Millisecond)
-	}
+	runPod(t, ctx, cp.Client, pod, corev1.PodRunning)
 	sum := cgroupOf(h.Dir)
 	// containerd, the kubelet and the pod's shim name the node dir in their command lines (the mount-namespace
 	// holder has exec'd into sleep by now).
