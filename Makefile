@@ -37,16 +37,16 @@ deps:
 	  [ -n "$$guard" ] && rm -f /usr/sbin/policy-rc.d; exit $$rc; \
 	fi
 
-# Pinned Kubernetes v1.37.2 + etcd, built once per machine into $(BERTH_CACHE)/k8s (tools/k8s/build.sh).
+# Pinned Kubernetes v1.37.2 + etcd, built once per machine into $(BERTH_CACHE)/k8s (tools/build.sh k8s).
 tools: go-check
-	@echo "kubernetes binaries: $$(BERTH_CACHE=$(BERTH_CACHE) tools/k8s/build.sh)"
+	@echo "kubernetes binaries: $$(BERTH_CACHE=$(BERTH_CACHE) tools/build.sh k8s)"
 
 $(DEV_BIN): go-check $(shell find test agent imagebuilder -name '*.go' -not -name '*_test.go') go.mod go.sum
 	@mkdir -p $(dir $@)
 	go build -o $@ ./test/cmd/berth-dev
 
 demo: deps tools $(DEV_BIN)
-	BERTH_K8S_BIN=$$(BERTH_CACHE=$(BERTH_CACHE) tools/k8s/build.sh) $(DEV_BIN) controlplane up
+	BERTH_K8S_BIN=$$(BERTH_CACHE=$(BERTH_CACHE) tools/build.sh k8s) $(DEV_BIN) controlplane up
 
 down: $(DEV_BIN)
 	$(DEV_BIN) controlplane down
@@ -56,10 +56,10 @@ lint: go-check
 	go vet ./...
 
 test: deps tools lint
-	BERTH_K8S_BIN=$$(BERTH_CACHE=$(BERTH_CACHE) tools/k8s/build.sh) go test -count=1 -timeout $(TEST_TIMEOUT) ./...
+	BERTH_K8S_BIN=$$(BERTH_CACHE=$(BERTH_CACHE) tools/build.sh k8s) go test -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 bench: deps tools
-	BERTH_K8S_BIN=$$(BERTH_CACHE=$(BERTH_CACHE) tools/k8s/build.sh) go test -run '^$$' -bench . -benchtime 5x ./test/...
+	BERTH_K8S_BIN=$$(BERTH_CACHE=$(BERTH_CACHE) tools/build.sh k8s) go test -run '^$$' -bench . -benchtime 5x ./test/...
 
 clean-cache:
 	rm -rf $(BERTH_CACHE)

@@ -6,7 +6,7 @@ import (
 	"testing"
 	"time"
 
-	"berth.dev/berth/test/k8sbin"
+	"berth.dev/berth/test/toolbin"
 )
 
 // BenchmarkControlPlaneStart measures a cold start with the binaries cached: PKI generation, etcd, the apiserver
@@ -15,7 +15,7 @@ import (
 //
 //	go test -run '^$' -bench ControlPlaneStart -benchtime 5x ./test/controlplane
 func BenchmarkControlPlaneStart(b *testing.B) {
-	bin := k8sbin.ForTest(b)
+	bin := toolbin.Kubernetes.ForTest(b)
 	var readyz, up time.Duration
 	for b.Loop() {
 		cp, err := Start(context.Background(), Config{Dir: b.TempDir(), BinDir: bin, Log: slog.New(slog.DiscardHandler)})

@@ -34,7 +34,7 @@ import (
 type Config struct {
 	// Dir holds the PKI, etcd's data, kubeconfigs, logs and join material. Reusing a Dir keeps its CA.
 	Dir string
-	// BinDir holds etcd, kube-apiserver, kube-controller-manager and kube-scheduler (tools/k8s/build.sh prints it).
+	// BinDir holds etcd, kube-apiserver, kube-controller-manager and kube-scheduler (tools/build.sh k8s prints it).
 	BinDir string
 	// BindAddress is where the apiserver listens and what it advertises. Default 127.0.0.1.
 	BindAddress netip.Addr

@@ -25,14 +25,14 @@ import (
 	"k8s.io/cluster-bootstrap/token/jws"
 
 	"berth.dev/berth/agent/bootstrap"
-	"berth.dev/berth/test/k8sbin"
 	"berth.dev/berth/test/proc"
+	"berth.dev/berth/test/toolbin"
 )
 
 // startForTest starts a control plane owned by this test, stopped at cleanup; on failure it prints the log tails.
 func startForTest(t *testing.T, cfg Config) *ControlPlane {
 	t.Helper()
-	cfg.BinDir = k8sbin.ForTest(t)
+	cfg.BinDir = toolbin.Kubernetes.ForTest(t)
 	if cfg.Dir == "" {
 		cfg.Dir = t.TempDir()
 	}

@@ -12,8 +12,8 @@ import (
 	"syscall"
 	"testing"
 
-	"berth.dev/berth/test/k8sbin"
 	"berth.dev/berth/test/proc"
+	"berth.dev/berth/test/toolbin"
 )
 
 const helperEnv = "BERTH_CONTROLPLANE_TEST_HELPER"
@@ -30,7 +30,7 @@ func TestMain(m *testing.M) {
 type helperPorts struct{ API, EtcdClient, EtcdPeer, KCM, Scheduler int }
 
 func runHelper(dir string) int {
-	bin, err := k8sbin.Dir()
+	bin, err := toolbin.Kubernetes.Dir()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -48,7 +48,7 @@ func runHelper(dir string) int {
 // A test binary killed mid-run (SIGKILL, a go test timeout) cannot clean up. The next run must find the processes
 // it left, by their records, and kill them, freeing their ports.
 func TestKilledRunIsCleanedUp(t *testing.T) {
-	bin := k8sbin.ForTest(t)
+	bin := toolbin.Kubernetes.ForTest(t)
 	dir := t.TempDir()
 	cmd := exec.Command(os.Args[0], "-test.run=^$")
 	cmd.Env = append(os.Environ(), helperEnv+"="+dir, "BERTH_K8S_BIN="+bin)

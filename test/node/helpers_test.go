@@ -14,7 +14,7 @@ import (
 	"berth.dev/berth/agent/bootstrap"
 	"berth.dev/berth/test/controlplane"
 	"berth.dev/berth/test/images"
-	"berth.dev/berth/test/k8sbin"
+	"berth.dev/berth/test/toolbin"
 )
 
 // cluster is what node tests join: a control plane, a signed bootstrap token and the pre-built images.
@@ -28,7 +28,7 @@ type cluster struct {
 
 func startCluster(t *testing.T, ctx context.Context) cluster {
 	t.Helper()
-	c := cluster{bin: k8sbin.ForTest(t), log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))}
+	c := cluster{bin: toolbin.Kubernetes.ForTest(t), log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))}
 	var err error
 	if c.cp, err = controlplane.Start(ctx, controlplane.Config{Dir: t.TempDir(), BinDir: c.bin, Log: c.log}); err != nil {
 		t.Fatal(err)

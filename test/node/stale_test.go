@@ -20,8 +20,8 @@ import (
 
 	"berth.dev/berth/agent/bootstrap"
 	"berth.dev/berth/test/images"
-	"berth.dev/berth/test/k8sbin"
 	"berth.dev/berth/test/proc"
+	"berth.dev/berth/test/toolbin"
 )
 
 const helperEnv = "BERTH_NODE_TEST_HELPER"
@@ -46,7 +46,7 @@ func runHelper(raw string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	bin, err := k8sbin.Dir()
+	bin, err := toolbin.Kubernetes.Dir()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

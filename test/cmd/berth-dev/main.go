@@ -27,8 +27,8 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"berth.dev/berth/test/controlplane"
-	"berth.dev/berth/test/k8sbin"
 	"berth.dev/berth/test/proc"
+	"berth.dev/berth/test/toolbin"
 )
 
 const usage = `usage: berth-dev controlplane <up|down|status|join-info> [flags]
@@ -76,7 +76,7 @@ func run(ctx context.Context, args []string, out io.Writer, log *slog.Logger) er
 		bind := fs.String("bind", "127.0.0.1", "address the apiserver binds to and advertises")
 		port := fs.Int("port", 6443, "apiserver port")
 		nsPath := fs.String("netns", "", "network namespace to run in (e.g. /run/netns/berth); default: this one")
-		bin := fs.String("k8s-bin", os.Getenv("BERTH_K8S_BIN"), "directory with etcd, kube-apiserver, kube-controller-manager (env BERTH_K8S_BIN; default: build them with tools/k8s/build.sh)")
+		bin := fs.String("k8s-bin", os.Getenv("BERTH_K8S_BIN"), "directory with etcd, kube-apiserver, kube-controller-manager (env BERTH_K8S_BIN; default: build them with tools/build.sh k8s)")
 		if err := fs.Parse(args[2:]); err != nil {
 			return err
 		}
@@ -85,7 +85,7 @@ func run(ctx context.Context, args []string, out io.Writer, log *slog.Logger) er
 			return fmt.Errorf("--bind: %w", err)
 		}
 		if *bin == "" {
-			if *bin, err = k8sbin.Dir(); err != nil {
+			if *bin, err = toolbin.Kubernetes.Dir(); err != nil {
 				return err
 			}
 		}

@@ -13,14 +13,14 @@ import (
 	"testing"
 
 	"berth.dev/berth/agent/bootstrap"
-	"berth.dev/berth/test/k8sbin"
 	"berth.dev/berth/test/proc"
+	"berth.dev/berth/test/toolbin"
 )
 
 // The dev command's whole life cycle against real components: up (detached), status, join-info in every format,
 // a second up that restarts with the same join material, down, and nothing left running.
 func TestControlPlaneUpStatusJoinInfoDown(t *testing.T) {
-	bin := k8sbin.ForTest(t)
+	bin := toolbin.Kubernetes.ForTest(t)
 	// A fixed directory: processes that a killed run of this test left (they are detached) are stopped by the
 	// first `down` of the next run.
 	base := filepath.Join(os.TempDir(), "berth-dev-cli-test")

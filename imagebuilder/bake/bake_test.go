@@ -1,0 +1,102 @@
+package bake
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"berth.dev/berth/imagebuilder/bootcheck"
+	"berth.dev/berth/imagebuilder/disk"
+	"berth.dev/berth/imagebuilder/distro"
+	"berth.dev/berth/imagebuilder/payload"
+	"berth.dev/berth/test/images"
+	"berth.dev/berth/test/toolbin"
+)
+
+// The whole bake of a Debian 12 node image, for real: mmdebstrap rootfs (cached across runs), payload with the
+// pinned kubelet and kube-proxy and pre-cached images, sealing, offline disk assembly, qcow2 + fixed VHD, and a
+// boot under qemu whose in-guest checks must all pass. Then the same image booted with a wrong expectation must
+// fail the check: a boot check that cannot fail would be worthless.
+func TestBakeDebian12(t *testing.T) {
+	k8s := toolbin.Kubernetes.ForTest(t)
+	imgs, err := images.Build(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	p, err := distro.Get("debian-12")
+	if err != nil {
+		t.Fatal(err)
+	}
+	cache := os.Getenv("BERTH_CACHE")
+	if cache == "" {
+		cache = filepath.Join(os.Getenv("HOME"), ".cache", "berth")
+	}
+	out := t.TempDir()
+	s := &Spec{
+		Name: "node", Profile: p,
+		Inputs: payload.Inputs{KubeletPath: filepath.Join(k8s, "kubelet"), KubeProxyPath: filepath.Join(k8s, "kube-proxy"),
+			Images: []string{imgs.Pause, imgs.Busybox}},
+		Layout:    disk.Layout{SizeMiB: 3072, RootUUID: "6b1c7e2a-3f4d-4c5b-9a8e-1d2c3b4a5f60", Ext4Features: p.Ext4Features},
+		Formats:   []disk.Format{disk.QCOW2, disk.VHD},
+		OutputDir: out, WorkDir: t.TempDir(), CacheDir: cache,
+		KubernetesVersion: "v1.37.2", SandboxImage: images.Pause,
+		BootCheck: true, BootTimeout: 6 * time.Minute,
+		Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})),
+	}
+	ctx := context.Background()
+	st, err := RunAll(ctx, s)
+	if st.BootCheck != nil {
+		for _, c := range st.BootCheck.Checks {
+			t.Logf("boot check %-28s ok=%v %s", c.Name, c.OK, c.Detail)
+		}
+	}
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, tm := range st.Timings {
+		t.Logf("phase %-10s %v", tm.Phase, tm.Took.Round(time.Millisecond))
+	}
+
+	m := st.Manifest
+	if m.Packages["containerd"] == "" || m.Packages["runc"] == "" || m.Packages["cloud-init"] == "" {
+		t.Errorf("manifest lacks runtime packages: containerd=%q runc=%q cloud-init=%q", m.Packages["containerd"], m.Packages["runc"], m.Packages["cloud-init"])
+	}
+	for _, b := range []string{"/usr/local/bin/kubelet", "/usr/local/bin/kube-proxy", "/usr/bin/containerd", "/usr/sbin/runc"} {
+		if len(m.Binaries[b]) != 64 {
+			t.Errorf("manifest has no sha256 for %s", b)
+		}
+	}
+	vhd := st.Outputs[disk.VHD]
+	fi, err := os.Stat(vhd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// A fixed VHD is the disk plus a 512-byte footer; Azure wants the virtual size in whole MiB.
+	if (fi.Size()-512)%(1<<20) != 0 || fi.Size()-512 != int64(s.Layout.SizeMiB)<<20 {
+		t.Errorf("VHD size %d: want %d MiB + 512-byte footer", fi.Size(), s.Layout.SizeMiB)
+	}
+	if _, err := os.Stat(filepath.Join(out, "node.raw")); !os.IsNotExist(err) {
+		t.Error("the intermediate raw disk was left although raw was not asked for")
+	}
+	if _, err := os.Stat(filepath.Join(out, "node.manifest.json")); err != nil {
+		t.Error(err)
+	}
+
+	// The same image, expecting another Kubernetes version: the check must fail and name what failed.
+	res, err := bootcheck.Run(ctx, st.Outputs[disk.QCOW2], "qcow2", t.TempDir(), bootcheck.Expect{
+		KubernetesVersion: "v1.99.0", SandboxImage: images.Pause, Images: st.Images}, 6*time.Minute)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var failed []string
+	for _, c := range res.Failed() {
+		failed = append(failed, c.Name)
+	}
+	if strings.Join(failed, ",") != "kubelet-version,kube-proxy-version" {
+		t.Errorf("with a wrong version expected, failed checks = %v; want kubelet-version and kube-proxy-version only", failed)
+	}
+}

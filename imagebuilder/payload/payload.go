@@ -1,0 +1,160 @@
+// Package payload is the one description of what a berth node image contains, used by both the disk builder
+// (installed into a root directory) and the provisioner (uploaded over a Packer communicator): the pinned kubelet
+// and kube-proxy, berth's systemd units, sysctls and kernel modules for Kubernetes, pre-cached container images,
+// and the hygiene script that seals the image.
+package payload
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sort"
+
+	"berth.dev/berth/imagebuilder/distro"
+	"berth.dev/berth/systemd"
+)
+
+// Inputs are the artifacts that go into the image.
+type Inputs struct {
+	KubeletPath   string   // pinned kubelet binary
+	KubeProxyPath string   // pinned kube-proxy binary
+	Images        []string // OCI image-layout tarballs to pre-cache (at least the pause image)
+}
+
+// File is one file of the payload: content from Source (a host path), Data, or a symlink to Link.
+type File struct {
+	Path   string
+	Mode   os.FileMode
+	Source string
+	Data   []byte
+	Link   string
+}
+
+// Payload is what Build decided to install.
+type Payload struct {
+	Files []File
+	// ImageDir holds the image tarballs in the image; the builder imports them into containerd's k8s.io namespace
+	// at bake time and the agent re-imports any that are missing at boot.
+	ImageDir string
+	Images   []string // paths under ImageDir
+}
+
+// ImageDir is where image tarballs live in the image.
+const ImageDir = "/var/lib/berth/images"
+
+// Sysctls are what kubelet, kube-proxy and bridge CNI need, plus the limits busy nodes hit first.
+const Sysctls = `# berth: Kubernetes node settings
+net.ipv4.ip_forward = 1
+net.ipv6.conf.all.forwarding = 1
+net.bridge.bridge-nf-call-iptables = 1
+net.bridge.bridge-nf-call-ip6tables = 1
+fs.inotify.max_user_watches = 1048576
+fs.inotify.max_user_instances = 8192
+vm.overcommit_memory = 1
+kernel.panic = 10
+kernel.panic_on_oops = 1
+`
+
+// Modules are loaded at boot (systemd-modules-load).
+const Modules = "overlay\nbr_netfilter\n"
+
+// Validate returns every problem with the inputs.
+func (in Inputs) Validate() error {
+	var errs []error
+	for field, p := range map[string]string{"kubelet": in.KubeletPath, "kube_proxy": in.KubeProxyPath} {
+		if p == "" {
+			errs = append(errs, fmt.Errorf("%s: required", field))
+		} else if st, err := os.Stat(p); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", field, err))
+		} else if st.Mode()&0o111 == 0 {
+			errs = append(errs, fmt.Errorf("%s: %s is not executable", field, p))
+		}
+	}
+	if len(in.Images) == 0 {
+		errs = append(errs, errors.New("images: at least the pause image is required (no registry is assumed at boot)"))
+	}
+	for i, img := range in.Images {
+		if _, err := os.Stat(img); err != nil {
+			errs = append(errs, fmt.Errorf("images[%d]: %w", i, err))
+		}
+	}
+	return errors.Join(errs...)
+}
+
+// Build decides the payload for profile p.
+func Build(p distro.Profile, in Inputs) (Payload, error) {
+	if err := in.Validate(); err != nil {
+		return Payload{}, err
+	}
+	pl := Payload{ImageDir: ImageDir}
+	pl.Files = append(pl.Files,
+		File{Path: "/usr/local/bin/kubelet", Mode: 0o755, Source: in.KubeletPath},
+		File{Path: "/usr/local/bin/kube-proxy", Mode: 0o755, Source: in.KubeProxyPath},
+		File{Path: "/etc/sysctl.d/90-berth-kubernetes.conf", Mode: 0o644, Data: []byte(Sysctls)},
+		File{Path: "/etc/modules-load.d/berth.conf", Mode: 0o644, Data: []byte(Modules)},
+	)
+	if p.CNIBinDir != "/opt/cni/bin" {
+		// kubelet and most CNI docs expect /opt/cni/bin.
+		pl.Files = append(pl.Files, File{Path: "/opt/cni/bin", Link: p.CNIBinDir})
+	}
+	for _, u := range systemd.Units() {
+		data, err := systemd.Unit(u)
+		if err != nil {
+			return Payload{}, err
+		}
+		pl.Files = append(pl.Files, File{Path: "/etc/systemd/system/" + u, Mode: 0o644, Data: data})
+	}
+	for _, img := range in.Images {
+		dst := filepath.Join(ImageDir, filepath.Base(img))
+		pl.Files = append(pl.Files, File{Path: dst, Mode: 0o644, Source: img})
+		pl.Images = append(pl.Images, dst)
+	}
+	sort.Slice(pl.Files, func(i, j int) bool { return pl.Files[i].Path < pl.Files[j].Path })
+	return pl, nil
+}
+
+// InstallTo writes the payload's files into root (a directory holding the image's tree).
+func (pl Payload) InstallTo(ctx context.Context, root string) error {
+	for _, f := range pl.Files {
+		dst := filepath.Join(root, f.Path)
+		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+			return err
+		}
+		os.RemoveAll(dst)
+		switch {
+		case f.Link != "":
+			if err := os.Symlink(f.Link, dst); err != nil {
+				return fmt.Errorf("install %s: %w", f.Path, err)
+			}
+			continue
+		case f.Source != "":
+			data, err := os.ReadFile(f.Source)
+			if err != nil {
+				return fmt.Errorf("install %s: %w", f.Path, err)
+			}
+			f.Data = data
+		}
+		if err := os.WriteFile(dst, f.Data, f.Mode); err != nil {
+			return fmt.Errorf("install %s: %w", f.Path, err)
+		}
+		if err := os.Chmod(dst, f.Mode); err != nil {
+			return err
+		}
+	}
+	return ctx.Err()
+}
+
+// SealScript is the hygiene run last, in the image (chroot) or over a communicator: no machine identity, no SSH
+// host keys, no cloud-init state (the first real boot runs it fresh), no logs or apt lists, no policy-rc.d.
+const SealScript = `set -e
+: > /etc/machine-id
+rm -f /var/lib/dbus/machine-id
+ln -s /etc/machine-id /var/lib/dbus/machine-id
+rm -f /etc/ssh/ssh_host_*
+rm -rf /var/lib/cloud/* /var/log/cloud-init*.log
+find /var/log -type f -exec truncate -s 0 {} +
+rm -rf /var/lib/apt/lists/* /var/cache/apt/*.bin /tmp/* /var/tmp/* /root/.bash_history
+rm -f /usr/sbin/policy-rc.d
+`

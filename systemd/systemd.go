@@ -1,0 +1,22 @@
+// Package systemd holds berth's unit files. The image builder installs these bytes and the agent (later) starts
+// the units through systemd's D-Bus API, so both halves share one copy. Every unit must work on systemd 229
+// (Ubuntu 16.04): no ReadWritePaths=, StateDirectory=, DynamicUser= or ProtectSystem=strict.
+package systemd
+
+import "embed"
+
+//go:embed units/*
+var units embed.FS
+
+// Unit returns the content of a unit file by name (e.g. "kubelet.service").
+func Unit(name string) ([]byte, error) { return units.ReadFile("units/" + name) }
+
+// Units lists the unit files, sorted.
+func Units() []string {
+	entries, _ := units.ReadDir("units")
+	names := make([]string, 0, len(entries))
+	for _, e := range entries {
+		names = append(names, e.Name())
+	}
+	return names
+}

@@ -1,0 +1,71 @@
+// Package toolbin finds the pinned tools that tools/build.sh builds from the module proxy and caches: Kubernetes
+// v1.37.2 with etcd, and Packer v1.9.4. It runs that script, which returns at once when the cache is complete and
+// builds under a lock otherwise, so tests on a fresh machine need no manual step. The tools are a real
+// prerequisite: when they cannot be had, tests fail instead of skipping.
+package toolbin
+
+import (
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"sync"
+	"testing"
+)
+
+// Tool is one of the directories under tools/.
+type Tool struct {
+	name string // tools/<name>
+	env  string // overrides the directory
+}
+
+var (
+	// Kubernetes is kube-apiserver, kube-controller-manager, kube-scheduler, kube-proxy, kubelet, kubeadm,
+	// kubectl and etcd ($BERTH_K8S_BIN overrides).
+	Kubernetes = &Tool{name: "k8s", env: "BERTH_K8S_BIN"}
+	// Packer is the packer binary ($BERTH_PACKER_BIN overrides).
+	Packer = &Tool{name: "packer", env: "BERTH_PACKER_BIN"}
+)
+
+var cache sync.Map // tool name → result
+
+type result struct {
+	once sync.Once
+	dir  string
+	err  error
+}
+
+// Dir returns the directory that holds the tool's binaries.
+func (t *Tool) Dir() (string, error) {
+	v, _ := cache.LoadOrStore(t.name, &result{})
+	r := v.(*result)
+	r.once.Do(func() {
+		if d := os.Getenv(t.env); d != "" {
+			r.dir = d
+			return
+		}
+		_, file, _, _ := runtime.Caller(0)
+		script := filepath.Join(filepath.Dir(file), "..", "..", "tools", "build.sh")
+		cmd := exec.Command("bash", script, t.name)
+		cmd.Stderr = os.Stderr
+		out, err := cmd.Output()
+		if err != nil {
+			r.err = fmt.Errorf("%s %s: %w", script, t.name, err)
+			return
+		}
+		r.dir = strings.TrimSpace(string(out))
+	})
+	return r.dir, r.err
+}
+
+// ForTest returns Dir or fails the test.
+func (t *Tool) ForTest(tb testing.TB) string {
+	tb.Helper()
+	d, err := t.Dir()
+	if err != nil {
+		tb.Fatalf("%s binaries: %v", t.name, err)
+	}
+	return d
+}
