@@ -63,7 +63,8 @@ const Modules = "overlay\nbr_netfilter\n"
 // Validate returns every problem with the inputs.
 func (in Inputs) Validate() error {
 	var errs []error
-	for field, p := range map[string]string{"kubelet": in.KubeletPath, "kube_proxy": in.KubeProxyPath} {
+	for _, f := range []struct{ field, p string }{{"kubelet", in.KubeletPath}, {"kube_proxy", in.KubeProxyPath}} {
+		field, p := f.field, f.p
 		if p == "" {
 			errs = append(errs, fmt.Errorf("%s: required", field))
 		} else if st, err := os.Stat(p); err != nil {

@@ -16,6 +16,7 @@ import (
 	"github.com/hashicorp/packer-plugin-sdk/template/interpolate"
 
 	"berth.dev/berth/imagebuilder/distro"
+	"berth.dev/berth/imagebuilder/payload"
 )
 
 // Config is the berth-disk builder's configuration.
@@ -74,13 +75,14 @@ func (c *Config) Prepare(raws ...interface{}) ([]string, error) {
 	} else if !c.profile.BuiltHere && c.Mirror == "" {
 		warnings = append(warnings, fmt.Sprintf("distro %s: its default archive is not reachable from berth's CI; set mirror if yours cannot reach it either", c.Distro))
 	}
-	for field, v := range map[string]string{"kubelet": c.Kubelet, "kube_proxy": c.KubeProxy, "kubernetes_version": c.KubernetesVersion, "sandbox_image": c.SandboxImage} {
+	for field, v := range map[string]string{"kubernetes_version": c.KubernetesVersion, "sandbox_image": c.SandboxImage} {
 		if v == "" {
 			errs = append(errs, fmt.Errorf("%s: required", field))
 		}
 	}
-	if len(c.Images) == 0 {
-		errs = append(errs, errors.New("images: required (at least the pause image)"))
+	// The payload's own validation names the fields (kubelet, kube_proxy, images[i]) and checks the files exist.
+	if err := (payload.Inputs{KubeletPath: c.Kubelet, KubeProxyPath: c.KubeProxy, Images: c.Images}).Validate(); err != nil {
+		errs = append(errs, err)
 	}
 	if len(c.Formats) == 0 {
 		c.Formats = []string{"qcow2"}
