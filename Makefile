@@ -8,15 +8,17 @@
 SHELL := /bin/bash
 export PATH := /usr/local/go/bin:$(PATH)
 
-# apt packages the tests and tools run for real: containerd + runc + CNI plugins for the node helper, busybox for
-# test images, iproute2/util-linux for namespaces.
-APT_PACKAGES := containerd runc containernetworking-plugins busybox-static iproute2 util-linux ca-certificates
+# apt packages the tests and tools run for real: containerd + runc + CNI plugins for the node helper and image
+# pre-caching, busybox for test images, iproute2/util-linux for namespaces; mmdebstrap, e2fsprogs, fdisk, GRUB,
+# qemu and genisoimage to bake and boot node images.
+APT_PACKAGES := containerd runc containernetworking-plugins busybox-static iproute2 util-linux ca-certificates \
+	mmdebstrap e2fsprogs fdisk grub-pc-bin grub2-common qemu-system-x86 qemu-utils genisoimage
 GO_MIN := 1.26
 BERTH_CACHE ?= $(HOME)/.cache/berth
 DEV_BIN := $(BERTH_CACHE)/bin/berth-dev
 TEST_TIMEOUT ?= 40m
 
-.PHONY: all deps go-check tools demo down test lint bench clean-cache
+.PHONY: all deps go-check tools generate demo down test lint bench clean-cache
 
 all: test
 
@@ -37,9 +39,14 @@ deps:
 	  [ -n "$$guard" ] && rm -f /usr/sbin/policy-rc.d; exit $$rc; \
 	fi
 
-# Pinned Kubernetes v1.37.2 + etcd, built once per machine into $(BERTH_CACHE)/k8s (tools/build.sh k8s).
+# Pinned tools, each built once per machine into $(BERTH_CACHE)/<tool> (tools/build.sh): Kubernetes v1.37.2 +
+# etcd, Packer v1.9.4, packer-sdc v0.6.10.
 tools: go-check
-	@echo "kubernetes binaries: $$(BERTH_CACHE=$(BERTH_CACHE) tools/build.sh k8s)"
+	@for t in k8s packer packer-sdc; do echo "$$t: $$(BERTH_CACHE=$(BERTH_CACHE) tools/build.sh $$t)"; done
+
+# Regenerates the plugin's packer-sdc outputs (hcl2 spec, docs partials, rendered docs).
+generate: go-check
+	BERTH_CACHE=$(BERTH_CACHE) imagebuilder/generate.sh
 
 $(DEV_BIN): go-check $(shell find test agent imagebuilder -name '*.go' -not -name '*_test.go') go.mod go.sum
 	@mkdir -p $(dir $@)
@@ -54,6 +61,7 @@ down: $(DEV_BIN)
 lint: go-check
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	go vet ./...
+	BERTH_CACHE=$(BERTH_CACHE) imagebuilder/generate.sh --check
 
 test: deps tools lint
 	BERTH_K8S_BIN=$$(BERTH_CACHE=$(BERTH_CACHE) tools/build.sh k8s) go test -count=1 -timeout $(TEST_TIMEOUT) ./...
