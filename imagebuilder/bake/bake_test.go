@@ -15,6 +15,7 @@ import (
 	"berth.dev/berth/imagebuilder/payload"
 	"berth.dev/berth/test/images"
 	"berth.dev/berth/test/toolbin"
+	"berth.dev/berth/test/vm"
 )
 
 // The whole bake of a Debian 12 node image, for real: mmdebstrap rootfs (cached across runs), payload with the
@@ -84,6 +85,30 @@ func TestBakeDebian12(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(out, "node.manifest.json")); err != nil {
 		t.Error(err)
+	}
+
+	// Independently of the build's own check: boot the qcow2 as a test guest and look inside over SSH.
+	g := vm.Boot(t, vm.Config{Name: "baked", Image: st.Outputs[disk.QCOW2], Format: "qcow2"})
+	if got := strings.TrimSpace(g.Run("systemctl is-system-running --wait || true")); got != "running" {
+		t.Errorf("systemd state = %q, want running (failed units: %s)", got, g.Run("systemctl --failed --no-legend || true"))
+	}
+	if got := g.Run("cloud-init status --wait || true"); !strings.Contains(got, "status: done") {
+		t.Errorf("cloud-init: %s", got)
+	}
+	if got := strings.TrimSpace(g.Run("ctr -n k8s.io run --rm --runtime io.containerd.runc.v2 " + images.Busybox + " t1 echo hello-from-a-baked-image")); got != "hello-from-a-baked-image" {
+		t.Errorf("container from a pre-cached image printed %q", got)
+	}
+	if got := strings.TrimSpace(g.Run("/usr/local/bin/kubelet --version")); got != "Kubernetes v1.37.2" {
+		t.Errorf("kubelet --version = %q", got)
+	}
+	if got := strings.TrimSpace(g.Run("cat /etc/machine-id")); len(got) != 32 {
+		t.Errorf("machine-id after first boot = %q, want a fresh 32-hex id", got)
+	}
+	if got := g.Run("ls /etc/ssh/"); !strings.Contains(got, "ssh_host_ed25519_key") {
+		t.Errorf("first boot did not generate SSH host keys: %s", got)
+	}
+	if got := strings.TrimSpace(g.Run("systemctl is-enabled kubelet.service || true")); got != "disabled" {
+		t.Errorf("kubelet.service is %q, want installed but disabled (the agent starts it)", got)
 	}
 
 	// The same image, expecting another Kubernetes version: the check must fail and name what failed.
