@@ -8,6 +8,9 @@ import "embed"
 //go:embed units/*
 var units embed.FS
 
+//go:embed runtime/*
+var runtime embed.FS
+
 // Unit returns the content of a unit file by name (e.g. "kubelet.service").
 func Unit(name string) ([]byte, error) { return units.ReadFile("units/" + name) }
 
@@ -19,4 +22,16 @@ func Units() []string {
 		names = append(names, e.Name())
 	}
 	return names
+}
+
+// RuntimeUnits are the units of the static container runtime, installed only on targets whose archive does not
+// provide one (their packages ship their own units otherwise), by name.
+func RuntimeUnits() map[string][]byte {
+	entries, _ := runtime.ReadDir("runtime")
+	out := map[string][]byte{}
+	for _, e := range entries {
+		data, _ := runtime.ReadFile("runtime/" + e.Name())
+		out[e.Name()] = data
+	}
+	return out
 }

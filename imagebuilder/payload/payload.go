@@ -21,6 +21,21 @@ type Inputs struct {
 	KubeletPath   string   // pinned kubelet binary
 	KubeProxyPath string   // pinned kube-proxy binary
 	Images        []string // OCI image-layout tarballs to pre-cache (at least the pause image)
+	// RuntimeDir holds static containerd, containerd-shim-runc-v2, ctr, runc and cni/<plugin> (tools/build.sh
+	// runtime builds them); required for profiles whose runtime is static, unused otherwise.
+	RuntimeDir string
+}
+
+// StaticRuntime maps the files of Inputs.RuntimeDir to where they go in the image.
+var StaticRuntime = []struct{ From, To string }{
+	{"containerd", "/usr/local/bin/containerd"},
+	{"containerd-shim-runc-v2", "/usr/local/bin/containerd-shim-runc-v2"},
+	{"ctr", "/usr/local/bin/ctr"},
+	{"runc", "/usr/local/sbin/runc"},
+	{"cni/bridge", "/opt/cni/bin/bridge"},
+	{"cni/host-local", "/opt/cni/bin/host-local"},
+	{"cni/loopback", "/opt/cni/bin/loopback"},
+	{"cni/portmap", "/opt/cni/bin/portmap"},
 }
 
 // File is one file of the payload: content from Source (a host path), Data, or a symlink to Link.
@@ -84,9 +99,27 @@ func (in Inputs) Validate() error {
 	return errors.Join(errs...)
 }
 
+// ValidateFor returns every problem with the inputs for profile p.
+func (in Inputs) ValidateFor(p distro.Profile) error {
+	errs := []error{in.Validate()}
+	switch {
+	case p.Runtime == distro.RuntimeStatic && in.RuntimeDir == "":
+		errs = append(errs, fmt.Errorf("runtime_dir: required for %s, whose archive has no usable containerd (`tools/build.sh runtime` builds one)", p.Name))
+	case p.Runtime == distro.RuntimeStatic:
+		for _, f := range StaticRuntime {
+			if st, err := os.Stat(filepath.Join(in.RuntimeDir, f.From)); err != nil {
+				errs = append(errs, fmt.Errorf("runtime_dir: %w", err))
+			} else if st.Mode()&0o111 == 0 {
+				errs = append(errs, fmt.Errorf("runtime_dir: %s is not executable", f.From))
+			}
+		}
+	}
+	return errors.Join(errs...)
+}
+
 // Build decides the payload for profile p.
 func Build(p distro.Profile, in Inputs) (Payload, error) {
-	if err := in.Validate(); err != nil {
+	if err := in.ValidateFor(p); err != nil {
 		return Payload{}, err
 	}
 	pl := Payload{ImageDir: ImageDir}
@@ -99,6 +132,17 @@ func Build(p distro.Profile, in Inputs) (Payload, error) {
 	if p.CNIBinDir != "/opt/cni/bin" {
 		// kubelet and most CNI docs expect /opt/cni/bin.
 		pl.Files = append(pl.Files, File{Path: "/opt/cni/bin", Link: p.CNIBinDir})
+	}
+	if p.Runtime == distro.RuntimeStatic {
+		for _, f := range StaticRuntime {
+			pl.Files = append(pl.Files, File{Path: f.To, Mode: 0o755, Source: filepath.Join(in.RuntimeDir, f.From)})
+		}
+		for name, data := range systemd.RuntimeUnits() {
+			pl.Files = append(pl.Files,
+				File{Path: "/etc/systemd/system/" + name, Mode: 0o644, Data: data},
+				// Enabled the way `systemctl enable` does it, without running systemctl in the image.
+				File{Path: "/etc/systemd/system/multi-user.target.wants/" + name, Link: "/etc/systemd/system/" + name})
+		}
 	}
 	for _, u := range systemd.Units() {
 		data, err := systemd.Unit(u)

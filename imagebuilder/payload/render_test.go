@@ -27,7 +27,21 @@ func render(t *testing.T, p distro.Profile) string {
 		}
 		return path
 	}
-	pl, err := Build(p, Inputs{KubeletPath: bin("kubelet"), KubeProxyPath: bin("kube-proxy"), Images: []string{bin("pause.oci.tar")}})
+	in := Inputs{KubeletPath: bin("kubelet"), KubeProxyPath: bin("kube-proxy"), Images: []string{bin("pause.oci.tar")}}
+	if p.Runtime == distro.RuntimeStatic {
+		in.RuntimeDir = filepath.Join(dir, "runtime")
+		if err := os.MkdirAll(filepath.Join(in.RuntimeDir, "cni"), 0o755); err != nil {
+			t.Fatal(err)
+		}
+		for _, f := range StaticRuntime {
+			bin(filepath.Join("runtime", f.From))
+		}
+		if _, err := Build(p, Inputs{KubeletPath: in.KubeletPath, KubeProxyPath: in.KubeProxyPath, Images: in.Images}); err == nil ||
+			!strings.Contains(err.Error(), "runtime_dir: required") {
+			t.Errorf("%s without runtime_dir: err = %v, want runtime_dir: required", p.Name, err)
+		}
+	}
+	pl, err := Build(p, in)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -101,11 +115,15 @@ var minSystemd = map[string]int{
 func TestUnitsWorkOnEveryProfilesSystemd(t *testing.T) {
 	for _, name := range distro.Names() {
 		p, _ := distro.Get(name)
+		units := systemd.RuntimeUnits()
 		for _, u := range systemd.Units() {
 			data, err := systemd.Unit(u)
 			if err != nil {
 				t.Fatal(err)
 			}
+			units[u] = data
+		}
+		for u, data := range units {
 			for i, line := range strings.Split(string(data), "\n") {
 				for directive, since := range minSystemd {
 					if strings.HasPrefix(strings.TrimSpace(line), directive) && p.Systemd < since {

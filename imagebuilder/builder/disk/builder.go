@@ -16,7 +16,6 @@ import (
 
 	"berth.dev/berth/imagebuilder/bake"
 	imgdisk "berth.dev/berth/imagebuilder/disk"
-	"berth.dev/berth/imagebuilder/payload"
 )
 
 // BuilderID identifies this builder's artifacts.
@@ -49,7 +48,7 @@ func (b *Builder) Run(ctx context.Context, ui packersdk.Ui, hook packersdk.Hook)
 	defer os.RemoveAll(work)
 	spec := &bake.Spec{
 		Name: c.ImageName, Profile: c.profile, Mirror: c.Mirror,
-		Inputs:   payload.Inputs{KubeletPath: c.Kubelet, KubeProxyPath: c.KubeProxy, Images: c.Images},
+		Inputs:   c.inputs(),
 		Layout:   imgdisk.Layout{SizeMiB: c.DiskSizeMiB, RootUUID: c.RootUUID, Ext4Features: c.profile.Ext4Features},
 		Formats:  formats,
 		Compress: c.CompressQCOW2, OutputDir: c.OutputDir, WorkDir: work, CacheDir: c.CacheDir,

@@ -37,6 +37,9 @@ type Config struct {
 	Images []string `mapstructure:"images" required:"true"`
 	// The pause image's reference, which must be one of the pre-cached images, e.g. `berth.dev/pause:3.10`.
 	SandboxImage string `mapstructure:"sandbox_image" required:"true"`
+	// Directory of static containerd, containerd-shim-runc-v2, ctr, runc and cni/<plugin> binaries, required for
+	// distros whose archive has no usable containerd (the Ubuntu profiles). `tools/build.sh runtime` builds them.
+	RuntimeDir string `mapstructure:"runtime_dir"`
 	// Output formats, any of `raw`, `qcow2`, `vhd` (fixed VHD for Azure). Default `["qcow2"]`.
 	Formats []string `mapstructure:"formats"`
 	// Compress the qcow2 output (smaller, about 15 s slower per GiB).
@@ -79,8 +82,15 @@ func (c *Config) Prepare(raws ...interface{}) ([]string, error) {
 			errs = append(errs, fmt.Errorf("%s: required", field))
 		}
 	}
-	// The payload's own validation names the fields (kubelet, kube_proxy, images[i]) and checks the files exist.
-	if err := (payload.Inputs{KubeletPath: c.Kubelet, KubeProxyPath: c.KubeProxy, Images: c.Images}).Validate(); err != nil {
+	// The payload's own validation names the fields (kubelet, kube_proxy, images[i], runtime_dir) and checks the
+	// files exist.
+	in := c.inputs()
+	if c.profile.Name != "" {
+		err = in.ValidateFor(c.profile)
+	} else {
+		err = in.Validate()
+	}
+	if err != nil {
 		errs = append(errs, err)
 	}
 	if len(c.Formats) == 0 {
@@ -134,4 +144,8 @@ func (c *Config) Prepare(raws ...interface{}) ([]string, error) {
 		errs = append(errs, fmt.Errorf("output_dir: %s already exists (use -force to replace it)", c.OutputDir))
 	}
 	return warnings, errors.Join(errs...)
+}
+
+func (c *Config) inputs() payload.Inputs {
+	return payload.Inputs{KubeletPath: c.Kubelet, KubeProxyPath: c.KubeProxy, Images: c.Images, RuntimeDir: c.RuntimeDir}
 }

@@ -25,6 +25,7 @@ type FlatConfig struct {
 	KubernetesVersion   *string           `mapstructure:"kubernetes_version" required:"true" cty:"kubernetes_version" hcl:"kubernetes_version"`
 	Images              []string          `mapstructure:"images" required:"true" cty:"images" hcl:"images"`
 	SandboxImage        *string           `mapstructure:"sandbox_image" required:"true" cty:"sandbox_image" hcl:"sandbox_image"`
+	RuntimeDir          *string           `mapstructure:"runtime_dir" cty:"runtime_dir" hcl:"runtime_dir"`
 	Formats             []string          `mapstructure:"formats" cty:"formats" hcl:"formats"`
 	CompressQCOW2       *bool             `mapstructure:"compress_qcow2" cty:"compress_qcow2" hcl:"compress_qcow2"`
 	DiskSizeMiB         *int              `mapstructure:"disk_size_mib" cty:"disk_size_mib" hcl:"disk_size_mib"`
@@ -63,6 +64,7 @@ func (*FlatConfig) HCL2Spec() map[string]hcldec.Spec {
 		"kubernetes_version":         &hcldec.AttrSpec{Name: "kubernetes_version", Type: cty.String, Required: false},
 		"images":                     &hcldec.AttrSpec{Name: "images", Type: cty.List(cty.String), Required: false},
 		"sandbox_image":              &hcldec.AttrSpec{Name: "sandbox_image", Type: cty.String, Required: false},
+		"runtime_dir":                &hcldec.AttrSpec{Name: "runtime_dir", Type: cty.String, Required: false},
 		"formats":                    &hcldec.AttrSpec{Name: "formats", Type: cty.List(cty.String), Required: false},
 		"compress_qcow2":             &hcldec.AttrSpec{Name: "compress_qcow2", Type: cty.Bool, Required: false},
 		"disk_size_mib":              &hcldec.AttrSpec{Name: "disk_size_mib", Type: cty.Number, Required: false},
