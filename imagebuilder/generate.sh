@@ -17,7 +17,7 @@ sdc=${PACKER_SDC:-$("$here/../tools/build.sh" packer-sdc)/packer-sdc}
 link=$(mktemp -d)/packer-plugin-berth
 trap 'rm -rf "$(dirname "$link")"' EXIT
 ln -s "$here" "$link"
-for c in builder/disk; do
+for c in builder/disk provisioner/node; do
 	# mapstructure-to-hcl2 loads the Go package, so it runs in the real tree (the link is outside the module).
 	(cd "$here/$c" && GOFILE=config.go GOPACKAGE=$(basename "$c") "$sdc" mapstructure-to-hcl2 -type Config)
 	(cd "$link/$c" && "$sdc" struct-markdown config.go)
