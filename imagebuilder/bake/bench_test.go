@@ -1,0 +1,104 @@
+package bake
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"syscall"
+	"testing"
+	"time"
+
+	"berth.dev/berth/imagebuilder/disk"
+	"berth.dev/berth/imagebuilder/distro"
+	"berth.dev/berth/imagebuilder/payload"
+	"berth.dev/berth/imagebuilder/rootfs"
+	"berth.dev/berth/test/images"
+	"berth.dev/berth/test/toolbin"
+)
+
+// BenchmarkBake measures the Debian 12 bake on this machine (run with -benchtime 1x; it uses the network for the
+// cold cases):
+//
+//	mmdebstrap  a bare mmdebstrap of the image's package set into an empty cache (the floor for a cold bake)
+//	cold        the whole bake without the boot check, rootfs cache empty
+//	warm        the same with the rootfs cached
+//	bootcheck   the boot check alone (qemu TCG boot to all checks reported), on the warm image
+//
+// and reports each output's size (raw-MiB is allocated blocks: the raw disk is sparse).
+//
+//	go test -run '^$' -bench Bake -benchtime 1x -timeout 30m ./imagebuilder/bake
+func BenchmarkBake(b *testing.B) {
+	k8s := toolbin.Kubernetes.ForTest(b)
+	imgs, err := images.Build(b.TempDir())
+	if err != nil {
+		b.Fatal(err)
+	}
+	p, _ := distro.Get("debian-12")
+	log := slog.New(slog.DiscardHandler)
+	spec := func(cache string, boot bool) *Spec {
+		return &Spec{Name: "node", Profile: p, Log: log,
+			Inputs: payload.Inputs{KubeletPath: filepath.Join(k8s, "kubelet"), KubeProxyPath: filepath.Join(k8s, "kube-proxy"),
+				Images: []string{imgs.Pause, imgs.Busybox}},
+			Layout:  disk.Layout{SizeMiB: 3072, RootUUID: "6b1c7e2a-3f4d-4c5b-9a8e-1d2c3b4a5f60", Ext4Features: p.Ext4Features},
+			Formats: []disk.Format{disk.Raw, disk.QCOW2, disk.VHD}, OutputDir: b.TempDir(), WorkDir: b.TempDir(), CacheDir: cache,
+			KubernetesVersion: "v1.37.2", SandboxImage: images.Pause, BootCheck: boot, BootTimeout: 10 * time.Minute}
+	}
+	ctx := context.Background()
+	b.Run("mmdebstrap", func(b *testing.B) {
+		for b.Loop() {
+			if _, _, err := rootfs.Cached(ctx, rootfs.Spec{Suite: p.Suite, Sources: p.Sources, Packages: p.AllPackages()}, b.TempDir(), log); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.Run("cold", func(b *testing.B) {
+		for b.Loop() {
+			if _, err := RunAll(ctx, spec(b.TempDir(), false)); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	shared := b.TempDir()
+	if _, err := RunAll(ctx, spec(shared, false)); err != nil { // fill the cache
+		b.Fatal(err)
+	}
+	var last *Spec
+	var st *State
+	b.Run("warm", func(b *testing.B) {
+		for b.Loop() {
+			last = spec(shared, false)
+			if st, err = RunAll(ctx, last); err != nil {
+				b.Fatal(err)
+			}
+		}
+		for f, path := range st.Outputs {
+			fi, err := os.Stat(path)
+			if err != nil {
+				b.Fatal(err)
+			}
+			size := fi.Size()
+			if f == disk.Raw {
+				size = fileBlocks(path)
+			}
+			b.ReportMetric(float64(size)/(1<<20), string(f)+"-MiB")
+		}
+	})
+	b.Run("bootcheck", func(b *testing.B) {
+		for b.Loop() {
+			last.BootCheck = true
+			if err := BootCheck(ctx, last, st); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+}
+
+// fileBlocks is the allocated size of a (sparse) file.
+func fileBlocks(path string) int64 {
+	var st syscall.Stat_t
+	if syscall.Stat(path, &st) != nil {
+		return 0
+	}
+	return st.Blocks * 512
+}
