@@ -104,7 +104,7 @@ build {
 	if err != nil {
 		t.Fatalf("packer build: %v\n%s", err, log)
 	}
-	for _, want := range []string{"berth-node: installing 10 payload files", "berth-node: sealing"} {
+	for _, want := range []string{"berth-node: installing missing packages", "payload files", "importing images", "berth-node: sealing"} {
 		if !strings.Contains(log, want) {
 			t.Errorf("build log lacks %q:\n%s", want, log)
 		}

@@ -128,10 +128,10 @@ func (r *remote) output(script string) (string, error) {
 		cmdline = "sudo -n " + cmdline
 	}
 	cmd := &packersdk.RemoteCmd{Command: cmdline, Stdout: &stdout, Stderr: &stderr}
-	if err := cmd.RunWithUi(r.ctx, r.comm, nil); err != nil {
+	if err := r.comm.Start(r.ctx, cmd); err != nil {
 		return "", err
 	}
-	if code := cmd.ExitStatus(); code != 0 {
+	if code := cmd.Wait(); code != 0 {
 		return stdout.String(), fmt.Errorf("remote command exited %d: %s", code, strings.TrimSpace(lastLines(stderr.String()+stdout.String(), 5)))
 	}
 	return stdout.String(), nil
