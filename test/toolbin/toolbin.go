@@ -1,5 +1,5 @@
 // Package toolbin finds the pinned tools that tools/build.sh builds from the module proxy and caches: Kubernetes
-// v1.37.2 with etcd, and Packer v1.9.4. It runs that script, which returns at once when the cache is complete and
+// v1.37.2 with etcd, Packer v1.9.4, and the static container runtime. It runs that script, which returns at once when the cache is complete and
 // builds under a lock otherwise, so tests on a fresh machine need no manual step. The tools are a real
 // prerequisite: when they cannot be had, tests fail instead of skipping.
 package toolbin
@@ -27,6 +27,9 @@ var (
 	Kubernetes = &Tool{name: "k8s", env: "BERTH_K8S_BIN"}
 	// Packer is the packer binary ($BERTH_PACKER_BIN overrides).
 	Packer = &Tool{name: "packer", env: "BERTH_PACKER_BIN"}
+	// Runtime is static containerd, containerd-shim-runc-v2, ctr, runc and cni/<plugin> ($BERTH_RUNTIME_BIN
+	// overrides).
+	Runtime = &Tool{name: "runtime", env: "BERTH_RUNTIME_BIN"}
 )
 
 var cache sync.Map // tool name → result
