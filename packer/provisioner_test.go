@@ -23,10 +23,7 @@ func bareImage(t *testing.T) string {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cache := os.Getenv("BERTH_CACHE")
-	if cache == "" {
-		cache = filepath.Join(os.Getenv("HOME"), ".cache", "berth")
-	}
+	cache := bake.DefaultCacheDir()
 	out := t.TempDir()
 	s := &bake.Spec{Name: "bare", Profile: p, OutputDir: out, WorkDir: t.TempDir(), CacheDir: cache,
 		Layout:  disk.Layout{SizeMiB: 3072, RootUUID: "0b7c1d2e-3f40-4a5b-8c6d-7e8f90a1b2c3", Ext4Features: p.Ext4Features},

@@ -42,6 +42,19 @@ type Spec struct {
 	Log          *slog.Logger
 }
 
+// DefaultCacheDir is where caches (the rootfs tarballs) live: $BERTH_CACHE, else ~/.cache/berth, the same
+// place tools/build.sh uses.
+func DefaultCacheDir() string {
+	if d := os.Getenv("BERTH_CACHE"); d != "" {
+		return d
+	}
+	home, err := os.UserHomeDir()
+	if err != nil {
+		home = os.TempDir()
+	}
+	return filepath.Join(home, ".cache", "berth")
+}
+
 // State is what the phases produce.
 type State struct {
 	RootfsTar    string // cached rootfs tarball

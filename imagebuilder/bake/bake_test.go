@@ -32,10 +32,7 @@ func TestBakeDebian12(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cache := os.Getenv("BERTH_CACHE")
-	if cache == "" {
-		cache = filepath.Join(os.Getenv("HOME"), ".cache", "berth")
-	}
+	cache := DefaultCacheDir()
 	out := t.TempDir()
 	s := &Spec{
 		Name: "node", Profile: p,

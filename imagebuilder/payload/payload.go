@@ -117,6 +117,15 @@ func (in Inputs) ValidateFor(p distro.Profile) error {
 	return errors.Join(errs...)
 }
 
+// Resolve looks up the distro profile and validates the inputs for it, returning every problem at once.
+func Resolve(distroName string, in Inputs) (distro.Profile, error) {
+	p, err := distro.Get(distroName)
+	if err != nil {
+		return distro.Profile{}, errors.Join(fmt.Errorf("distro: %w", err), in.Validate())
+	}
+	return p, in.ValidateFor(p)
+}
+
 // Build decides the payload for profile p.
 func Build(p distro.Profile, in Inputs) (Payload, error) {
 	if err := in.ValidateFor(p); err != nil {

@@ -7,13 +7,13 @@ import (
 	"errors"
 	"fmt"
 	"os"
-	"path/filepath"
 	"time"
 
 	"github.com/hashicorp/packer-plugin-sdk/common"
 	"github.com/hashicorp/packer-plugin-sdk/template/config"
 	"github.com/hashicorp/packer-plugin-sdk/template/interpolate"
 
+	"berth.dev/berth/imagebuilder/bake"
 	"berth.dev/berth/imagebuilder/distro"
 	"berth.dev/berth/imagebuilder/payload"
 )
@@ -52,7 +52,7 @@ type Config struct {
 	OutputDir string `mapstructure:"output_dir"`
 	// Base name of the output files. Default `node`.
 	ImageName string `mapstructure:"image_name"`
-	// Directory for the rootfs cache (keyed by the package set). Default `$HOME/.cache/berth`.
+	// Directory for the rootfs cache (keyed by the package set). Default `$BERTH_CACHE`, else `$HOME/.cache/berth`.
 	CacheDir string `mapstructure:"cache_dir"`
 	// Boot the image under qemu and fail the build unless every check passes. Default true.
 	BootCheck *bool `mapstructure:"boot_check"`
@@ -72,26 +72,17 @@ func (c *Config) Prepare(raws ...interface{}) ([]string, error) {
 	var errs []error
 	var warnings []string
 	var err error
-	if c.profile, err = distro.Get(c.Distro); err != nil {
-		errs = append(errs, fmt.Errorf("distro: %w", err))
-	} else if !c.profile.BuiltHere && c.Mirror == "" {
+	// Names the fields it checks: distro, kubelet, kube_proxy, images[i], runtime_dir.
+	if c.profile, err = payload.Resolve(c.Distro, c.inputs()); err != nil {
+		errs = append(errs, err)
+	}
+	if c.profile.Name != "" && !c.profile.BuiltHere && c.Mirror == "" {
 		warnings = append(warnings, fmt.Sprintf("distro %s: its default archive is not reachable from berth's CI; set mirror if yours cannot reach it either", c.Distro))
 	}
 	for field, v := range map[string]string{"kubernetes_version": c.KubernetesVersion, "sandbox_image": c.SandboxImage} {
 		if v == "" {
 			errs = append(errs, fmt.Errorf("%s: required", field))
 		}
-	}
-	// The payload's own validation names the fields (kubelet, kube_proxy, images[i], runtime_dir) and checks the
-	// files exist.
-	in := c.inputs()
-	if c.profile.Name != "" {
-		err = in.ValidateFor(c.profile)
-	} else {
-		err = in.Validate()
-	}
-	if err != nil {
-		errs = append(errs, err)
 	}
 	if len(c.Formats) == 0 {
 		c.Formats = []string{"qcow2"}
@@ -127,8 +118,7 @@ func (c *Config) Prepare(raws ...interface{}) ([]string, error) {
 		c.RootUUID = fmt.Sprintf("%x-%x-%x-%x-%x", sum[0:4], sum[4:6], sum[6:8], sum[8:10], sum[10:16])
 	}
 	if c.CacheDir == "" {
-		home, _ := os.UserHomeDir()
-		c.CacheDir = filepath.Join(home, ".cache", "berth")
+		c.CacheDir = bake.DefaultCacheDir()
 	}
 	if c.BootCheck == nil {
 		t := true

@@ -4,7 +4,6 @@ package node
 
 import (
 	"errors"
-	"fmt"
 
 	"github.com/hashicorp/packer-plugin-sdk/common"
 	"github.com/hashicorp/packer-plugin-sdk/template/config"
@@ -49,16 +48,8 @@ func (c *Config) Prepare(raws ...interface{}) error {
 	}
 	var errs []error
 	var err error
-	if c.profile, err = distro.Get(c.Distro); err != nil {
-		errs = append(errs, fmt.Errorf("distro: %w", err))
-	}
-	in := c.inputs()
-	if c.profile.Name != "" {
-		err = in.ValidateFor(c.profile)
-	} else {
-		err = in.Validate()
-	}
-	if err != nil {
+	// Names the fields it checks: distro, kubelet, kube_proxy, images[i], runtime_dir.
+	if c.profile, err = payload.Resolve(c.Distro, c.inputs()); err != nil {
 		errs = append(errs, err)
 	}
 	t := true
