@@ -40,9 +40,9 @@ deps:
 	fi
 
 # Pinned tools, each built once per machine into $(BERTH_CACHE)/<tool> (tools/build.sh): Kubernetes v1.37.2 +
-# etcd, Packer v1.9.4, packer-sdc v0.6.10.
+# etcd, Packer v1.9.4, packer-sdc v0.6.10, the static runtime (containerd v2.3.2, runc v1.4.3, CNI v1.8.0).
 tools: go-check
-	@for t in k8s packer packer-sdc; do echo "$$t: $$(BERTH_CACHE=$(BERTH_CACHE) tools/build.sh $$t)"; done
+	@for t in k8s packer packer-sdc runtime; do echo "$$t: $$(BERTH_CACHE=$(BERTH_CACHE) tools/build.sh $$t)"; done
 
 # Regenerates the plugin's packer-sdc outputs (hcl2 spec, docs partials, rendered docs).
 generate: go-check
@@ -68,6 +68,7 @@ test: deps tools lint
 
 bench: deps tools
 	BERTH_K8S_BIN=$$(BERTH_CACHE=$(BERTH_CACHE) tools/build.sh k8s) go test -run '^$$' -bench . -benchtime 5x ./test/...
+	go test -run '^$$' -bench Bake -benchtime 1x -timeout 40m ./imagebuilder/bake
 
 clean-cache:
 	rm -rf $(BERTH_CACHE)
