@@ -27,6 +27,8 @@ var (
 	Kubernetes = &Tool{name: "k8s", env: "BERTH_K8S_BIN"}
 	// Packer is the packer binary ($BERTH_PACKER_BIN overrides).
 	Packer = &Tool{name: "packer", env: "BERTH_PACKER_BIN"}
+	// PackerSDC is the SDK's generator and checker ($BERTH_PACKER_SDC_BIN overrides).
+	PackerSDC = &Tool{name: "packer-sdc", env: "BERTH_PACKER_SDC_BIN"}
 	// Runtime is static containerd, containerd-shim-runc-v2, ctr, runc and cni/<plugin> ($BERTH_RUNTIME_BIN
 	// overrides).
 	Runtime = &Tool{name: "runtime", env: "BERTH_RUNTIME_BIN"}
