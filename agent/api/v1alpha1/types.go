@@ -1,0 +1,111 @@
+// Package v1alpha1 is berth's node configuration API, node.berth.dev/v1alpha1 NodeConfig: what a node needs to
+// join a hosted control plane and run. It is delivered by cloud-init user data (a MIME part or write_files) and
+// drop-ins in /etc/berth/config.d/, decoded strictly (an unknown or misspelled field is an error) and validated
+// with every problem reported at once, each with its field path.
+package v1alpha1
+
+import (
+	"encoding/json"
+	"log/slog"
+
+	corev1 "k8s.io/api/core/v1"
+)
+
+const (
+	// Group and Version of the API.
+	Group   = "node.berth.dev"
+	Version = "v1alpha1"
+	// APIVersion is Group/Version.
+	APIVersion = Group + "/" + Version
+	// Kind of the only object.
+	Kind = "NodeConfig"
+)
+
+// NodeConfig is a node's configuration.
+type NodeConfig struct {
+	APIVersion string         `json:"apiVersion"`
+	Kind       string         `json:"kind"`
+	Spec       NodeConfigSpec `json:"spec"`
+}
+
+// NodeConfigSpec is what the operator decides.
+type NodeConfigSpec struct {
+	ControlPlane ControlPlane      `json:"controlPlane"`
+	Node         Node              `json:"node,omitempty"`
+	Kubelet      Kubelet           `json:"kubelet,omitempty"`
+	Containerd   Containerd        `json:"containerd,omitempty"`
+	CNI          CNI               `json:"cni,omitempty"`
+	Sysctls      map[string]string `json:"sysctls,omitempty"`
+}
+
+// ControlPlane says where the hosted control plane is and how to trust it.
+type ControlPlane struct {
+	// Endpoint is the apiserver URL, https://host[:port].
+	Endpoint  string    `json:"endpoint"`
+	Discovery Discovery `json:"discovery"`
+}
+
+// Discovery is how the node learns to trust the control plane: a bootstrap token (which also authenticates the
+// kubelet's TLS bootstrap) plus either CA public-key pins (kubeadm's discovery-token-ca-cert-hash) checked against
+// the signed cluster-info, or the full CA bundle.
+type Discovery struct {
+	// Token is the bootstrap token "<id>.<secret>"; TokenFile names a file holding it. Exactly one is set.
+	Token     Secret `json:"token,omitempty"`
+	TokenFile string `json:"tokenFile,omitempty"`
+	// CACertHashes are "sha256:<hex>" pins of the CA's public key; any match passes.
+	CACertHashes []string `json:"caCertHashes,omitempty"`
+	// CABundle is the cluster CA, PEM. Exactly one of CACertHashes and CABundle is set.
+	CABundle string `json:"caBundle,omitempty"`
+}
+
+// Node is the Node object's identity.
+type Node struct {
+	// Name defaults to the hostname.
+	Name   string            `json:"name,omitempty"`
+	Labels map[string]string `json:"labels,omitempty"`
+	Taints []corev1.Taint    `json:"taints,omitempty"`
+}
+
+// Kubelet customises the kubelet.
+type Kubelet struct {
+	// Config is a partial KubeletConfiguration (kubelet.config.k8s.io/v1beta1 fields, without apiVersion/kind),
+	// merged over berth's defaults.
+	Config json.RawMessage `json:"config,omitempty"`
+	// ExtraArgs are extra command-line flags, name → value, without the leading dashes.
+	ExtraArgs map[string]string `json:"extraArgs,omitempty"`
+}
+
+// Containerd customises containerd.
+type Containerd struct {
+	// SandboxImage is the pause image; it must be pre-cached in the image (no registry is assumed at boot).
+	SandboxImage string `json:"sandboxImage,omitempty"`
+	// RegistryMirrors maps a registry host to mirror endpoints (https URLs), tried in order.
+	RegistryMirrors map[string][]string `json:"registryMirrors,omitempty"`
+	// ConfigTOML is containerd configuration merged over berth's rendered config.
+	ConfigTOML string `json:"configTOML,omitempty"`
+}
+
+// CNI chooses pod networking.
+type CNI struct {
+	// Mode is "bridge" (berth writes a bridge + host-local config from the node's podCIDR, kubenet style) or
+	// "none" (a CNI DaemonSet brings its own). Default bridge.
+	Mode string `json:"mode,omitempty"`
+}
+
+// Secret is a string that never prints: fmt, slog and JSON show "<redacted>".
+type Secret string
+
+func (s Secret) String() string               { return s.redacted() }
+func (s Secret) GoString() string             { return s.redacted() }
+func (s Secret) LogValue() slog.Value         { return slog.StringValue(s.redacted()) }
+func (s Secret) MarshalJSON() ([]byte, error) { return json.Marshal(s.redacted()) }
+
+// Reveal returns the secret, for the one place that needs it.
+func (s Secret) Reveal() string { return string(s) }
+
+func (s Secret) redacted() string {
+	if s == "" {
+		return ""
+	}
+	return "<redacted>"
+}

@@ -1,0 +1,214 @@
+package v1alpha1
+
+import (
+	"bytes"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"fmt"
+	"net/url"
+	"path/filepath"
+	"regexp"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	kubeletv1beta1 "k8s.io/kubelet/config/v1beta1"
+
+	"berth.dev/berth/agent/bootstrap"
+)
+
+// sysctlName is a sysctl key as sysctl.d accepts it (dots or slashes between components).
+var sysctlName = regexp.MustCompile(`^[a-z0-9_]+([./][a-zA-Z0-9_-]+)+$`)
+
+// Validate returns every problem with c, each with its field path. Secrets are never echoed.
+func (c *NodeConfig) Validate() field.ErrorList {
+	var errs field.ErrorList
+	if c.APIVersion != APIVersion {
+		errs = append(errs, field.NotSupported(field.NewPath("apiVersion"), c.APIVersion, []string{APIVersion}))
+	}
+	if c.Kind != Kind {
+		errs = append(errs, field.NotSupported(field.NewPath("kind"), c.Kind, []string{Kind}))
+	}
+	spec := field.NewPath("spec")
+	errs = append(errs, c.Spec.ControlPlane.validate(spec.Child("controlPlane"))...)
+	errs = append(errs, c.Spec.Node.validate(spec.Child("node"))...)
+	errs = append(errs, c.Spec.Kubelet.validate(spec.Child("kubelet"))...)
+	errs = append(errs, c.Spec.Containerd.validate(spec.Child("containerd"))...)
+	switch c.Spec.CNI.Mode {
+	case "", "bridge", "none":
+	default:
+		errs = append(errs, field.NotSupported(spec.Child("cni", "mode"), c.Spec.CNI.Mode, []string{"bridge", "none"}))
+	}
+	for _, k := range sortedKeys(c.Spec.Sysctls) {
+		p := spec.Child("sysctls").Key(k)
+		if !sysctlName.MatchString(k) {
+			errs = append(errs, field.Invalid(p, k, "want a sysctl name such as net.ipv4.ip_forward"))
+		}
+		if strings.ContainsAny(c.Spec.Sysctls[k], "\n") {
+			errs = append(errs, field.Invalid(p, c.Spec.Sysctls[k], "must be one line"))
+		}
+	}
+	return errs
+}
+
+func (cp ControlPlane) validate(p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	if cp.Endpoint == "" {
+		errs = append(errs, field.Required(p.Child("endpoint"), "the apiserver URL, https://host:port"))
+	} else if u, err := url.Parse(cp.Endpoint); err != nil || u.Scheme != "https" || u.Host == "" || u.Path != "" && u.Path != "/" {
+		errs = append(errs, field.Invalid(p.Child("endpoint"), cp.Endpoint, "want https://host[:port] with no path"))
+	}
+	d := p.Child("discovery")
+	switch {
+	case cp.Discovery.Token == "" && cp.Discovery.TokenFile == "":
+		errs = append(errs, field.Required(d.Child("token"), "a bootstrap token (or tokenFile)"))
+	case cp.Discovery.Token != "" && cp.Discovery.TokenFile != "":
+		errs = append(errs, field.Forbidden(d.Child("tokenFile"), "set token or tokenFile, not both"))
+	case cp.Discovery.Token != "":
+		if _, err := bootstrap.ParseToken(cp.Discovery.Token.Reveal()); err != nil {
+			errs = append(errs, field.Invalid(d.Child("token"), cp.Discovery.Token, err.Error()))
+		}
+	case !filepath.IsAbs(cp.Discovery.TokenFile):
+		errs = append(errs, field.Invalid(d.Child("tokenFile"), cp.Discovery.TokenFile, "must be an absolute path"))
+	}
+	switch {
+	case len(cp.Discovery.CACertHashes) == 0 && cp.Discovery.CABundle == "":
+		errs = append(errs, field.Required(d.Child("caCertHashes"), "CA public-key pins (sha256:<hex>) or caBundle; a node never trusts an unverified control plane"))
+	case len(cp.Discovery.CACertHashes) > 0 && cp.Discovery.CABundle != "":
+		errs = append(errs, field.Forbidden(d.Child("caBundle"), "set caCertHashes or caBundle, not both"))
+	}
+	for i, h := range cp.Discovery.CACertHashes {
+		if _, err := bootstrap.ParsePin(h); err != nil {
+			errs = append(errs, field.Invalid(d.Child("caCertHashes").Index(i), h, "want sha256:<64 hex digits>"))
+		}
+	}
+	if cp.Discovery.CABundle != "" {
+		if n, err := countCerts([]byte(cp.Discovery.CABundle)); err != nil || n == 0 {
+			msg := "no PEM certificate"
+			if err != nil {
+				msg = err.Error()
+			}
+			errs = append(errs, field.Invalid(d.Child("caBundle"), "<PEM>", msg))
+		}
+	}
+	return errs
+}
+
+func countCerts(data []byte) (int, error) {
+	n := 0
+	for {
+		var block *pem.Block
+		block, data = pem.Decode(data)
+		if block == nil {
+			if len(bytes.TrimSpace(data)) > 0 {
+				return n, fmt.Errorf("data after certificate %d is not PEM", n)
+			}
+			return n, nil
+		}
+		if block.Type != "CERTIFICATE" {
+			return n, fmt.Errorf("PEM block %d is %q, want CERTIFICATE", n+1, block.Type)
+		}
+		if _, err := x509.ParseCertificate(block.Bytes); err != nil {
+			return n, fmt.Errorf("certificate %d: %v", n+1, err)
+		}
+		n++
+	}
+}
+
+func (n Node) validate(p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	if n.Name != "" {
+		for _, msg := range validation.IsDNS1123Subdomain(n.Name) {
+			errs = append(errs, field.Invalid(p.Child("name"), n.Name, msg))
+		}
+	}
+	for _, k := range sortedKeys(n.Labels) {
+		for _, msg := range validation.IsQualifiedName(k) {
+			errs = append(errs, field.Invalid(p.Child("labels").Key(k), k, msg))
+		}
+		for _, msg := range validation.IsValidLabelValue(n.Labels[k]) {
+			errs = append(errs, field.Invalid(p.Child("labels").Key(k), n.Labels[k], msg))
+		}
+	}
+	effects := []string{string(corev1.TaintEffectNoSchedule), string(corev1.TaintEffectPreferNoSchedule), string(corev1.TaintEffectNoExecute)}
+	for i, t := range n.Taints {
+		tp := p.Child("taints").Index(i)
+		for _, msg := range validation.IsQualifiedName(t.Key) {
+			errs = append(errs, field.Invalid(tp.Child("key"), t.Key, msg))
+		}
+		if t.Value != "" {
+			for _, msg := range validation.IsValidLabelValue(t.Value) {
+				errs = append(errs, field.Invalid(tp.Child("value"), t.Value, msg))
+			}
+		}
+		ok := false
+		for _, e := range effects {
+			ok = ok || string(t.Effect) == e
+		}
+		if !ok {
+			errs = append(errs, field.NotSupported(tp.Child("effect"), t.Effect, effects))
+		}
+	}
+	return errs
+}
+
+// kubeletOwnedFields are set by berth from the rest of the NodeConfig and the join; a partial config may not
+// override them.
+var kubeletOwnedFields = []string{"apiVersion", "kind", "staticPodPath", "authentication", "rotateCertificates"}
+
+func (k Kubelet) validate(p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	if len(k.Config) > 0 {
+		cp := p.Child("config")
+		var fields map[string]json.RawMessage
+		if err := json.Unmarshal(k.Config, &fields); err != nil {
+			errs = append(errs, field.TypeInvalid(cp, "<config>", "want an object of KubeletConfiguration fields"))
+		} else {
+			for _, f := range kubeletOwnedFields {
+				if _, ok := fields[f]; ok {
+					errs = append(errs, field.Forbidden(cp.Child(f), "set by berth"))
+				}
+			}
+			dec := json.NewDecoder(bytes.NewReader(k.Config))
+			dec.DisallowUnknownFields()
+			var kc kubeletv1beta1.KubeletConfiguration
+			if err := dec.Decode(&kc); err != nil {
+				errs = append(errs, field.Invalid(cp, "<config>", "not a valid KubeletConfiguration: "+err.Error()))
+			}
+		}
+	}
+	for _, name := range sortedKeys(k.ExtraArgs) {
+		if name == "" || strings.HasPrefix(name, "-") || strings.ContainsAny(name, " =") {
+			errs = append(errs, field.Invalid(p.Child("extraArgs").Key(name), name, "want a flag name without dashes, e.g. v"))
+		}
+		switch name {
+		case "kubeconfig", "bootstrap-kubeconfig", "config", "hostname-override", "node-labels", "register-with-taints":
+			errs = append(errs, field.Forbidden(p.Child("extraArgs").Key(name), "set by berth from the NodeConfig"))
+		}
+	}
+	return errs
+}
+
+func (c Containerd) validate(p *field.Path) field.ErrorList {
+	var errs field.ErrorList
+	if c.SandboxImage != "" && !strings.Contains(c.SandboxImage, ":") && !strings.Contains(c.SandboxImage, "@") {
+		errs = append(errs, field.Invalid(p.Child("sandboxImage"), c.SandboxImage, "want a reference with a tag or digest"))
+	}
+	for _, host := range sortedKeys(c.RegistryMirrors) {
+		hp := p.Child("registryMirrors").Key(host)
+		if host == "" || strings.ContainsAny(host, "/ ") {
+			errs = append(errs, field.Invalid(hp, host, "want a registry host, e.g. docker.io"))
+		}
+		if len(c.RegistryMirrors[host]) == 0 {
+			errs = append(errs, field.Required(hp, "at least one mirror endpoint"))
+		}
+		for i, m := range c.RegistryMirrors[host] {
+			if u, err := url.Parse(m); err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
+				errs = append(errs, field.Invalid(hp.Index(i), m, "want an http(s) URL"))
+			}
+		}
+	}
+	return errs
+}

@@ -1,0 +1,64 @@
+package main
+
+import (
+	"bytes"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+)
+
+func TestConfigValidate(t *testing.T) {
+	dir := t.TempDir()
+	good := filepath.Join(dir, "good.yaml")
+	os.WriteFile(good, []byte(`apiVersion: node.berth.dev/v1alpha1
+kind: NodeConfig
+spec:
+  controlPlane:
+    endpoint: https://127.0.0.1:6443
+    discovery:
+      tokenFile: /etc/berth/token
+      caCertHashes: ["sha256:125afbfada2e3a34d8de20f795abc48a18459212cf7dd07dee460005278b32b9"]
+`), 0o600)
+	bad := filepath.Join(dir, "bad.yaml")
+	os.WriteFile(bad, []byte(`apiVersion: node.berth.dev/v1alpha1
+kind: NodeConfig
+spec:
+  controlPlane:
+    endpoint: 10.0.0.1
+    discovery:
+      token: abcdef.0123456789abcdeX
+  cni: {mode: calico}
+`), 0o600)
+	typo := filepath.Join(dir, "typo.yaml")
+	os.WriteFile(typo, []byte("apiVersion: node.berth.dev/v1alpha1\nkind: NodeConfig\nspec: {controlPlane: {endpiont: x}}\n"), 0o600)
+
+	for _, c := range []struct {
+		name string
+		args []string
+		code int
+		want []string
+	}{
+		{"valid", []string{"config", "validate", "-f", good}, 0, []string{"valid"}},
+		{"invalid", []string{"config", "validate", "-f", bad}, 2, []string{"spec.controlPlane.endpoint", "spec.controlPlane.discovery.token",
+			"spec.controlPlane.discovery.caCertHashes", "spec.cni.mode", "4 problem(s)"}},
+		{"typo", []string{"config", "validate", "-f", typo}, 2, []string{`unknown field "endpiont"`}},
+		{"missing file", []string{"config", "validate", "-f", filepath.Join(dir, "nope")}, 2, []string{"no such file"}},
+		{"usage", []string{"join"}, 64, []string{"usage:"}},
+	} {
+		var out, errOut bytes.Buffer
+		code := run(c.args, &out, &errOut)
+		all := out.String() + errOut.String()
+		if code != c.code {
+			t.Errorf("%s: exit %d, want %d\n%s", c.name, code, c.code, all)
+		}
+		for _, w := range c.want {
+			if !strings.Contains(all, w) {
+				t.Errorf("%s: output lacks %q:\n%s", c.name, w, all)
+			}
+		}
+		if strings.Contains(all, "0123456789abcde") {
+			t.Errorf("%s: the token leaked:\n%s", c.name, all)
+		}
+	}
+}
