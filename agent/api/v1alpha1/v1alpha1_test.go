@@ -135,6 +135,10 @@ func TestDiscoveryNeedsExactlyOneOfEach(t *testing.T) {
 	if got := c.Validate().ToAggregate(); got == nil || !strings.Contains(got.Error(), "caBundle: Forbidden") {
 		t.Errorf("pins and bundle: %v", got)
 	}
+	c.Spec.ControlPlane.Discovery.CACertHashes = nil
+	if got := c.Validate().ToAggregate(); got == nil || !strings.Contains(got.Error(), "caBundle: Invalid value") {
+		t.Errorf("a bundle that is not PEM: %v", got)
+	}
 }
 
 func TestSecretNeverPrints(t *testing.T) {

@@ -2,10 +2,7 @@ package v1alpha1
 
 import (
 	"bytes"
-	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
-	"fmt"
 	"net/url"
 	"path/filepath"
 	"regexp"
@@ -85,36 +82,11 @@ func (cp ControlPlane) validate(p *field.Path) field.ErrorList {
 		}
 	}
 	if cp.Discovery.CABundle != "" {
-		if n, err := countCerts([]byte(cp.Discovery.CABundle)); err != nil || n == 0 {
-			msg := "no PEM certificate"
-			if err != nil {
-				msg = err.Error()
-			}
-			errs = append(errs, field.Invalid(d.Child("caBundle"), "<PEM>", msg))
+		if _, err := bootstrap.ParseCerts([]byte(cp.Discovery.CABundle)); err != nil {
+			errs = append(errs, field.Invalid(d.Child("caBundle"), "<PEM>", err.Error()))
 		}
 	}
 	return errs
-}
-
-func countCerts(data []byte) (int, error) {
-	n := 0
-	for {
-		var block *pem.Block
-		block, data = pem.Decode(data)
-		if block == nil {
-			if len(bytes.TrimSpace(data)) > 0 {
-				return n, fmt.Errorf("data after certificate %d is not PEM", n)
-			}
-			return n, nil
-		}
-		if block.Type != "CERTIFICATE" {
-			return n, fmt.Errorf("PEM block %d is %q, want CERTIFICATE", n+1, block.Type)
-		}
-		if _, err := x509.ParseCertificate(block.Bytes); err != nil {
-			return n, fmt.Errorf("certificate %d: %v", n+1, err)
-		}
-		n++
-	}
 }
 
 func (n Node) validate(p *field.Path) field.ErrorList {

@@ -1,0 +1,100 @@
+package bootstrap_test
+
+import (
+	"bytes"
+	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
+	"errors"
+	"log/slog"
+	"math/big"
+	"os"
+	"testing"
+	"time"
+
+	"berth.dev/berth/agent/bootstrap"
+	"berth.dev/berth/test/controlplane"
+	"berth.dev/berth/test/toolbin"
+)
+
+// Discovery against the real control plane: every outcome a node can meet.
+func TestDiscoverAgainstRealControlPlane(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cp, err := controlplane.Start(ctx, controlplane.Config{Dir: t.TempDir(), BinDir: toolbin.Kubernetes.ForTest(t),
+		Log: slog.New(slog.NewTextHandler(os.Stderr, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cp.Stop() })
+	ji, err := cp.JoinInfo()
+	if err != nil {
+		t.Fatal(err)
+	}
+	ca, err := os.ReadFile(cp.CACertPath())
+	if err != nil {
+		t.Fatal(err)
+	}
+	otherCA := selfSigned(t)
+	otherPin := bootstrap.PinOf(mustParse(t, otherCA))
+	wrongSecret, _ := bootstrap.GenerateToken()
+	wrongSecret, _ = bootstrap.ParseToken(ji.Token.ID() + "." + wrongSecret.Secret())
+	unknown, _ := bootstrap.GenerateToken()
+
+	for _, c := range []struct {
+		name string
+		d    bootstrap.Discovery
+		want error
+	}{
+		{"pin", bootstrap.Discovery{Endpoint: ji.Endpoint, Token: ji.Token, Pins: []bootstrap.Pin{otherPin, ji.CACertPin}}, nil},
+		{"CA bundle", bootstrap.Discovery{Endpoint: ji.Endpoint, Token: ji.Token, CABundle: ca}, nil},
+		{"wrong pin", bootstrap.Discovery{Endpoint: ji.Endpoint, Token: ji.Token, Pins: []bootstrap.Pin{otherPin}}, bootstrap.ErrPinMismatch},
+		{"wrong CA bundle", bootstrap.Discovery{Endpoint: ji.Endpoint, Token: ji.Token, CABundle: otherCA}, bootstrap.ErrTLS},
+		{"wrong secret", bootstrap.Discovery{Endpoint: ji.Endpoint, Token: wrongSecret, Pins: []bootstrap.Pin{ji.CACertPin}}, bootstrap.ErrTokenInvalid},
+		{"unknown token", bootstrap.Discovery{Endpoint: ji.Endpoint, Token: unknown, Pins: []bootstrap.Pin{ji.CACertPin}, SignatureWait: 2 * time.Second}, bootstrap.ErrTokenInvalid},
+		{"nothing listens", bootstrap.Discovery{Endpoint: "https://127.0.0.1:1", Token: ji.Token, Pins: []bootstrap.Pin{ji.CACertPin}}, bootstrap.ErrUnreachable},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			res, err := bootstrap.Discover(ctx, c.d)
+			if c.want != nil {
+				if !errors.Is(err, c.want) {
+					t.Fatalf("err = %v, want %v", err, c.want)
+				}
+				if bytes.Contains([]byte(err.Error()), []byte(c.d.Token.Secret())) {
+					t.Errorf("the error leaks the token secret: %v", err)
+				}
+				return
+			}
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !bytes.Equal(res.CA, ca) || res.Server != cp.Endpoint {
+				t.Errorf("result server %s, CA equal: %v; want %s and the cluster CA", res.Server, bytes.Equal(res.CA, ca), cp.Endpoint)
+			}
+		})
+	}
+}
+
+func selfSigned(t *testing.T) []byte {
+	key, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: "impostor"}, NotBefore: time.Now().Add(-time.Hour),
+		NotAfter: time.Now().Add(time.Hour), IsCA: true, BasicConstraintsValid: true, KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, key.Public(), key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der})
+}
+
+func mustParse(t *testing.T, p []byte) *x509.Certificate {
+	b, _ := pem.Decode(p)
+	c, err := x509.ParseCertificate(b.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
