@@ -1,19 +1,23 @@
-// Command berth-agent joins a node to a hosted control plane and keeps it configured. This first slice has the
-// configuration checker:
+// Command berth-agent joins a node to a hosted control plane and keeps it configured. So far:
 //
 //	berth-agent config validate -f FILE   decode strictly and validate a NodeConfig; every problem on its own line
+//	berth-agent preflight -f FILE         check DNS, TCP, TLS + CA pin, token and clock against the control plane
 //
-// Exit codes (docs/exit-codes.md): 0 success, 1 internal error, 2 invalid configuration, 64 usage error.
+// Exit codes (docs/exit-codes.md): 0 success, 1 internal error, 2 invalid configuration, 10-14 preflight failure
+// classes, 64 usage error.
 package main
 
 import (
+	"context"
 	"errors"
 	"flag"
 	"fmt"
 	"io"
 	"os"
+	"time"
 
 	"berth.dev/berth/agent/api/v1alpha1"
+	"berth.dev/berth/agent/preflight"
 )
 
 // Exit codes.
@@ -25,53 +29,108 @@ const (
 )
 
 const usage = `usage: berth-agent config validate -f FILE
+       berth-agent preflight -f FILE
 
   config validate   check a NodeConfig (node.berth.dev/v1alpha1): strict decoding, every problem with its field path
+  preflight         check that this node can join: DNS, TCP, TLS and CA pin, bootstrap token, clock skew
 `
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	if len(args) < 2 || args[0] != "config" || args[1] != "validate" {
+	switch {
+	case len(args) >= 2 && args[0] == "config" && args[1] == "validate":
+		file, code := fileFlag("berth-agent config validate", args[2:], stderr)
+		if code != exitOK {
+			return code
+		}
+		if _, code := load(file, stderr); code != exitOK {
+			return code
+		}
+		fmt.Fprintf(stdout, "%s: valid\n", file)
+		return exitOK
+	case len(args) >= 1 && args[0] == "preflight":
+		file, code := fileFlag("berth-agent preflight", args[1:], stderr)
+		if code != exitOK {
+			return code
+		}
+		c, code := load(file, stderr)
+		if code != exitOK {
+			return code
+		}
+		return preflightCmd(c, stdout, stderr)
+	default:
 		fmt.Fprint(stderr, usage)
 		return exitUsage
 	}
-	fs := flag.NewFlagSet("berth-agent config validate", flag.ContinueOnError)
+}
+
+func fileFlag(name string, args []string, stderr io.Writer) (string, int) {
+	fs := flag.NewFlagSet(name, flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	file := fs.String("f", "", "NodeConfig file (YAML or JSON); - for standard input")
-	if err := fs.Parse(args[2:]); err != nil {
-		return exitUsage
+	if err := fs.Parse(args); err != nil {
+		return "", exitUsage
 	}
 	if *file == "" {
-		fmt.Fprintln(stderr, "berth-agent config validate: -f FILE is required")
-		return exitUsage
+		fmt.Fprintf(stderr, "%s: -f FILE is required\n", name)
+		return "", exitUsage
 	}
+	return *file, exitOK
+}
+
+// load reads, decodes and validates a NodeConfig, printing every problem.
+func load(file string, stderr io.Writer) (*v1alpha1.NodeConfig, int) {
 	var data []byte
 	var err error
-	if *file == "-" {
+	if file == "-" {
 		data, err = io.ReadAll(os.Stdin)
 	} else {
-		data, err = os.ReadFile(*file)
+		data, err = os.ReadFile(file)
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "berth-agent: read config: %v\n", err)
 		if errors.Is(err, os.ErrNotExist) {
-			return exitInvalidConfig
+			return nil, exitInvalidConfig
 		}
-		return exitInternal
+		return nil, exitInternal
 	}
 	c, err := v1alpha1.Decode(data)
 	if err != nil {
-		fmt.Fprintf(stderr, "%s: %v\n", *file, err)
-		return exitInvalidConfig
+		fmt.Fprintf(stderr, "%s: %v\n", file, err)
+		return nil, exitInvalidConfig
 	}
 	if errs := c.Validate(); len(errs) > 0 {
 		for _, e := range errs {
-			fmt.Fprintf(stderr, "%s: %v\n", *file, e)
+			fmt.Fprintf(stderr, "%s: %v\n", file, e)
 		}
-		fmt.Fprintf(stderr, "%s: %d problem(s); the node was not changed\n", *file, len(errs))
+		fmt.Fprintf(stderr, "%s: %d problem(s); the node was not changed\n", file, len(errs))
+		return nil, exitInvalidConfig
+	}
+	return c, exitOK
+}
+
+// preflightCmd runs the checks; a failure prints one line (check, cause, what to do) and exits with its class.
+func preflightCmd(c *v1alpha1.NodeConfig, stdout, stderr io.Writer) int {
+	tok, err := preflight.Token(c.Spec.ControlPlane.Discovery)
+	if err != nil {
+		fmt.Fprintf(stderr, "berth-agent: spec.controlPlane.discovery: %v\n", err)
 		return exitInvalidConfig
 	}
-	fmt.Fprintf(stdout, "%s: valid\n", *file)
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	res, err := preflight.Run(ctx, c.Spec.ControlPlane, tok, preflight.Options{})
+	for _, p := range res.Passed {
+		fmt.Fprintf(stdout, "preflight %-6s ok\n", p)
+	}
+	var pe *preflight.Error
+	if errors.As(err, &pe) {
+		fmt.Fprintf(stderr, "berth-agent: preflight %v\n", pe)
+		return int(pe.Class)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "berth-agent: preflight: %v\n", err)
+		return exitInternal
+	}
 	return exitOK
 }

@@ -8,7 +8,7 @@ import (
 	"testing"
 )
 
-func TestConfigValidate(t *testing.T) {
+func TestCommands(t *testing.T) {
 	dir := t.TempDir()
 	good := filepath.Join(dir, "good.yaml")
 	os.WriteFile(good, []byte(`apiVersion: node.berth.dev/v1alpha1
@@ -33,6 +33,13 @@ spec:
 	typo := filepath.Join(dir, "typo.yaml")
 	os.WriteFile(typo, []byte("apiVersion: node.berth.dev/v1alpha1\nkind: NodeConfig\nspec: {controlPlane: {endpiont: x}}\n"), 0o600)
 
+	// Preflight against a port where nothing listens (loopback only): exit 11 with the cause and what to do.
+	tokenFile := filepath.Join(dir, "token")
+	os.WriteFile(tokenFile, []byte("abcdef.0123456789abcdef\n"), 0o600)
+	closed := filepath.Join(dir, "closed.yaml")
+	os.WriteFile(closed, []byte(strings.Replace(strings.Replace(mustRead(t, good), "https://127.0.0.1:6443", "https://127.0.0.1:1", 1),
+		"/etc/berth/token", tokenFile, 1)), 0o600)
+
 	for _, c := range []struct {
 		name string
 		args []string
@@ -45,6 +52,8 @@ spec:
 		{"typo", []string{"config", "validate", "-f", typo}, 2, []string{`unknown field "endpiont"`}},
 		{"missing file", []string{"config", "validate", "-f", filepath.Join(dir, "nope")}, 2, []string{"no such file"}},
 		{"usage", []string{"join"}, 64, []string{"usage:"}},
+		{"preflight unreachable", []string{"preflight", "-f", closed}, 11, []string{"preflight dns    ok", "preflight tcp:", "check routes and firewalls"}},
+		{"preflight missing token file", []string{"preflight", "-f", good}, 2, []string{"tokenFile"}},
 	} {
 		var out, errOut bytes.Buffer
 		code := run(c.args, &out, &errOut)
@@ -61,4 +70,12 @@ spec:
 			t.Errorf("%s: the token leaked:\n%s", c.name, all)
 		}
 	}
+}
+
+func mustRead(t *testing.T, path string) string {
+	data, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return string(data)
 }

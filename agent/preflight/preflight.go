@@ -1,0 +1,164 @@
+// Package preflight checks, before a node joins, everything that would make the join fail or hang: the endpoint's
+// DNS name resolves, its port accepts TCP, its TLS certificate and CA match the pins, the bootstrap token is valid
+// (cluster-info carries its signature), and the node's clock agrees with the control plane's. Each failure has a
+// class with its own exit code and a one-line cause with what to do.
+package preflight
+
+import (
+	"context"
+	"crypto/tls"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/url"
+	"os"
+	"strings"
+	"time"
+
+	"berth.dev/berth/agent/api/v1alpha1"
+	"berth.dev/berth/agent/bootstrap"
+)
+
+// Class is a failure class; each maps to one exit code (docs/exit-codes.md).
+type Class int
+
+const (
+	ClassDNS Class = iota + 10
+	ClassTCP
+	ClassTLS
+	ClassToken
+	ClassClock
+)
+
+// Error is a failed check.
+type Error struct {
+	Class Class
+	Check string
+	Err   error
+	Hint  string // what to do
+}
+
+func (e *Error) Error() string { return fmt.Sprintf("%s: %v; %s", e.Check, e.Err, e.Hint) }
+func (e *Error) Unwrap() error { return e.Err }
+
+// MaxClockSkew is how far the node's clock may be from the control plane's: certificates issued by the control
+// plane must already be valid on the node.
+const MaxClockSkew = 2 * time.Minute
+
+// Options tune the checks (tests shorten the waits).
+type Options struct {
+	SignatureWait time.Duration
+	Now           func() time.Time
+	Resolver      *net.Resolver // default net.DefaultResolver
+}
+
+// Token returns the discovery token: inline, or read from tokenFile.
+func Token(d v1alpha1.Discovery) (bootstrap.Token, error) {
+	s := d.Token.Reveal()
+	if d.TokenFile != "" {
+		data, err := os.ReadFile(d.TokenFile)
+		if err != nil {
+			return bootstrap.Token{}, fmt.Errorf("tokenFile: %w", err)
+		}
+		s = strings.TrimSpace(string(data))
+	}
+	return bootstrap.ParseToken(s)
+}
+
+// Result is what the checks learned: the trusted CA, for the join.
+type Result struct {
+	CA     []byte
+	Passed []string
+}
+
+// Run runs the checks in order and stops at the first failure (each depends on the one before).
+func Run(ctx context.Context, spec v1alpha1.ControlPlane, tok bootstrap.Token, o Options) (Result, error) {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Resolver == nil {
+		o.Resolver = net.DefaultResolver
+	}
+	var res Result
+	u, err := url.Parse(spec.Endpoint)
+	if err != nil {
+		return res, &Error{ClassDNS, "endpoint", err, "fix spec.controlPlane.endpoint"}
+	}
+	host, port := u.Hostname(), u.Port()
+	if port == "" {
+		port = "443"
+	}
+	if net.ParseIP(host) == nil {
+		if _, err := o.Resolver.LookupHost(ctx, host); err != nil {
+			return res, &Error{ClassDNS, "dns", err, fmt.Sprintf("check that %s resolves from this node (resolv.conf, DNS servers)", host)}
+		}
+	}
+	res.Passed = append(res.Passed, "dns")
+	d := net.Dialer{Timeout: 5 * time.Second}
+	conn, err := d.DialContext(ctx, "tcp", net.JoinHostPort(host, port))
+	if err != nil {
+		return res, &Error{ClassTCP, "tcp", err, fmt.Sprintf("check routes and firewalls between this node and %s:%s, and that the control plane is up", host, port)}
+	}
+	conn.Close()
+	res.Passed = append(res.Passed, "tcp")
+
+	disc := bootstrap.Discovery{Endpoint: spec.Endpoint, Token: tok, CABundle: []byte(spec.Discovery.CABundle), SignatureWait: o.SignatureWait}
+	for _, h := range spec.Discovery.CACertHashes {
+		p, err := bootstrap.ParsePin(h)
+		if err != nil {
+			return res, &Error{ClassTLS, "pin", err, "fix spec.controlPlane.discovery.caCertHashes"}
+		}
+		disc.Pins = append(disc.Pins, p)
+	}
+	if len(disc.CABundle) == 0 {
+		disc.CABundle = nil
+	}
+	found, err := bootstrap.Discover(ctx, disc)
+	switch {
+	case errors.Is(err, bootstrap.ErrTokenInvalid):
+		return res, &Error{ClassToken, "token", err, "create a new bootstrap token on the control plane and put it in the NodeConfig"}
+	case errors.Is(err, bootstrap.ErrPinMismatch), errors.Is(err, bootstrap.ErrTLS), errors.Is(err, bootstrap.ErrTampered):
+		return res, &Error{ClassTLS, "tls", err, "check caCertHashes/caBundle against the control plane's CA (and that nothing intercepts the connection)"}
+	case errors.Is(err, bootstrap.ErrUnreachable):
+		return res, &Error{ClassTCP, "https", err, "the port answers but not as a Kubernetes apiserver; check the endpoint"}
+	case err != nil:
+		return res, &Error{ClassTCP, "https", err, "check the endpoint"}
+	}
+	res.CA = found.CA
+	res.Passed = append(res.Passed, "tls", "token")
+
+	skew, err := clockSkew(ctx, spec.Endpoint, found.CA, o.Now)
+	if err != nil {
+		return res, &Error{ClassTCP, "clock", err, "the apiserver did not answer /healthz"}
+	}
+	if skew > MaxClockSkew || skew < -MaxClockSkew {
+		return res, &Error{ClassClock, "clock", fmt.Errorf("this node's clock is %v off the control plane's (at most %v)", skew.Round(time.Second), MaxClockSkew),
+			"fix time synchronisation (systemd-timesyncd, chrony) on this node"}
+	}
+	res.Passed = append(res.Passed, "clock")
+	return res, nil
+}
+
+// clockSkew compares the node's clock with the Date header of the apiserver's anonymous /healthz.
+func clockSkew(ctx context.Context, endpoint string, ca []byte, now func() time.Time) (time.Duration, error) {
+	pool := x509.NewCertPool()
+	pool.AppendCertsFromPEM(ca)
+	tr := &http.Transport{TLSClientConfig: &tls.Config{RootCAs: pool, MinVersion: tls.VersionTLS12}, Proxy: nil}
+	defer tr.CloseIdleConnections()
+	req, err := http.NewRequestWithContext(ctx, http.MethodGet, strings.TrimRight(endpoint, "/")+"/healthz", nil)
+	if err != nil {
+		return 0, err
+	}
+	resp, err := (&http.Client{Transport: tr, Timeout: 10 * time.Second}).Do(req)
+	if err != nil {
+		return 0, err
+	}
+	resp.Body.Close()
+	date, err := http.ParseTime(resp.Header.Get("Date"))
+	if err != nil {
+		return 0, fmt.Errorf("no Date header: %w", err)
+	}
+	return now().Sub(date), nil
+}

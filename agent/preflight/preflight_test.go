@@ -1,0 +1,90 @@
+package preflight
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"net"
+	"os"
+	"strings"
+	"testing"
+	"time"
+
+	"berth.dev/berth/agent/api/v1alpha1"
+	"berth.dev/berth/agent/bootstrap"
+	"berth.dev/berth/test/controlplane"
+	"berth.dev/berth/test/toolbin"
+)
+
+// Every failure class against the real control plane (DNS failures through a resolver that asks a closed
+// loopback port, so no query leaves the machine).
+func TestPreflightClasses(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	cp, err := controlplane.Start(ctx, controlplane.Config{Dir: t.TempDir(), BinDir: toolbin.Kubernetes.ForTest(t),
+		Log: slog.New(slog.NewTextHandler(os.Stderr, nil))})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cp.Stop() })
+	ji, err := cp.JoinInfo()
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, port, _ := net.SplitHostPort(strings.TrimPrefix(ji.Endpoint, "https://"))
+	closed, _ := net.ListenPacket("udp", "127.0.0.1:0")
+	deadDNS := closed.LocalAddr().String()
+	closed.Close()
+	noDNS := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "udp", deadDNS)
+	}}
+	unknown, _ := bootstrap.GenerateToken()
+	spec := func(endpoint string, pin string) v1alpha1.ControlPlane {
+		return v1alpha1.ControlPlane{Endpoint: endpoint, Discovery: v1alpha1.Discovery{CACertHashes: []string{pin}}}
+	}
+	for _, c := range []struct {
+		name  string
+		spec  v1alpha1.ControlPlane
+		tok   bootstrap.Token
+		o     Options
+		class Class // 0: passes
+	}{
+		{"ok by name", spec("https://localhost:"+port, string(ji.CACertPin)), ji.Token, Options{}, 0},
+		{"dns", spec("https://berth-nonexistent.invalid:"+port, string(ji.CACertPin)), ji.Token, Options{Resolver: noDNS}, ClassDNS},
+		{"tcp", spec("https://127.0.0.1:1", string(ji.CACertPin)), ji.Token, Options{}, ClassTCP},
+		{"pin", spec(ji.Endpoint, "sha256:"+strings.Repeat("ab", 32)), ji.Token, Options{}, ClassTLS},
+		{"token", spec(ji.Endpoint, string(ji.CACertPin)), unknown, Options{SignatureWait: time.Second}, ClassToken},
+		{"clock", spec(ji.Endpoint, string(ji.CACertPin)), ji.Token, Options{Now: func() time.Time { return time.Now().Add(10 * time.Minute) }}, ClassClock},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			res, err := Run(ctx, c.spec, c.tok, c.o)
+			var pe *Error
+			switch {
+			case c.class == 0 && err != nil:
+				t.Fatalf("failed: %v", err)
+			case c.class == 0:
+				if strings.Join(res.Passed, ",") != "dns,tcp,tls,token,clock" || len(res.CA) == 0 {
+					t.Errorf("passed %v, CA %d bytes", res.Passed, len(res.CA))
+				}
+			case !errors.As(err, &pe):
+				t.Fatalf("err = %v, want a preflight error of class %d", err, c.class)
+			case pe.Class != c.class:
+				t.Errorf("class = %d (%v), want %d", pe.Class, err, c.class)
+			case pe.Hint == "" || strings.Contains(err.Error(), c.tok.Secret()):
+				t.Errorf("error without a hint, or leaking the token: %v", err)
+			}
+		})
+	}
+}
+
+func TestTokenFromFile(t *testing.T) {
+	path := t.TempDir() + "/token"
+	os.WriteFile(path, []byte("abcdef.0123456789abcdef\n"), 0o600)
+	tok, err := Token(v1alpha1.Discovery{TokenFile: path})
+	if err != nil || tok.ID() != "abcdef" {
+		t.Errorf("token from file: %v %v", tok, err)
+	}
+	if _, err := Token(v1alpha1.Discovery{TokenFile: path + ".missing"}); err == nil {
+		t.Error("a missing token file was accepted")
+	}
+}
