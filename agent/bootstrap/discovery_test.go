@@ -10,7 +10,6 @@ import (
 	"crypto/x509/pkix"
 	"encoding/pem"
 	"errors"
-	"log/slog"
 	"math/big"
 	"os"
 	"testing"
@@ -18,19 +17,13 @@ import (
 
 	"berth.dev/berth/agent/bootstrap"
 	"berth.dev/berth/test/controlplane"
-	"berth.dev/berth/test/toolbin"
 )
 
 // Discovery against the real control plane: every outcome a node can meet.
 func TestDiscoverAgainstRealControlPlane(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	cp, err := controlplane.Start(ctx, controlplane.Config{Dir: t.TempDir(), BinDir: toolbin.Kubernetes.ForTest(t),
-		Log: slog.New(slog.NewTextHandler(os.Stderr, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cp.Stop() })
+	cp := controlplane.ForTest(t, controlplane.Config{})
 	ji, err := cp.JoinInfo()
 	if err != nil {
 		t.Fatal(err)

@@ -3,7 +3,6 @@ package preflight
 import (
 	"context"
 	"errors"
-	"log/slog"
 	"net"
 	"os"
 	"strings"
@@ -13,7 +12,6 @@ import (
 	"berth.dev/berth/agent/api/v1alpha1"
 	"berth.dev/berth/agent/bootstrap"
 	"berth.dev/berth/test/controlplane"
-	"berth.dev/berth/test/toolbin"
 )
 
 // Every failure class against the real control plane (DNS failures through a resolver that asks a closed
@@ -21,12 +19,7 @@ import (
 func TestPreflightClasses(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	cp, err := controlplane.Start(ctx, controlplane.Config{Dir: t.TempDir(), BinDir: toolbin.Kubernetes.ForTest(t),
-		Log: slog.New(slog.NewTextHandler(os.Stderr, nil))})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { cp.Stop() })
+	cp := controlplane.ForTest(t, controlplane.Config{})
 	ji, err := cp.JoinInfo()
 	if err != nil {
 		t.Fatal(err)

@@ -8,7 +8,6 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/pem"
-	"log/slog"
 	"os"
 	"path/filepath"
 	"testing"
@@ -25,38 +24,7 @@ import (
 	"k8s.io/cluster-bootstrap/token/jws"
 
 	"berth.dev/berth/agent/bootstrap"
-	"berth.dev/berth/test/proc"
-	"berth.dev/berth/test/toolbin"
 )
-
-// startForTest starts a control plane owned by this test, stopped at cleanup; on failure it prints the log tails.
-func startForTest(t *testing.T, cfg Config) *ControlPlane {
-	t.Helper()
-	cfg.BinDir = toolbin.Kubernetes.ForTest(t)
-	if cfg.Dir == "" {
-		cfg.Dir = t.TempDir()
-	}
-	if cfg.Log == nil {
-		cfg.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
-	defer cancel()
-	cp, err := Start(ctx, cfg)
-	if err != nil {
-		t.Fatalf("start control plane: %v", err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			for _, c := range Components {
-				t.Logf("--- %s log (tail):\n%s", c, proc.Tail(cp.LogPath(c), 30))
-			}
-		}
-		if err := cp.Stop(); err != nil {
-			t.Errorf("stop: %v", err)
-		}
-	})
-	return cp
-}
 
 // nodeConfig returns a client config that trusts the cluster CA and presents nothing but what the caller adds,
 // dialing the way the admin config does.
@@ -66,7 +34,7 @@ func (c *ControlPlane) nodeConfig(t *testing.T) *rest.Config {
 }
 
 func TestControlPlaneServesNodeJoin(t *testing.T) {
-	cp := startForTest(t, Config{})
+	cp := ForTest(t, Config{})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
@@ -251,7 +219,7 @@ func requestNodeCert(t *testing.T, ctx context.Context, cs kubernetes.Interface,
 
 func TestRestartKeepsCAAndToken(t *testing.T) {
 	dir := t.TempDir()
-	cp := startForTest(t, Config{Dir: dir})
+	cp := ForTest(t, Config{Dir: dir})
 	first, err := cp.JoinInfo()
 	if err != nil {
 		t.Fatal(err)
@@ -259,7 +227,7 @@ func TestRestartKeepsCAAndToken(t *testing.T) {
 	if err := cp.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	cp2 := startForTest(t, Config{Dir: dir})
+	cp2 := ForTest(t, Config{Dir: dir})
 	second, err := cp2.JoinInfo()
 	if err != nil {
 		t.Fatal(err)

@@ -34,7 +34,7 @@ func TestControlPlaneInNetworkNamespace(t *testing.T) {
 		}
 	}
 	reg := proc.DefaultRegistry(nil)
-	cp := startForTest(t, Config{NetNS: ns.Path(), BindAddress: netip.MustParseAddr("10.77.0.1"), Registry: &reg})
+	cp := ForTest(t, Config{NetNS: ns.Path(), BindAddress: netip.MustParseAddr("10.77.0.1"), Registry: &reg})
 	if cp.Endpoint != "https://10.77.0.1:6443" {
 		t.Errorf("endpoint = %s, want https://10.77.0.1:6443", cp.Endpoint)
 	}

@@ -91,7 +91,7 @@ func TestKilledRunIsCleanedUp(t *testing.T) {
 	}
 
 	// A new control plane in another directory on the very same ports: it only starts if the orphans are gone.
-	startForTest(t, Config{APIServerPort: ports.API, EtcdClientPort: ports.EtcdClient, EtcdPeerPort: ports.EtcdPeer,
+	ForTest(t, Config{APIServerPort: ports.API, EtcdClientPort: ports.EtcdClient, EtcdPeerPort: ports.EtcdPeer,
 		ControllerManagerPort: ports.KCM, SchedulerPort: ports.Scheduler})
 	var left []string
 	for _, r := range orphans {

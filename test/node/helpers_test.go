@@ -29,11 +29,8 @@ type cluster struct {
 func startCluster(t *testing.T, ctx context.Context) cluster {
 	t.Helper()
 	c := cluster{bin: toolbin.Kubernetes.ForTest(t), log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))}
+	c.cp = controlplane.ForTest(t, controlplane.Config{Log: c.log})
 	var err error
-	if c.cp, err = controlplane.Start(ctx, controlplane.Config{Dir: t.TempDir(), BinDir: c.bin, Log: c.log}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { c.cp.Stop() })
 	if c.imgs, err = images.Build(t.TempDir()); err != nil {
 		t.Fatal(err)
 	}
