@@ -25,6 +25,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"berth.dev/berth/agent/api/v1alpha1"
+	"berth.dev/berth/agent/mergepatch"
 )
 
 // MediaType is the MIME type of the NodeConfig part in multipart user data.
@@ -142,7 +143,7 @@ func Merge(sources []Source) (*v1alpha1.NodeConfig, error) {
 		if err := json.Unmarshal(js, &doc); err != nil {
 			return nil, fmt.Errorf("%s: %w", s.Name, err)
 		}
-		merged = mergePatch(merged, doc)
+		merged = mergepatch.Apply(merged, doc)
 	}
 	js, err := json.Marshal(merged)
 	if err != nil {
@@ -156,24 +157,4 @@ func Merge(sources []Source) (*v1alpha1.NodeConfig, error) {
 		return nil, fmt.Errorf("merged NodeConfig (%d sources): %w", len(sources), errs.ToAggregate())
 	}
 	return c, nil
-}
-
-// mergePatch applies patch to target (RFC 7386).
-func mergePatch(target, patch map[string]any) map[string]any {
-	if target == nil {
-		target = map[string]any{}
-	}
-	for k, v := range patch {
-		if v == nil {
-			delete(target, k)
-			continue
-		}
-		if pm, ok := v.(map[string]any); ok {
-			tm, _ := target[k].(map[string]any)
-			target[k] = mergePatch(tm, pm)
-			continue
-		}
-		target[k] = v
-	}
-	return target
 }

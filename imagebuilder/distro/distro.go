@@ -41,6 +41,14 @@ type Profile struct {
 	CgroupV1 bool
 	// Systemd is the target's systemd version; units and drop-ins may only use directives it knows.
 	Systemd int
+	// CgroupDriver is the kubelet's and containerd's cgroup driver: systemd where systemd manages a unified
+	// hierarchy, cgroupfs on the cgroup v1 targets (what AKS ran on Ubuntu 16.04).
+	CgroupDriver string
+	// ContainerdConfigVersion is the config schema of the installed containerd: 2 for containerd 1.x, 3 for 2.x.
+	ContainerdConfigVersion int
+	// ResolvConf is the resolv.conf with real upstream servers for pods (systemd-resolved's when it runs the
+	// stub at 127.0.0.53, which is unreachable from a pod).
+	ResolvConf string
 	// Ext4Features are mkfs.ext4 -O adjustments so the target's e2fsck and kernel accept the root filesystem.
 	Ext4Features []string
 	// Network is how the target configures networking: ifupdown (ENI), netplan.
@@ -65,14 +73,17 @@ var profiles = map[string]Profile{
 			"http://deb.debian.org/debian bookworm-updates main",
 			"http://deb.debian.org/debian-security bookworm-security main",
 		},
-		Kernel:       "linux-image-cloud-amd64",
-		Packages:     append([]string{"ifupdown", "isc-dhcp-client", "containerd", "runc", "containernetworking-plugins"}, common...),
-		Runtime:      RuntimeFromArchive,
-		CNIBinDir:    "/usr/lib/cni",
-		Systemd:      252,
-		Ext4Features: []string{"^orphan_file"}, // e2fsprogs 1.47 feature; keep the fs readable by any 1.46+ tool
-		Network:      "ifupdown",
-		BuiltHere:    true,
+		Kernel:                  "linux-image-cloud-amd64",
+		Packages:                append([]string{"ifupdown", "isc-dhcp-client", "containerd", "runc", "containernetworking-plugins"}, common...),
+		Runtime:                 RuntimeFromArchive,
+		CNIBinDir:               "/usr/lib/cni",
+		Systemd:                 252,
+		CgroupDriver:            "systemd",
+		ContainerdConfigVersion: 2,
+		ResolvConf:              "/etc/resolv.conf",
+		Ext4Features:            []string{"^orphan_file"}, // e2fsprogs 1.47 feature; keep the fs readable by any 1.46+ tool
+		Network:                 "ifupdown",
+		BuiltHere:               true,
 	},
 	"ubuntu-16.04": {
 		Name: "ubuntu-16.04", Vendor: "ubuntu", Suite: "xenial", Version: "16.04",
@@ -81,12 +92,15 @@ var profiles = map[string]Profile{
 			"http://archive.ubuntu.com/ubuntu xenial-updates main universe",
 			"http://security.ubuntu.com/ubuntu xenial-security main universe",
 		},
-		Kernel:    "linux-image-virtual",
-		Packages:  append([]string{"ifupdown", "isc-dhcp-client"}, common...),
-		Runtime:   RuntimeStatic, // xenial's runc/containerd are far too old for CRI v1
-		CNIBinDir: "/opt/cni/bin",
-		CgroupV1:  true, // kernel 4.4/4.15
-		Systemd:   229,
+		Kernel:                  "linux-image-virtual",
+		Packages:                append([]string{"ifupdown", "isc-dhcp-client"}, common...),
+		Runtime:                 RuntimeStatic, // xenial's runc/containerd are far too old for CRI v1
+		CNIBinDir:               "/opt/cni/bin",
+		CgroupV1:                true, // kernel 4.4/4.15
+		Systemd:                 229,
+		CgroupDriver:            "cgroupfs",
+		ContainerdConfigVersion: 3,
+		ResolvConf:              "/etc/resolv.conf",
 		// e2fsprogs 1.42.13 knows none of these.
 		Ext4Features: []string{"^metadata_csum", "^metadata_csum_seed", "^orphan_file", "^64bit"},
 		Network:      "ifupdown",
@@ -98,13 +112,16 @@ var profiles = map[string]Profile{
 			"http://archive.ubuntu.com/ubuntu jammy-updates main universe",
 			"http://security.ubuntu.com/ubuntu jammy-security main universe",
 		},
-		Kernel:       "linux-image-virtual",
-		Packages:     append([]string{"netplan.io"}, common...),
-		Runtime:      RuntimeStatic, // kubelet ≥1.38 needs containerd 2.x
-		CNIBinDir:    "/opt/cni/bin",
-		Systemd:      249,
-		Ext4Features: []string{"^orphan_file", "^metadata_csum_seed"}, // e2fsprogs 1.46.5
-		Network:      "netplan",
+		Kernel:                  "linux-image-virtual",
+		Packages:                append([]string{"netplan.io"}, common...),
+		Runtime:                 RuntimeStatic, // kubelet ≥1.38 needs containerd 2.x
+		CNIBinDir:               "/opt/cni/bin",
+		Systemd:                 249,
+		CgroupDriver:            "systemd",
+		ContainerdConfigVersion: 3,
+		ResolvConf:              "/run/systemd/resolve/resolv.conf",
+		Ext4Features:            []string{"^orphan_file", "^metadata_csum_seed"}, // e2fsprogs 1.46.5
+		Network:                 "netplan",
 	},
 	"ubuntu-24.04": {
 		Name: "ubuntu-24.04", Vendor: "ubuntu", Suite: "noble", Version: "24.04",
@@ -113,13 +130,16 @@ var profiles = map[string]Profile{
 			"http://archive.ubuntu.com/ubuntu noble-updates main universe",
 			"http://security.ubuntu.com/ubuntu noble-security main universe",
 		},
-		Kernel:       "linux-image-virtual",
-		Packages:     append([]string{"netplan.io"}, common...),
-		Runtime:      RuntimeStatic,
-		CNIBinDir:    "/opt/cni/bin",
-		Systemd:      255,
-		Ext4Features: []string{"^orphan_file"}, // e2fsprogs 1.47.0 without the orphan_file default
-		Network:      "netplan",
+		Kernel:                  "linux-image-virtual",
+		Packages:                append([]string{"netplan.io"}, common...),
+		Runtime:                 RuntimeStatic,
+		CNIBinDir:               "/opt/cni/bin",
+		Systemd:                 255,
+		CgroupDriver:            "systemd",
+		ContainerdConfigVersion: 3,
+		ResolvConf:              "/run/systemd/resolve/resolv.conf",
+		Ext4Features:            []string{"^orphan_file"}, // e2fsprogs 1.47.0 without the orphan_file default
+		Network:                 "netplan",
 	},
 }
 

@@ -101,17 +101,6 @@ func TestGoldenProfiles(t *testing.T) {
 	}
 }
 
-// minSystemd is the systemd version that introduced unit directives (and values) berth must not use on older
-// targets. Units are checked against every profile's systemd.
-var minSystemd = map[string]int{
-	"ReadWritePaths=": 231, "ReadOnlyPaths=": 231, "InaccessiblePaths=": 231, "DynamicUser=": 232,
-	"ProtectSystem=strict": 232, "ProtectKernelTunables=": 232, "ProtectKernelModules=": 232,
-	"ProtectControlGroups=": 232, "RestrictNamespaces=": 233, "StateDirectory=": 235, "RuntimeDirectory=": 211,
-	"LogsDirectory=": 235, "CacheDirectory=": 235, "ConfigurationDirectory=": 235, "Type=exec": 240,
-	"ExecCondition=": 243, "OOMPolicy=": 243, "ProtectHostname=": 242, "ProtectKernelLogs=": 244,
-	"StartLimitIntervalSec=": 230, "ExecStart=+": 231, "ExecStart=!": 231, "RestartMaxDelaySec=": 254,
-}
-
 func TestUnitsWorkOnEveryProfilesSystemd(t *testing.T) {
 	for _, name := range distro.Names() {
 		p, _ := distro.Get(name)
@@ -124,12 +113,8 @@ func TestUnitsWorkOnEveryProfilesSystemd(t *testing.T) {
 			units[u] = data
 		}
 		for u, data := range units {
-			for i, line := range strings.Split(string(data), "\n") {
-				for directive, since := range minSystemd {
-					if strings.HasPrefix(strings.TrimSpace(line), directive) && p.Systemd < since {
-						t.Errorf("%s line %d: %q needs systemd %d; %s has %d", u, i+1, line, since, name, p.Systemd)
-					}
-				}
+			for _, problem := range systemd.TooNew(data, p.Systemd) {
+				t.Errorf("%s %s; %s has %d", u, problem, name, p.Systemd)
 			}
 		}
 	}

@@ -79,14 +79,18 @@ spec:
       caCertHashes: ["md5:abc"]
   node:
     name: Node_A
-    labels: {"bad key!": x}
+    labels: {"bad key!": x, node-role.kubernetes.io/agent: "", node.kubernetes.io/pool: a, topology.kubernetes.io/zone: z}
     taints: [{key: k, effect: Sometimes}]
   kubelet:
     config: {maxPod: 60, staticPodPath: /etc/kubernetes/manifests}
-    extraArgs: {kubeconfig: /x}
+    extraArgs: {kubeconfig: /x, feature-gates: "A=true B=false"}
   containerd:
     sandboxImage: pause
     registryMirrors: {docker.io: ["ftp://m"]}
+    configTOML: |
+      version = 3
+      [plugins
+
   cni: {mode: calico}
   sysctls: {"not a sysctl": "1"}
 `
@@ -101,7 +105,8 @@ spec:
 		"spec.controlPlane.discovery.caCertHashes[0]", "spec.node.name", "spec.node.labels[bad key!]",
 		"spec.node.taints[0].effect", "spec.kubelet.config.staticPodPath", "spec.kubelet.config",
 		"spec.kubelet.extraArgs[kubeconfig]", "spec.containerd.sandboxImage", "spec.containerd.registryMirrors[docker.io][0]",
-		"spec.cni.mode", "spec.sysctls[not a sysctl]",
+		"spec.cni.mode", "spec.sysctls[not a sysctl]", "spec.node.labels[node-role.kubernetes.io/agent]",
+		"spec.kubelet.extraArgs[feature-gates]", "spec.containerd.configTOML",
 	} {
 		if !strings.Contains(got, path+":") {
 			t.Errorf("no error for %s in:\n%s", path, strings.ReplaceAll(got, ", ", "\n"))
@@ -109,6 +114,14 @@ spec:
 	}
 	if strings.Contains(got, "notavalidsecret") {
 		t.Errorf("the token leaked into the errors: %s", got)
+	}
+	for _, allowed := range []string{"node.kubernetes.io/pool", "topology.kubernetes.io/zone"} {
+		if strings.Contains(got, "spec.node.labels["+allowed+"]") {
+			t.Errorf("label %s is one the kubelet may set, but was refused", allowed)
+		}
+	}
+	if !strings.Contains(got, "line 2, column") {
+		t.Errorf("containerd TOML error has no line: %s", got)
 	}
 	if !strings.Contains(got, `unknown field "maxPod"`) {
 		t.Errorf("kubelet config typo not named: %s", got)

@@ -3,11 +3,14 @@ package v1alpha1
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
+	"fmt"
 	"net/url"
 	"path/filepath"
 	"regexp"
 	"strings"
 
+	"github.com/pelletier/go-toml/v2"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
@@ -100,6 +103,9 @@ func (n Node) validate(p *field.Path) field.ErrorList {
 		for _, msg := range validation.IsQualifiedName(k) {
 			errs = append(errs, field.Invalid(p.Child("labels").Key(k), k, msg))
 		}
+		if !kubeletMaySetLabel(k) {
+			errs = append(errs, field.Forbidden(p.Child("labels").Key(k), "the kubelet may not set labels in the kubernetes.io and k8s.io namespaces except node.kubernetes.io/, kubelet.kubernetes.io/ and the well-known topology labels (NodeRestriction); set it from the control plane instead"))
+		}
 		for _, msg := range validation.IsValidLabelValue(n.Labels[k]) {
 			errs = append(errs, field.Invalid(p.Child("labels").Key(k), n.Labels[k], msg))
 		}
@@ -124,6 +130,32 @@ func (n Node) validate(p *field.Path) field.ErrorList {
 		}
 	}
 	return errs
+}
+
+// kubeletMaySetLabel mirrors the kubelet's own check of --node-labels, so a bad label fails validation rather than
+// the kubelet at boot.
+func kubeletMaySetLabel(key string) bool {
+	prefix, _, ok := strings.Cut(key, "/")
+	if !ok {
+		return true
+	}
+	restricted := func(ns string) bool { return prefix == ns || strings.HasSuffix(prefix, "."+ns) }
+	if !restricted("kubernetes.io") && !restricted("k8s.io") {
+		return true
+	}
+	for _, ns := range []string{"kubelet.kubernetes.io", "node.kubernetes.io"} {
+		if prefix == ns || strings.HasSuffix(prefix, "."+ns) {
+			return true
+		}
+	}
+	switch key {
+	case "kubernetes.io/hostname", "kubernetes.io/arch", "kubernetes.io/os", "beta.kubernetes.io/arch",
+		"beta.kubernetes.io/os", "beta.kubernetes.io/instance-type", "node.kubernetes.io/instance-type",
+		"failure-domain.beta.kubernetes.io/region", "failure-domain.beta.kubernetes.io/zone",
+		"topology.kubernetes.io/region", "topology.kubernetes.io/zone":
+		return true
+	}
+	return false
 }
 
 // kubeletOwnedFields are set by berth from the rest of the NodeConfig and the join; a partial config may not
@@ -156,8 +188,12 @@ func (k Kubelet) validate(p *field.Path) field.ErrorList {
 			errs = append(errs, field.Invalid(p.Child("extraArgs").Key(name), name, "want a flag name without dashes, e.g. v"))
 		}
 		switch name {
-		case "kubeconfig", "bootstrap-kubeconfig", "config", "hostname-override", "node-labels", "register-with-taints":
+		case "kubeconfig", "bootstrap-kubeconfig", "config", "cert-dir", "hostname-override", "node-labels", "register-with-taints":
 			errs = append(errs, field.Forbidden(p.Child("extraArgs").Key(name), "set by berth from the NodeConfig"))
+		}
+		// The flags reach the kubelet through a systemd Environment= and word splitting.
+		if v := k.ExtraArgs[name]; strings.ContainsAny(v, " \t\n\"'\\") {
+			errs = append(errs, field.Invalid(p.Child("extraArgs").Key(name), v, "must not contain whitespace, quotes or backslashes"))
 		}
 	}
 	return errs
@@ -167,6 +203,18 @@ func (c Containerd) validate(p *field.Path) field.ErrorList {
 	var errs field.ErrorList
 	if c.SandboxImage != "" && !strings.Contains(c.SandboxImage, ":") && !strings.Contains(c.SandboxImage, "@") {
 		errs = append(errs, field.Invalid(p.Child("sandboxImage"), c.SandboxImage, "want a reference with a tag or digest"))
+	}
+	if c.ConfigTOML != "" {
+		var doc map[string]any
+		if err := toml.Unmarshal([]byte(c.ConfigTOML), &doc); err != nil {
+			msg := err.Error()
+			var de *toml.DecodeError
+			if errors.As(err, &de) {
+				row, col := de.Position()
+				msg = fmt.Sprintf("line %d, column %d: %s", row, col, msg)
+			}
+			errs = append(errs, field.Invalid(p.Child("configTOML"), "<toml>", "not valid TOML: "+msg))
+		}
 	}
 	for _, host := range sortedKeys(c.RegistryMirrors) {
 		hp := p.Child("registryMirrors").Key(host)
