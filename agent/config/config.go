@@ -22,6 +22,7 @@ import (
 	"sort"
 	"strings"
 
+	"k8s.io/apimachinery/pkg/util/validation/field"
 	"sigs.k8s.io/yaml"
 
 	"berth.dev/berth/agent/api/v1alpha1"
@@ -130,6 +131,15 @@ func DropIns(dir string) ([]Source, error) {
 // Merge decodes every source strictly, merges them in order and returns the validated result. Errors name the
 // source, or the field path in the merged config.
 func Merge(sources []Source) (*v1alpha1.NodeConfig, error) {
+	return merge(sources, (*v1alpha1.NodeConfig).Validate)
+}
+
+// MergeJoined is Merge on a node that has joined (see NodeConfig.ValidateJoined).
+func MergeJoined(sources []Source) (*v1alpha1.NodeConfig, error) {
+	return merge(sources, (*v1alpha1.NodeConfig).ValidateJoined)
+}
+
+func merge(sources []Source, validate func(*v1alpha1.NodeConfig) field.ErrorList) (*v1alpha1.NodeConfig, error) {
 	if len(sources) == 0 {
 		return nil, fmt.Errorf("no NodeConfig: no %s part in user data and no drop-in in %s", MediaType, DropInDir)
 	}
@@ -153,7 +163,7 @@ func Merge(sources []Source) (*v1alpha1.NodeConfig, error) {
 	if err != nil {
 		return nil, err
 	}
-	if errs := c.Validate(); len(errs) > 0 {
+	if errs := validate(c); len(errs) > 0 {
 		return nil, fmt.Errorf("merged NodeConfig (%d sources): %w", len(sources), errs.ToAggregate())
 	}
 	return c, nil

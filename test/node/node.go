@@ -23,7 +23,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"time"
 
@@ -32,6 +31,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"berth.dev/berth/agent/bootstrap"
+	"berth.dev/berth/agent/render"
 	"berth.dev/berth/test/proc"
 )
 
@@ -61,11 +61,14 @@ type Config struct {
 
 // Node is a running node.
 type Node struct {
-	cfg   Config
-	log   *slog.Logger
-	reg   proc.Registry
-	procs *proc.Group
-	host  hostState
+	cfg      Config
+	log      *slog.Logger
+	reg      proc.Registry
+	procs    *proc.Group
+	host     hostState
+	holder   *proc.Process // holds the mount namespace
+	ports    [2]int        // kubelet port, healthz port
+	restarts map[string]int
 }
 
 func (c *Config) validate() error {
@@ -84,27 +87,59 @@ func (c *Config) validate() error {
 	if _, err := os.Stat(filepath.Join(c.BinDir, "kubelet")); err != nil {
 		errs = append(errs, fmt.Errorf("node: BinDir: %w", err))
 	}
-	if c.Server == "" {
-		errs = append(errs, errors.New("node: Server: required"))
-	}
-	if len(c.CACert) == 0 {
-		errs = append(errs, errors.New("node: CACert: required"))
-	}
-	if c.Token.IsZero() {
-		errs = append(errs, errors.New("node: Token: required"))
-	}
-	if !c.PodCIDR.IsValid() || !c.PodCIDR.Addr().Is4() {
-		errs = append(errs, fmt.Errorf("node: PodCIDR: %v: want an IPv4 prefix", c.PodCIDR))
-	}
 	if c.SandboxImage == "" {
 		errs = append(errs, errors.New("node: SandboxImage: required"))
 	}
 	return errors.Join(errs...)
 }
 
-// Start brings the node up: mount namespace, containerd, image import, CNI, kubelet. It returns once the kubelet
-// runs; call WaitReady to wait for the Node object. On error, whatever it started is torn down.
+// Start brings the node up without the agent: Prepare, then the agent's renderers with the join material in cfg and
+// the static PodCIDR, then containerd (with the images imported) and the kubelet. It returns once the kubelet runs;
+// call WaitReady to wait for the Node object. On error, whatever it started is torn down.
 func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
+	var errs []error
+	if cfg.Server == "" {
+		errs = append(errs, errors.New("node: Server: required"))
+	}
+	if len(cfg.CACert) == 0 {
+		errs = append(errs, errors.New("node: CACert: required"))
+	}
+	if cfg.Token.IsZero() {
+		errs = append(errs, errors.New("node: Token: required"))
+	}
+	if !cfg.PodCIDR.IsValid() || !cfg.PodCIDR.Addr().Is4() {
+		errs = append(errs, fmt.Errorf("node: PodCIDR: %v: want an IPv4 prefix", cfg.PodCIDR))
+	}
+	if err := errors.Join(errs...); err != nil {
+		return nil, err
+	}
+	n, err := Prepare(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	defer func() {
+		if err != nil {
+			if serr := n.Stop(); serr != nil {
+				n.log.Warn("teardown after failed start", "err", serr)
+			}
+		}
+	}()
+	if err := n.writeConfigs(); err != nil {
+		return nil, err
+	}
+	for _, unit := range []string{render.Containerd, render.Kubelet} {
+		if err := n.Start(ctx, unit); err != nil {
+			return nil, err
+		}
+	}
+	n.log.Info("node started", "cgroup", n.host.Cgroup, "bridge", n.host.Bridge, "podCIDR", cfg.PodCIDR)
+	return n, nil
+}
+
+// Prepare makes the node's place on this host (directories, cgroups, node IP, the mount namespace) without
+// starting containerd or the kubelet: the agent does that through the node's Services (Start, Restart). On error,
+// whatever it made is torn down.
+func Prepare(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
@@ -121,8 +156,9 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	sum := sha256.Sum256([]byte(cfg.Dir))
 	id := hex.EncodeToString(sum[:4])
 	n := &Node{cfg: cfg, log: cfg.Log.With("node", cfg.Name), reg: *cfg.Registry,
-		procs: &proc.Group{Registry: *cfg.Registry, Dir: cfg.Dir},
-		host:  hostState{Dir: cfg.Dir, Cgroup: "berth-node-" + id, Bridge: "bn" + id}}
+		procs:    &proc.Group{Registry: *cfg.Registry, Dir: cfg.Dir},
+		host:     hostState{Dir: cfg.Dir, Cgroup: "berth-node-" + id, Bridge: "bn" + id},
+		restarts: map[string]int{}}
 	n.host.OwnerPID, n.host.OwnerStartTime = proc.Self()
 	if err := sweepStale(n.reg, n.log); err != nil {
 		return nil, err
@@ -143,7 +179,10 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err := n.prepareHost(); err != nil {
 		return nil, err
 	}
-	if err := n.writeConfigs(); err != nil {
+	if err := n.pickPorts(); err != nil {
+		return nil, err
+	}
+	if err := n.writeResolvConf(); err != nil {
 		return nil, err
 	}
 
@@ -153,49 +192,12 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	os.Remove(ready)
 	script := fmt.Sprintf("set -e; mount --bind %q /var/lib; mount --bind %q /var/log; mount --bind %q /run; touch %q; exec sleep infinity",
 		n.path("var-lib"), n.path("var-log"), n.path("run"), ready)
-	holder, err := n.procs.Start("mountns", "unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", script)
-	if err != nil {
+	if n.holder, err = n.procs.Start("mountns", "unshare", "--mount", "--propagation", "private", "--", "/bin/sh", "-c", script); err != nil {
 		return nil, err
 	}
-	if err := waitFile(ctx, ready, holder); err != nil {
+	if err := waitFile(ctx, ready, n.holder); err != nil {
 		return nil, fmt.Errorf("mount namespace: %w", err)
 	}
-	enter := func(name, path string, args ...string) (*proc.Process, error) {
-		p, err := n.procs.Start(name, "nsenter", append([]string{"--mount=/proc/" + strconv.Itoa(holder.PID) + "/ns/mnt", "--", path}, args...)...)
-		if err != nil {
-			return nil, err
-		}
-		// Into the node's cgroup before it forks anything (containerd's shims follow it there).
-		return p, joinCgroup(n.host.Cgroup, p.PID)
-	}
-
-	containerd, err := enter("containerd", "containerd", "--config", n.path("etc", "containerd.toml"))
-	if err != nil {
-		return nil, err
-	}
-	if err := n.waitContainerd(ctx, containerd); err != nil {
-		return nil, err
-	}
-	for _, img := range cfg.Images {
-		if out, err := exec.CommandContext(ctx, "ctr", "--address", n.ContainerdSocket(), "--namespace", "k8s.io",
-			"images", "import", img).CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("import %s: %w: %s", img, err, out)
-		}
-	}
-	kubeletArgs := []string{
-		"--config=" + n.path("etc", "kubelet.yaml"),
-		"--bootstrap-kubeconfig=" + n.path("etc", "bootstrap-kubelet.conf"),
-		"--kubeconfig=" + n.KubeconfigPath(),
-		"--root-dir=/var/lib/kubelet", "--cert-dir=/var/lib/kubelet/pki",
-		"--hostname-override=" + cfg.Name,
-	}
-	if cfg.NodeIP.IsValid() {
-		kubeletArgs = append(kubeletArgs, "--node-ip="+cfg.NodeIP.String())
-	}
-	if _, err := enter("kubelet", filepath.Join(cfg.BinDir, "kubelet"), kubeletArgs...); err != nil {
-		return nil, err
-	}
-	n.log.Info("node started", "cgroup", n.host.Cgroup, "bridge", n.host.Bridge, "podCIDR", cfg.PodCIDR)
 	return n, nil
 }
 

@@ -4,175 +4,157 @@ import (
 	"encoding/json"
 	"fmt"
 	"net"
-	"os"
 	"strconv"
-	"time"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/tools/clientcmd"
-	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
-	kubeletv1beta1 "k8s.io/kubelet/config/v1beta1"
-	"sigs.k8s.io/yaml"
+	"github.com/pelletier/go-toml/v2"
 
+	"berth.dev/berth/agent/api/v1alpha1"
 	"berth.dev/berth/agent/atomicfile"
+	"berth.dev/berth/agent/mergepatch"
+	"berth.dev/berth/agent/render"
+	"berth.dev/berth/imagebuilder/distro"
 )
 
-// writeConfigs renders containerd's config, the KubeletConfiguration, the CNI conflist, the CA, the pods'
-// resolv.conf and the bootstrap kubeconfig (0600: it holds the token).
+// Profile is the distro profile the host tier renders with: this host is Debian 12 with its containerd 1.6.
+const Profile = "debian-12"
+
+// Paths are the node's files, all inside its directory: the agent (in the host's mount namespace) and containerd
+// and the kubelet (in the node's) see them at the same paths. Only the kubelet's root dir and containerd's
+// root/state stay at their defaults, under the node's own /var/lib and /run.
+func (n *Node) Paths() render.Paths {
+	return render.Paths{
+		CACert:              n.path("etc", "ca.crt"),
+		BootstrapKubeconfig: n.path("etc", "bootstrap-kubelet.conf"),
+		Kubeconfig:          n.path("kubelet.conf"),
+		KubeletConfig:       n.path("etc", "kubelet.yaml"),
+		KubeletCertDir:      n.path("pki"),
+		KubeletDropIn:       n.path("systemd", "kubelet.service.d", "10-berth.conf"),
+		KubeProxyConfig:     n.path("etc", "kube-proxy.yaml"),
+		KubeProxyDropIn:     n.path("systemd", "kube-proxy.service.d", "10-berth.conf"),
+		ContainerdConfig:    n.path("etc", "containerd.toml"),
+		ContainerdSocket:    n.ContainerdSocket(),
+		RegistryHostsDir:    n.path("etc", "certs.d"),
+		CNIConfDir:          n.path("net.d"),
+		Sysctls:             n.path("etc", "sysctl.conf"),
+	}
+}
+
+// Bridge is the node's CNI bridge.
+func (n *Node) Bridge() string { return n.host.Bridge }
+
+// Tune merges what this host needs into a NodeConfig spec; these are test-host facts, not production defaults:
+// cgroup v1 with the cgroupfs driver and a cgroup root inside the node's tree, free ports, the node's own
+// resolv.conf, containerd without negative OOM scores (no CAP_SYS_RESOURCE) and with its ttrpc socket and
+// network namespaces inside the node's directories.
+func (n *Node) Tune(spec *v1alpha1.NodeConfigSpec) error {
+	address := "127.0.0.1"
+	if n.cfg.NodeIP.IsValid() {
+		address = n.cfg.NodeIP.String()
+	}
+	kubelet := map[string]any{
+		"cgroupDriver":       "cgroupfs",
+		"failCgroupV1":       false,
+		"failSwapOn":         false,
+		"cgroupRoot":         "/" + n.host.Cgroup + "/pods",
+		"address":            address,
+		"port":               n.ports[0],
+		"healthzPort":        n.ports[1],
+		"healthzBindAddress": "127.0.0.1",
+		"resolvConf":         n.path("etc", "resolv.conf"),
+		"clusterDNS":         []any{n.cfg.ClusterDNS.String()},
+		"syncFrequency":      "10s",
+	}
+	var merged map[string]any
+	if len(spec.Kubelet.Config) > 0 {
+		if err := json.Unmarshal(spec.Kubelet.Config, &merged); err != nil {
+			return fmt.Errorf("spec.kubelet.config: %w", err)
+		}
+	}
+	js, err := json.Marshal(mergepatch.Apply(merged, kubelet))
+	if err != nil {
+		return err
+	}
+	spec.Kubelet.Config = js
+	if n.cfg.NodeIP.IsValid() {
+		if spec.Kubelet.ExtraArgs == nil {
+			spec.Kubelet.ExtraArgs = map[string]string{}
+		}
+		spec.Kubelet.ExtraArgs["node-ip"] = n.cfg.NodeIP.String()
+	}
+
+	containerd := map[string]any{
+		"ttrpc": map[string]any{"address": n.ContainerdSocket() + ".ttrpc"},
+		"plugins": map[string]any{
+			"io.containerd.internal.v1.opt": map[string]any{"path": "/var/lib/containerd/opt"},
+			"io.containerd.grpc.v1.cri": map[string]any{
+				"restrict_oom_score_adj":       true,
+				"netns_mounts_under_state_dir": true,
+				"disable_apparmor":             true,
+			},
+		},
+	}
+	var user map[string]any
+	if spec.Containerd.ConfigTOML != "" {
+		if err := toml.Unmarshal([]byte(spec.Containerd.ConfigTOML), &user); err != nil {
+			return fmt.Errorf("spec.containerd.configTOML: %w", err)
+		}
+	}
+	out, err := toml.Marshal(mergepatch.Apply(user, containerd))
+	if err != nil {
+		return err
+	}
+	spec.Containerd.ConfigTOML = string(out)
+	if spec.Containerd.SandboxImage == "" {
+		spec.Containerd.SandboxImage = n.cfg.SandboxImage
+	}
+	return nil
+}
+
+// writeConfigs renders the node's files with the agent's renderers (for Start, which runs without the agent).
 func (n *Node) writeConfigs() error {
-	kubeletPort, err := freePort()
+	spec := v1alpha1.NodeConfigSpec{ControlPlane: v1alpha1.ControlPlane{Endpoint: n.cfg.Server}}
+	if err := n.Tune(&spec); err != nil {
+		return err
+	}
+	profile, err := distro.Get(Profile)
 	if err != nil {
 		return err
 	}
-	healthzPort, err := freePort()
+	in := render.Input{Spec: spec, Profile: profile, NodeName: n.cfg.Name, Endpoint: n.cfg.Server, CA: n.cfg.CACert,
+		Token: n.cfg.Token, Paths: n.Paths(), Bridge: n.host.Bridge}
+	out, err := render.Node(in)
 	if err != nil {
 		return err
 	}
-	kubelet, err := n.kubeletConfig(kubeletPort, healthzPort)
+	cni, err := render.CNI(in, n.cfg.PodCIDR)
 	if err != nil {
-		return fmt.Errorf("render kubelet config: %w", err)
+		return err
 	}
-	cni, err := n.cniConfig()
-	if err != nil {
-		return fmt.Errorf("render CNI config: %w", err)
-	}
-	boot, err := n.bootstrapKubeconfig()
-	if err != nil {
-		return fmt.Errorf("render bootstrap kubeconfig: %w", err)
-	}
-	for _, f := range []struct {
-		path string
-		data []byte
-		mode os.FileMode
-	}{
-		{n.path("etc", "containerd.toml"), []byte(n.containerdConfig()), 0o644},
-		{n.path("etc", "kubelet.yaml"), kubelet, 0o644},
-		{n.path("etc", "ca.crt"), n.cfg.CACert, 0o644},
-		// Pods resolve through a resolv.conf of the node's own, so the host's never leaks into tests.
-		{n.path("etc", "resolv.conf"), []byte("nameserver " + n.cfg.ClusterDNS.String() + "\n"), 0o644},
-		{n.path("net.d", "10-berth.conflist"), cni, 0o644},
-		{n.path("etc", "bootstrap-kubelet.conf"), boot, 0o600},
-	} {
-		if err := atomicfile.Write(f.path, f.data, f.mode); err != nil {
+	for _, f := range append(out.Files, *cni) {
+		if err := atomicfile.Write(f.Path, f.Data, f.Mode); err != nil {
 			return err
 		}
 	}
 	return nil
 }
 
-// containerdConfig is a version 2 config (containerd 1.6, Debian 12). Paths under /var/lib and /run are the
-// node's own, through its mount namespace; the sockets live in the node dir so the host can reach them.
-func (n *Node) containerdConfig() string {
-	sock := n.ContainerdSocket()
-	return fmt.Sprintf(`version = 2
-root = "/var/lib/containerd"
-state = "/run/containerd"
-
-[grpc]
-  address = %q
-
-[ttrpc]
-  address = %q
-
-[plugins."io.containerd.internal.v1.opt"]
-  path = "/var/lib/containerd/opt"
-
-[plugins."io.containerd.grpc.v1.cri"]
-  sandbox_image = %q
-  # This host lacks CAP_SYS_RESOURCE: runc cannot set negative OOM scores.
-  restrict_oom_score_adj = true
-  netns_mounts_under_state_dir = true
-  disable_apparmor = true
-
-  [plugins."io.containerd.grpc.v1.cri".containerd]
-    snapshotter = "overlayfs"
-    default_runtime_name = "runc"
-
-    [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc]
-      runtime_type = "io.containerd.runc.v2"
-
-      [plugins."io.containerd.grpc.v1.cri".containerd.runtimes.runc.options]
-        SystemdCgroup = false
-
-  [plugins."io.containerd.grpc.v1.cri".cni]
-    bin_dir = "/usr/lib/cni"
-    conf_dir = %q
-`, sock, sock+".ttrpc", n.cfg.SandboxImage, n.path("net.d"))
-}
-
-func (n *Node) kubeletConfig(port, healthzPort int) ([]byte, error) {
-	address := "127.0.0.1"
-	if n.cfg.NodeIP.IsValid() {
-		address = n.cfg.NodeIP.String()
+// pickPorts chooses the kubelet's port and healthz port.
+func (n *Node) pickPorts() error {
+	for i := range n.ports {
+		l, err := net.Listen("tcp", "127.0.0.1:0")
+		if err != nil {
+			return fmt.Errorf("pick a free port: %w", err)
+		}
+		_, p, _ := net.SplitHostPort(l.Addr().String())
+		l.Close()
+		if n.ports[i], err = strconv.Atoi(p); err != nil {
+			return err
+		}
 	}
-	f := false
-	t := true
-	hp := int32(healthzPort)
-	ro := int32(0)
-	cfg := kubeletv1beta1.KubeletConfiguration{
-		TypeMeta:           metav1.TypeMeta{APIVersion: "kubelet.config.k8s.io/v1beta1", Kind: "KubeletConfiguration"},
-		Address:            address,
-		Port:               int32(port),
-		ReadOnlyPort:       ro,
-		HealthzBindAddress: "127.0.0.1",
-		HealthzPort:        &hp,
-		Authentication: kubeletv1beta1.KubeletAuthentication{
-			Anonymous: kubeletv1beta1.KubeletAnonymousAuthentication{Enabled: &f},
-			Webhook:   kubeletv1beta1.KubeletWebhookAuthentication{Enabled: &t},
-			X509:      kubeletv1beta1.KubeletX509Authentication{ClientCAFile: n.path("etc", "ca.crt")},
-		},
-		Authorization:            kubeletv1beta1.KubeletAuthorization{Mode: kubeletv1beta1.KubeletAuthorizationModeWebhook},
-		CgroupDriver:             "cgroupfs",
-		CgroupRoot:               "/" + n.host.Cgroup + "/pods",
-		FailCgroupV1:             &f, // this host runs cgroup v1
-		FailSwapOn:               &f,
-		ContainerRuntimeEndpoint: "unix://" + n.ContainerdSocket(),
-		RotateCertificates:       true,
-		ClusterDomain:            "cluster.local",
-		ClusterDNS:               []string{n.cfg.ClusterDNS.String()},
-		ResolverConfig:           strPtr(n.path("etc", "resolv.conf")),
-		PodLogsDir:               "/var/log/pods",
-		SyncFrequency:            metav1.Duration{Duration: 10 * time.Second},
-	}
-	return yaml.Marshal(cfg)
+	return nil
 }
 
-func strPtr(s string) *string { return &s }
-
-func (n *Node) cniConfig() ([]byte, error) {
-	return json.MarshalIndent(map[string]any{
-		"cniVersion": "0.4.0",
-		"name":       "berth",
-		"plugins": []any{map[string]any{
-			"type":        "bridge",
-			"bridge":      n.host.Bridge,
-			"isGateway":   true,
-			"ipMasq":      false,
-			"hairpinMode": true,
-			"ipam": map[string]any{
-				"type":   "host-local",
-				"ranges": [][]map[string]string{{{"subnet": n.cfg.PodCIDR.String()}}},
-				"routes": []map[string]string{{"dst": "0.0.0.0/0"}},
-			},
-		}},
-	}, "", "  ")
-}
-
-func (n *Node) bootstrapKubeconfig() ([]byte, error) {
-	cfg := clientcmdapi.NewConfig()
-	cfg.Clusters["default"] = &clientcmdapi.Cluster{Server: n.cfg.Server, CertificateAuthorityData: n.cfg.CACert}
-	cfg.AuthInfos["kubelet-bootstrap"] = &clientcmdapi.AuthInfo{Token: n.cfg.Token.Value()}
-	cfg.Contexts["default"] = &clientcmdapi.Context{Cluster: "default", AuthInfo: "kubelet-bootstrap"}
-	cfg.CurrentContext = "default"
-	return clientcmd.Write(*cfg)
-}
-
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("pick a free port: %w", err)
-	}
-	defer l.Close()
-	_, p, _ := net.SplitHostPort(l.Addr().String())
-	return strconv.Atoi(p)
+// writeResolvConf gives pods a resolv.conf of the node's own, so the host's never leaks into tests.
+func (n *Node) writeResolvConf() error {
+	return atomicfile.Write(n.path("etc", "resolv.conf"), []byte("nameserver "+n.cfg.ClusterDNS.String()+"\n"), 0o644)
 }

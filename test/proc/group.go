@@ -65,3 +65,15 @@ func StopAll(procs []*Process, grace time.Duration) error {
 	wg.Wait()
 	return errors.Join(errs...)
 }
+
+// Remove drops p from the group (after the owner stopped it, e.g. to restart it under the same name).
+func (g *Group) Remove(p *Process) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	for i, q := range g.procs {
+		if q == p {
+			g.procs = append(g.procs[:i], g.procs[i+1:]...)
+			return
+		}
+	}
+}

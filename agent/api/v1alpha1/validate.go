@@ -53,6 +53,20 @@ func (c *NodeConfig) Validate() field.ErrorList {
 	return errs
 }
 
+// ValidateJoined is Validate for a node that has joined: the agent removed the bootstrap token after the join, and
+// the kubelet's own credentials replace it, so a missing token is no error.
+func (c *NodeConfig) ValidateJoined() field.ErrorList {
+	var errs field.ErrorList
+	token := field.NewPath("spec", "controlPlane", "discovery", "token").String()
+	for _, e := range c.Validate() {
+		if e.Type == field.ErrorTypeRequired && e.Field == token {
+			continue
+		}
+		errs = append(errs, e)
+	}
+	return errs
+}
+
 func (cp ControlPlane) validate(p *field.Path) field.ErrorList {
 	var errs field.ErrorList
 	if cp.Endpoint == "" {

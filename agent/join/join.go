@@ -1,0 +1,542 @@
+// Package join turns a validated NodeConfig into a Ready node, as phases over explicit state: discover the control
+// plane (kubeadm's way, with retries while it is unreachable), refuse a name a Ready node holds, render and write
+// the node's files (only those that changed), start containerd and the kubelet (restarting only what a change
+// affects), wait for the kubelet's TLS bootstrap, write the CNI config from the Node's podCIDR, wait for Ready,
+// start kube-proxy, and remove the bootstrap credentials. Every phase is safe to re-run; a status file records
+// each phase with its duration, and the joined marker is written only on success.
+//
+// The daemons are run by a Services implementation: systemd over D-Bus on a node, processes in the host tier.
+package join
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"berth.dev/berth/agent/api/v1alpha1"
+	"berth.dev/berth/agent/atomicfile"
+	"berth.dev/berth/agent/bootstrap"
+	"berth.dev/berth/agent/preflight"
+	"berth.dev/berth/agent/render"
+	"berth.dev/berth/imagebuilder/distro"
+)
+
+// Exit codes beyond preflight's classes (10-14); docs/exit-codes.md lists them all.
+const (
+	ExitInternal  = 1
+	ExitNameTaken = 15
+	ExitTimeout   = 16
+	ExitServices  = 17
+)
+
+// Services runs the node's daemons by unit name.
+type Services interface {
+	// Reload makes the manager read changed unit files and drop-ins (systemd: daemon-reload).
+	Reload(ctx context.Context) error
+	// Start starts the unit unless it runs; Restart restarts it (or starts it). Both return when the job is done.
+	Start(ctx context.Context, unit string) error
+	Restart(ctx context.Context, unit string) error
+}
+
+// Config is one run's input.
+type Config struct {
+	NodeConfig *v1alpha1.NodeConfig
+	Profile    distro.Profile
+	Paths      render.Paths
+	Bridge     string // CNI bridge name (default cbr0)
+	// NodeName is the Node's name when spec.node.name is empty (the hostname on a node).
+	NodeName string
+	// StateDir holds the status file, the joined marker and the pending restarts (/var/lib/berth).
+	StateDir string
+	// DropInDir is scrubbed of inline tokens after the join (/etc/berth/config.d).
+	DropInDir string
+	Services  Services
+	Preflight preflight.Options
+	// Timeout bounds the whole run (default 15 minutes): discovery retries until then, then the waits.
+	Timeout time.Duration
+	// Backoff is the first and the longest wait between discovery attempts (default 1 s and 30 s).
+	BackoffInitial, BackoffMax time.Duration
+	// Notify is sd_notify (nil: not under systemd).
+	Notify func(state string) error
+	Log    *slog.Logger
+}
+
+// Error is a failed run: the phase, the exit code and what to do.
+type Error struct {
+	Phase string
+	Code  int
+	Err   error
+	Hint  string
+}
+
+func (e *Error) Error() string {
+	if e.Hint == "" {
+		return fmt.Sprintf("%s: %v", e.Phase, e.Err)
+	}
+	return fmt.Sprintf("%s: %v; %s", e.Phase, e.Err, e.Hint)
+}
+func (e *Error) Unwrap() error { return e.Err }
+
+// state is what the phases share.
+type state struct {
+	cfg      Config
+	log      *slog.Logger
+	name     string
+	joined   bool // a kubelet kubeconfig from an earlier join exists
+	token    bootstrap.Token
+	ca       []byte
+	input    render.Input
+	pending  map[string]bool // units to restart: persisted so a killed run still restarts them
+	reload   bool
+	client   kubernetes.Interface
+	podCIDR  netip.Prefix
+	deadline time.Time
+}
+
+type phase struct {
+	name string
+	run  func(context.Context, *state) (detail string, err error)
+}
+
+var phases = []phase{
+	{"discover", discover},
+	{"name", checkName},
+	{"files", writeFiles},
+	{"sysctls", applySysctls},
+	{"containerd", startUnit(render.Containerd)},
+	{"kubelet", startUnit(render.Kubelet)},
+	{"tls-bootstrap", waitTLSBootstrap},
+	{"cni", writeCNI},
+	{"ready", waitReady},
+	{"kube-proxy", startUnit(render.KubeProxy)},
+	{"cleanup", cleanup},
+}
+
+// Run joins the node (or re-applies the configuration of a joined one) and returns the run's status.
+func Run(ctx context.Context, cfg Config) (*Status, error) {
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	if cfg.Timeout == 0 {
+		cfg.Timeout = 15 * time.Minute
+	}
+	if cfg.BackoffInitial == 0 {
+		cfg.BackoffInitial = time.Second
+	}
+	if cfg.BackoffMax == 0 {
+		cfg.BackoffMax = 30 * time.Second
+	}
+	s := &state{cfg: cfg, log: cfg.Log, deadline: time.Now().Add(cfg.Timeout)}
+	s.name = cfg.NodeConfig.Spec.Node.Name
+	if s.name == "" {
+		s.name = cfg.NodeName
+	}
+	st := &Status{Node: s.name, Started: time.Now().UTC(), Result: "running"}
+	ctx, cancel := context.WithDeadline(ctx, s.deadline)
+	defer cancel()
+	if err := os.MkdirAll(cfg.StateDir, 0o755); err != nil {
+		return st, &Error{Phase: "state", Code: ExitInternal, Err: err}
+	}
+	var err error
+	if s.pending, err = readPending(cfg.StateDir); err != nil {
+		return st, &Error{Phase: "state", Code: ExitInternal, Err: err}
+	}
+	if s.name == "" {
+		return st, &Error{Phase: "state", Code: ExitInternal, Err: errors.New("no node name: spec.node.name is empty and the hostname is unknown")}
+	}
+	for _, p := range phases {
+		ps := PhaseStatus{Name: p.name, Started: time.Now().UTC(), Result: "running"}
+		st.Phases = append(st.Phases, ps)
+		_ = writeStatus(cfg.StateDir, st)
+		s.log.Info("phase started", "phase", p.name)
+		start := time.Now()
+		detail, perr := p.run(ctx, s)
+		cur := &st.Phases[len(st.Phases)-1]
+		cur.Duration, cur.Detail = time.Since(start), detail
+		if perr != nil {
+			cur.Result = "failed"
+			var e *Error
+			if !errors.As(perr, &e) {
+				e = &Error{Phase: p.name, Code: ExitInternal, Err: perr}
+			}
+			if e.Phase == "" {
+				e.Phase = p.name
+			}
+			st.Result, st.Error, st.ExitCode = "failed", e.Error(), e.Code
+			now := time.Now().UTC()
+			st.Finished = &now
+			_ = writeStatus(cfg.StateDir, st)
+			s.log.Error("phase failed", "phase", p.name, "duration", cur.Duration.Round(time.Millisecond), "err", e.Error(), "exit", e.Code)
+			return st, e
+		}
+		cur.Result = "ok"
+		if strings.HasPrefix(detail, "skipped") {
+			cur.Result = "skipped"
+		}
+		s.log.Info("phase done", "phase", p.name, "duration", cur.Duration.Round(time.Millisecond), "detail", detail)
+	}
+	now := time.Now().UTC()
+	st.Finished, st.Result = &now, "joined"
+	if err := writeStatus(cfg.StateDir, st); err != nil {
+		return st, &Error{Phase: "state", Code: ExitInternal, Err: err}
+	}
+	marker := fmt.Sprintf("%s %s\n", s.name, now.Format(time.RFC3339))
+	if err := atomicfile.Write(filepath.Join(cfg.StateDir, JoinedFile), []byte(marker), 0o644); err != nil {
+		return st, &Error{Phase: "state", Code: ExitInternal, Err: err}
+	}
+	if cfg.Notify != nil {
+		if err := cfg.Notify("READY=1\nSTATUS=joined as " + s.name); err != nil {
+			s.log.Warn("sd_notify", "err", err)
+		}
+	}
+	return st, nil
+}
+
+// discover trusts the control plane: from an earlier join (the CA on disk and the kubelet's kubeconfig), or
+// through preflight (DNS, TCP, TLS + pins, token, clock), retried with backoff while the failure may pass.
+func discover(ctx context.Context, s *state) (string, error) {
+	if kc, err := clientcmd.LoadFromFile(s.cfg.Paths.Kubeconfig); err == nil && len(kc.AuthInfos) > 0 {
+		if ca, err := os.ReadFile(s.cfg.Paths.CACert); err == nil {
+			s.joined, s.ca = true, ca
+			s.setInput()
+			return "skipped: joined earlier; the CA and the kubelet's credentials are on disk", nil
+		}
+	}
+	tok, err := preflight.Token(s.cfg.NodeConfig.Spec.ControlPlane.Discovery)
+	if err != nil {
+		return "", &Error{Code: int(preflight.ClassToken), Err: err, Hint: "put a bootstrap token in spec.controlPlane.discovery"}
+	}
+	s.token = tok
+	wait := s.cfg.BackoffInitial
+	for attempt := 1; ; attempt++ {
+		res, err := preflight.Run(ctx, s.cfg.NodeConfig.Spec.ControlPlane, tok, s.cfg.Preflight)
+		if err == nil {
+			s.ca = res.CA
+			s.setInput()
+			return fmt.Sprintf("%s passed (attempt %d)", strings.Join(res.Passed, ", "), attempt), nil
+		}
+		var pe *preflight.Error
+		if !errors.As(err, &pe) {
+			return "", err
+		}
+		retry := pe.Class == preflight.ClassDNS || pe.Class == preflight.ClassTCP || pe.Class == preflight.ClassClock
+		if !retry {
+			return "", &Error{Code: int(pe.Class), Err: pe, Hint: ""}
+		}
+		if time.Now().Add(wait).After(s.deadline) {
+			return "", &Error{Code: int(pe.Class), Err: fmt.Errorf("gave up after %d attempts: %w", attempt, pe)}
+		}
+		s.log.Warn("control plane not reachable yet; retrying", "attempt", attempt, "in", wait, "check", pe.Check, "err", pe.Err)
+		select {
+		case <-ctx.Done():
+			return "", &Error{Code: int(pe.Class), Err: fmt.Errorf("gave up after %d attempts: %w", attempt, pe)}
+		case <-time.After(wait):
+		}
+		wait = min(2*wait, s.cfg.BackoffMax)
+	}
+}
+
+func (s *state) setInput() {
+	s.input = render.Input{Spec: s.cfg.NodeConfig.Spec, Profile: s.cfg.Profile, NodeName: s.name,
+		Endpoint: s.cfg.NodeConfig.Spec.ControlPlane.Endpoint, CA: s.ca, Token: s.token, Paths: s.cfg.Paths, Bridge: s.cfg.Bridge}
+}
+
+// checkName refuses to join as a name a Ready node holds (kubeadm does the same): two kubelets would fight over
+// one Node. A NotReady holder is a reimaged node coming back and is taken over.
+func checkName(ctx context.Context, s *state) (string, error) {
+	if s.joined {
+		return "skipped: joined earlier as this node", nil
+	}
+	cs, err := kubernetes.NewForConfig(&rest.Config{Host: s.input.Endpoint, BearerToken: s.token.Value(),
+		TLSClientConfig: rest.TLSClientConfig{CAData: s.ca}, Timeout: 10 * time.Second})
+	if err != nil {
+		return "", err
+	}
+	n, err := cs.CoreV1().Nodes().Get(ctx, s.name, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		return "no Node named " + s.name, nil
+	case err != nil:
+		return "", &Error{Code: int(preflight.ClassTCP), Err: fmt.Errorf("get Node %s with the bootstrap token: %w", s.name, err)}
+	case isReady(n):
+		return "", &Error{Code: ExitNameTaken, Err: fmt.Errorf("a Ready Node named %s already exists", s.name),
+			Hint: "give this node another spec.node.name, or remove the other one (kubectl delete node " + s.name + ") if it is gone"}
+	}
+	return "Node " + s.name + " exists but is not Ready: taking it over", nil
+}
+
+// writeFiles writes what changed, after recording which units the changes affect (so a run killed between the
+// write and the restart still restarts them next time).
+func writeFiles(ctx context.Context, s *state) (string, error) {
+	out, err := render.Node(s.input)
+	if err != nil {
+		return "", &Error{Code: 2, Err: err}
+	}
+	var changed []render.File
+	for _, f := range out.Files {
+		if !sameFile(f) {
+			changed = append(changed, f)
+		}
+	}
+	if len(changed) == 0 {
+		return "unchanged", nil
+	}
+	for _, f := range changed {
+		for _, u := range f.Units {
+			s.pending[u] = true
+		}
+		if f.Path == s.cfg.Paths.KubeletDropIn || f.Path == s.cfg.Paths.KubeProxyDropIn {
+			s.pending["daemon-reload"] = true
+		}
+	}
+	if err := writePending(s.cfg.StateDir, s.pending); err != nil {
+		return "", err
+	}
+	var names []string
+	for _, f := range changed {
+		if err := atomicfile.Write(f.Path, f.Data, f.Mode); err != nil {
+			return "", err
+		}
+		names = append(names, f.Path)
+	}
+	s.log.Info("files written", "files", names)
+	return fmt.Sprintf("%d of %d files changed", len(changed), len(out.Files)), nil
+}
+
+func sameFile(f render.File) bool {
+	fi, err := os.Stat(f.Path)
+	if err != nil || fi.Mode().Perm() != f.Mode.Perm() {
+		return false
+	}
+	data, err := os.ReadFile(f.Path)
+	return err == nil && bytes.Equal(data, f.Data)
+}
+
+// applySysctls sets spec.sysctls now (the file in /etc/sysctl.d keeps them across reboots).
+func applySysctls(ctx context.Context, s *state) (string, error) {
+	sysctls := s.cfg.NodeConfig.Spec.Sysctls
+	if len(sysctls) == 0 {
+		return "skipped: none configured", nil
+	}
+	keys := make([]string, 0, len(sysctls))
+	for k := range sysctls {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		p := filepath.Join("/proc/sys", strings.ReplaceAll(k, ".", "/"))
+		if err := os.WriteFile(p, []byte(sysctls[k]), 0o644); err != nil {
+			return "", &Error{Code: 2, Err: fmt.Errorf("spec.sysctls[%s]: %w", k, err)}
+		}
+	}
+	return fmt.Sprintf("%d set", len(keys)), nil
+}
+
+// startUnit starts a unit, or restarts it if a file it reads changed (now or in a run that did not finish).
+func startUnit(unit string) func(context.Context, *state) (string, error) {
+	return func(ctx context.Context, s *state) (string, error) {
+		if s.pending["daemon-reload"] {
+			if err := s.cfg.Services.Reload(ctx); err != nil {
+				return "", &Error{Code: ExitServices, Err: fmt.Errorf("daemon-reload: %w", err)}
+			}
+			delete(s.pending, "daemon-reload")
+			if err := writePending(s.cfg.StateDir, s.pending); err != nil {
+				return "", err
+			}
+		}
+		var err error
+		detail := "started (or already running)"
+		if s.pending[unit] {
+			err, detail = s.cfg.Services.Restart(ctx, unit), "(re)started: its configuration changed"
+		} else {
+			err = s.cfg.Services.Start(ctx, unit)
+		}
+		if err != nil {
+			return "", &Error{Code: ExitServices, Err: fmt.Errorf("%s: %w", unit, err), Hint: "see journalctl -u " + unit}
+		}
+		delete(s.pending, unit)
+		return detail, writePending(s.cfg.StateDir, s.pending)
+	}
+}
+
+// waitTLSBootstrap waits for the kubelet's kubeconfig (written once its CSR is approved and the certificate
+// issued), then uses those credentials from here on.
+func waitTLSBootstrap(ctx context.Context, s *state) (string, error) {
+	var last error
+	for {
+		cfg, err := clientcmd.BuildConfigFromFlags("", s.cfg.Paths.Kubeconfig)
+		if err == nil {
+			cs, cerr := kubernetes.NewForConfig(cfg)
+			if cerr == nil {
+				if _, err = cs.CoreV1().Nodes().Get(ctx, s.name, metav1.GetOptions{}); err == nil || apierrors.IsNotFound(err) {
+					s.client = cs
+					return "kubelet credentials at " + s.cfg.Paths.Kubeconfig, nil
+				}
+			}
+			err = errors.Join(err, cerr)
+		}
+		last = err
+		if err := sleep(ctx, 250*time.Millisecond); err != nil {
+			return "", &Error{Code: ExitTimeout, Err: fmt.Errorf("the kubelet did not finish its TLS bootstrap: %v", last),
+				Hint: "see journalctl -u kubelet; the control plane must approve the node's CSR (kubeadm:node-autoapprove-bootstrap)"}
+		}
+	}
+}
+
+// writeCNI waits for the controller manager to give the Node a podCIDR and writes the bridge config for it.
+func writeCNI(ctx context.Context, s *state) (string, error) {
+	if s.cfg.NodeConfig.Spec.CNI.Mode == "none" {
+		return "skipped: cni.mode none (a CNI DaemonSet brings its own)", nil
+	}
+	for {
+		n, err := s.client.CoreV1().Nodes().Get(ctx, s.name, metav1.GetOptions{})
+		if err == nil && n.Spec.PodCIDR != "" {
+			cidr, err := netip.ParsePrefix(n.Spec.PodCIDR)
+			if err != nil {
+				return "", fmt.Errorf("Node %s podCIDR %q: %w", s.name, n.Spec.PodCIDR, err)
+			}
+			s.podCIDR = cidr
+			f, err := render.CNI(s.input, cidr)
+			if err != nil {
+				return "", err
+			}
+			if sameFile(*f) {
+				return "podCIDR " + cidr.String() + ", unchanged", nil
+			}
+			if err := atomicfile.Write(f.Path, f.Data, f.Mode); err != nil {
+				return "", err
+			}
+			return "podCIDR " + cidr.String(), nil
+		}
+		if err := sleep(ctx, 250*time.Millisecond); err != nil {
+			return "", &Error{Code: ExitTimeout, Err: fmt.Errorf("Node %s has no podCIDR", s.name),
+				Hint: "the controller manager must run with --allocate-node-cidrs and a --cluster-cidr (or set cni.mode: none)"}
+		}
+	}
+}
+
+// waitReady waits for the Node's Ready condition, logging why it is not Ready every 10 seconds.
+func waitReady(ctx context.Context, s *state) (string, error) {
+	lastLog := time.Now()
+	reason := "the Node does not exist yet"
+	for {
+		n, err := s.client.CoreV1().Nodes().Get(ctx, s.name, metav1.GetOptions{})
+		if err == nil {
+			if isReady(n) {
+				return "Ready", nil
+			}
+			reason = notReadyReason(n)
+		}
+		if time.Since(lastLog) > 10*time.Second {
+			s.log.Info("waiting for the Node to be Ready", "node", s.name, "reason", reason)
+			lastLog = time.Now()
+		}
+		if err := sleep(ctx, 250*time.Millisecond); err != nil {
+			return "", &Error{Code: ExitTimeout, Err: fmt.Errorf("Node %s is not Ready: %s", s.name, reason), Hint: "see journalctl -u kubelet -u containerd"}
+		}
+	}
+}
+
+// cleanup removes the bootstrap credentials: the bootstrap kubeconfig, the token file and inline tokens in the
+// drop-ins. The kubelet renews its own certificate from now on.
+func cleanup(ctx context.Context, s *state) (string, error) {
+	var removed []string
+	if err := os.Remove(s.cfg.Paths.BootstrapKubeconfig); err == nil {
+		removed = append(removed, s.cfg.Paths.BootstrapKubeconfig)
+	} else if !os.IsNotExist(err) {
+		return "", err
+	}
+	if tf := s.cfg.NodeConfig.Spec.ControlPlane.Discovery.TokenFile; tf != "" {
+		if err := os.Remove(tf); err == nil {
+			removed = append(removed, tf)
+		} else if !os.IsNotExist(err) {
+			return "", err
+		}
+	}
+	if s.cfg.DropInDir != "" {
+		scrubbed, err := scrubTokens(s.cfg.DropInDir)
+		if err != nil {
+			return "", err
+		}
+		removed = append(removed, scrubbed...)
+	}
+	if len(removed) == 0 {
+		return "nothing to remove", nil
+	}
+	s.log.Info("bootstrap credentials removed", "files", removed)
+	return "removed the token from " + strings.Join(removed, ", "), nil
+}
+
+func isReady(n *corev1.Node) bool {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+func notReadyReason(n *corev1.Node) string {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Reason + ": " + c.Message
+		}
+	}
+	return "no Ready condition yet"
+}
+
+func sleep(ctx context.Context, d time.Duration) error {
+	select {
+	case <-ctx.Done():
+		return ctx.Err()
+	case <-time.After(d):
+		return nil
+	}
+}
+
+const pendingFile = "pending-restarts.json"
+
+func readPending(dir string) (map[string]bool, error) {
+	m := map[string]bool{}
+	data, err := os.ReadFile(filepath.Join(dir, pendingFile))
+	if os.IsNotExist(err) {
+		return m, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	var units []string
+	if err := json.Unmarshal(data, &units); err != nil {
+		return nil, fmt.Errorf("%s: %w", filepath.Join(dir, pendingFile), err)
+	}
+	for _, u := range units {
+		m[u] = true
+	}
+	return m, nil
+}
+
+func writePending(dir string, m map[string]bool) error {
+	units := make([]string, 0, len(m))
+	for u := range m {
+		units = append(units, u)
+	}
+	sort.Strings(units)
+	data, _ := json.Marshal(units)
+	return atomicfile.Write(filepath.Join(dir, pendingFile), data, 0o644)
+}
