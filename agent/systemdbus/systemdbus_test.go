@@ -1,0 +1,197 @@
+package systemdbus_test
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"berth.dev/berth/agent/api/v1alpha1"
+	"berth.dev/berth/agent/bootstrap"
+	"berth.dev/berth/agent/render"
+	"berth.dev/berth/agent/systemdbus"
+	"berth.dev/berth/imagebuilder/distro"
+	"berth.dev/berth/systemd"
+	"berth.dev/berth/test/nspawn"
+)
+
+// fakeDaemon stands in for a binary that cannot run in the container (containerd, kubelet need cgroups): it
+// records its arguments and start count where the host can read them (the container's /run is its own tmpfs),
+// notifies readiness when asked, then sleeps like a daemon.
+const fakeDaemon = `#!/bin/sh
+name=$(basename "$0")
+mkdir -p /var/lib/fake
+echo "$*" > /var/lib/fake/$name.args
+echo start >> /var/lib/fake/$name.starts
+[ -n "$NOTIFY_SOCKET" ] && systemd-notify --ready
+exec sleep infinity
+`
+
+// The systemd tier: berth's units and the agent's rendered drop-ins in a real systemd 252, driven over D-Bus
+// from the host. Starting the kubelet pulls in containerd first (Requires + After), the drop-in's arguments
+// reach ExecStart intact, daemon-reload picks up a changed drop-in, a start of an active unit changes nothing,
+// a restart does, and a failing unit's error says what state it is in.
+func TestUnitsOverDBusInNspawn(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root for systemd-nspawn")
+	}
+	if _, err := exec.LookPath("systemd-nspawn"); err != nil {
+		t.Skip("systemd-nspawn is not installed (apt package systemd-container)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+
+	p, _ := distro.Get("debian-12")
+	tok, _ := bootstrap.GenerateToken()
+	in := render.Input{
+		Spec: v1alpha1.NodeConfigSpec{
+			Node:    v1alpha1.Node{Labels: map[string]string{"pool": "a"}},
+			Kubelet: v1alpha1.Kubelet{ExtraArgs: map[string]string{"v": "2", "eviction-soft": "memory.available<10%"}},
+		},
+		Profile: p, NodeName: "ns-node", Endpoint: "https://192.0.2.1:6443", CA: []byte("ca"), Token: tok,
+		Paths: render.DefaultPaths(),
+	}
+	out, err := render.Node(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	install := func(root string, files []render.File) error {
+		for _, f := range files {
+			if err := os.MkdirAll(filepath.Join(root, filepath.Dir(f.Path)), 0o755); err != nil {
+				return err
+			}
+			if err := os.WriteFile(filepath.Join(root, f.Path), f.Data, f.Mode); err != nil {
+				return err
+			}
+		}
+		return nil
+	}
+	m, err := nspawn.Boot(ctx, nspawn.Config{Dir: t.TempDir(), Name: "berth-systemd-tier", Log: log,
+		Prepare: func(root string) error {
+			files := out.Files
+			for _, u := range systemd.Units() {
+				data, _ := systemd.Unit(u)
+				files = append(files, render.File{Path: "/etc/systemd/system/" + u, Mode: 0o644, Data: data})
+			}
+			files = append(files,
+				render.File{Path: "/usr/local/bin/kubelet", Mode: 0o755, Data: []byte(fakeDaemon)},
+				render.File{Path: "/usr/local/bin/kube-proxy", Mode: 0o755, Data: []byte(fakeDaemon)},
+				render.File{Path: "/usr/local/bin/containerd", Mode: 0o755, Data: []byte(fakeDaemon)},
+				render.File{Path: "/etc/systemd/system/failing.service", Mode: 0o644,
+					Data: []byte("[Service]\nType=oneshot\nExecStart=/bin/false\n")})
+			// Debian's containerd unit runs /usr/bin/containerd; the static one (systemd/runtime) the same
+			// binary name under /usr/local/bin. Replace the packaged one with the fake.
+			if err := os.Remove(filepath.Join(root, "etc/systemd/system/containerd.service")); err != nil && !os.IsNotExist(err) {
+				return err
+			}
+			// containerd is Type=notify: the start job waits for READY=1, which the fake sends from a child.
+			files = append(files, render.File{Path: "/usr/bin/containerd", Mode: 0o755, Data: []byte(fakeDaemon)},
+				render.File{Path: "/etc/systemd/system/containerd.service.d/50-test-notify.conf", Mode: 0o644,
+					Data: []byte("[Service]\nNotifyAccess=all\n")})
+			return install(root, files)
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			data, _ := os.ReadFile(m.Log())
+			t.Logf("console:\n%s", data)
+		}
+		if err := m.Stop(); err != nil {
+			t.Errorf("stop container: %v", err)
+		}
+	})
+	mgr, err := systemdbus.ConnectSocket(ctx, m.Bus)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mgr.Close()
+	read := func(p string) string {
+		data, _ := os.ReadFile(filepath.Join(m.Root, p))
+		return strings.TrimSpace(string(data))
+	}
+	// A Type=simple job is done once the process is forked, before the fake has written its files.
+	readWhen := func(p string, ok func(string) bool) string {
+		for range 100 {
+			if v := read(p); ok(v) {
+				return v
+			}
+			time.Sleep(50 * time.Millisecond)
+		}
+		return read(p)
+	}
+
+	if err := mgr.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := mgr.Start(ctx, render.Kubelet); err != nil {
+		t.Fatal(err)
+	}
+	kubelet, err := mgr.State(ctx, render.Kubelet)
+	if err != nil {
+		t.Fatal(err)
+	}
+	containerd, err := mgr.State(ctx, render.Containerd)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if kubelet.Active != "active" || containerd.Active != "active" {
+		t.Fatalf("kubelet %+v, containerd %+v: want both active (kubelet Requires containerd)", kubelet, containerd)
+	}
+	if containerd.ActiveEnter > kubelet.ActiveEnter {
+		t.Errorf("containerd became active after the kubelet (After=containerd.service): %d > %d", containerd.ActiveEnter, kubelet.ActiveEnter)
+	}
+	want := strings.Join(out.KubeletArgs, " ")
+	if got := readWhen("/var/lib/fake/kubelet.args", func(s string) bool { return s == want }); got != want {
+		t.Errorf("kubelet ran with\n  %s\nwant the drop-in's\n  %s", got, want)
+	}
+
+	// Start of an active unit: the same process.
+	if err := mgr.Start(ctx, render.Kubelet); err != nil {
+		t.Fatal(err)
+	}
+	again, _ := mgr.State(ctx, render.Kubelet)
+	if again.MainPID != kubelet.MainPID || read("/var/lib/fake/kubelet.starts") != "start" {
+		t.Errorf("starting an active kubelet restarted it: pid %d → %d, starts %q", kubelet.MainPID, again.MainPID, read("/var/lib/fake/kubelet.starts"))
+	}
+
+	// A changed drop-in, daemon-reload and a restart: the new arguments, a new process, containerd untouched.
+	in.Spec.Kubelet.ExtraArgs["v"] = "4"
+	out2, err := render.Node(in)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range out2.Files {
+		if f.Path == in.Paths.KubeletDropIn {
+			if err := install(m.Root, []render.File{f}); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	if err := mgr.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if err := mgr.Restart(ctx, render.Kubelet); err != nil {
+		t.Fatal(err)
+	}
+	restarted, _ := mgr.State(ctx, render.Kubelet)
+	args := readWhen("/var/lib/fake/kubelet.args", func(s string) bool { return strings.Contains(s, "--v=4") })
+	if restarted.MainPID == kubelet.MainPID || !strings.Contains(args, "--v=4") {
+		t.Errorf("restart: pid %d → %d, args %q", kubelet.MainPID, restarted.MainPID, args)
+	}
+	if c, _ := mgr.State(ctx, render.Containerd); c.MainPID != containerd.MainPID {
+		t.Errorf("containerd restarted with the kubelet: pid %d → %d", containerd.MainPID, c.MainPID)
+	}
+
+	// A unit that fails: the error names the job result and the unit's state.
+	err = mgr.Start(ctx, "failing.service")
+	if err == nil || !strings.Contains(err.Error(), "job failed") || !strings.Contains(err.Error(), "failed/failed") {
+		t.Errorf("failing unit: %v", err)
+	}
+}
