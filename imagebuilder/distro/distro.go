@@ -5,6 +5,8 @@ package distro
 
 import (
 	"fmt"
+	"os"
+	"path/filepath"
 	"sort"
 	"strings"
 )
@@ -181,4 +183,20 @@ func (p Profile) AllPackages() []string {
 	pkgs := append([]string{p.Kernel}, p.Packages...)
 	sort.Strings(pkgs)
 	return pkgs
+}
+
+// ImageProfileFile records, inside a baked image, which profile it was baked from; the agent renders for it.
+const ImageProfileFile = "/usr/lib/berth/profile"
+
+// ImageProfile reads the profile name recorded in the image whose root is root.
+func ImageProfile(root string) (string, error) {
+	data, err := os.ReadFile(filepath.Join(root, ImageProfileFile))
+	if err != nil {
+		return "", fmt.Errorf("which distro profile this image has: %w", err)
+	}
+	name := strings.TrimSpace(string(data))
+	if _, err := Get(name); err != nil {
+		return "", fmt.Errorf("%s: %w", ImageProfileFile, err)
+	}
+	return name, nil
 }

@@ -137,6 +137,7 @@ func Build(p distro.Profile, in Inputs) (Payload, error) {
 		File{Path: "/usr/local/bin/kube-proxy", Mode: 0o755, Source: in.KubeProxyPath},
 		File{Path: "/etc/sysctl.d/90-berth-kubernetes.conf", Mode: 0o644, Data: []byte(Sysctls)},
 		File{Path: "/etc/modules-load.d/berth.conf", Mode: 0o644, Data: []byte(Modules)},
+		File{Path: distro.ImageProfileFile, Mode: 0o644, Data: []byte(p.Name + "\n")},
 	)
 	if p.CNIBinDir != "/opt/cni/bin" {
 		// kubelet and most CNI docs expect /opt/cni/bin.

@@ -2,9 +2,12 @@
 //
 //	berth-agent config validate -f FILE   decode strictly and validate a NodeConfig; every problem on its own line
 //	berth-agent preflight -f FILE         check DNS, TCP, TLS + CA pin, token and clock against the control plane
+//	berth-agent join                      join this node (systemd over D-Bus), or re-apply a changed config
+//	berth-agent status                    print the last join's phases with their durations
 //
 // Exit codes (docs/exit-codes.md): 0 success, 1 internal error, 2 invalid configuration, 10-14 preflight failure
-// classes, 64 usage error.
+// classes, 15 node name held by a Ready node, 16 timed out waiting (TLS bootstrap, podCIDR, Ready), 17 systemd
+// job failed, 64 usage error.
 package main
 
 import (
@@ -30,9 +33,14 @@ const (
 
 const usage = `usage: berth-agent config validate -f FILE
        berth-agent preflight -f FILE
+       berth-agent join [-config-dir DIR] [-user-data FILE] [-state-dir DIR] [-profile NAME] [-timeout D]
+       berth-agent status [-state-dir DIR]
 
   config validate   check a NodeConfig (node.berth.dev/v1alpha1): strict decoding, every problem with its field path
   preflight         check that this node can join: DNS, TCP, TLS and CA pin, bootstrap token, clock skew
+  join              join the node: discovery, files, containerd and kubelet through systemd, TLS bootstrap, Ready;
+                    on a joined node, re-apply the config and restart only what changed
+  status            the last run, phase by phase
 `
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
@@ -59,6 +67,10 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return code
 		}
 		return preflightCmd(c, stdout, stderr)
+	case len(args) >= 1 && args[0] == "join":
+		return joinCmd(args[1:], stdout, stderr)
+	case len(args) >= 1 && args[0] == "status":
+		return statusCmd(args[1:], stdout, stderr)
 	default:
 		fmt.Fprint(stderr, usage)
 		return exitUsage

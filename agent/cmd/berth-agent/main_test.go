@@ -51,7 +51,9 @@ spec:
 			"spec.controlPlane.discovery.caCertHashes", "spec.cni.mode", "4 problem(s)"}},
 		{"typo", []string{"config", "validate", "-f", typo}, 2, []string{`unknown field "endpiont"`}},
 		{"missing file", []string{"config", "validate", "-f", filepath.Join(dir, "nope")}, 2, []string{"no such file"}},
-		{"usage", []string{"join"}, 64, []string{"usage:"}},
+		{"usage", []string{"leave"}, 64, []string{"usage:"}},
+		{"join: a bad drop-in is named with its field", []string{"join", "-config-dir", dir, "-user-data", filepath.Join(dir, "none"), "-state-dir", filepath.Join(dir, "state")}, 2, []string{"typo.yaml", `unknown field "endpiont"`}},
+		{"status without a run", []string{"status", "-state-dir", filepath.Join(dir, "state")}, 1, []string{"no status"}},
 		{"preflight unreachable", []string{"preflight", "-f", closed}, 11, []string{"preflight dns    ok", "preflight tcp:", "check routes and firewalls"}},
 		{"preflight missing token file", []string{"preflight", "-f", good}, 2, []string{"tokenFile"}},
 	} {
