@@ -40,7 +40,7 @@ type hostNode struct {
 	cfg     join.Config
 }
 
-func prepare(t *testing.T, ctx context.Context, name string, imgs images.Built) *hostNode {
+func prepare(t testing.TB, ctx context.Context, name string, imgs images.Built) *hostNode {
 	t.Helper()
 	dir := t.TempDir()
 	n, err := node.Prepare(ctx, node.Config{Name: name, Dir: dir, BinDir: toolbin.Kubernetes.ForTest(t),
@@ -66,7 +66,7 @@ func prepare(t *testing.T, ctx context.Context, name string, imgs images.Built) 
 }
 
 // load writes NodeConfig drop-ins (0600, as cloud-init does) and returns the merged config, tuned for this host.
-func (h *hostNode) load(t *testing.T, files map[string]string) *v1alpha1.NodeConfig {
+func (h *hostNode) load(t testing.TB, files map[string]string) *v1alpha1.NodeConfig {
 	t.Helper()
 	for name, doc := range files {
 		if err := os.MkdirAll(h.dropIns, 0o755); err != nil {
@@ -92,6 +92,21 @@ func (h *hostNode) load(t *testing.T, files map[string]string) *v1alpha1.NodeCon
 		t.Fatal(err)
 	}
 	return c
+}
+
+// cluster starts a control plane for the test and builds the images nodes import.
+func cluster(t testing.TB) (*controlplane.ControlPlane, controlplane.JoinInfo, images.Built) {
+	t.Helper()
+	cp := controlplane.ForTest(t, controlplane.Config{Log: logger()})
+	ji, err := cp.JoinInfo()
+	if err != nil {
+		t.Fatal(err)
+	}
+	imgs, err := images.Build(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cp, ji, imgs
 }
 
 func nodeConfig(ji controlplane.JoinInfo, name, pin string) string {
@@ -123,15 +138,7 @@ func phases(st *join.Status) map[string]join.PhaseStatus {
 func TestJoinHostTier(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
-	cp := controlplane.ForTest(t, controlplane.Config{Log: logger()})
-	ji, err := cp.JoinInfo()
-	if err != nil {
-		t.Fatal(err)
-	}
-	imgs, err := images.Build(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
+	cp, ji, imgs := cluster(t)
 	h := prepare(t, ctx, "join-a", imgs)
 	h.cfg.NodeConfig = h.load(t, map[string]string{"10-user-data.yaml": nodeConfig(ji, "join-a", string(ji.CACertPin))})
 
@@ -240,15 +247,7 @@ spec:
 func TestJoinWrongPin(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
-	cp := controlplane.ForTest(t, controlplane.Config{Log: logger()})
-	ji, err := cp.JoinInfo()
-	if err != nil {
-		t.Fatal(err)
-	}
-	imgs, err := images.Build(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
+	_, ji, imgs := cluster(t)
 	h := prepare(t, ctx, "join-pin", imgs)
 	h.cfg.NodeConfig = h.load(t, map[string]string{"10-user-data.yaml": nodeConfig(ji, "join-pin", "sha256:"+strings.Repeat("ab", 32))})
 	st, err := join.Run(ctx, h.cfg)
