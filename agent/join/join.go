@@ -15,9 +15,11 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"maps"
 	"net/netip"
 	"os"
 	"path/filepath"
+	"slices"
 	"sort"
 	"strings"
 	"time"
@@ -39,10 +41,11 @@ import (
 
 // Exit codes beyond preflight's classes (10-14); docs/exit-codes.md lists them all.
 const (
-	ExitInternal  = 1
-	ExitNameTaken = 15
-	ExitTimeout   = 16
-	ExitServices  = 17
+	ExitInternal      = 1
+	ExitInvalidConfig = 2
+	ExitNameTaken     = 15
+	ExitTimeout       = 16
+	ExitServices      = 17
 )
 
 // Services runs the node's daemons by unit name.
@@ -103,9 +106,7 @@ type state struct {
 	ca       []byte
 	input    render.Input
 	pending  map[string]bool // units to restart: persisted so a killed run still restarts them
-	reload   bool
 	client   kubernetes.Interface
-	podCIDR  netip.Prefix
 	deadline time.Time
 }
 
@@ -237,7 +238,7 @@ func discover(ctx context.Context, s *state) (string, error) {
 		}
 		retry := pe.Class == preflight.ClassDNS || pe.Class == preflight.ClassTCP || pe.Class == preflight.ClassClock
 		if !retry {
-			return "", &Error{Code: int(pe.Class), Err: pe, Hint: ""}
+			return "", &Error{Code: int(pe.Class), Err: pe}
 		}
 		if time.Now().Add(wait).After(s.deadline) {
 			return "", &Error{Code: int(pe.Class), Err: fmt.Errorf("gave up after %d attempts: %w", attempt, pe)}
@@ -286,7 +287,7 @@ func checkName(ctx context.Context, s *state) (string, error) {
 func writeFiles(ctx context.Context, s *state) (string, error) {
 	out, err := render.Node(s.input)
 	if err != nil {
-		return "", &Error{Code: 2, Err: err}
+		return "", &Error{Code: ExitInvalidConfig, Err: err}
 	}
 	var changed []render.File
 	for _, f := range out.Files {
@@ -334,15 +335,11 @@ func applySysctls(ctx context.Context, s *state) (string, error) {
 	if len(sysctls) == 0 {
 		return "skipped: none configured", nil
 	}
-	keys := make([]string, 0, len(sysctls))
-	for k := range sysctls {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
+	keys := slices.Sorted(maps.Keys(sysctls))
 	for _, k := range keys {
 		p := filepath.Join("/proc/sys", strings.ReplaceAll(k, ".", "/"))
 		if err := os.WriteFile(p, []byte(sysctls[k]), 0o644); err != nil {
-			return "", &Error{Code: 2, Err: fmt.Errorf("spec.sysctls[%s]: %w", k, err)}
+			return "", &Error{Code: ExitInvalidConfig, Err: fmt.Errorf("spec.sysctls[%s]: %w", k, err)}
 		}
 	}
 	return fmt.Sprintf("%d set", len(keys)), nil
@@ -411,7 +408,6 @@ func writeCNI(ctx context.Context, s *state) (string, error) {
 			if err != nil {
 				return "", fmt.Errorf("Node %s podCIDR %q: %w", s.name, n.Spec.PodCIDR, err)
 			}
-			s.podCIDR = cidr
 			f, err := render.CNI(s.input, cidr)
 			if err != nil {
 				return "", err

@@ -9,11 +9,12 @@ import (
 	"bytes"
 	"encoding/json"
 	"fmt"
+	"maps"
 	"net/netip"
 	"os"
 	"path"
 	"reflect"
-	"sort"
+	"slices"
 	"strings"
 
 	"github.com/pelletier/go-toml/v2"
@@ -288,12 +289,12 @@ func kubeletArgs(in Input) []string {
 	}
 	if labels := in.Spec.Node.Labels; len(labels) > 0 {
 		kv := make([]string, 0, len(labels))
-		for _, k := range sortedKeys(labels) {
+		for _, k := range slices.Sorted(maps.Keys(labels)) {
 			kv = append(kv, k+"="+labels[k])
 		}
 		args = append(args, "--node-labels="+strings.Join(kv, ","))
 	}
-	for _, k := range sortedKeys(in.Spec.Kubelet.ExtraArgs) {
+	for _, k := range slices.Sorted(maps.Keys(in.Spec.Kubelet.ExtraArgs)) {
 		args = append(args, "--"+k+"="+in.Spec.Kubelet.ExtraArgs[k])
 	}
 	return args
@@ -348,11 +349,11 @@ func containerdConfig(in Input, systemdCgroup bool, userPath *field.Path) ([]byt
 	default:
 		return nil, fmt.Errorf("render: profile %s: containerd config version %d is not supported", in.Profile.Name, version)
 	}
-	if user := in.Spec.Containerd.ConfigTOML; user != "" {
-		var patch map[string]any
-		if err := toml.Unmarshal([]byte(user), &patch); err != nil {
-			return nil, fmt.Errorf("%s: %w", userPath, tomlError(err))
-		}
+	patch, err := in.Spec.Containerd.ParseConfigTOML()
+	if err != nil {
+		return nil, fmt.Errorf("%s: %w", userPath, err)
+	}
+	if patch != nil {
 		if v, ok := patch["version"]; ok && v != int64(version) {
 			return nil, fmt.Errorf("%s: version = %v, but this image's containerd reads config version %d", userPath, v, version)
 		}
@@ -368,18 +369,10 @@ func containerdConfig(in Input, systemdCgroup bool, userPath *field.Path) ([]byt
 	return b.Bytes(), nil
 }
 
-func tomlError(err error) error {
-	if de, ok := err.(*toml.DecodeError); ok {
-		row, col := de.Position()
-		return fmt.Errorf("line %d, column %d: %s", row, col, de.Error())
-	}
-	return err
-}
-
 // registryHosts writes one hosts.toml per mirrored registry (containerd reads the directory on every pull).
 func registryHosts(in Input) []File {
 	var files []File
-	for _, host := range sortedKeys(in.Spec.Containerd.RegistryMirrors) {
+	for _, host := range slices.Sorted(maps.Keys(in.Spec.Containerd.RegistryMirrors)) {
 		server := "https://" + host
 		if host == "docker.io" {
 			server = "https://registry-1.docker.io"
@@ -428,7 +421,7 @@ func kubeProxyConfig(in Input) ([]byte, error) {
 func sysctls(s map[string]string) []byte {
 	var b strings.Builder
 	b.WriteString("# Written by berth-agent from spec.sysctls; changes here are overwritten.\n")
-	for _, k := range sortedKeys(s) {
+	for _, k := range slices.Sorted(maps.Keys(s)) {
 		fmt.Fprintf(&b, "%s = %s\n", k, s[k])
 	}
 	return []byte(b.String())
@@ -469,13 +462,4 @@ func CNI(in Input, podCIDR netip.Prefix) (*File, error) {
 		return nil, err
 	}
 	return &File{Path: path.Join(in.Paths.CNIConfDir, "10-berth.conflist"), Mode: 0o644, Data: append(data, '\n')}, nil
-}
-
-func sortedKeys[V any](m map[string]V) []string {
-	keys := make([]string, 0, len(m))
-	for k := range m {
-		keys = append(keys, k)
-	}
-	sort.Strings(keys)
-	return keys
 }

@@ -129,3 +129,22 @@ func (m *Manager) describe(ctx context.Context, unit string) string {
 	}
 	return fmt.Sprintf("%s/%s", s.Active, s.Sub)
 }
+
+// SystemState is systemd's overall state (running, degraded, starting, ...) and the failed units, if any. Listing
+// them needs systemd 230 (ListUnitsFiltered); on older systemd the list says it could not be read.
+func (m *Manager) SystemState(ctx context.Context) (string, []string, error) {
+	p, err := m.conn.SystemStateContext(ctx)
+	if err != nil {
+		return "", nil, fmt.Errorf("system state: %w", err)
+	}
+	state, _ := p.Value.Value().(string)
+	units, err := m.conn.ListUnitsFilteredContext(ctx, []string{"failed"})
+	if err != nil {
+		return state, []string{"(cannot list: " + err.Error() + ")"}, nil
+	}
+	var failed []string
+	for _, u := range units {
+		failed = append(failed, u.Name)
+	}
+	return state, failed, nil
+}

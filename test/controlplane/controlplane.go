@@ -98,13 +98,7 @@ type Timings struct {
 }
 
 func (c *Config) setDefaults() error {
-	if c.Log == nil {
-		c.Log = slog.Default()
-	}
-	if c.Registry == nil {
-		r := proc.DefaultRegistry(c.Log)
-		c.Registry = &r
-	}
+	c.Log, c.Registry = proc.Defaults(c.Log, c.Registry)
 	if !c.BindAddress.IsValid() {
 		c.BindAddress = netip.MustParseAddr("127.0.0.1")
 	}

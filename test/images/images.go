@@ -9,12 +9,13 @@ import (
 	"path/filepath"
 	"runtime"
 
+	"berth.dev/berth/agent/render"
 	"berth.dev/berth/imagebuilder/ociimage"
 )
 
 const (
-	// Pause is the pod sandbox image reference.
-	Pause = "berth.dev/pause:3.10"
+	// Pause is the pod sandbox image reference: the agent's default sandbox image.
+	Pause = render.DefaultSandboxImage
 	// Busybox is a small image with a shell and the usual applets.
 	Busybox = "berth.dev/busybox:1.35"
 )

@@ -140,13 +140,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 // starting containerd or the kubelet: the agent does that through the node's Services (Start, Restart). On error,
 // whatever it made is torn down.
 func Prepare(ctx context.Context, cfg Config) (_ *Node, err error) {
-	if cfg.Log == nil {
-		cfg.Log = slog.Default()
-	}
-	if cfg.Registry == nil {
-		r := proc.DefaultRegistry(cfg.Log)
-		cfg.Registry = &r
-	}
+	cfg.Log, cfg.Registry = proc.Defaults(cfg.Log, cfg.Registry)
 	if !cfg.ClusterDNS.IsValid() {
 		cfg.ClusterDNS = netip.MustParseAddr("10.96.0.10")
 	}

@@ -93,11 +93,9 @@ func (n *Node) Tune(spec *v1alpha1.NodeConfigSpec) error {
 			},
 		},
 	}
-	var user map[string]any
-	if spec.Containerd.ConfigTOML != "" {
-		if err := toml.Unmarshal([]byte(spec.Containerd.ConfigTOML), &user); err != nil {
-			return fmt.Errorf("spec.containerd.configTOML: %w", err)
-		}
+	user, err := spec.Containerd.ParseConfigTOML()
+	if err != nil {
+		return fmt.Errorf("spec.containerd.configTOML: %w", err)
 	}
 	out, err := toml.Marshal(mergepatch.Apply(user, containerd))
 	if err != nil {

@@ -15,9 +15,7 @@ import (
 	"strings"
 	"time"
 
-	"github.com/coreos/go-systemd/v22/dbus"
-	godbus "github.com/godbus/dbus/v5"
-
+	"berth.dev/berth/agent/systemdbus"
 	"berth.dev/berth/imagebuilder/bake"
 	"berth.dev/berth/imagebuilder/distro"
 	"berth.dev/berth/imagebuilder/rootfs"
@@ -45,13 +43,7 @@ type Machine struct {
 // Boot extracts the rootfs, runs Prepare, boots it and waits until systemd reports running (or degraded, with
 // the failed units named in the error).
 func Boot(ctx context.Context, cfg Config) (_ *Machine, err error) {
-	if cfg.Log == nil {
-		cfg.Log = slog.Default()
-	}
-	if cfg.Registry == nil {
-		r := proc.DefaultRegistry(cfg.Log)
-		cfg.Registry = &r
-	}
+	cfg.Log, cfg.Registry = proc.Defaults(cfg.Log, cfg.Registry)
 	if _, err := exec.LookPath("systemd-nspawn"); err != nil {
 		return nil, fmt.Errorf("systemd-nspawn: %w (apt package systemd-container)", err)
 	}
@@ -107,44 +99,23 @@ func Boot(ctx context.Context, cfg Config) (_ *Machine, err error) {
 	return m, m.waitRunning(ctx)
 }
 
-// Connect opens the container's system bus as go-systemd's connection.
-func (m *Machine) Connect() (*dbus.Conn, error) {
-	return dbus.NewConnection(func() (*godbus.Conn, error) {
-		c, err := godbus.Dial("unix:path=" + m.Bus)
-		if err != nil {
-			return nil, err
-		}
-		if err := c.Auth([]godbus.Auth{godbus.AuthExternal("0")}); err != nil {
-			c.Close()
-			return nil, err
-		}
-		return c, c.Hello()
-	})
-}
-
 func (m *Machine) waitRunning(ctx context.Context) error {
 	ctx, cancel := context.WithTimeout(ctx, 60*time.Second)
 	defer cancel()
 	var last string
 	for {
 		if _, err := os.Stat(m.Bus); err == nil {
-			if conn, err := m.Connect(); err == nil {
-				state, err := conn.SystemStateContext(ctx)
-				if err == nil {
-					last, _ = state.Value.Value().(string)
-				}
-				if last == "degraded" {
-					units, _ := conn.ListUnitsFilteredContext(ctx, []string{"failed"})
-					conn.Close()
-					var names []string
-					for _, u := range units {
-						names = append(names, u.Name)
-					}
-					return fmt.Errorf("container booted degraded: failed units %s", strings.Join(names, ", "))
-				}
-				conn.Close()
-				if last == "running" {
+			if mgr, err := systemdbus.ConnectSocket(ctx, m.Bus); err == nil {
+				state, failed, err := mgr.SystemState(ctx)
+				mgr.Close()
+				switch {
+				case err != nil:
+				case state == "running":
 					return nil
+				case state == "degraded":
+					return fmt.Errorf("container booted degraded: failed units %s", strings.Join(failed, ", "))
+				default:
+					last = state
 				}
 			}
 		}

@@ -330,3 +330,15 @@ func Tail(path string, n int) string {
 	}
 	return strings.Join(lines, "\n")
 }
+
+// Defaults fills in what an owner's config left nil: slog.Default() and DefaultRegistry.
+func Defaults(log *slog.Logger, reg *Registry) (*slog.Logger, *Registry) {
+	if log == nil {
+		log = slog.Default()
+	}
+	if reg == nil {
+		r := DefaultRegistry(log)
+		reg = &r
+	}
+	return log, reg
+}

@@ -5,9 +5,11 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"net/url"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 
 	"github.com/pelletier/go-toml/v2"
@@ -41,7 +43,7 @@ func (c *NodeConfig) Validate() field.ErrorList {
 	default:
 		errs = append(errs, field.NotSupported(spec.Child("cni", "mode"), c.Spec.CNI.Mode, []string{"bridge", "none"}))
 	}
-	for _, k := range sortedKeys(c.Spec.Sysctls) {
+	for _, k := range slices.Sorted(maps.Keys(c.Spec.Sysctls)) {
 		p := spec.Child("sysctls").Key(k)
 		if !sysctlName.MatchString(k) {
 			errs = append(errs, field.Invalid(p, k, "want a sysctl name such as net.ipv4.ip_forward"))
@@ -113,7 +115,7 @@ func (n Node) validate(p *field.Path) field.ErrorList {
 			errs = append(errs, field.Invalid(p.Child("name"), n.Name, msg))
 		}
 	}
-	for _, k := range sortedKeys(n.Labels) {
+	for _, k := range slices.Sorted(maps.Keys(n.Labels)) {
 		for _, msg := range validation.IsQualifiedName(k) {
 			errs = append(errs, field.Invalid(p.Child("labels").Key(k), k, msg))
 		}
@@ -197,7 +199,7 @@ func (k Kubelet) validate(p *field.Path) field.ErrorList {
 			}
 		}
 	}
-	for _, name := range sortedKeys(k.ExtraArgs) {
+	for _, name := range slices.Sorted(maps.Keys(k.ExtraArgs)) {
 		if name == "" || strings.HasPrefix(name, "-") || strings.ContainsAny(name, " =") {
 			errs = append(errs, field.Invalid(p.Child("extraArgs").Key(name), name, "want a flag name without dashes, e.g. v"))
 		}
@@ -218,19 +220,10 @@ func (c Containerd) validate(p *field.Path) field.ErrorList {
 	if c.SandboxImage != "" && !strings.Contains(c.SandboxImage, ":") && !strings.Contains(c.SandboxImage, "@") {
 		errs = append(errs, field.Invalid(p.Child("sandboxImage"), c.SandboxImage, "want a reference with a tag or digest"))
 	}
-	if c.ConfigTOML != "" {
-		var doc map[string]any
-		if err := toml.Unmarshal([]byte(c.ConfigTOML), &doc); err != nil {
-			msg := err.Error()
-			var de *toml.DecodeError
-			if errors.As(err, &de) {
-				row, col := de.Position()
-				msg = fmt.Sprintf("line %d, column %d: %s", row, col, msg)
-			}
-			errs = append(errs, field.Invalid(p.Child("configTOML"), "<toml>", "not valid TOML: "+msg))
-		}
+	if _, err := c.ParseConfigTOML(); err != nil {
+		errs = append(errs, field.Invalid(p.Child("configTOML"), "<toml>", "not valid TOML: "+err.Error()))
 	}
-	for _, host := range sortedKeys(c.RegistryMirrors) {
+	for _, host := range slices.Sorted(maps.Keys(c.RegistryMirrors)) {
 		hp := p.Child("registryMirrors").Key(host)
 		if host == "" || strings.ContainsAny(host, "/ ") {
 			errs = append(errs, field.Invalid(hp, host, "want a registry host, e.g. docker.io"))
@@ -245,4 +238,21 @@ func (c Containerd) validate(p *field.Path) field.ErrorList {
 		}
 	}
 	return errs
+}
+
+// ParseConfigTOML decodes ConfigTOML (nil when empty); a syntax error gives its line and column.
+func (c Containerd) ParseConfigTOML() (map[string]any, error) {
+	if c.ConfigTOML == "" {
+		return nil, nil
+	}
+	var doc map[string]any
+	if err := toml.Unmarshal([]byte(c.ConfigTOML), &doc); err != nil {
+		var de *toml.DecodeError
+		if errors.As(err, &de) {
+			row, col := de.Position()
+			return nil, fmt.Errorf("line %d, column %d: %w", row, col, err)
+		}
+		return nil, err
+	}
+	return doc, nil
 }

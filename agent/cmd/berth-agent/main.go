@@ -20,14 +20,15 @@ import (
 	"time"
 
 	"berth.dev/berth/agent/api/v1alpha1"
+	"berth.dev/berth/agent/join"
 	"berth.dev/berth/agent/preflight"
 )
 
 // Exit codes.
 const (
 	exitOK            = 0
-	exitInternal      = 1
-	exitInvalidConfig = 2
+	exitInternal      = join.ExitInternal
+	exitInvalidConfig = join.ExitInvalidConfig
 	exitUsage         = 64
 )
 
