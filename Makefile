@@ -16,9 +16,10 @@ APT_PACKAGES := containerd runc containernetworking-plugins busybox-static iprou
 GO_MIN := 1.26
 BERTH_CACHE ?= $(HOME)/.cache/berth
 DEV_BIN := $(BERTH_CACHE)/bin/berth-dev
+AGENT_BIN := $(BERTH_CACHE)/bin/berth-agent
 TEST_TIMEOUT ?= 40m
 
-.PHONY: all deps go-check tools generate demo down test lint bench clean-cache
+.PHONY: all deps go-check tools agent generate demo down test lint bench clean-cache
 
 all: test
 
@@ -43,6 +44,12 @@ deps:
 # etcd, Packer v1.9.4, packer-sdc v0.6.10, the static runtime (containerd v2.3.2, runc v1.4.3, CNI v1.8.0).
 tools: go-check
 	@for t in k8s packer packer-sdc runtime; do echo "$$t: $$(BERTH_CACHE=$(BERTH_CACHE) tools/build.sh $$t)"; done
+
+# The berth-agent binary images ship (static, so one binary fits every distro profile); prints its path.
+agent: go-check
+	@mkdir -p $(dir $(AGENT_BIN))
+	@CGO_ENABLED=0 go build -trimpath -o $(AGENT_BIN) ./agent/cmd/berth-agent
+	@echo $(AGENT_BIN)
 
 # Regenerates the plugin's packer-sdc outputs (hcl2 spec, docs partials, rendered docs).
 generate: go-check

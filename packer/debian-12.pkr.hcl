@@ -2,7 +2,8 @@
 # berth's units, sysctls and pre-cached images. The build boots the image under qemu and fails unless every
 # in-guest check passes.
 #
-#   packer build -var kubernetes_bin_dir=$(tools/build.sh k8s) -var 'images=["pause.oci.tar"]' packer/debian-12.pkr.hcl
+#   packer build -var kubernetes_bin_dir=$(tools/build.sh k8s) -var agent=$(make -s agent) \
+#     -var 'images=["pause.oci.tar"]' packer/debian-12.pkr.hcl
 packer {
   required_plugins {
     berth = {
@@ -21,6 +22,11 @@ variable "kubernetes_version" {
 variable "kubernetes_bin_dir" {
   type        = string
   description = "Directory holding the pinned kubelet and kube-proxy (`make tools` prints it)."
+}
+
+variable "agent" {
+  type        = string
+  description = "Path of the berth-agent binary (`make agent` builds it and prints the path)."
 }
 
 variable "images" {
@@ -59,6 +65,7 @@ source "berth-disk" "debian-12" {
   mirror             = var.mirror
   kubelet            = "${var.kubernetes_bin_dir}/kubelet"
   kube_proxy         = "${var.kubernetes_bin_dir}/kube-proxy"
+  agent              = var.agent
   kubernetes_version = var.kubernetes_version
   images             = var.images
   sandbox_image      = var.sandbox_image

@@ -56,6 +56,7 @@ func TestPackerProvisionerInstallsPayload(t *testing.T) {
 	out := filepath.Join(e.dir, "out")
 	tmpl := fmt.Sprintf(`
 variable "kubernetes_bin_dir" { type = string }
+variable "agent" { type = string }
 variable "images" { type = list(string) }
 
 source "qemu" "bare" {
@@ -89,6 +90,7 @@ build {
     distro     = "debian-12"
     kubelet    = "${var.kubernetes_bin_dir}/kubelet"
     kube_proxy = "${var.kubernetes_bin_dir}/kube-proxy"
+    agent      = var.agent
     images     = var.images
   }
 }

@@ -48,7 +48,7 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
-	e.vars = []string{"-var", "kubernetes_bin_dir=" + toolbin.Kubernetes.ForTest(t),
+	e.vars = []string{"-var", "kubernetes_bin_dir=" + toolbin.Kubernetes.ForTest(t), "-var", "agent=" + toolbin.Agent(t),
 		"-var", fmt.Sprintf(`images=["%s","%s"]`, imgs.Pause, imgs.Busybox)}
 	return e
 }
@@ -174,11 +174,11 @@ func TestPackerValidateNamesFields(t *testing.T) {
 	if err := os.WriteFile(path, []byte(bad), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	log, err := e.run(t, "validate", "-var", "kubernetes_bin_dir=/nonexistent", "-var", `images=[]`, "-var", `formats=["qcow2","vmdk"]`, path)
+	log, err := e.run(t, "validate", "-var", "kubernetes_bin_dir=/nonexistent", "-var", "agent=/nonexistent/berth-agent", "-var", `images=[]`, "-var", `formats=["qcow2","vmdk"]`, path)
 	if err == nil {
 		t.Fatalf("validate accepted a bad configuration:\n%s", log)
 	}
-	for _, want := range []string{`distro: unknown distro "debian-13"`, "kubelet: stat /nonexistent/kubelet", "kube_proxy:", "images: at least the pause image", `formats[1]: "vmdk"`} {
+	for _, want := range []string{`distro: unknown distro "debian-13"`, "kubelet: stat /nonexistent/kubelet", "kube_proxy:", "agent: stat /nonexistent/berth-agent", "images: at least the pause image", `formats[1]: "vmdk"`} {
 		if !strings.Contains(log, want) {
 			t.Errorf("validate output lacks %q:\n%s", want, log)
 		}
@@ -191,5 +191,21 @@ func TestPackerValidateNamesFields(t *testing.T) {
 	log, err = e.run(t, append([]string{"validate"}, append(e.vars, path)...)...)
 	if err == nil || !strings.Contains(log, `"disk_sise_mib" is not expected`) {
 		t.Errorf("a misspelled field: err=%v, output:\n%s", err, log)
+	}
+}
+
+// The Ubuntu 16.04 template validates with the static runtime; without runtime_dir it is refused by field. It is
+// not built here: Ubuntu's archive is not reachable (the profile's golden tests cover what it renders).
+func TestPackerValidateUbuntu1604(t *testing.T) {
+	e := newEnv(t)
+	path := template(t, "ubuntu-16.04.pkr.hcl")
+	args := append([]string{"validate", "-var", "mirror=http://archive.example/ubuntu"}, e.vars...)
+	log, err := e.run(t, append(args, "-var", "runtime_dir="+toolbin.Runtime.ForTest(t), path)...)
+	if err != nil {
+		t.Fatalf("validate: %v\n%s", err, log)
+	}
+	log, err = e.run(t, append(args, "-var", "runtime_dir=", path)...)
+	if err == nil || !strings.Contains(log, "runtime_dir: required for ubuntu-16.04") {
+		t.Errorf("validate without runtime_dir: err=%v, output:\n%s", err, log)
 	}
 }

@@ -24,6 +24,10 @@ func Units() []string {
 	return names
 }
 
+// Enabled reports whether the image enables the unit. Only the agent is: it starts containerd, the kubelet and
+// kube-proxy itself once it has written their configuration.
+func Enabled(unit string) bool { return unit == "berth-agent.service" }
+
 // RuntimeUnits are the units of the static container runtime, installed only on targets whose archive does not
 // provide one (their packages ship their own units otherwise), by name.
 func RuntimeUnits() map[string][]byte {

@@ -97,6 +97,9 @@ func FromUserData(userData []byte) ([]byte, error) {
 	}
 }
 
+// ErrNoConfig is Merge's error when there is no source at all: no user data part and no drop-in.
+var ErrNoConfig = fmt.Errorf("no NodeConfig: no %s part in user data and no drop-in in %s", MediaType, DropInDir)
+
 // DropIns reads the drop-ins of dir in lexical order; a missing dir has none.
 func DropIns(dir string) ([]Source, error) {
 	entries, err := os.ReadDir(dir)
@@ -141,7 +144,7 @@ func MergeJoined(sources []Source) (*v1alpha1.NodeConfig, error) {
 
 func merge(sources []Source, validate func(*v1alpha1.NodeConfig) field.ErrorList) (*v1alpha1.NodeConfig, error) {
 	if len(sources) == 0 {
-		return nil, fmt.Errorf("no NodeConfig: no %s part in user data and no drop-in in %s", MediaType, DropInDir)
+		return nil, ErrNoConfig
 	}
 	var merged map[string]any
 	for _, s := range sources {

@@ -87,12 +87,18 @@ func (m *Manager) job(ctx context.Context, verb, unit string, call func(context.
 	}
 }
 
-// State is a unit's ActiveState, SubState and, for services, the main process and its start counter.
+// State is a unit's ActiveState, SubState and, for services, the main process, its exit status, the result and
+// the daemon's own STATUS= text.
 type State struct {
 	Active, Sub string
 	MainPID     uint32
 	// ActiveEnter is when the unit last became active (µs since the epoch); a restart changes it.
 	ActiveEnter uint64
+	// ExecMainStatus is the main process's last exit status; Result is success, exit-code, watchdog, ...
+	ExecMainStatus int32
+	Result         string
+	// StatusText is what the service last sent as sd_notify STATUS=.
+	StatusText string
 }
 
 // State reads a unit's state (GetUnitProperty works on systemd 229; ListUnitsByNames needs 230).
@@ -106,6 +112,9 @@ func (m *Manager) State(ctx context.Context, unit string) (State, error) {
 		{"", "SubState", func(v godbus.Variant) { s.Sub, _ = v.Value().(string) }},
 		{"", "ActiveEnterTimestamp", func(v godbus.Variant) { s.ActiveEnter, _ = v.Value().(uint64) }},
 		{"Service", "MainPID", func(v godbus.Variant) { s.MainPID, _ = v.Value().(uint32) }},
+		{"Service", "ExecMainStatus", func(v godbus.Variant) { s.ExecMainStatus, _ = v.Value().(int32) }},
+		{"Service", "Result", func(v godbus.Variant) { s.Result, _ = v.Value().(string) }},
+		{"Service", "StatusText", func(v godbus.Variant) { s.StatusText, _ = v.Value().(string) }},
 	} {
 		var prop *dbus.Property
 		var err error

@@ -243,7 +243,7 @@ func BootCheck(ctx context.Context, s *Spec, st *State) error {
 	format := map[disk.Format]string{disk.Raw: "raw", disk.QCOW2: "qcow2", disk.VHD: "vpc"}[f]
 	var units []string
 	for _, file := range st.Payload.Files {
-		if strings.HasPrefix(file.Path, "/etc/systemd/system/") {
+		if strings.HasPrefix(file.Path, "/etc/systemd/system/") && file.Link == "" {
 			units = append(units, filepath.Base(file.Path))
 		}
 	}

@@ -37,7 +37,8 @@ func TestBakeDebian12(t *testing.T) {
 	s := &Spec{
 		Name: "node", Profile: p,
 		Inputs: payload.Inputs{KubeletPath: filepath.Join(k8s, "kubelet"), KubeProxyPath: filepath.Join(k8s, "kube-proxy"),
-			Images: []string{imgs.Pause, imgs.Busybox}},
+			AgentPath: toolbin.Agent(t),
+			Images:    []string{imgs.Pause, imgs.Busybox}},
 		Layout:    disk.Layout{SizeMiB: 3072, RootUUID: "6b1c7e2a-3f4d-4c5b-9a8e-1d2c3b4a5f60", Ext4Features: p.Ext4Features},
 		Formats:   []disk.Format{disk.QCOW2, disk.VHD},
 		OutputDir: out, WorkDir: t.TempDir(), CacheDir: cache,

@@ -40,7 +40,8 @@ func BenchmarkBake(b *testing.B) {
 	spec := func(cache string, boot bool) *Spec {
 		return &Spec{Name: "node", Profile: p, Log: log,
 			Inputs: payload.Inputs{KubeletPath: filepath.Join(k8s, "kubelet"), KubeProxyPath: filepath.Join(k8s, "kube-proxy"),
-				Images: []string{imgs.Pause, imgs.Busybox}},
+				AgentPath: toolbin.Agent(b),
+				Images:    []string{imgs.Pause, imgs.Busybox}},
 			Layout:  disk.Layout{SizeMiB: 3072, RootUUID: "6b1c7e2a-3f4d-4c5b-9a8e-1d2c3b4a5f60", Ext4Features: p.Ext4Features},
 			Formats: []disk.Format{disk.Raw, disk.QCOW2, disk.VHD}, OutputDir: b.TempDir(), WorkDir: b.TempDir(), CacheDir: cache,
 			KubernetesVersion: "v1.37.2", SandboxImage: images.Pause, BootCheck: boot, BootTimeout: 10 * time.Minute}

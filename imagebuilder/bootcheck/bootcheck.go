@@ -1,7 +1,8 @@
 // Package bootcheck proves a baked image works by booting it: qemu (TCG) with a NoCloud seed whose user data
 // installs a one-shot check unit. After boot has finished, the unit checks systemd, cloud-init, containerd running
 // a container from a pre-cached image with runc, the pinned kubelet and kube-proxy, berth's units, sysctls and
-// modules, prints one line per check on the serial console, and powers off. Any failed or missing check fails.
+// modules, and the agent enabled and waiting for a NodeConfig (its sd_notify READY and STATUS). It prints one line
+// per check on the serial console and powers off. Any failed or missing check fails.
 // The unit is Type=simple: a oneshot's start job would stay queued while its first check waits for boot to finish.
 package bootcheck
 
@@ -54,7 +55,7 @@ func (r Result) Failed() []Check {
 // checkNames are the checks the script runs, in order; a result without one of them fails.
 func checkNames(e Expect) []string {
 	names := []string{"systemd-running", "cloud-init-done", "cloud-init-user-data", "containerd-active",
-		"container-runs", "kubelet-version", "kube-proxy-version", "ip-forward", "br-netfilter"}
+		"container-runs", "kubelet-version", "kube-proxy-version", "ip-forward", "br-netfilter", "agent-waiting"}
 	for _, img := range e.Images {
 		names = append(names, "image:"+img)
 	}
@@ -79,6 +80,7 @@ c kubelet-version sh -c '/usr/local/bin/kubelet --version | grep -qx "Kubernetes
 c kube-proxy-version sh -c '/usr/local/bin/kube-proxy --version | grep -qx "Kubernetes %[3]s"'
 c ip-forward sh -c '[ "$(sysctl -n net.ipv4.ip_forward)" = 1 ]'
 c br-netfilter sh -c 'grep -q "^br_netfilter " /proc/modules'
+c agent-waiting sh -c 'systemctl is-enabled berth-agent && systemctl is-active berth-agent && systemctl show -p StatusText berth-agent | grep "^StatusText=waiting for a NodeConfig"'
 `, nonce, e.SandboxImage, e.KubernetesVersion)
 	for _, img := range e.Images {
 		fmt.Fprintf(&b, "c image:%s sh -c 'ctr -n k8s.io images ls -q | grep -qx %s'\n", img, img)

@@ -20,6 +20,7 @@ import (
 type Inputs struct {
 	KubeletPath   string   // pinned kubelet binary
 	KubeProxyPath string   // pinned kube-proxy binary
+	AgentPath     string   // berth-agent binary (static: CGO_ENABLED=0, so it runs on every profile's libc)
 	Images        []string // OCI image-layout tarballs to pre-cache (at least the pause image)
 	// RuntimeDir holds static containerd, containerd-shim-runc-v2, ctr, runc and cni/<plugin> (tools/build.sh
 	// runtime builds them); required for profiles whose runtime is static, unused otherwise.
@@ -56,6 +57,9 @@ type Payload struct {
 	Images   []string // paths under ImageDir
 }
 
+// AgentBinary is where the agent is installed (berth-agent.service runs it).
+const AgentBinary = "/usr/local/bin/berth-agent"
+
 // ImageDir is where image tarballs live in the image.
 const ImageDir = "/var/lib/berth/images"
 
@@ -78,7 +82,7 @@ const Modules = "overlay\nbr_netfilter\n"
 // Validate returns every problem with the inputs.
 func (in Inputs) Validate() error {
 	var errs []error
-	for _, f := range []struct{ field, p string }{{"kubelet", in.KubeletPath}, {"kube_proxy", in.KubeProxyPath}} {
+	for _, f := range []struct{ field, p string }{{"kubelet", in.KubeletPath}, {"kube_proxy", in.KubeProxyPath}, {"agent", in.AgentPath}} {
 		field, p := f.field, f.p
 		if p == "" {
 			errs = append(errs, fmt.Errorf("%s: required", field))
@@ -135,6 +139,7 @@ func Build(p distro.Profile, in Inputs) (Payload, error) {
 	pl.Files = append(pl.Files,
 		File{Path: "/usr/local/bin/kubelet", Mode: 0o755, Source: in.KubeletPath},
 		File{Path: "/usr/local/bin/kube-proxy", Mode: 0o755, Source: in.KubeProxyPath},
+		File{Path: AgentBinary, Mode: 0o755, Source: in.AgentPath},
 		File{Path: "/etc/sysctl.d/90-berth-kubernetes.conf", Mode: 0o644, Data: []byte(Sysctls)},
 		File{Path: "/etc/modules-load.d/berth.conf", Mode: 0o644, Data: []byte(Modules)},
 		File{Path: distro.ImageProfileFile, Mode: 0o644, Data: []byte(p.Name + "\n")},
@@ -160,6 +165,9 @@ func Build(p distro.Profile, in Inputs) (Payload, error) {
 			return Payload{}, err
 		}
 		pl.Files = append(pl.Files, File{Path: "/etc/systemd/system/" + u, Mode: 0o644, Data: data})
+		if systemd.Enabled(u) {
+			pl.Files = append(pl.Files, File{Path: "/etc/systemd/system/multi-user.target.wants/" + u, Link: "/etc/systemd/system/" + u})
+		}
 	}
 	for _, img := range in.Images {
 		dst := filepath.Join(ImageDir, filepath.Base(img))

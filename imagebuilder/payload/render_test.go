@@ -27,7 +27,7 @@ func render(t *testing.T, p distro.Profile) string {
 		}
 		return path
 	}
-	in := Inputs{KubeletPath: bin("kubelet"), KubeProxyPath: bin("kube-proxy"), Images: []string{bin("pause.oci.tar")}}
+	in := Inputs{KubeletPath: bin("kubelet"), KubeProxyPath: bin("kube-proxy"), AgentPath: bin("berth-agent"), Images: []string{bin("pause.oci.tar")}}
 	if p.Runtime == distro.RuntimeStatic {
 		in.RuntimeDir = filepath.Join(dir, "runtime")
 		if err := os.MkdirAll(filepath.Join(in.RuntimeDir, "cni"), 0o755); err != nil {
@@ -36,7 +36,7 @@ func render(t *testing.T, p distro.Profile) string {
 		for _, f := range StaticRuntime {
 			bin(filepath.Join("runtime", f.From))
 		}
-		if _, err := Build(p, Inputs{KubeletPath: in.KubeletPath, KubeProxyPath: in.KubeProxyPath, Images: in.Images}); err == nil ||
+		if _, err := Build(p, Inputs{KubeletPath: in.KubeletPath, KubeProxyPath: in.KubeProxyPath, AgentPath: in.AgentPath, Images: in.Images}); err == nil ||
 			!strings.Contains(err.Error(), "runtime_dir: required") {
 			t.Errorf("%s without runtime_dir: err = %v, want runtime_dir: required", p.Name, err)
 		}

@@ -11,10 +11,14 @@ import (
 	"strings"
 	"time"
 
+	"os/signal"
+	"syscall"
+
 	"github.com/coreos/go-systemd/v22/daemon"
 
 	"berth.dev/berth/agent/api/v1alpha1"
 	"berth.dev/berth/agent/config"
+	agentdaemon "berth.dev/berth/agent/daemon"
 	"berth.dev/berth/agent/join"
 	"berth.dev/berth/agent/render"
 	"berth.dev/berth/agent/systemdbus"
@@ -26,61 +30,146 @@ const (
 	defaultStateDir = "/var/lib/berth"
 )
 
+// nodeFlags are the flags join and run share.
+type nodeFlags struct {
+	dropIns, userData, stateDir, profile *string
+	timeout                              *time.Duration
+}
+
+func addNodeFlags(fs *flag.FlagSet) nodeFlags {
+	return nodeFlags{
+		dropIns:  fs.String("config-dir", config.DropInDir, "NodeConfig drop-ins, merged in lexical order"),
+		userData: fs.String("user-data", defaultUserData, "cloud-init user data holding an "+config.MediaType+" part (optional)"),
+		stateDir: fs.String("state-dir", defaultStateDir, "status file, joined marker"),
+		profile:  fs.String("profile", "", "distro profile (default: the image's, from "+distro.ImageProfileFile+")"),
+		timeout:  fs.Duration("timeout", 15*time.Minute, "give up after this long (discovery retries until then)"),
+	}
+}
+
+// node is what a join needs besides the NodeConfig: the profile, systemd over D-Bus, paths and logging.
+type node struct {
+	flags nodeFlags
+	p     distro.Profile
+	paths render.Paths
+	mgr   *systemdbus.Manager
+	log   *slog.Logger
+}
+
+func newNode(f nodeFlags, stderr io.Writer) *node {
+	return &node{flags: f, paths: render.DefaultPaths(), log: slog.New(slog.NewTextHandler(stderr, nil))}
+}
+
+// open resolves the distro profile and connects to systemd; the exit code says what failed.
+func (n *node) open(ctx context.Context, stderr io.Writer) int {
+	profile := *n.flags.profile
+	var err error
+	if profile == "" {
+		if profile, err = distro.ImageProfile("/"); err != nil {
+			fmt.Fprintf(stderr, "berth-agent: %v (or pass -profile)\n", err)
+			return exitInvalidConfig
+		}
+	}
+	if n.p, err = distro.Get(profile); err != nil {
+		fmt.Fprintf(stderr, "berth-agent: %v\n", err)
+		return exitInvalidConfig
+	}
+	if n.mgr, err = systemdbus.Connect(ctx); err != nil {
+		fmt.Fprintf(stderr, "berth-agent: %v\n", err)
+		return join.ExitServices
+	}
+	return exitOK
+}
+
+func (n *node) joined() bool { _, err := os.Stat(n.paths.Kubeconfig); return err == nil }
+
+func (n *node) load() (*v1alpha1.NodeConfig, error) {
+	return loadSources(*n.flags.userData, *n.flags.dropIns, n.joined())
+}
+
+func (n *node) join(ctx context.Context, c *v1alpha1.NodeConfig, stdout io.Writer) error {
+	hostname, _ := os.Hostname()
+	st, err := join.Run(ctx, join.Config{
+		NodeConfig: c, Profile: n.p, Paths: n.paths, NodeName: strings.ToLower(hostname), StateDir: *n.flags.stateDir,
+		DropInDir: *n.flags.dropIns, Services: n.mgr, Timeout: *n.flags.timeout, Log: n.log,
+		Notify: func(state string) error { _, err := daemon.SdNotify(false, state); return err },
+	})
+	fmt.Fprint(stdout, st.Format())
+	return err
+}
+
+// exitCode maps a run's error to the documented exit codes.
+func exitCode(err error) int {
+	var je *join.Error
+	var ce *agentdaemon.ConfigError
+	switch {
+	case err == nil:
+		return exitOK
+	case errors.As(err, &je):
+		return je.Code
+	case errors.As(err, &ce):
+		return exitInvalidConfig
+	}
+	return exitInternal
+}
+
 // joinCmd loads the NodeConfig (user data part, then drop-ins), joins through systemd over D-Bus and prints the
 // run's status. The exit code is the failed phase's (docs/exit-codes.md).
 func joinCmd(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("berth-agent join", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	dropIns := fs.String("config-dir", config.DropInDir, "NodeConfig drop-ins, merged in lexical order")
-	userData := fs.String("user-data", defaultUserData, "cloud-init user data holding an "+config.MediaType+" part (optional)")
-	stateDir := fs.String("state-dir", defaultStateDir, "status file, joined marker")
-	profile := fs.String("profile", "", "distro profile (default: the image's, from "+distro.ImageProfileFile+")")
-	timeout := fs.Duration("timeout", 15*time.Minute, "give up after this long (discovery retries until then)")
+	f := addNodeFlags(fs)
 	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
 		return exitUsage
 	}
-	log := slog.New(slog.NewTextHandler(stderr, nil))
-	paths := render.DefaultPaths()
-	_, statErr := os.Stat(paths.Kubeconfig)
-	c, err := loadSources(*userData, *dropIns, statErr == nil)
-	if err != nil {
-		fmt.Fprintf(stderr, "berth-agent: %v\n", err)
-		return exitInvalidConfig
-	}
-	if *profile == "" {
-		if *profile, err = distro.ImageProfile("/"); err != nil {
-			fmt.Fprintf(stderr, "berth-agent: %v (or pass -profile)\n", err)
-			return exitInvalidConfig
-		}
-	}
-	p, err := distro.Get(*profile)
-	if err != nil {
-		fmt.Fprintf(stderr, "berth-agent: %v\n", err)
-		return exitInvalidConfig
-	}
-	ctx, cancel := context.WithTimeout(context.Background(), *timeout+time.Minute)
+	ctx, cancel := context.WithTimeout(context.Background(), *f.timeout+time.Minute)
 	defer cancel()
-	mgr, err := systemdbus.Connect(ctx)
+	n := newNode(f, stderr)
+	// The config first: a bad one is reported without touching systemd.
+	c, err := n.load()
 	if err != nil {
 		fmt.Fprintf(stderr, "berth-agent: %v\n", err)
-		return join.ExitServices
+		return exitInvalidConfig
 	}
-	defer mgr.Close()
-	hostname, _ := os.Hostname()
-	st, err := join.Run(ctx, join.Config{
-		NodeConfig: c, Profile: p, Paths: paths, NodeName: strings.ToLower(hostname), StateDir: *stateDir,
-		DropInDir: *dropIns, Services: mgr, Timeout: *timeout, Log: log,
-		Notify: func(state string) error { _, err := daemon.SdNotify(false, state); return err },
+	if code := n.open(ctx, stderr); code != exitOK {
+		return code
+	}
+	defer n.mgr.Close()
+	return exitCode(n.join(ctx, c, stdout))
+}
+
+// runCmd is daemon mode (the berth-agent.service unit): join, then watch the drop-ins and re-apply changes, with
+// sd_notify READY/STATUS and the watchdog. SIGTERM ends it with 0.
+func runCmd(args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet("berth-agent run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	f := addNodeFlags(fs)
+	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
+		return exitUsage
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	n := newNode(f, stderr)
+	if code := n.open(ctx, stderr); code != exitOK {
+		return code
+	}
+	defer n.mgr.Close()
+	wd, _ := daemon.SdWatchdogEnabled(false)
+	err := agentdaemon.Run(ctx, agentdaemon.Config{
+		DropInDir: *f.dropIns, Load: n.load, Joined: n.joined,
+		Apply: func(ctx context.Context, c *v1alpha1.NodeConfig) error {
+			ctx, cancel := context.WithTimeout(ctx, *f.timeout+time.Minute)
+			defer cancel()
+			return n.join(ctx, c, stdout)
+		},
+		Notify:       func(state string) error { _, err := daemon.SdNotify(false, state); return err },
+		Watchdog:     wd,
+		ApplyTimeout: *f.timeout + 2*time.Minute,
+		Log:          n.log,
 	})
-	fmt.Fprint(stdout, st.Format())
-	var je *join.Error
-	if errors.As(err, &je) {
-		return je.Code
-	}
 	if err != nil {
-		return exitInternal
+		fmt.Fprintf(stderr, "berth-agent: %v\n", err)
 	}
-	return exitOK
+	return exitCode(err)
 }
 
 // loadSources merges the user data part (if the file has one) and the drop-ins.

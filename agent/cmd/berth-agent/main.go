@@ -3,6 +3,7 @@
 //	berth-agent config validate -f FILE   decode strictly and validate a NodeConfig; every problem on its own line
 //	berth-agent preflight -f FILE         check DNS, TCP, TLS + CA pin, token and clock against the control plane
 //	berth-agent join                      join this node (systemd over D-Bus), or re-apply a changed config
+//	berth-agent run                       daemon mode (berth-agent.service): join, then re-apply drop-in changes
 //	berth-agent status                    print the last join's phases with their durations
 //
 // Exit codes (docs/exit-codes.md): 0 success, 1 internal error, 2 invalid configuration, 10-14 preflight failure
@@ -35,12 +36,15 @@ const (
 const usage = `usage: berth-agent config validate -f FILE
        berth-agent preflight -f FILE
        berth-agent join [-config-dir DIR] [-user-data FILE] [-state-dir DIR] [-profile NAME] [-timeout D]
+       berth-agent run [-config-dir DIR] [-user-data FILE] [-state-dir DIR] [-profile NAME] [-timeout D]
        berth-agent status [-state-dir DIR]
 
   config validate   check a NodeConfig (node.berth.dev/v1alpha1): strict decoding, every problem with its field path
   preflight         check that this node can join: DNS, TCP, TLS and CA pin, bootstrap token, clock skew
   join              join the node: discovery, files, containerd and kubelet through systemd, TLS bootstrap, Ready;
                     on a joined node, re-apply the config and restart only what changed
+  run               daemon mode (berth-agent.service): join as above, then watch -config-dir and re-apply
+                    changes; sd_notify READY/STATUS and the systemd watchdog; with no NodeConfig yet, wait for one
   status            the last run, phase by phase
 `
 
@@ -70,6 +74,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return preflightCmd(c, stdout, stderr)
 	case len(args) >= 1 && args[0] == "join":
 		return joinCmd(args[1:], stdout, stderr)
+	case len(args) >= 1 && args[0] == "run":
+		return runCmd(args[1:], stdout, stderr)
 	case len(args) >= 1 && args[0] == "status":
 		return statusCmd(args[1:], stdout, stderr)
 	default:

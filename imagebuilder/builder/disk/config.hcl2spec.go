@@ -22,6 +22,7 @@ type FlatConfig struct {
 	Mirror              *string           `mapstructure:"mirror" cty:"mirror" hcl:"mirror"`
 	Kubelet             *string           `mapstructure:"kubelet" required:"true" cty:"kubelet" hcl:"kubelet"`
 	KubeProxy           *string           `mapstructure:"kube_proxy" required:"true" cty:"kube_proxy" hcl:"kube_proxy"`
+	Agent               *string           `mapstructure:"agent" required:"true" cty:"agent" hcl:"agent"`
 	KubernetesVersion   *string           `mapstructure:"kubernetes_version" required:"true" cty:"kubernetes_version" hcl:"kubernetes_version"`
 	Images              []string          `mapstructure:"images" required:"true" cty:"images" hcl:"images"`
 	SandboxImage        *string           `mapstructure:"sandbox_image" required:"true" cty:"sandbox_image" hcl:"sandbox_image"`
@@ -61,6 +62,7 @@ func (*FlatConfig) HCL2Spec() map[string]hcldec.Spec {
 		"mirror":                     &hcldec.AttrSpec{Name: "mirror", Type: cty.String, Required: false},
 		"kubelet":                    &hcldec.AttrSpec{Name: "kubelet", Type: cty.String, Required: false},
 		"kube_proxy":                 &hcldec.AttrSpec{Name: "kube_proxy", Type: cty.String, Required: false},
+		"agent":                      &hcldec.AttrSpec{Name: "agent", Type: cty.String, Required: false},
 		"kubernetes_version":         &hcldec.AttrSpec{Name: "kubernetes_version", Type: cty.String, Required: false},
 		"images":                     &hcldec.AttrSpec{Name: "images", Type: cty.List(cty.String), Required: false},
 		"sandbox_image":              &hcldec.AttrSpec{Name: "sandbox_image", Type: cty.String, Required: false},

@@ -24,6 +24,8 @@ type Config struct {
 	Kubelet string `mapstructure:"kubelet" required:"true"`
 	// Path of the kube-proxy binary to install.
 	KubeProxy string `mapstructure:"kube_proxy" required:"true"`
+	// Path of the berth-agent binary to install (`make agent` builds it; static, so one binary fits every distro).
+	Agent string `mapstructure:"agent" required:"true"`
 	// OCI image-layout tarballs to pre-cache in containerd's `k8s.io` namespace. Must include the pause image.
 	Images []string `mapstructure:"images" required:"true"`
 	// Directory of static containerd, runc and CNI binaries, required for the Ubuntu profiles (see berth-disk).
@@ -48,7 +50,7 @@ func (c *Config) Prepare(raws ...interface{}) error {
 	}
 	var errs []error
 	var err error
-	// Names the fields it checks: distro, kubelet, kube_proxy, images[i], runtime_dir.
+	// Names the fields it checks: distro, kubelet, kube_proxy, agent, images[i], runtime_dir.
 	if c.profile, err = payload.Resolve(c.Distro, c.inputs()); err != nil {
 		errs = append(errs, err)
 	}
@@ -66,5 +68,5 @@ func (c *Config) Prepare(raws ...interface{}) error {
 }
 
 func (c *Config) inputs() payload.Inputs {
-	return payload.Inputs{KubeletPath: c.Kubelet, KubeProxyPath: c.KubeProxy, Images: c.Images, RuntimeDir: c.RuntimeDir}
+	return payload.Inputs{KubeletPath: c.Kubelet, KubeProxyPath: c.KubeProxy, AgentPath: c.Agent, Images: c.Images, RuntimeDir: c.RuntimeDir}
 }

@@ -21,6 +21,7 @@ type FlatConfig struct {
 	Distro              *string           `mapstructure:"distro" required:"true" cty:"distro" hcl:"distro"`
 	Kubelet             *string           `mapstructure:"kubelet" required:"true" cty:"kubelet" hcl:"kubelet"`
 	KubeProxy           *string           `mapstructure:"kube_proxy" required:"true" cty:"kube_proxy" hcl:"kube_proxy"`
+	Agent               *string           `mapstructure:"agent" required:"true" cty:"agent" hcl:"agent"`
 	Images              []string          `mapstructure:"images" required:"true" cty:"images" hcl:"images"`
 	RuntimeDir          *string           `mapstructure:"runtime_dir" cty:"runtime_dir" hcl:"runtime_dir"`
 	InstallPackages     *bool             `mapstructure:"install_packages" cty:"install_packages" hcl:"install_packages"`
@@ -51,6 +52,7 @@ func (*FlatConfig) HCL2Spec() map[string]hcldec.Spec {
 		"distro":                     &hcldec.AttrSpec{Name: "distro", Type: cty.String, Required: false},
 		"kubelet":                    &hcldec.AttrSpec{Name: "kubelet", Type: cty.String, Required: false},
 		"kube_proxy":                 &hcldec.AttrSpec{Name: "kube_proxy", Type: cty.String, Required: false},
+		"agent":                      &hcldec.AttrSpec{Name: "agent", Type: cty.String, Required: false},
 		"images":                     &hcldec.AttrSpec{Name: "images", Type: cty.List(cty.String), Required: false},
 		"runtime_dir":                &hcldec.AttrSpec{Name: "runtime_dir", Type: cty.String, Required: false},
 		"install_packages":           &hcldec.AttrSpec{Name: "install_packages", Type: cty.Bool, Required: false},

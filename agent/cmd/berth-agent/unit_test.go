@@ -1,0 +1,130 @@
+package main
+
+import (
+	"context"
+	"log/slog"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"berth.dev/berth/agent/systemdbus"
+	"berth.dev/berth/imagebuilder/distro"
+	"berth.dev/berth/systemd"
+	"berth.dev/berth/test/nspawn"
+	"berth.dev/berth/test/toolbin"
+)
+
+// The systemd tier for the agent binary itself: berth-agent.service as the image installs it (enabled), run by a
+// real systemd 252 under systemd-nspawn. With no NodeConfig the agent reports READY (Type=notify) and a STATUS
+// saying what it waits for; it feeds a short watchdog without being restarted; a drop-in written later is picked
+// up by its fsnotify watch, and an invalid one before the join ends the unit with exit 2, which the unit does not
+// restart (waiting cannot fix a config).
+func TestAgentUnitInNspawn(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root for systemd-nspawn")
+	}
+	if _, err := exec.LookPath("systemd-nspawn"); err != nil {
+		t.Skip("systemd-nspawn is not installed (apt package systemd-container)")
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+	defer cancel()
+	agent := toolbin.Agent(t)
+	unit, err := systemd.Unit("berth-agent.service")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m, err := nspawn.Boot(ctx, nspawn.Config{Dir: t.TempDir(), Name: "berth-agent-unit", Log: slog.New(slog.NewTextHandler(os.Stderr, nil)),
+		Prepare: func(root string) error {
+			bin, err := os.ReadFile(agent)
+			if err != nil {
+				return err
+			}
+			for _, f := range []struct {
+				path string
+				mode os.FileMode
+				data []byte
+			}{
+				{"/usr/local/bin/berth-agent", 0o755, bin},
+				{"/etc/systemd/system/berth-agent.service", 0o644, unit},
+				// Short watchdog and restart delay, so the test sees a missed ping or a restart quickly.
+				{"/etc/systemd/system/berth-agent.service.d/50-test.conf", 0o644, []byte("[Service]\nWatchdogSec=3s\nRestartSec=1s\n")},
+				{distro.ImageProfileFile, 0o644, []byte("debian-12\n")},
+			} {
+				if err := os.MkdirAll(filepath.Join(root, filepath.Dir(f.path)), 0o755); err != nil {
+					return err
+				}
+				if err := os.WriteFile(filepath.Join(root, f.path), f.data, f.mode); err != nil {
+					return err
+				}
+			}
+			// Enabled the way the image enables it.
+			wants := filepath.Join(root, "etc/systemd/system/multi-user.target.wants")
+			if err := os.MkdirAll(wants, 0o755); err != nil {
+				return err
+			}
+			return os.Symlink("/etc/systemd/system/berth-agent.service", filepath.Join(wants, "berth-agent.service"))
+		}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			data, _ := os.ReadFile(m.Log())
+			t.Logf("console:\n%s", data)
+		}
+		if err := m.Stop(); err != nil {
+			t.Errorf("stop container: %v", err)
+		}
+	})
+	mgr, err := systemdbus.ConnectSocket(ctx, m.Bus)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer mgr.Close()
+	const u = "berth-agent.service"
+	waitFor := func(what string, ok func(systemdbus.State) bool) systemdbus.State {
+		t.Helper()
+		var s systemdbus.State
+		for deadline := time.Now().Add(30 * time.Second); time.Now().Before(deadline); time.Sleep(100 * time.Millisecond) {
+			if s, err = mgr.State(ctx, u); err == nil && ok(s) {
+				return s
+			}
+		}
+		t.Fatalf("%s: %s never reached it; last state %+v (err %v)", what, u, s, err)
+		return s
+	}
+
+	// Boot reached "running" (nspawn.Boot waits for it), so the Type=notify start job finished: READY was sent.
+	s := waitFor("ready and waiting", func(s systemdbus.State) bool { return s.Active == "active" })
+	if s.StatusText != "waiting for a NodeConfig in /etc/berth/config.d" {
+		t.Errorf("StatusText = %q", s.StatusText)
+	}
+	if st, err := os.Stat(filepath.Join(m.Root, "etc/berth/config.d")); err != nil || st.Mode().Perm() != 0o700 {
+		t.Errorf("/etc/berth/config.d: %v %v, want a 0700 dir made by the agent", st, err)
+	}
+	// Three watchdog periods: a missed ping would have killed and restarted it (another pid).
+	time.Sleep(9 * time.Second)
+	if s2, err := mgr.State(ctx, u); err != nil || s2.Active != "active" || s2.MainPID != s.MainPID {
+		t.Fatalf("after 3 watchdog periods: %+v (err %v), want the same pid %d active", s2, err, s.MainPID)
+	}
+
+	// A drop-in without a control plane: the watch picks it up, the config is refused before anything is
+	// touched, and the unit ends with exit 2 and stays down.
+	bad := "apiVersion: node.berth.dev/v1alpha1\nkind: NodeConfig\nspec:\n  kubelet:\n    config:\n      maxPods: 10\n"
+	if err := os.WriteFile(filepath.Join(m.Root, "etc/berth/config.d/10-user-data.yaml"), []byte(bad), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s = waitFor("failed on a bad config", func(s systemdbus.State) bool { return s.Active == "failed" })
+	if s.ExecMainStatus != exitInvalidConfig || s.Result != "exit-code" {
+		t.Errorf("exit status %d, result %q; want %d, exit-code", s.ExecMainStatus, s.Result, exitInvalidConfig)
+	}
+	time.Sleep(3 * time.Second) // RestartSec=1s: a restart would have happened by now
+	if s2, _ := mgr.State(ctx, u); s2.Active != "failed" || s2.ActiveEnter != s.ActiveEnter {
+		t.Errorf("the unit was restarted after exit 2: %+v", s2)
+	}
+	if st, err := os.Stat(filepath.Join(m.Root, "var/lib/berth/status.json")); err == nil {
+		t.Errorf("a refused config left a status file: %v", st)
+	}
+}

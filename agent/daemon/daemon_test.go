@@ -1,0 +1,243 @@
+package daemon
+
+import (
+	"context"
+	"errors"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"berth.dev/berth/agent/api/v1alpha1"
+	"berth.dev/berth/agent/config"
+)
+
+// recorder is the fake side of Run: Load merges the real drop-ins of dir, Apply and Notify are recorded.
+type recorder struct {
+	mu      sync.Mutex
+	dir     string
+	applied []string // maxPods of each applied config
+	notes   []string
+	joined  bool
+	fail    error
+	block   chan struct{} // Apply waits on it when set
+}
+
+func (r *recorder) load() (*v1alpha1.NodeConfig, error) {
+	srcs, err := config.DropIns(r.dir)
+	if err != nil {
+		return nil, err
+	}
+	r.mu.Lock()
+	joined := r.joined
+	r.mu.Unlock()
+	if joined {
+		return config.MergeJoined(srcs)
+	}
+	return config.Merge(srcs)
+}
+
+func (r *recorder) apply(ctx context.Context, c *v1alpha1.NodeConfig) error {
+	if r.block != nil {
+		<-r.block
+	}
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if r.fail != nil {
+		return r.fail
+	}
+	r.applied = append(r.applied, string(c.Spec.Kubelet.Config))
+	r.joined = true
+	return nil
+}
+
+func (r *recorder) notify(s string) error {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.notes = append(r.notes, s)
+	return nil
+}
+
+func (r *recorder) snapshot() (applied, notes []string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.applied...), append([]string(nil), r.notes...)
+}
+
+func (r *recorder) isJoined() bool { r.mu.Lock(); defer r.mu.Unlock(); return r.joined }
+
+const base = `apiVersion: node.berth.dev/v1alpha1
+kind: NodeConfig
+spec:
+  controlPlane:
+    endpoint: https://127.0.0.1:6443
+    discovery:
+      token: abcdef.0123456789abcdef
+      caCertHashes: ["sha256:0000000000000000000000000000000000000000000000000000000000000000"]
+`
+
+func maxPods(n string) string {
+	return "apiVersion: node.berth.dev/v1alpha1\nkind: NodeConfig\nspec:\n  kubelet:\n    config:\n      maxPods: " + n + "\n"
+}
+
+func start(t *testing.T, r *recorder, watchdog time.Duration) (chan error, context.CancelFunc) {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	done, finished := make(chan error, 1), make(chan struct{})
+	go func() {
+		defer close(finished)
+		done <- Run(ctx, Config{DropInDir: r.dir, Load: r.load, Apply: r.apply, Joined: r.isJoined, Notify: r.notify,
+			Watchdog: watchdog, ApplyTimeout: 300 * time.Millisecond, Debounce: 50 * time.Millisecond,
+			Log: slog.New(slog.DiscardHandler)})
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-finished:
+		case <-time.After(5 * time.Second):
+			t.Error("Run did not return after cancel")
+		}
+	})
+	return done, cancel
+}
+
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+func write(t *testing.T, dir, name, data string) {
+	t.Helper()
+	// The way an editor or config management saves: a temp file renamed into place.
+	tmp := filepath.Join(dir, ".tmp-"+name)
+	if err := os.WriteFile(tmp, []byte(data), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.Rename(tmp, filepath.Join(dir, name)); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// With no NodeConfig the daemon is READY and waiting; the first drop-in is applied.
+func TestWaitsForFirstDropIn(t *testing.T) {
+	r := &recorder{dir: filepath.Join(t.TempDir(), "config.d")}
+	start(t, r, 0)
+	eventually(t, "READY while waiting", func() bool {
+		_, notes := r.snapshot()
+		return len(notes) > 0 && strings.HasPrefix(notes[0], "READY=1\nSTATUS=waiting for a NodeConfig")
+	})
+	if st, err := os.Stat(r.dir); err != nil || st.Mode().Perm() != 0o700 {
+		t.Fatalf("drop-in dir not created 0700: %v %v", st, err)
+	}
+	write(t, r.dir, "10-user-data.yaml", base)
+	eventually(t, "the first drop-in applied", func() bool { a, _ := r.snapshot(); return len(a) == 1 })
+}
+
+// A burst of writes is one re-apply of the merged result; swap files and other names are ignored; a bad drop-in
+// on a joined node is reported and does not stop the daemon; fixing it applies again.
+func TestReappliesChanges(t *testing.T) {
+	r := &recorder{dir: t.TempDir()}
+	write(t, r.dir, "10-user-data.yaml", base)
+	done, _ := start(t, r, 0)
+	eventually(t, "the start apply", func() bool { a, _ := r.snapshot(); return len(a) == 1 })
+
+	write(t, r.dir, "20-pods.yaml", maxPods("50"))
+	write(t, r.dir, "20-pods.yaml", maxPods("60"))
+	write(t, r.dir, "30-more.yaml", maxPods("70"))
+	os.WriteFile(filepath.Join(r.dir, ".20-pods.yaml.swp"), []byte("junk"), 0o600)
+	os.WriteFile(filepath.Join(r.dir, "README"), []byte("junk"), 0o600)
+	eventually(t, "one re-apply", func() bool { a, _ := r.snapshot(); return len(a) == 2 })
+	time.Sleep(200 * time.Millisecond)
+	applied, notes := r.snapshot()
+	if len(applied) != 2 || applied[1] != `{"maxPods":70}` {
+		t.Fatalf("applied = %q, want the start config then one re-apply with maxPods 70", applied)
+	}
+	if !strings.Contains(strings.Join(notes, "|"), "STATUS=applying NodeConfig (changed: 20-pods.yaml, 30-more.yaml)") {
+		t.Errorf("notes lack the changed files: %q", notes)
+	}
+
+	write(t, r.dir, "40-bad.yaml", "apiVersion: node.berth.dev/v1alpha1\nkind: NodeConfig\nspec:\n  kubelet:\n    confg: {}\n")
+	eventually(t, "the failure in STATUS", func() bool {
+		_, notes := r.snapshot()
+		return strings.Contains(notes[len(notes)-1], "STATUS=re-apply failed:") && strings.Contains(notes[len(notes)-1], "confg")
+	})
+	select {
+	case err := <-done:
+		t.Fatalf("Run ended on a bad drop-in of a joined node: %v", err)
+	default:
+	}
+	os.Remove(filepath.Join(r.dir, "40-bad.yaml"))
+	eventually(t, "a re-apply after the fix", func() bool { a, _ := r.snapshot(); return len(a) == 3 })
+}
+
+// Before the join, a failed apply ends Run with its error (systemd shows the exit code and restarts the unit).
+func TestApplyFailureBeforeJoinEnds(t *testing.T) {
+	r := &recorder{dir: t.TempDir(), fail: errors.New("discover: boom")}
+	write(t, r.dir, "10-user-data.yaml", base)
+	done, _ := start(t, r, 0)
+	select {
+	case err := <-done:
+		if err == nil || err.Error() != "discover: boom" {
+			t.Fatalf("Run = %v, want the apply's error", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not end")
+	}
+
+	r2 := &recorder{dir: t.TempDir()}
+	write(t, r2.dir, "10-user-data.yaml", "apiVersion: node.berth.dev/v1alpha1\nkind: NodeConfig\nspec: {}\n")
+	done, _ = start(t, r2, 0)
+	select {
+	case err := <-done:
+		var ce *ConfigError
+		if !errors.As(err, &ce) || !strings.Contains(err.Error(), "spec.controlPlane.endpoint") {
+			t.Fatalf("Run = %v, want a ConfigError naming the field", err)
+		}
+	case <-time.After(5 * time.Second):
+		t.Fatal("Run did not end")
+	}
+}
+
+// The watchdog is fed while the loop is idle, and while an apply runs within ApplyTimeout; an apply stuck past it
+// starves the watchdog, so systemd kills and restarts the agent.
+func TestWatchdog(t *testing.T) {
+	r := &recorder{dir: t.TempDir()}
+	start(t, r, 40*time.Millisecond)
+	count := func() int {
+		_, notes := r.snapshot()
+		n := 0
+		for _, s := range notes {
+			if s == "WATCHDOG=1" {
+				n++
+			}
+		}
+		return n
+	}
+	eventually(t, "watchdog pings while idle", func() bool { return count() >= 5 })
+
+	r.mu.Lock()
+	r.block = make(chan struct{})
+	r.mu.Unlock()
+	write(t, r.dir, "10-user-data.yaml", base)
+	eventually(t, "the apply to start", func() bool {
+		_, notes := r.snapshot()
+		return strings.HasPrefix(notes[len(notes)-1], "STATUS=applying") || strings.Contains(strings.Join(notes, "|"), "STATUS=applying")
+	})
+	time.Sleep(400 * time.Millisecond) // past ApplyTimeout (300 ms)
+	before := count()
+	time.Sleep(200 * time.Millisecond)
+	if after := count(); after != before {
+		t.Errorf("watchdog fed %d times while an apply was stuck past its timeout", after-before)
+	}
+	close(r.block)
+	eventually(t, "pings again after the apply", func() bool { return count() > before+2 })
+}
