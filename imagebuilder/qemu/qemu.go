@@ -1,7 +1,9 @@
 // Package qemu boots a disk image under qemu-system-x86_64 with TCG (KVM guests hang on the build machines) and a
 // NoCloud seed, captures the serial console to a file and lets callers wait for lines on it. The image itself is
 // never written: the guest runs on a qcow2 overlay. Networking is qemu's user mode with restrict=on, so the guest
-// reaches nothing outside; an optional forward maps a loopback port on the host to the guest's SSH.
+// reaches nothing outside; an optional forward maps a loopback port on the host to the guest's SSH, and guest
+// forwards map an address in the guest's user network to a loopback port on the host (through socat, one process
+// per connection, so the host side may come and go).
 package qemu
 
 import (
@@ -36,6 +38,15 @@ type Config struct {
 	CPUs      int // default 2
 	// SSHPort, if not 0, forwards 127.0.0.1:SSHPort on the host to port 22 in the guest.
 	SSHPort int
+	// GuestForwards map addresses the guest connects to (in 10.0.2.0/24, e.g. 10.0.2.100:6443) to loopback ports
+	// on the host.
+	GuestForwards []GuestForward
+}
+
+// GuestForward sends the guest's TCP connections to Guest (ip:port) to 127.0.0.1:HostPort.
+type GuestForward struct {
+	Guest    string
+	HostPort int
 }
 
 // Machine is a running guest.
@@ -81,6 +92,15 @@ func Start(ctx context.Context, cfg Config) (*Machine, error) {
 	netdev := "user,id=n0,restrict=on"
 	if cfg.SSHPort != 0 {
 		netdev += fmt.Sprintf(",hostfwd=tcp:127.0.0.1:%d-:22", cfg.SSHPort)
+	}
+	if len(cfg.GuestForwards) > 0 {
+		if _, err := exec.LookPath("socat"); err != nil {
+			return nil, errors.New("guest forwards need socat (apt package socat)")
+		}
+	}
+	for _, f := range cfg.GuestForwards {
+		// A chardev target would be connected once, at start; cmd: runs per connection.
+		netdev += fmt.Sprintf(",guestfwd=tcp:%s-cmd:socat - TCP:127.0.0.1:%d", f.Guest, f.HostPort)
 	}
 	args := []string{
 		"-accel", "tcg", "-machine", "pc", "-cpu", "max", "-m", strconv.Itoa(cfg.MemoryMiB), "-smp", strconv.Itoa(cfg.CPUs),

@@ -26,6 +26,8 @@ type Config struct {
 	Format string // raw (default), qcow2, vpc
 	// UserData is extra #cloud-config, merged after the harness's own (which authorizes the SSH key for root).
 	UserData string
+	// GuestForwards map addresses in the guest's network to loopback ports on the host (e.g. the control plane).
+	GuestForwards []qemu.GuestForward
 	// BootTimeout bounds the wait for SSH; default 5 minutes (a Debian guest reaches cloud-init done in ~45 s).
 	BootTimeout time.Duration
 }
@@ -63,7 +65,7 @@ func Boot(t testing.TB, cfg Config) *Guest {
 		userData += strings.TrimLeft(extra, "\n") + "\n"
 	}
 	m, err := qemu.Start(context.Background(), qemu.Config{Name: cfg.Name, Dir: dir, Image: cfg.Image, Format: cfg.Format,
-		Seed: qemu.Seed{UserData: userData}, SSHPort: port})
+		Seed: qemu.Seed{UserData: userData}, SSHPort: port, GuestForwards: cfg.GuestForwards})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,0 +1,264 @@
+// Package e2e runs berth end to end: a Debian 12 node image baked by the plugin's builder boots under qemu (TCG),
+// gets its NodeConfig from a NoCloud seed filled in from cloud-init/'s template, and its berth-agent (enabled in
+// the image, run by the guest's systemd) joins the real control plane on this host's loopback.
+package e2e
+
+import (
+	"context"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"runtime"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"berth.dev/berth/agent/bootstrap"
+	"berth.dev/berth/agent/join"
+	"berth.dev/berth/imagebuilder/bake"
+	"berth.dev/berth/imagebuilder/disk"
+	"berth.dev/berth/imagebuilder/distro"
+	"berth.dev/berth/imagebuilder/payload"
+	"berth.dev/berth/imagebuilder/qemu"
+	"berth.dev/berth/test/controlplane"
+	"berth.dev/berth/test/images"
+	"berth.dev/berth/test/proc"
+	"berth.dev/berth/test/toolbin"
+	"berth.dev/berth/test/vm"
+)
+
+// apiInGuest is where a guest reaches the control plane: qemu forwards it to the apiserver's loopback port.
+const apiInGuest = "10.0.2.100:6443"
+
+// nodeImage bakes a Debian 12 node image (qcow2) with the phases the berth-disk builder runs, reusing the rootfs
+// cache; the boot check is left out (the bake tests cover it), the boot below is the test.
+func nodeImage(t *testing.T) string {
+	t.Helper()
+	imgs, err := images.Build(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
+	k8s := toolbin.Kubernetes.ForTest(t)
+	p, err := distro.Get("debian-12")
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := &bake.Spec{Name: "node", Profile: p,
+		Inputs: payload.Inputs{KubeletPath: filepath.Join(k8s, "kubelet"), KubeProxyPath: filepath.Join(k8s, "kube-proxy"),
+			AgentPath: toolbin.Agent(t), Images: []string{imgs.Pause, imgs.Busybox}},
+		Layout:  disk.Layout{SizeMiB: 3072, RootUUID: "2f0e8c4a-6b1d-4e3f-9a7c-5d8e0f1a2b3c", Ext4Features: p.Ext4Features},
+		Formats: []disk.Format{disk.QCOW2}, OutputDir: t.TempDir(), WorkDir: t.TempDir(), CacheDir: bake.DefaultCacheDir(),
+		KubernetesVersion: "v1.37.2", SandboxImage: images.Pause,
+		Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	}
+	st, err := bake.RunAll(context.Background(), s)
+	if err != nil {
+		t.Fatalf("bake: %v", err)
+	}
+	return st.Outputs[disk.QCOW2]
+}
+
+// userData fills in cloud-init/nodeconfig.cloud-config.yaml, the template users fill in.
+func userData(t *testing.T, endpoint string, tok bootstrap.Token, pin bootstrap.Pin, name string) string {
+	t.Helper()
+	_, file, _, _ := runtime.Caller(0)
+	tmpl, err := os.ReadFile(filepath.Join(filepath.Dir(file), "..", "..", "cloud-init", "nodeconfig.cloud-config.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.NewReplacer("__ENDPOINT__", endpoint, "__TOKEN__", tok.Value(), "__CA_PIN__", string(pin),
+		"__NODE_NAME__", name).Replace(string(tmpl))
+}
+
+func freePort(t *testing.T) int {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port
+}
+
+// The e2e join. The control plane is down when the guest boots and comes up 60 s after the guest started; the
+// agent retries and joins without help. Then: the Node is Ready, a pod from a pre-cached image runs to
+// completion on it, the bootstrap credentials are gone from the guest, the agent unit says it joined, and in the
+// guest `berth-agent preflight` refuses a wrong CA pin (12) and an expired token (13).
+func TestJoinInQemu(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root (mmdebstrap chroot, qemu, control plane)")
+	}
+	image := nodeImage(t)
+	k8s := toolbin.Kubernetes.ForTest(t)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	cfg := controlplane.Config{Dir: t.TempDir(), BinDir: k8s, APIServerPort: freePort(t), ExtraSANs: []string{"10.0.2.100"}, Log: logger}
+	var cp *controlplane.ControlPlane
+	t.Cleanup(func() {
+		if cp == nil {
+			return
+		}
+		if t.Failed() {
+			for _, c := range controlplane.Components {
+				t.Logf("--- %s log (tail):\n%s", c, proc.Tail(cp.LogPath(c), 20))
+			}
+		}
+		if err := cp.Stop(); err != nil {
+			t.Errorf("stop control plane: %v", err)
+		}
+	})
+	start := func() {
+		t.Helper()
+		var err error
+		if cp, err = controlplane.Start(ctx, cfg); err != nil {
+			t.Fatalf("start control plane: %v", err)
+		}
+	}
+
+	// Join material first (the control plane keeps its CA and etcd in cfg.Dir), then an expired token, then down.
+	start()
+	info, err := cp.JoinInfo()
+	if err != nil {
+		t.Fatal(err)
+	}
+	expired, _ := bootstrap.GenerateToken()
+	if err := cp.CreateToken(ctx, expired, time.Now().Add(-time.Minute), "e2e: expired"); err != nil {
+		t.Fatal(err)
+	}
+	if err := cp.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	cp = nil
+
+	const name = "e2e-node-1"
+	booted := time.Now()
+	g := vm.Boot(t, vm.Config{Name: name, Image: image, Format: "qcow2",
+		UserData:      userData(t, "https://"+apiInGuest, info.Token, info.CACertPin, name),
+		GuestForwards: []qemu.GuestForward{{Guest: apiInGuest, HostPort: cfg.APIServerPort}}})
+	t.Logf("guest answers SSH %v after start", time.Since(booted).Round(time.Second))
+	// While the control plane is down the agent is still starting (Type=notify: READY comes with the join).
+	if got := g.Run("systemctl show -p ActiveState -p StatusText berth-agent"); !strings.Contains(got, "ActiveState=activating") {
+		t.Errorf("agent with the control plane down: %s, want activating", got)
+	}
+	if wait := 60*time.Second - time.Since(booted); wait > 0 {
+		time.Sleep(wait)
+	}
+	start()
+	t.Logf("control plane up %v after the guest started", time.Since(booted).Round(time.Second))
+
+	// The Node becomes Ready.
+	var node *corev1.Node
+	for deadline := time.Now().Add(8 * time.Minute); ; time.Sleep(2 * time.Second) {
+		n, err := cp.Client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+		if err == nil && ready(n) {
+			node = n
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node %s not Ready (err %v); agent:\n%s\nstatus:\n%s", name, err,
+				tryRun(g, "journalctl -u berth-agent --no-pager | tail -n 40"), tryRun(g, "berth-agent status"))
+		}
+	}
+	t.Logf("node Ready %v after the guest started; kubelet %s, podCIDR %s", time.Since(booted).Round(time.Second),
+		node.Status.NodeInfo.KubeletVersion, node.Spec.PodCIDR)
+	if node.Labels["node.berth.dev/pool"] != "default" {
+		t.Errorf("node labels %v lack the template's node.berth.dev/pool=default", node.Labels)
+	}
+
+	// The unit reports the join; the status file and `berth-agent status` agree.
+	waitGuest(t, g, "agent active and joined", "systemctl show -p ActiveState -p StatusText berth-agent",
+		func(s string) bool { return strings.Contains(s, "ActiveState=active") && strings.Contains(s, "StatusText=joined as "+name) })
+	var st join.Status
+	if err := json.Unmarshal([]byte(g.Run("cat /var/lib/berth/status.json")), &st); err != nil {
+		t.Fatal(err)
+	}
+	if st.Result != "joined" {
+		t.Errorf("status.json result %q", st.Result)
+	}
+	for _, p := range st.Phases {
+		t.Logf("guest phase %-13s %-8s %8v %s", p.Name, p.Result, p.Duration.Round(time.Millisecond), p.Detail)
+	}
+	if out, err := g.Try("berth-agent status"); err != nil {
+		t.Errorf("berth-agent status: %v\n%s", err, out)
+	}
+
+	// The bootstrap credentials are gone: no bootstrap kubeconfig, and the token is in no file the agent wrote or
+	// read (the drop-in was scrubbed) nor in the journal.
+	if out, err := g.Try("test ! -e /var/lib/kubelet/bootstrap-kubeconfig"); err != nil {
+		t.Errorf("bootstrap kubeconfig left: %v %s", err, out)
+	}
+	secret := info.Token.Value()[7:]
+	if out, _ := g.Try("grep -rl " + secret + " /etc/berth /etc/systemd /etc/kubernetes /var/lib/kubelet /var/lib/berth; journalctl -b --no-pager | grep -c " + secret); strings.TrimSpace(out) != "0" {
+		t.Errorf("the token's secret is still on the node: %q", out)
+	}
+
+	// A pod from a pre-cached image (no registry) runs on the node.
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "hello", Namespace: "default"},
+		Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever, NodeName: name,
+			Containers: []corev1.Container{{Name: "hello", Image: images.Busybox, ImagePullPolicy: corev1.PullNever,
+				Command: []string{"sh", "-c", "test -s /etc/hostname && echo hello from berth"}}}}}
+	if _, err := cp.Client.CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(4 * time.Minute); ; time.Sleep(2 * time.Second) {
+		p, err := cp.Client.CoreV1().Pods("default").Get(ctx, "hello", metav1.GetOptions{})
+		if err == nil && p.Status.Phase == corev1.PodSucceeded {
+			t.Logf("pod succeeded on %s with IP %s", p.Spec.NodeName, p.Status.PodIP)
+			break
+		}
+		if err == nil && p.Status.Phase == corev1.PodFailed || time.Now().After(deadline) {
+			t.Fatalf("pod: %v %+v\nkubelet:\n%s", err, p.Status, tryRun(g, "journalctl -u kubelet --no-pager | tail -n 30"))
+		}
+	}
+
+	// Preflight in the guest, against the real apiserver: a wrong pin, then an expired token.
+	wrongPin := bootstrap.Pin("sha256:" + strings.Repeat("0", 64))
+	for _, c := range []struct {
+		what string
+		tok  bootstrap.Token
+		pin  bootstrap.Pin
+		code int
+	}{{"wrong CA pin", info.Token, wrongPin, 12}, {"expired token", expired, info.CACertPin, 13}} {
+		cfgFile := fmt.Sprintf("apiVersion: node.berth.dev/v1alpha1\nkind: NodeConfig\nspec:\n  controlPlane:\n    endpoint: https://%s\n    discovery:\n      tokenFile: /root/token\n      caCertHashes: [%q]\n", apiInGuest, string(c.pin))
+		out, err := g.Try(fmt.Sprintf("umask 077; printf %%s %s > /root/token; echo %s | base64 -d > /root/bad.yaml; berth-agent preflight -f /root/bad.yaml 2>&1; echo exit=$?",
+			c.tok.Value(), base64.StdEncoding.EncodeToString([]byte(cfgFile))))
+		if err != nil || !strings.Contains(out, fmt.Sprintf("exit=%d", c.code)) {
+			t.Errorf("%s: preflight in the guest: %v\n%s (want exit %d)", c.what, err, out, c.code)
+		}
+	}
+}
+
+func ready(n *corev1.Node) bool {
+	for _, c := range n.Status.Conditions {
+		if c.Type == corev1.NodeReady {
+			return c.Status == corev1.ConditionTrue
+		}
+	}
+	return false
+}
+
+func tryRun(g *vm.Guest, cmd string) string {
+	out, err := g.Try(cmd)
+	if err != nil {
+		return fmt.Sprintf("%s(%v)", out, err)
+	}
+	return out
+}
+
+func waitGuest(t *testing.T, g *vm.Guest, what, cmd string, ok func(string) bool) {
+	t.Helper()
+	var out string
+	for deadline := time.Now().Add(2 * time.Minute); time.Now().Before(deadline); time.Sleep(2 * time.Second) {
+		if out, _ = g.Try(cmd); ok(out) {
+			return
+		}
+	}
+	t.Errorf("%s: last output %q", what, out)
+}
