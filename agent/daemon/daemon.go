@@ -13,6 +13,9 @@ package daemon
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -101,6 +104,7 @@ func Run(ctx context.Context, cfg Config) error {
 		go watchdog(ctx, h, tick, cfg.Watchdog, cfg.ApplyTimeout, notify)
 	}
 
+	var last string // fingerprint of the last applied config
 	apply := func(reason string) error {
 		c, err := cfg.Load()
 		if errors.Is(err, config.ErrNoConfig) {
@@ -111,11 +115,21 @@ func Run(ctx context.Context, cfg Config) error {
 		if err != nil {
 			return &ConfigError{Err: err}
 		}
+		fp := fingerprint(c)
+		if fp == last && reason != "start" {
+			// The agent's own token scrub, or a save that changed nothing the node uses.
+			cfg.Log.Info("drop-ins changed but the NodeConfig did not; nothing to apply", "reason", reason)
+			return nil
+		}
 		cfg.Log.Info("applying NodeConfig", "reason", reason)
 		notify("STATUS=applying NodeConfig (" + reason + ")")
 		h.applying.Store(time.Now().UnixNano())
 		defer h.applying.Store(0)
-		return cfg.Apply(ctx, c)
+		if err := cfg.Apply(ctx, c); err != nil {
+			return err
+		}
+		last = fp
+		return nil
 	}
 
 	if err := apply("start"); err != nil {
@@ -162,6 +176,19 @@ func Run(ctx context.Context, cfg Config) error {
 			}
 		}
 	}
+}
+
+// fingerprint identifies what a config asks of the node: the token is left out, because the agent removes it from
+// the drop-ins after the join.
+func fingerprint(c *v1alpha1.NodeConfig) string {
+	cc := *c
+	cc.Spec.ControlPlane.Discovery.Token = ""
+	data, err := json.Marshal(cc)
+	if err != nil {
+		return ""
+	}
+	sum := sha256.Sum256(data)
+	return hex.EncodeToString(sum[:])
 }
 
 // ConfigError is a NodeConfig that did not decode, merge or validate.

@@ -175,8 +175,17 @@ func TestReappliesChanges(t *testing.T) {
 		t.Fatalf("Run ended on a bad drop-in of a joined node: %v", err)
 	default:
 	}
+	// Removing the bad drop-in brings back the config applied last: nothing to apply.
 	os.Remove(filepath.Join(r.dir, "40-bad.yaml"))
-	eventually(t, "a re-apply after the fix", func() bool { a, _ := r.snapshot(); return len(a) == 3 })
+	time.Sleep(300 * time.Millisecond)
+	// The agent scrubs the token out of the drop-in after the join: the same config without it applies nothing.
+	write(t, r.dir, "10-user-data.yaml", strings.Replace(base, "      token: abcdef.0123456789abcdef\n", "", 1))
+	time.Sleep(300 * time.Millisecond)
+	if a, _ := r.snapshot(); len(a) != 2 {
+		t.Fatalf("applied %d times; a removed bad drop-in or a scrubbed token must not re-apply: %q", len(a), a)
+	}
+	write(t, r.dir, "30-more.yaml", maxPods("80"))
+	eventually(t, "a re-apply of a real change", func() bool { a, _ := r.snapshot(); return len(a) == 3 })
 }
 
 // Before the join, a failed apply ends Run with its error (systemd shows the exit code and restarts the unit).

@@ -35,6 +35,7 @@ import (
 	"berth.dev/berth/agent/atomicfile"
 	"berth.dev/berth/agent/bootstrap"
 	"berth.dev/berth/agent/preflight"
+	"berth.dev/berth/agent/imagestore"
 	"berth.dev/berth/agent/render"
 	"berth.dev/berth/imagebuilder/distro"
 )
@@ -121,6 +122,7 @@ var phases = []phase{
 	{"files", writeFiles},
 	{"sysctls", applySysctls},
 	{"containerd", startUnit(render.Containerd)},
+	{"images", ensureImages},
 	{"kubelet", startUnit(render.Kubelet)},
 	{"tls-bootstrap", waitTLSBootstrap},
 	{"cni", writeCNI},
@@ -370,6 +372,19 @@ func startUnit(unit string) func(context.Context, *state) (string, error) {
 		delete(s.pending, unit)
 		return detail, writePending(s.cfg.StateDir, s.pending)
 	}
+}
+
+// ensureImages checks containerd answers through its client, imports shipped images it lacks and pins the
+// sandbox image.
+func ensureImages(ctx context.Context, s *state) (string, error) {
+	cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	res, err := imagestore.Ensure(cctx, imagestore.Config{Socket: s.cfg.Paths.ContainerdSocket, ImageDir: s.cfg.Paths.ShippedImages,
+		SandboxImage: render.SandboxImage(s.cfg.NodeConfig.Spec), Log: s.log})
+	if err != nil {
+		return "", &Error{Code: ExitServices, Err: err, Hint: "see journalctl -u " + render.Containerd}
+	}
+	return res.String(), nil
 }
 
 // waitTLSBootstrap waits for the kubelet's kubeconfig (written once its CSR is approved and the certificate

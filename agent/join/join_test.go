@@ -7,6 +7,7 @@ import (
 	"io/fs"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -17,6 +18,7 @@ import (
 
 	"berth.dev/berth/agent/api/v1alpha1"
 	"berth.dev/berth/agent/config"
+	"berth.dev/berth/agent/imagestore"
 	"berth.dev/berth/agent/join"
 	"berth.dev/berth/agent/preflight"
 	"berth.dev/berth/agent/render"
@@ -165,6 +167,14 @@ func TestJoinHostTier(t *testing.T) {
 		t.Errorf("joined marker: %v", err)
 	}
 	assertNoToken(t, h.dir, ji.Token.Secret())
+	// The shipped images were imported through containerd's client, and the sandbox image is pinned.
+	if d := phases(st)["images"].Detail; !strings.Contains(d, "2 imported") || !strings.Contains(d, "sandbox image pinned") {
+		t.Errorf("images phase: %q", d)
+	}
+	if out, err := exec.Command("ctr", "--address", h.cfg.Paths.ContainerdSocket, "-n", "k8s.io", "images", "ls", "name=="+images.Pause).CombinedOutput(); err != nil ||
+		!strings.Contains(string(out), imagestore.PinnedLabel+"=pinned") {
+		t.Errorf("pause image not pinned: %v\n%s", err, out)
+	}
 	// Without its token the config is incomplete for a new node and complete for this joined one.
 	if srcs, err := config.DropIns(h.dropIns); err != nil {
 		t.Fatal(err)
@@ -182,7 +192,7 @@ func TestJoinHostTier(t *testing.T) {
 		t.Fatalf("re-run: %v\n%s", err, st.Format())
 	}
 	ps := phases(st)
-	if ps["discover"].Result != "skipped" || ps["files"].Detail != "unchanged" {
+	if ps["discover"].Result != "skipped" || ps["files"].Detail != "unchanged" || !strings.Contains(ps["images"].Detail, "2 shipped image(s) present, 0 imported") {
 		t.Errorf("re-run did work again:\n%s", st.Format())
 	}
 	if pid, _ := h.n.Running(render.Kubelet); pid != kubeletPID || h.n.Restarts(render.Kubelet)+h.n.Restarts(render.Containerd) != 0 {

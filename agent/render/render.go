@@ -41,6 +41,14 @@ const (
 // DefaultSandboxImage is the pause image the image builder pre-caches.
 const DefaultSandboxImage = "berth.dev/pause:3.10"
 
+// SandboxImage is the pause image the node's containerd uses: the spec's, else DefaultSandboxImage.
+func SandboxImage(spec v1alpha1.NodeConfigSpec) string {
+	if spec.Containerd.SandboxImage != "" {
+		return spec.Containerd.SandboxImage
+	}
+	return DefaultSandboxImage
+}
+
 // Paths are where the node's files live. Default is production; the host tier moves them into a node directory.
 type Paths struct {
 	CACert              string
@@ -56,6 +64,8 @@ type Paths struct {
 	RegistryHostsDir    string
 	CNIConfDir          string
 	Sysctls             string
+	// ShippedImages holds the image tarballs the image builder shipped (imported again if containerd lacks them).
+	ShippedImages string
 }
 
 // DefaultPaths are the paths on a node; the units in systemd/ and the image builder agree with them.
@@ -74,6 +84,7 @@ func DefaultPaths() Paths {
 		RegistryHostsDir:    "/etc/containerd/certs.d",
 		CNIConfDir:          "/etc/cni/net.d",
 		Sysctls:             "/etc/sysctl.d/90-berth.conf",
+		ShippedImages:       "/var/lib/berth/images",
 	}
 }
 
@@ -312,10 +323,7 @@ func dropIn(unit, variable string, args []string) []byte {
 
 // containerdConfig renders the config in the installed containerd's schema and merges the user's TOML over it.
 func containerdConfig(in Input, systemdCgroup bool, userPath *field.Path) ([]byte, error) {
-	sandbox := in.Spec.Containerd.SandboxImage
-	if sandbox == "" {
-		sandbox = DefaultSandboxImage
-	}
+	sandbox := SandboxImage(in.Spec)
 	runc := map[string]any{
 		"runtime_type": "io.containerd.runc.v2",
 		"options":      map[string]any{"SystemdCgroup": systemdCgroup},

@@ -182,9 +182,31 @@ func TestJoinInQemu(t *testing.T) {
 	if st.Result != "joined" {
 		t.Errorf("status.json result %q", st.Result)
 	}
+	// The status is the join's own (the agent's token scrub does not trigger a re-apply that would replace it).
+	var toKubelet, toReady time.Duration
+	seen := map[string]join.PhaseStatus{}
 	for _, p := range st.Phases {
 		t.Logf("guest phase %-13s %-8s %8v %s", p.Name, p.Result, p.Duration.Round(time.Millisecond), p.Detail)
+		seen[p.Name] = p
+		switch p.Name {
+		case "discover", "name", "files", "sysctls", "containerd", "images", "kubelet":
+			toKubelet += p.Duration
+		case "tls-bootstrap", "cni", "ready":
+			toReady += p.Duration
+		}
 	}
+	if seen["discover"].Result != "ok" || seen["cleanup"].Detail == "nothing to remove" {
+		t.Errorf("status.json is not the join's: discover %q, cleanup %q", seen["discover"].Result, seen["cleanup"].Detail)
+	}
+	t.Logf("guest join: discovery (with the control plane late) %v, then to kubelet started %v, kubelet started → Ready %v",
+		seen["discover"].Duration.Round(time.Millisecond), (toKubelet - seen["discover"].Duration).Round(time.Millisecond), toReady.Round(time.Millisecond))
+	if d := seen["images"].Detail; !strings.Contains(d, "2 shipped image(s) present, 0 imported") || !strings.Contains(d, "sandbox image pinned") {
+		t.Errorf("images phase in the guest: %q (the image pre-caches both)", d)
+	}
+	if out := tryRun(g, "ctr -n k8s.io images ls name=="+images.Pause); !strings.Contains(out, "io.cri-containerd.pinned=pinned") {
+		t.Errorf("the pause image is not pinned in the guest:\n%s", out)
+	}
+	waitGuest(t, g, "kube-proxy active", "systemctl is-active kube-proxy", func(s string) bool { return strings.TrimSpace(s) == "active" })
 	if out, err := g.Try("berth-agent status"); err != nil {
 		t.Errorf("berth-agent status: %v\n%s", err, out)
 	}

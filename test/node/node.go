@@ -52,7 +52,9 @@ type Config struct {
 	NodeIP     netip.Addr
 	ClusterDNS netip.Addr // default 10.96.0.10
 
-	Images       []string // OCI image-layout tarballs imported into containerd's k8s.io namespace before the kubelet starts
+	// Images are OCI image-layout tarballs "shipped" with the node: linked into Paths().ShippedImages, where the
+	// agent's images phase imports them; Start (without the agent) imports them itself before the kubelet starts.
+	Images       []string
 	SandboxImage string   // the pause image; must be among Images (no registry is reachable)
 
 	Registry *proc.Registry
@@ -127,10 +129,18 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err := n.writeConfigs(); err != nil {
 		return nil, err
 	}
-	for _, unit := range []string{render.Containerd, render.Kubelet} {
-		if err := n.Start(ctx, unit); err != nil {
-			return nil, err
+	if err := n.Start(ctx, render.Containerd); err != nil {
+		return nil, err
+	}
+	// What the agent's images phase does on a node.
+	for _, img := range cfg.Images {
+		if out, err := exec.CommandContext(ctx, "ctr", "--address", n.ContainerdSocket(), "--namespace", "k8s.io",
+			"images", "import", img).CombinedOutput(); err != nil {
+			return nil, fmt.Errorf("import %s: %w: %s", img, err, out)
 		}
+	}
+	if err := n.Start(ctx, render.Kubelet); err != nil {
+		return nil, err
 	}
 	n.log.Info("node started", "cgroup", n.host.Cgroup, "bridge", n.host.Bridge, "podCIDR", cfg.PodCIDR)
 	return n, nil
@@ -165,8 +175,18 @@ func Prepare(ctx context.Context, cfg Config) (_ *Node, err error) {
 		}
 	}()
 
-	for _, d := range []string{"var-lib", "var-log", "run", "net.d", "etc"} {
+	for _, d := range []string{"var-lib", "var-log", "run", "net.d", "etc", "images"} {
 		if err := os.MkdirAll(n.path(d), 0o755); err != nil {
+			return nil, err
+		}
+	}
+	// The images are "shipped" as on a baked image: the agent imports them (Start imports them itself).
+	for _, img := range cfg.Images {
+		abs, err := filepath.Abs(img)
+		if err != nil {
+			return nil, err
+		}
+		if err := os.Symlink(abs, n.path("images", filepath.Base(img))); err != nil && !os.IsExist(err) {
 			return nil, err
 		}
 	}

@@ -36,6 +36,7 @@ func (n *Node) Paths() render.Paths {
 		RegistryHostsDir:    n.path("etc", "certs.d"),
 		CNIConfDir:          n.path("net.d"),
 		Sysctls:             n.path("etc", "sysctl.conf"),
+		ShippedImages:       n.path("images"),
 	}
 }
 

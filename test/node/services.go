@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -37,17 +36,7 @@ func (n *Node) Start(ctx context.Context, unit string) error {
 		if err != nil {
 			return err
 		}
-		if err := n.waitContainerd(ctx, p); err != nil {
-			return err
-		}
-		// The image builder pre-caches these on a real node.
-		for _, img := range n.cfg.Images {
-			if out, err := exec.CommandContext(ctx, "ctr", "--address", n.ContainerdSocket(), "--namespace", "k8s.io",
-				"images", "import", img).CombinedOutput(); err != nil {
-				return fmt.Errorf("import %s: %w: %s", img, err, out)
-			}
-		}
-		return nil
+		return n.waitContainerd(ctx, p)
 	case render.Kubelet:
 		args, err := dropInArgs(n.Paths().KubeletDropIn, "KUBELET_ARGS")
 		if err != nil {
