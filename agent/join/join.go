@@ -34,8 +34,8 @@ import (
 	"berth.dev/berth/agent/api/v1alpha1"
 	"berth.dev/berth/agent/atomicfile"
 	"berth.dev/berth/agent/bootstrap"
-	"berth.dev/berth/agent/preflight"
 	"berth.dev/berth/agent/imagestore"
+	"berth.dev/berth/agent/preflight"
 	"berth.dev/berth/agent/render"
 	"berth.dev/berth/imagebuilder/distro"
 )

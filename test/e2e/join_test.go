@@ -174,7 +174,9 @@ func TestJoinInQemu(t *testing.T) {
 
 	// The unit reports the join; the status file and `berth-agent status` agree.
 	waitGuest(t, g, "agent active and joined", "systemctl show -p ActiveState -p StatusText berth-agent",
-		func(s string) bool { return strings.Contains(s, "ActiveState=active") && strings.Contains(s, "StatusText=joined as "+name) })
+		func(s string) bool {
+			return strings.Contains(s, "ActiveState=active") && strings.Contains(s, "StatusText=joined as "+name)
+		})
 	var st join.Status
 	if err := json.Unmarshal([]byte(g.Run("cat /var/lib/berth/status.json")), &st); err != nil {
 		t.Fatal(err)

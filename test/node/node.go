@@ -55,7 +55,7 @@ type Config struct {
 	// Images are OCI image-layout tarballs "shipped" with the node: linked into Paths().ShippedImages, where the
 	// agent's images phase imports them; Start (without the agent) imports them itself before the kubelet starts.
 	Images       []string
-	SandboxImage string   // the pause image; must be among Images (no registry is reachable)
+	SandboxImage string // the pause image; must be among Images (no registry is reachable)
 
 	Registry *proc.Registry
 	Log      *slog.Logger
