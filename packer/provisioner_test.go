@@ -124,6 +124,12 @@ build {
 	if got := debugfs("stat /usr/local/bin/kubelet"); !strings.Contains(got, "Mode:  0755") {
 		t.Errorf("kubelet not installed 0755:\n%s", got)
 	}
+	if got := debugfs("stat /usr/local/bin/berth-agent"); !strings.Contains(got, "Mode:  0755") {
+		t.Errorf("berth-agent not installed 0755:\n%s", got)
+	}
+	if got := debugfs("stat /etc/systemd/system/multi-user.target.wants/berth-agent.service"); !strings.Contains(got, "Type: symlink") {
+		t.Errorf("berth-agent.service not enabled:\n%s", got)
+	}
 	if got := debugfs("cat /etc/sysctl.d/90-berth-kubernetes.conf"); !strings.Contains(got, "net.ipv4.ip_forward = 1") {
 		t.Errorf("sysctls not installed: %q", got)
 	}
