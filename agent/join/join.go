@@ -78,7 +78,9 @@ type Config struct {
 	BackoffInitial, BackoffMax time.Duration
 	// Notify is sd_notify (nil: not under systemd).
 	Notify func(state string) error
-	Log    *slog.Logger
+	// BeforePhase, if set, is called as each phase starts (the e2e tests kill the agent there).
+	BeforePhase func(phase string)
+	Log         *slog.Logger
 }
 
 // Error is a failed run: the phase, the exit code and what to do.
@@ -168,6 +170,9 @@ func Run(ctx context.Context, cfg Config) (*Status, error) {
 		st.Phases = append(st.Phases, ps)
 		_ = writeStatus(cfg.StateDir, st)
 		s.log.Info("phase started", "phase", p.name)
+		if cfg.BeforePhase != nil {
+			cfg.BeforePhase(p.name)
+		}
 		start := time.Now()
 		detail, perr := p.run(ctx, s)
 		cur := &st.Phases[len(st.Phases)-1]

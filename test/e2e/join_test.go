@@ -13,6 +13,8 @@ import (
 	"os"
 	"path/filepath"
 	"runtime"
+	"slices"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -256,6 +258,65 @@ func TestJoinInQemu(t *testing.T) {
 		if err != nil || !strings.Contains(out, fmt.Sprintf("exit=%d", c.code)) {
 			t.Errorf("%s: preflight in the guest: %v\n%s (want exit %d)", c.what, err, out, c.code)
 		}
+	}
+	g.Stop() // one TCG guest at a time
+
+	t.Run("sigkill-at-every-phase", func(t *testing.T) { killEveryPhase(t, ctx, image, cp, info, cfg.APIServerPort) })
+}
+
+// killEveryPhase joins a second guest whose agent SIGKILLs itself as each phase starts, once per phase (the
+// agent's test failpoint), with systemd restarting it after each kill. The join must converge: one Ready Node,
+// the bootstrap credentials gone, every phase killed once. The guest boots without a NodeConfig; the agent
+// waits for one and picks it up from its drop-in directory when the test writes it.
+func killEveryPhase(t *testing.T, ctx context.Context, image string, cp *controlplane.ControlPlane, info controlplane.JoinInfo, port int) {
+	const name = "e2e-node-2"
+	g := vm.Boot(t, vm.Config{Name: name, Image: image, Format: "qcow2",
+		GuestForwards: []qemu.GuestForward{{Guest: apiInGuest, HostPort: port}}})
+	waitGuest(t, g, "agent waiting for a NodeConfig", "systemctl show -p ActiveState -p StatusText berth-agent",
+		func(s string) bool { return strings.Contains(s, "StatusText=waiting for a NodeConfig") })
+	// The failpoint, and a quick restart without a start limit (12 kills in a row).
+	g.Run(`mkdir -p /etc/systemd/system/berth-agent.service.d && printf '[Unit]\nStartLimitIntervalSec=0\n[Service]\nRestartSec=1\nEnvironment=BERTH_AGENT_TEST_KILL_ONCE_DIR=/var/lib/berth-test/killed\n' > /etc/systemd/system/berth-agent.service.d/50-e2e.conf && systemctl daemon-reload && systemctl restart berth-agent`)
+	ud := userData(t, "https://"+apiInGuest, info.Token, info.CACertPin, name)
+	nodeConfig := ud[strings.Index(ud, "      apiVersion:"):]
+	nodeConfig = strings.ReplaceAll(nodeConfig, "\n      ", "\n")[len("      "):]
+	g.Run("umask 077; echo " + base64.StdEncoding.EncodeToString([]byte(nodeConfig)) + " | base64 -d > /etc/berth/config.d/.new && mv /etc/berth/config.d/.new /etc/berth/config.d/10-user-data.yaml")
+
+	for deadline := time.Now().Add(8 * time.Minute); ; time.Sleep(3 * time.Second) {
+		n, err := cp.Client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+		if err == nil && ready(n) {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("node %s not Ready after kills (err %v); agent:\n%s\nkilled: %s", name, err,
+				tryRun(g, "journalctl -u berth-agent --no-pager | tail -n 40"), tryRun(g, "ls /var/lib/berth-test/killed"))
+		}
+	}
+	waitGuest(t, g, "agent joined after the kills", "systemctl show -p ActiveState -p StatusText berth-agent",
+		func(s string) bool { return strings.Contains(s, "StatusText=joined as "+name) })
+	killed := strings.Fields(g.Run("ls /var/lib/berth-test/killed"))
+	restarts := strings.TrimSpace(g.Run("systemctl show -p NRestarts --value berth-agent"))
+	t.Logf("killed at %d phases (%v), %s restarts by systemd", len(killed), killed, restarts)
+	for _, p := range []string{"discover", "name", "files", "sysctls", "containerd", "images", "kubelet", "tls-bootstrap", "cni", "ready", "kube-proxy", "cleanup"} {
+		if !slices.Contains(killed, p) {
+			t.Errorf("the agent was never killed at phase %s", p)
+		}
+	}
+	if restarts != strconv.Itoa(len(killed)) {
+		t.Errorf("NRestarts = %s, want one per kill (%d)", restarts, len(killed))
+	}
+	if out, err := g.Try("test ! -e /var/lib/kubelet/bootstrap-kubeconfig && ! grep -rl " + info.Token.Secret() + " /etc/berth /var/lib/kubelet /var/lib/berth"); err != nil {
+		t.Errorf("credentials left after the kills: %v %s", err, out)
+	}
+	nodes, err := cp.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, n := range nodes.Items {
+		names = append(names, n.Name)
+	}
+	if slices.Sort(names); !slices.Equal(names, []string{"e2e-node-1", name}) {
+		t.Errorf("nodes %v, want e2e-node-1 and one %s", names, name)
 	}
 }
 
