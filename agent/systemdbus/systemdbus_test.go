@@ -4,7 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -13,7 +12,6 @@ import (
 	"berth.dev/berth/agent/api/v1alpha1"
 	"berth.dev/berth/agent/bootstrap"
 	"berth.dev/berth/agent/render"
-	"berth.dev/berth/agent/systemdbus"
 	"berth.dev/berth/imagebuilder/distro"
 	"berth.dev/berth/systemd"
 	"berth.dev/berth/test/nspawn"
@@ -36,12 +34,6 @@ exec sleep infinity
 // reach ExecStart intact, daemon-reload picks up a changed drop-in, a start of an active unit changes nothing,
 // a restart does, and a failing unit's error says what state it is in.
 func TestUnitsOverDBusInNspawn(t *testing.T) {
-	if os.Getuid() != 0 {
-		t.Skip("needs root for systemd-nspawn")
-	}
-	if _, err := exec.LookPath("systemd-nspawn"); err != nil {
-		t.Skip("systemd-nspawn is not installed (apt package systemd-container)")
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
@@ -71,7 +63,7 @@ func TestUnitsOverDBusInNspawn(t *testing.T) {
 		}
 		return nil
 	}
-	m, err := nspawn.Boot(ctx, nspawn.Config{Dir: t.TempDir(), Name: "berth-systemd-tier", Log: log,
+	m, mgr := nspawn.ForTest(t, ctx, nspawn.Config{Name: "berth-systemd-tier", Log: log,
 		Prepare: func(root string) error {
 			files := out.Files
 			for _, u := range systemd.Units() {
@@ -95,23 +87,6 @@ func TestUnitsOverDBusInNspawn(t *testing.T) {
 					Data: []byte("[Service]\nNotifyAccess=all\n")})
 			return install(root, files)
 		}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			data, _ := os.ReadFile(m.Log())
-			t.Logf("console:\n%s", data)
-		}
-		if err := m.Stop(); err != nil {
-			t.Errorf("stop container: %v", err)
-		}
-	})
-	mgr, err := systemdbus.ConnectSocket(ctx, m.Bus)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mgr.Close()
 	read := func(p string) string {
 		data, _ := os.ReadFile(filepath.Join(m.Root, p))
 		return strings.TrimSpace(string(data))

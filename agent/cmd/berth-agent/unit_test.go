@@ -4,7 +4,6 @@ import (
 	"context"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -22,12 +21,6 @@ import (
 // up by its fsnotify watch, and an invalid one before the join ends the unit with exit 2, which the unit does not
 // restart (waiting cannot fix a config).
 func TestAgentUnitInNspawn(t *testing.T) {
-	if os.Getuid() != 0 {
-		t.Skip("needs root for systemd-nspawn")
-	}
-	if _, err := exec.LookPath("systemd-nspawn"); err != nil {
-		t.Skip("systemd-nspawn is not installed (apt package systemd-container)")
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	agent := toolbin.Agent(t)
@@ -35,7 +28,7 @@ func TestAgentUnitInNspawn(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	m, err := nspawn.Boot(ctx, nspawn.Config{Dir: t.TempDir(), Name: "berth-agent-unit", Log: slog.New(slog.NewTextHandler(os.Stderr, nil)),
+	m, mgr := nspawn.ForTest(t, ctx, nspawn.Config{Name: "berth-agent-unit", Log: slog.New(slog.NewTextHandler(os.Stderr, nil)),
 		Prepare: func(root string) error {
 			bin, err := os.ReadFile(agent)
 			if err != nil {
@@ -66,23 +59,6 @@ func TestAgentUnitInNspawn(t *testing.T) {
 			}
 			return os.Symlink("/etc/systemd/system/berth-agent.service", filepath.Join(wants, "berth-agent.service"))
 		}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if t.Failed() {
-			data, _ := os.ReadFile(m.Log())
-			t.Logf("console:\n%s", data)
-		}
-		if err := m.Stop(); err != nil {
-			t.Errorf("stop container: %v", err)
-		}
-	})
-	mgr, err := systemdbus.ConnectSocket(ctx, m.Bus)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer mgr.Close()
 	const u = "berth-agent.service"
 	waitFor := func(what string, ok func(systemdbus.State) bool) systemdbus.State {
 		t.Helper()
