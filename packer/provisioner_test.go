@@ -12,22 +12,16 @@ import (
 
 	"berth.dev/berth/imagebuilder/bake"
 	"berth.dev/berth/imagebuilder/disk"
-	"berth.dev/berth/imagebuilder/distro"
+	"berth.dev/berth/imagebuilder/payload"
 	"berth.dev/berth/test/images"
+	"berth.dev/berth/test/nodeimage"
 )
 
 // bareImage bakes a Debian 12 image with the profile's packages but without berth's payload (the bake's phases
 // minus install), as a stand-in for a cloud's stock image, and returns it as qcow2.
 func bareImage(t *testing.T) string {
-	p, err := distro.Get("debian-12")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cache := bake.DefaultCacheDir()
-	out := t.TempDir()
-	s := &bake.Spec{Name: "bare", Profile: p, OutputDir: out, WorkDir: t.TempDir(), CacheDir: cache,
-		Layout:  disk.Layout{SizeMiB: 3072, RootUUID: "0b7c1d2e-3f40-4a5b-8c6d-7e8f90a1b2c3", Ext4Features: p.Ext4Features},
-		Formats: []disk.Format{disk.QCOW2}, Log: slog.New(slog.DiscardHandler)}
+	s := nodeimage.Spec(t, payload.Inputs{})
+	s.Name, s.Log = "bare", slog.New(slog.DiscardHandler)
 	st := &bake.State{}
 	ctx := context.Background()
 	defer bake.Cleanup(s, st, false)

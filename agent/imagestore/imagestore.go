@@ -68,17 +68,13 @@ func Ensure(ctx context.Context, cfg Config) (Result, error) {
 		cfg.Log = slog.Default()
 	}
 	var res Result
-	c, err := connect(ctx, cfg.Socket)
+	c, v, err := connect(ctx, cfg.Socket)
 	if err != nil {
 		return res, err
 	}
 	defer c.Close()
 	ctx = namespaced(ctx)
-	v, err := c.Version(ctx)
-	if err != nil {
-		return res, fmt.Errorf("containerd at %s: version: %w", cfg.Socket, err)
-	}
-	res.Version = v.Version
+	res.Version = v
 
 	tarballs, err := filepath.Glob(filepath.Join(cfg.ImageDir, "*.tar"))
 	if err != nil {
@@ -135,21 +131,22 @@ func Ensure(ctx context.Context, cfg Config) (Result, error) {
 
 func namespaced(ctx context.Context) context.Context { return namespaces.WithNamespace(ctx, Namespace) }
 
-// connect dials until containerd answers or ctx ends.
-func connect(ctx context.Context, socket string) (*client.Client, error) {
+// connect dials until containerd answers its version or ctx ends.
+func connect(ctx context.Context, socket string) (*client.Client, string, error) {
 	var last error
 	for {
 		c, err := client.New(socket, client.WithTimeout(5*time.Second), client.WithDefaultNamespace(Namespace))
 		if err == nil {
-			if _, err = c.Version(namespaced(ctx)); err == nil {
-				return c, nil
+			var v client.Version
+			if v, err = c.Version(namespaced(ctx)); err == nil {
+				return c, v.Version, nil
 			}
 			c.Close()
 		}
 		last = err
 		select {
 		case <-ctx.Done():
-			return nil, fmt.Errorf("containerd at %s does not answer: %w", socket, last)
+			return nil, "", fmt.Errorf("containerd at %s does not answer: %w", socket, last)
 		case <-time.After(500 * time.Millisecond):
 		}
 	}

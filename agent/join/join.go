@@ -282,7 +282,7 @@ func checkName(ctx context.Context, s *state) (string, error) {
 		return "no Node named " + s.name, nil
 	case err != nil:
 		return "", &Error{Code: int(preflight.ClassTCP), Err: fmt.Errorf("get Node %s with the bootstrap token: %w", s.name, err)}
-	case isReady(n):
+	case NodeReady(n):
 		return "", &Error{Code: ExitNameTaken, Err: fmt.Errorf("a Ready Node named %s already exists", s.name),
 			Hint: "give this node another spec.node.name, or remove the other one (kubectl delete node " + s.name + ") if it is gone"}
 	}
@@ -454,7 +454,7 @@ func waitReady(ctx context.Context, s *state) (string, error) {
 	for {
 		n, err := s.client.CoreV1().Nodes().Get(ctx, s.name, metav1.GetOptions{})
 		if err == nil {
-			if isReady(n) {
+			if NodeReady(n) {
 				return "Ready", nil
 			}
 			reason = notReadyReason(n)
@@ -499,7 +499,8 @@ func cleanup(ctx context.Context, s *state) (string, error) {
 	return "removed the token from " + strings.Join(removed, ", "), nil
 }
 
-func isReady(n *corev1.Node) bool {
+// NodeReady reports whether the Node's Ready condition is True.
+func NodeReady(n *corev1.Node) bool {
 	for _, c := range n.Status.Conditions {
 		if c.Type == corev1.NodeReady {
 			return c.Status == corev1.ConditionTrue

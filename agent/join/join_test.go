@@ -13,7 +13,6 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"berth.dev/berth/agent/api/v1alpha1"
@@ -330,18 +329,9 @@ func TestJoinWaitsForControlPlane(t *testing.T) {
 		t.Errorf("discover did not retry: %q", d)
 	}
 	n, err := cp.Client.CoreV1().Nodes().Get(ctx, "join-late", metav1.GetOptions{})
-	if err != nil || !ready(n) {
+	if err != nil || !join.NodeReady(n) {
 		t.Errorf("node not Ready: %v", err)
 	}
-}
-
-func ready(n *corev1.Node) bool {
-	for _, c := range n.Status.Conditions {
-		if c.Type == corev1.NodeReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }
 
 // assertNoToken fails if the token's secret is in any regular file under dir (logs, state, drop-ins, configs).

@@ -1,4 +1,4 @@
-package bake
+package bake_test
 
 import (
 	"context"
@@ -9,12 +9,11 @@ import (
 	"testing"
 	"time"
 
+	"berth.dev/berth/imagebuilder/bake"
 	"berth.dev/berth/imagebuilder/bootcheck"
 	"berth.dev/berth/imagebuilder/disk"
-	"berth.dev/berth/imagebuilder/distro"
-	"berth.dev/berth/imagebuilder/payload"
 	"berth.dev/berth/test/images"
-	"berth.dev/berth/test/toolbin"
+	"berth.dev/berth/test/nodeimage"
 	"berth.dev/berth/test/vm"
 )
 
@@ -23,31 +22,13 @@ import (
 // boot under qemu whose in-guest checks must all pass. Then the same image booted with a wrong expectation must
 // fail the check: a boot check that cannot fail would be worthless.
 func TestBakeDebian12(t *testing.T) {
-	k8s := toolbin.Kubernetes.ForTest(t)
-	imgs, err := images.Build(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	p, err := distro.Get("debian-12")
-	if err != nil {
-		t.Fatal(err)
-	}
-	cache := DefaultCacheDir()
-	out := t.TempDir()
-	s := &Spec{
-		Name: "node", Profile: p,
-		Inputs: payload.Inputs{KubeletPath: filepath.Join(k8s, "kubelet"), KubeProxyPath: filepath.Join(k8s, "kube-proxy"),
-			AgentPath: toolbin.Agent(t),
-			Images:    []string{imgs.Pause, imgs.Busybox}},
-		Layout:    disk.Layout{SizeMiB: 3072, RootUUID: "6b1c7e2a-3f4d-4c5b-9a8e-1d2c3b4a5f60", Ext4Features: p.Ext4Features},
-		Formats:   []disk.Format{disk.QCOW2, disk.VHD},
-		OutputDir: out, WorkDir: t.TempDir(), CacheDir: cache,
-		KubernetesVersion: "v1.37.2", SandboxImage: images.Pause,
-		BootCheck: true, BootTimeout: 6 * time.Minute,
-		Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo})),
-	}
+	s := nodeimage.Spec(t, nodeimage.Inputs(t))
+	s.Formats = []disk.Format{disk.QCOW2, disk.VHD}
+	s.BootCheck = true
+	s.Log = slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	out := s.OutputDir
 	ctx := context.Background()
-	st, err := RunAll(ctx, s)
+	st, err := bake.RunAll(ctx, s)
 	if st.BootCheck != nil {
 		for _, c := range st.BootCheck.Checks {
 			t.Logf("boot check %-28s ok=%v %s", c.Name, c.OK, c.Detail)

@@ -1,4 +1,4 @@
-package bake
+package bake_test
 
 import (
 	"context"
@@ -9,12 +9,11 @@ import (
 	"testing"
 	"time"
 
+	"berth.dev/berth/imagebuilder/bake"
 	"berth.dev/berth/imagebuilder/disk"
 	"berth.dev/berth/imagebuilder/distro"
-	"berth.dev/berth/imagebuilder/payload"
 	"berth.dev/berth/imagebuilder/rootfs"
-	"berth.dev/berth/test/images"
-	"berth.dev/berth/test/toolbin"
+	"berth.dev/berth/test/nodeimage"
 )
 
 // BenchmarkBake measures the Debian 12 bake on this machine (run with -benchtime 1x; it uses the network for the
@@ -30,21 +29,14 @@ import (
 //
 //	go test -run '^$' -bench Bake -benchtime 1x -timeout 30m ./imagebuilder/bake
 func BenchmarkBake(b *testing.B) {
-	k8s := toolbin.Kubernetes.ForTest(b)
-	imgs, err := images.Build(b.TempDir())
-	if err != nil {
-		b.Fatal(err)
-	}
+	in := nodeimage.Inputs(b) // built once: the timed loops bake only
 	p, _ := distro.Get("debian-12")
 	log := slog.New(slog.DiscardHandler)
-	spec := func(cache string, boot bool) *Spec {
-		return &Spec{Name: "node", Profile: p, Log: log,
-			Inputs: payload.Inputs{KubeletPath: filepath.Join(k8s, "kubelet"), KubeProxyPath: filepath.Join(k8s, "kube-proxy"),
-				AgentPath: toolbin.Agent(b),
-				Images:    []string{imgs.Pause, imgs.Busybox}},
-			Layout:  disk.Layout{SizeMiB: 3072, RootUUID: "6b1c7e2a-3f4d-4c5b-9a8e-1d2c3b4a5f60", Ext4Features: p.Ext4Features},
-			Formats: []disk.Format{disk.Raw, disk.QCOW2, disk.VHD}, OutputDir: b.TempDir(), WorkDir: b.TempDir(), CacheDir: cache,
-			KubernetesVersion: "v1.37.2", SandboxImage: images.Pause, BootCheck: boot, BootTimeout: 10 * time.Minute}
+	spec := func(cache string, boot bool) *bake.Spec {
+		s := nodeimage.Spec(b, in)
+		s.Formats = []disk.Format{disk.Raw, disk.QCOW2, disk.VHD}
+		s.CacheDir, s.BootCheck, s.BootTimeout, s.Log = cache, boot, 10*time.Minute, log
+		return s
 	}
 	ctx := context.Background()
 	b.Run("mmdebstrap", func(b *testing.B) {
@@ -56,21 +48,22 @@ func BenchmarkBake(b *testing.B) {
 	})
 	b.Run("cold", func(b *testing.B) {
 		for b.Loop() {
-			if _, err := RunAll(ctx, spec(b.TempDir(), false)); err != nil {
+			if _, err := bake.RunAll(ctx, spec(b.TempDir(), false)); err != nil {
 				b.Fatal(err)
 			}
 		}
 	})
 	shared := b.TempDir()
-	if _, err := RunAll(ctx, spec(shared, false)); err != nil { // fill the cache
+	if _, err := bake.RunAll(ctx, spec(shared, false)); err != nil { // fill the cache
 		b.Fatal(err)
 	}
-	var last *Spec
-	var st *State
+	var last *bake.Spec
+	var st *bake.State
+	var err error
 	b.Run("warm", func(b *testing.B) {
 		for b.Loop() {
 			last = spec(shared, false)
-			if st, err = RunAll(ctx, last); err != nil {
+			if st, err = bake.RunAll(ctx, last); err != nil {
 				b.Fatal(err)
 			}
 		}
@@ -97,7 +90,7 @@ func BenchmarkBake(b *testing.B) {
 	b.Run("bootcheck", func(b *testing.B) {
 		for b.Loop() {
 			last.BootCheck = true
-			if err := BootCheck(ctx, last, st); err != nil {
+			if err := bake.BootCheck(ctx, last, st); err != nil {
 				b.Fatal(err)
 			}
 		}

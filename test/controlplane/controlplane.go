@@ -27,6 +27,7 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
 	"berth.dev/berth/test/netns"
+	"berth.dev/berth/test/ports"
 	"berth.dev/berth/test/proc"
 )
 
@@ -131,17 +132,17 @@ func (c *Config) setDefaults() error {
 	if c.ClusterCIDR.Bits() > c.NodeCIDRMaskSize {
 		errs = append(errs, fmt.Errorf("controlplane: NodeCIDRMaskSize: /%d is larger than ClusterCIDR %s", c.NodeCIDRMaskSize, c.ClusterCIDR))
 	}
-	ports := []struct {
+	wanted := []struct {
 		p   *int
 		def int
 	}{{&c.APIServerPort, 6443}, {&c.EtcdClientPort, 2379}, {&c.EtcdPeerPort, 2380}, {&c.ControllerManagerPort, 10257}, {&c.SchedulerPort, 10259}}
-	for _, pt := range ports {
+	for _, pt := range wanted {
 		switch {
 		case *pt.p != 0:
 		case c.NetNS != "":
 			*pt.p = pt.def
 		default:
-			p, err := freePort()
+			p, err := ports.Free()
 			if err != nil {
 				errs = append(errs, err)
 			}
@@ -149,17 +150,6 @@ func (c *Config) setDefaults() error {
 		}
 	}
 	return errors.Join(errs...)
-}
-
-// freePort asks the kernel for a free loopback port. Another process could take it before the component binds it;
-// then the component fails to start with a clear "address in use" in its log, and Start reports it.
-func freePort() (int, error) {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		return 0, fmt.Errorf("pick a free port: %w", err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
 // Start brings the control plane up and provisions it; it returns once the apiserver is ready and the

@@ -9,7 +9,6 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -26,11 +25,11 @@ import (
 	"berth.dev/berth/agent/join"
 	"berth.dev/berth/imagebuilder/bake"
 	"berth.dev/berth/imagebuilder/disk"
-	"berth.dev/berth/imagebuilder/distro"
-	"berth.dev/berth/imagebuilder/payload"
 	"berth.dev/berth/imagebuilder/qemu"
 	"berth.dev/berth/test/controlplane"
 	"berth.dev/berth/test/images"
+	"berth.dev/berth/test/nodeimage"
+	"berth.dev/berth/test/ports"
 	"berth.dev/berth/test/proc"
 	"berth.dev/berth/test/toolbin"
 	"berth.dev/berth/test/vm"
@@ -39,28 +38,11 @@ import (
 // apiInGuest is where a guest reaches the control plane: qemu forwards it to the apiserver's loopback port.
 const apiInGuest = "10.0.2.100:6443"
 
-// nodeImage bakes a Debian 12 node image (qcow2) with the phases the berth-disk builder runs, reusing the rootfs
-// cache; the boot check is left out (the bake tests cover it), the boot below is the test.
+// nodeImage bakes the tests' Debian 12 node image with the phases the berth-disk builder runs, reusing the
+// rootfs cache; the boot check is left out (the bake tests cover it), the boot below is the test.
 func nodeImage(t *testing.T) string {
 	t.Helper()
-	imgs, err := images.Build(t.TempDir())
-	if err != nil {
-		t.Fatal(err)
-	}
-	k8s := toolbin.Kubernetes.ForTest(t)
-	p, err := distro.Get("debian-12")
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &bake.Spec{Name: "node", Profile: p,
-		Inputs: payload.Inputs{KubeletPath: filepath.Join(k8s, "kubelet"), KubeProxyPath: filepath.Join(k8s, "kube-proxy"),
-			AgentPath: toolbin.Agent(t), Images: []string{imgs.Pause, imgs.Busybox}},
-		Layout:  disk.Layout{SizeMiB: 3072, RootUUID: "2f0e8c4a-6b1d-4e3f-9a7c-5d8e0f1a2b3c", Ext4Features: p.Ext4Features},
-		Formats: []disk.Format{disk.QCOW2}, OutputDir: t.TempDir(), WorkDir: t.TempDir(), CacheDir: bake.DefaultCacheDir(),
-		KubernetesVersion: "v1.37.2", SandboxImage: images.Pause,
-		Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
-	}
-	st, err := bake.RunAll(context.Background(), s)
+	st, err := bake.RunAll(context.Background(), nodeimage.Spec(t, nodeimage.Inputs(t)))
 	if err != nil {
 		t.Fatalf("bake: %v", err)
 	}
@@ -79,15 +61,6 @@ func userData(t *testing.T, endpoint string, tok bootstrap.Token, pin bootstrap.
 		"__NODE_NAME__", name).Replace(string(tmpl))
 }
 
-func freePort(t *testing.T) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
-}
-
 // The e2e join. The control plane is down when the guest boots and comes up 60 s after the guest started; the
 // agent retries and joins without help. Then: the Node is Ready, a pod from a pre-cached image runs to
 // completion on it, the bootstrap credentials are gone from the guest, the agent unit says it joined, and in the
@@ -101,7 +74,11 @@ func TestJoinInQemu(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
 	logger := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
-	cfg := controlplane.Config{Dir: t.TempDir(), BinDir: k8s, APIServerPort: freePort(t), ExtraSANs: []string{"10.0.2.100"}, Log: logger}
+	apiPort, err := ports.Free()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfg := controlplane.Config{Dir: t.TempDir(), BinDir: k8s, APIServerPort: apiPort, ExtraSANs: []string{"10.0.2.100"}, Log: logger}
 	var cp *controlplane.ControlPlane
 	t.Cleanup(func() {
 		if cp == nil {
@@ -159,7 +136,7 @@ func TestJoinInQemu(t *testing.T) {
 	var node *corev1.Node
 	for deadline := time.Now().Add(8 * time.Minute); ; time.Sleep(2 * time.Second) {
 		n, err := cp.Client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
-		if err == nil && ready(n) {
+		if err == nil && join.NodeReady(n) {
 			node = n
 			break
 		}
@@ -283,7 +260,7 @@ func killEveryPhase(t *testing.T, ctx context.Context, image string, cp *control
 
 	for deadline := time.Now().Add(8 * time.Minute); ; time.Sleep(3 * time.Second) {
 		n, err := cp.Client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
-		if err == nil && ready(n) {
+		if err == nil && join.NodeReady(n) {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -318,15 +295,6 @@ func killEveryPhase(t *testing.T, ctx context.Context, image string, cp *control
 	if slices.Sort(names); !slices.Equal(names, []string{"e2e-node-1", name}) {
 		t.Errorf("nodes %v, want e2e-node-1 and one %s", names, name)
 	}
-}
-
-func ready(n *corev1.Node) bool {
-	for _, c := range n.Status.Conditions {
-		if c.Type == corev1.NodeReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
 }
 
 func tryRun(g *vm.Guest, cmd string) string {

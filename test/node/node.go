@@ -31,6 +31,8 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"berth.dev/berth/agent/bootstrap"
+	"berth.dev/berth/agent/imagestore"
+	"berth.dev/berth/agent/join"
 	"berth.dev/berth/agent/render"
 	"berth.dev/berth/test/proc"
 )
@@ -132,12 +134,10 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err := n.Start(ctx, render.Containerd); err != nil {
 		return nil, err
 	}
-	// What the agent's images phase does on a node.
-	for _, img := range cfg.Images {
-		if out, err := exec.CommandContext(ctx, "ctr", "--address", n.ContainerdSocket(), "--namespace", "k8s.io",
-			"images", "import", img).CombinedOutput(); err != nil {
-			return nil, fmt.Errorf("import %s: %w: %s", img, err, out)
-		}
+	// What the agent's images phase does on a node: import the shipped images, pin the sandbox image.
+	if _, err := imagestore.Ensure(ctx, imagestore.Config{Socket: n.ContainerdSocket(), ImageDir: n.Paths().ShippedImages,
+		SandboxImage: cfg.SandboxImage, Log: n.log}); err != nil {
+		return nil, err
 	}
 	if err := n.Start(ctx, render.Kubelet); err != nil {
 		return nil, err
@@ -305,12 +305,8 @@ func (n *Node) WaitReady(ctx context.Context, cs kubernetes.Interface) (*corev1.
 	}
 	for {
 		node, err := cs.CoreV1().Nodes().Get(ctx, n.cfg.Name, metav1.GetOptions{})
-		if err == nil {
-			for _, c := range node.Status.Conditions {
-				if c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue {
-					return node, nil
-				}
-			}
+		if err == nil && join.NodeReady(node) {
+			return node, nil
 		}
 		select {
 		case <-kubelet.Exited():

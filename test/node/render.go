@@ -3,8 +3,6 @@ package node
 import (
 	"encoding/json"
 	"fmt"
-	"net"
-	"strconv"
 
 	"github.com/pelletier/go-toml/v2"
 
@@ -13,6 +11,7 @@ import (
 	"berth.dev/berth/agent/mergepatch"
 	"berth.dev/berth/agent/render"
 	"berth.dev/berth/imagebuilder/distro"
+	"berth.dev/berth/test/ports"
 )
 
 // Profile is the distro profile the host tier renders with: this host is Debian 12 with its containerd 1.6.
@@ -140,15 +139,11 @@ func (n *Node) writeConfigs() error {
 // pickPorts chooses the kubelet's port and healthz port.
 func (n *Node) pickPorts() error {
 	for i := range n.ports {
-		l, err := net.Listen("tcp", "127.0.0.1:0")
+		p, err := ports.Free()
 		if err != nil {
-			return fmt.Errorf("pick a free port: %w", err)
-		}
-		_, p, _ := net.SplitHostPort(l.Addr().String())
-		l.Close()
-		if n.ports[i], err = strconv.Atoi(p); err != nil {
 			return err
 		}
+		n.ports[i] = p
 	}
 	return nil
 }

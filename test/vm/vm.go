@@ -7,7 +7,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -17,6 +16,7 @@ import (
 	"time"
 
 	"berth.dev/berth/imagebuilder/qemu"
+	"berth.dev/berth/test/ports"
 )
 
 // Config describes a test guest.
@@ -59,7 +59,10 @@ func Boot(t testing.TB, cfg Config) *Guest {
 	if err != nil {
 		t.Fatal(err)
 	}
-	port := freePort(t)
+	port, err := ports.Free()
+	if err != nil {
+		t.Fatal(err)
+	}
 	userData := fmt.Sprintf("#cloud-config\nlocale: C.UTF-8\ndisable_root: false\nusers:\n  - name: root\n    lock_passwd: true\n    ssh_authorized_keys: [%q]\n", strings.TrimSpace(string(pub)))
 	if extra := strings.TrimPrefix(strings.TrimSpace(cfg.UserData), "#cloud-config"); extra != "" {
 		userData += strings.TrimLeft(extra, "\n") + "\n"
@@ -118,13 +121,4 @@ func (g *Guest) run(timeout time.Duration, cmd string) (string, error) {
 		return stdout.String(), fmt.Errorf("%w: %s", err, strings.TrimSpace(stderr.String()))
 	}
 	return stdout.String(), nil
-}
-
-func freePort(t testing.TB) int {
-	l, err := net.Listen("tcp", "127.0.0.1:0")
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer l.Close()
-	return l.Addr().(*net.TCPAddr).Port
 }

@@ -1,0 +1,47 @@
+// Package nodeimage describes the Debian 12 node image the tests bake: the pinned kubelet and kube-proxy, the
+// berth-agent built from this tree, and the locally built pause and busybox images, on a 3072 MiB disk, with the
+// machine's shared rootfs cache. Tests adjust the formats, the boot check and the log.
+package nodeimage
+
+import (
+	"log/slog"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"berth.dev/berth/imagebuilder/bake"
+	"berth.dev/berth/imagebuilder/disk"
+	"berth.dev/berth/imagebuilder/distro"
+	"berth.dev/berth/imagebuilder/payload"
+	"berth.dev/berth/test/images"
+	"berth.dev/berth/test/toolbin"
+)
+
+// Inputs builds what a test node image carries. Build them once per test: the agent and images are built here.
+func Inputs(tb testing.TB) payload.Inputs {
+	tb.Helper()
+	k8s := toolbin.Kubernetes.ForTest(tb)
+	imgs, err := images.Build(tb.TempDir())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return payload.Inputs{KubeletPath: filepath.Join(k8s, "kubelet"), KubeProxyPath: filepath.Join(k8s, "kube-proxy"),
+		AgentPath: toolbin.Agent(tb), Images: []string{imgs.Pause, imgs.Busybox}}
+}
+
+// Spec is a bake of in: qcow2 only, no boot check, fresh output and work dirs, the shared rootfs cache, warnings
+// logged to stderr.
+func Spec(tb testing.TB, in payload.Inputs) *bake.Spec {
+	tb.Helper()
+	p, err := distro.Get("debian-12")
+	if err != nil {
+		tb.Fatal(err)
+	}
+	return &bake.Spec{Name: "node", Profile: p, Inputs: in,
+		Layout:  disk.Layout{SizeMiB: 3072, RootUUID: "6b1c7e2a-3f4d-4c5b-9a8e-1d2c3b4a5f60", Ext4Features: p.Ext4Features},
+		Formats: []disk.Format{disk.QCOW2}, OutputDir: tb.TempDir(), WorkDir: tb.TempDir(), CacheDir: bake.DefaultCacheDir(),
+		KubernetesVersion: "v1.37.2", SandboxImage: images.Pause, BootTimeout: 6 * time.Minute,
+		Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
+	}
+}
