@@ -132,6 +132,11 @@ func TestStartStopAndStopGroup(t *testing.T) {
 	if len(recs) != 1 || recs[0].PID != p.PID {
 		t.Fatalf("records = %+v, want one for pid %d", recs, p.PID)
 	}
+	// Stop only once the shell has written its line: on a loaded machine a SIGTERM right after the start can
+	// arrive before the echo runs.
+	for deadline := time.Now().Add(10 * time.Second); Tail(filepath.Join(dir, "sh.log"), 5) != "hello" && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
 	if err := p.Stop(5 * time.Second); err != nil {
 		t.Fatal(err)
 	}
