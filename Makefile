@@ -76,8 +76,9 @@ test: deps tools lint
 	BERTH_K8S_BIN=$$(BERTH_CACHE=$(BERTH_CACHE) tools/build.sh k8s) go test -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 bench: deps tools
-	BERTH_K8S_BIN=$$(BERTH_CACHE=$(BERTH_CACHE) tools/build.sh k8s) go test -run '^$$' -bench . -benchtime 5x ./test/...
+	BERTH_K8S_BIN=$$(BERTH_CACHE=$(BERTH_CACHE) tools/build.sh k8s) go test -run '^$$' -bench . -benchtime 5x $$(go list ./test/... | grep -v /test/e2e)
 	go test -run '^$$' -bench Bake -benchtime 1x -timeout 40m ./imagebuilder/bake
+	go test -run '^$$' -bench JoinBerthVsKubeadm -benchtime 1x -count 2 -timeout 60m ./test/e2e
 
 clean-cache:
 	rm -rf $(BERTH_CACHE)

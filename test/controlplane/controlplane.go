@@ -15,6 +15,7 @@ import (
 	"log/slog"
 	"net"
 	"net/netip"
+	"net/url"
 	"os"
 	"path/filepath"
 	"strconv"
@@ -46,6 +47,10 @@ type Config struct {
 	APIServerPort, EtcdClientPort, EtcdPeerPort, ControllerManagerPort, SchedulerPort int
 	// ExtraSANs are more IPs or DNS names for the apiserver's serving certificate.
 	ExtraSANs []string
+	// AdvertiseURL is the apiserver URL that cluster-info hands to nodes (kubeadm join uses it after discovery)
+	// and kubeadm-config's controlPlaneEndpoint. Default: Endpoint. Set it when nodes reach the apiserver at
+	// another address, such as a qemu guest forward; put that address in ExtraSANs too.
+	AdvertiseURL string
 	// ServiceCIDR (default 10.96.0.0/12), ClusterCIDR for node pod CIDRs (default 10.244.0.0/16) and the size
 	// of each node's pod CIDR (default 24).
 	ServiceCIDR, ClusterCIDR netip.Prefix
@@ -83,8 +88,10 @@ type ControlPlane struct {
 	procs     *proc.Group
 	serviceIP netip.Addr
 
-	// Endpoint is the apiserver's URL as nodes use it.
+	// Endpoint is the apiserver's URL on this host.
 	Endpoint string
+	// Advertised is the apiserver's URL as nodes use it: Config.AdvertiseURL, else Endpoint.
+	Advertised string
 	// Admin is a cluster-admin client config (it dials inside NetNS when set).
 	Admin  *rest.Config
 	Client kubernetes.Interface
@@ -129,6 +136,11 @@ func (c *Config) setDefaults() error {
 	if !c.BindAddress.Is4() {
 		errs = append(errs, fmt.Errorf("controlplane: BindAddress: %s: only IPv4 is supported", c.BindAddress))
 	}
+	if c.AdvertiseURL != "" {
+		if u, err := url.Parse(c.AdvertiseURL); err != nil || u.Scheme != "https" || u.Host == "" || u.Path != "" {
+			errs = append(errs, fmt.Errorf("controlplane: AdvertiseURL: %q is not an https://host:port URL", c.AdvertiseURL))
+		}
+	}
 	if c.ClusterCIDR.Bits() > c.NodeCIDRMaskSize {
 		errs = append(errs, fmt.Errorf("controlplane: NodeCIDRMaskSize: /%d is larger than ClusterCIDR %s", c.NodeCIDRMaskSize, c.ClusterCIDR))
 	}
@@ -162,6 +174,9 @@ func Start(ctx context.Context, cfg Config) (_ *ControlPlane, err error) {
 		procs: &proc.Group{Registry: *cfg.Registry, Dir: cfg.Dir, Detached: cfg.Detached}}
 	c.serviceIP = cfg.ServiceCIDR.Addr().Next()
 	c.Endpoint = "https://" + net.JoinHostPort(cfg.BindAddress.String(), strconv.Itoa(cfg.APIServerPort))
+	if c.Advertised = cfg.AdvertiseURL; c.Advertised == "" {
+		c.Advertised = c.Endpoint
+	}
 
 	// Stale processes first: components of killed test runs, and an earlier instance on this Dir.
 	if killed, err := c.reg.Sweep(); err != nil {

@@ -10,6 +10,7 @@ import (
 	"encoding/pem"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -20,6 +21,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
 	bootstrapapi "k8s.io/cluster-bootstrap/token/api"
 	"k8s.io/cluster-bootstrap/token/jws"
 
@@ -67,6 +69,9 @@ func TestControlPlaneServesNodeJoin(t *testing.T) {
 		if !jws.DetachedTokenIsValid(sig, content, tok.ID(), tok.Secret()) {
 			t.Fatalf("cluster-info JWS for token %s does not verify", tok.ID())
 		}
+		if kc, err := clientcmd.Load([]byte(content)); err != nil || len(kc.Clusters) != 1 || kc.Clusters[""].Server != cp.Advertised || cp.Advertised != cp.Endpoint {
+			t.Errorf("cluster-info kubeconfig advertises %v (err %v), want the endpoint %s", kc, err, cp.Endpoint)
+		}
 		other, _ := bootstrap.GenerateToken()
 		if jws.DetachedTokenIsValid(sig, content, tok.ID(), other.Secret()) {
 			t.Fatal("cluster-info JWS verifies with a wrong secret")
@@ -81,6 +86,50 @@ func TestControlPlaneServesNodeJoin(t *testing.T) {
 		}
 		if st, _ := os.Stat(cp.JoinInfoPath()); st == nil || st.Mode().Perm() != 0o600 {
 			t.Errorf("join-info.json mode is not 0600: %v", st)
+		}
+	})
+
+	t.Run("kubeadm join's ConfigMaps are readable with a bootstrap token, not anonymously", func(t *testing.T) {
+		if err := cp.EnableKubeadmJoin(ctx, []byte("apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\ncgroupDriver: systemd\n")); err != nil {
+			t.Fatal(err)
+		}
+		cfg := cp.nodeConfig(t)
+		cfg.BearerToken = tok.Value()
+		boot, err := kubernetes.NewForConfig(cfg)
+		if err != nil {
+			t.Fatal(err)
+		}
+		anon, err := kubernetes.NewForConfig(cp.nodeConfig(t))
+		if err != nil {
+			t.Fatal(err)
+		}
+		version, err := cp.Client.Discovery().ServerVersion()
+		if err != nil {
+			t.Fatal(err)
+		}
+		for name, want := range map[string]string{
+			KubeadmConfigMap: "kubernetesVersion: " + version.GitVersion + "\n",
+			KubeletConfigMap: "cgroupDriver: systemd\n",
+		} {
+			cm, err := boot.CoreV1().ConfigMaps(metav1.NamespaceSystem).Get(ctx, name, metav1.GetOptions{})
+			if err != nil {
+				t.Errorf("bootstrap token: get kube-system/%s: %v", name, err)
+				continue
+			}
+			var data string
+			for _, v := range cm.Data {
+				data += v
+			}
+			if !strings.Contains(data, want) {
+				t.Errorf("kube-system/%s lacks %q:\n%s", name, want, data)
+			}
+			if _, err := anon.CoreV1().ConfigMaps(metav1.NamespaceSystem).Get(ctx, name, metav1.GetOptions{}); !apierrors.IsForbidden(err) {
+				t.Errorf("anonymous get kube-system/%s = %v, want 403", name, err)
+			}
+		}
+		cm, _ := cp.Client.CoreV1().ConfigMaps(metav1.NamespaceSystem).Get(ctx, KubeadmConfigMap, metav1.GetOptions{})
+		if host := strings.TrimPrefix(cp.Endpoint, "https://"); cm == nil || !strings.Contains(cm.Data["ClusterConfiguration"], "controlPlaneEndpoint: "+host+"\n") {
+			t.Errorf("ClusterConfiguration's controlPlaneEndpoint is not %s: %v", host, cm)
 		}
 	})
 
@@ -238,5 +287,14 @@ func TestRestartKeepsCAAndToken(t *testing.T) {
 	}
 	if _, err := os.Stat(filepath.Join(dir, "pki", "ca.key")); err != nil {
 		t.Fatal(err)
+	}
+}
+
+func TestStartRefusesABadAdvertiseURL(t *testing.T) {
+	for _, u := range []string{"10.0.2.100:6443", "http://10.0.2.100:6443", "https://", "https://h:1/path"} {
+		_, err := Start(context.Background(), Config{Dir: t.TempDir(), BinDir: t.TempDir(), AdvertiseURL: u})
+		if err == nil || !strings.Contains(err.Error(), "AdvertiseURL: \""+u+"\"") {
+			t.Errorf("AdvertiseURL %q: Start = %v, want an error naming the field", u, err)
+		}
 	}
 }

@@ -66,7 +66,7 @@ func (c *ControlPlane) provision(ctx context.Context) error {
 		return err
 	}
 	kc := clientcmdapi.NewConfig()
-	kc.Clusters[""] = &clientcmdapi.Cluster{Server: c.Endpoint, CertificateAuthorityData: ca}
+	kc.Clusters[""] = &clientcmdapi.Cluster{Server: c.Advertised, CertificateAuthorityData: ca}
 	kcData, err := clientcmd.Write(*kc)
 	if err != nil {
 		return fmt.Errorf("encode cluster-info kubeconfig: %w", err)

@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"fmt"
 	"log/slog"
+	"math/rand/v2"
 	"os"
 	"path/filepath"
 	"runtime"
@@ -40,7 +41,7 @@ const apiInGuest = "10.0.2.100:6443"
 
 // nodeImage bakes the tests' Debian 12 node image with the phases the berth-disk builder runs, reusing the
 // rootfs cache; the boot check is left out (the bake tests cover it), the boot below is the test.
-func nodeImage(t *testing.T) string {
+func nodeImage(t testing.TB) string {
 	t.Helper()
 	st, err := bake.RunAll(context.Background(), nodeimage.Spec(t, nodeimage.Inputs(t)))
 	if err != nil {
@@ -50,7 +51,7 @@ func nodeImage(t *testing.T) string {
 }
 
 // userData fills in cloud-init/nodeconfig.cloud-config.yaml, the template users fill in.
-func userData(t *testing.T, endpoint string, tok bootstrap.Token, pin bootstrap.Pin, name string) string {
+func userData(t testing.TB, endpoint string, tok bootstrap.Token, pin bootstrap.Pin, name string) string {
 	t.Helper()
 	_, file, _, _ := runtime.Caller(0)
 	tmpl, err := os.ReadFile(filepath.Join(filepath.Dir(file), "..", "..", "cloud-init", "nodeconfig.cloud-config.yaml"))
@@ -78,7 +79,8 @@ func TestJoinInQemu(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := controlplane.Config{Dir: t.TempDir(), BinDir: k8s, APIServerPort: apiPort, ExtraSANs: []string{"10.0.2.100"}, Log: logger}
+	cfg := controlplane.Config{Dir: t.TempDir(), BinDir: k8s, APIServerPort: apiPort, ExtraSANs: []string{"10.0.2.100"},
+		AdvertiseURL: "https://" + apiInGuest, Log: logger}
 	var cp *controlplane.ControlPlane
 	t.Cleanup(func() {
 		if cp == nil {
@@ -238,48 +240,83 @@ func TestJoinInQemu(t *testing.T) {
 	}
 	g.Stop() // one TCG guest at a time
 
-	t.Run("sigkill-at-every-phase", func(t *testing.T) { killEveryPhase(t, ctx, image, cp, info, cfg.APIServerPort) })
+	durations := map[string]time.Duration{}
+	for _, p := range st.Phases {
+		durations[p.Name] = p.Duration
+	}
+	t.Run("sigkill-in-every-phase", func(t *testing.T) { killEveryPhase(t, ctx, image, cp, info, cfg.APIServerPort, durations) })
 }
 
-// killEveryPhase joins a second guest whose agent SIGKILLs itself as each phase starts, once per phase (the
-// agent's test failpoint), with systemd restarting it after each kill. The join must converge: one Ready Node,
-// the bootstrap credentials gone, every phase killed once. The guest boots without a NodeConfig; the agent
-// waits for one and picks it up from its drop-in directory when the test writes it.
-func killEveryPhase(t *testing.T, ctx context.Context, image string, cp *controlplane.ControlPlane, info controlplane.JoinInfo, port int) {
+// phases are the agent's join phases, in order.
+var phases = []string{"discover", "name", "files", "sysctls", "containerd", "images", "kubelet", "tls-bootstrap", "cni", "ready", "kube-proxy", "cleanup"}
+
+// killEveryPhase joins a second guest whose agent SIGKILLs itself twice in each phase (the agent's test failpoint,
+// BERTH_AGENT_TEST_KILL_PLAN): once as the phase starts, and once after a random delay of up to the phase's
+// duration in the first guest (so most land inside the phase, mid-write or mid-wait). systemd restarts it after
+// each kill. The join must converge: one Ready Node, the bootstrap credentials gone, every planned kill done and
+// one restart per kill. The guest boots without a NodeConfig; the agent waits for one and picks it up from its
+// drop-in directory when the test writes it.
+func killEveryPhase(t *testing.T, ctx context.Context, image string, cp *controlplane.ControlPlane, info controlplane.JoinInfo, port int, durations map[string]time.Duration) {
 	const name = "e2e-node-2"
+	seed := time.Now().UnixNano()
+	rng := rand.New(rand.NewPCG(uint64(seed), 0))
+	var plan strings.Builder
+	for _, p := range phases {
+		limit := min(max(durations[p], 5*time.Millisecond), 2*time.Second)
+		fmt.Fprintf(&plan, "%s 0s\n%s %v\n", p, p, time.Duration(1+rng.Int64N(int64(limit))).Round(time.Microsecond))
+	}
+	t.Logf("kill plan (seed %d):\n%s", seed, plan.String())
+
 	g := vm.Boot(t, vm.Config{Name: name, Image: image, Format: "qcow2",
 		GuestForwards: []qemu.GuestForward{{Guest: apiInGuest, HostPort: port}}})
 	waitGuest(t, g, "agent waiting for a NodeConfig", "systemctl show -p ActiveState -p StatusText berth-agent",
 		func(s string) bool { return strings.Contains(s, "StatusText=waiting for a NodeConfig") })
-	// The failpoint, and a quick restart without a start limit (12 kills in a row).
-	g.Run(`mkdir -p /etc/systemd/system/berth-agent.service.d && printf '[Unit]\nStartLimitIntervalSec=0\n[Service]\nRestartSec=1\nEnvironment=BERTH_AGENT_TEST_KILL_ONCE_DIR=/var/lib/berth-test/killed\n' > /etc/systemd/system/berth-agent.service.d/50-e2e.conf && systemctl daemon-reload && systemctl restart berth-agent`)
-	ud := userData(t, "https://"+apiInGuest, info.Token, info.CACertPin, name)
-	nodeConfig := ud[strings.Index(ud, "      apiVersion:"):]
-	nodeConfig = strings.ReplaceAll(nodeConfig, "\n      ", "\n")[len("      "):]
-	g.Run("umask 077; echo " + base64.StdEncoding.EncodeToString([]byte(nodeConfig)) + " | base64 -d > /etc/berth/config.d/.new && mv /etc/berth/config.d/.new /etc/berth/config.d/10-user-data.yaml")
+	// The failpoint, and a quick restart without a start limit (24 kills in a row).
+	const killDir = "/var/lib/berth-test/kills"
+	g.Write(killDir+"/plan", []byte(plan.String()), 0o600)
+	g.Write("/etc/systemd/system/berth-agent.service.d/50-e2e.conf",
+		[]byte("[Unit]\nStartLimitIntervalSec=0\n[Service]\nRestartSec=1\nEnvironment=BERTH_AGENT_TEST_KILL_PLAN="+killDir+"\n"), 0o644)
+	g.Run("systemctl daemon-reload && systemctl restart berth-agent")
+	g.Write("/etc/berth/config.d/10-user-data.yaml", []byte(nodeConfig(t, "https://"+apiInGuest, info, name)), 0o600)
 
-	for deadline := time.Now().Add(8 * time.Minute); ; time.Sleep(3 * time.Second) {
+	want := 2 * len(phases)
+	for deadline := time.Now().Add(10 * time.Minute); ; time.Sleep(3 * time.Second) {
 		n, err := cp.Client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
-		if err == nil && join.NodeReady(n) {
+		killed, _ := g.Try("ls " + killDir + " | grep -c killed-")
+		if err == nil && join.NodeReady(n) && strings.TrimSpace(killed) == strconv.Itoa(want) {
 			break
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("node %s not Ready after kills (err %v); agent:\n%s\nkilled: %s", name, err,
-				tryRun(g, "journalctl -u berth-agent --no-pager | tail -n 40"), tryRun(g, "ls /var/lib/berth-test/killed"))
+			t.Fatalf("node %s not Ready with %d kills done (err %v; %s done); agent:\n%s", name, want, err, strings.TrimSpace(killed),
+				tryRun(g, "journalctl -u berth-agent --no-pager | tail -n 40"))
 		}
 	}
 	waitGuest(t, g, "agent joined after the kills", "systemctl show -p ActiveState -p StatusText berth-agent",
 		func(s string) bool { return strings.Contains(s, "StatusText=joined as "+name) })
-	killed := strings.Fields(g.Run("ls /var/lib/berth-test/killed"))
+	records := strings.Split(strings.TrimSpace(g.Run("cat "+killDir+"/killed-*")), "\n")
 	restarts := strings.TrimSpace(g.Run("systemctl show -p NRestarts --value berth-agent"))
-	t.Logf("killed at %d phases (%v), %s restarts by systemd", len(killed), killed, restarts)
-	for _, p := range []string{"discover", "name", "files", "sysctls", "containerd", "images", "kubelet", "tls-bootstrap", "cni", "ready", "kube-proxy", "cleanup"} {
-		if !slices.Contains(killed, p) {
-			t.Errorf("the agent was never killed at phase %s", p)
+	inside := 0
+	for _, r := range records {
+		f := map[string]string{}
+		for _, kv := range strings.Fields(r) {
+			k, v, _ := strings.Cut(kv, "=")
+			f[k] = v
 		}
+		switch {
+		case f["after"] == "0s" && f["landed"] != f["target"]:
+			t.Errorf("a phase-start kill landed elsewhere: %s", r)
+		case f["after"] != "0s" && f["landed"] == f["target"]:
+			inside++
+		}
+		t.Logf("kill %s", r)
 	}
-	if restarts != strconv.Itoa(len(killed)) {
-		t.Errorf("NRestarts = %s, want one per kill (%d)", restarts, len(killed))
+	t.Logf("%d kills (%d at phase starts, %d of %d delayed ones inside their phase), %s restarts by systemd",
+		len(records), len(phases), inside, len(phases), restarts)
+	if len(records) != want {
+		t.Errorf("%d kill records, want %d", len(records), want)
+	}
+	if restarts != strconv.Itoa(len(records)) {
+		t.Errorf("NRestarts = %s, want one per kill (%d)", restarts, len(records))
 	}
 	if out, err := g.Try("test ! -e /var/lib/kubelet/bootstrap-kubeconfig && ! grep -rl " + info.Token.Secret() + " /etc/berth /var/lib/kubelet /var/lib/berth"); err != nil {
 		t.Errorf("credentials left after the kills: %v %s", err, out)
@@ -297,6 +334,17 @@ func killEveryPhase(t *testing.T, ctx context.Context, image string, cp *control
 	}
 }
 
+// nodeConfig is the NodeConfig of the filled-in template: the drop-in its write_files entry writes.
+func nodeConfig(t testing.TB, endpoint string, info controlplane.JoinInfo, name string) string {
+	t.Helper()
+	ud := userData(t, endpoint, info.Token, info.CACertPin, name)
+	i := strings.Index(ud, "      apiVersion:")
+	if i < 0 {
+		t.Fatal("cloud-init/nodeconfig.cloud-config.yaml: no NodeConfig content indented by 6 spaces")
+	}
+	return strings.ReplaceAll(ud[i:], "\n      ", "\n")[len("      "):]
+}
+
 func tryRun(g *vm.Guest, cmd string) string {
 	out, err := g.Try(cmd)
 	if err != nil {
@@ -305,7 +353,7 @@ func tryRun(g *vm.Guest, cmd string) string {
 	return out
 }
 
-func waitGuest(t *testing.T, g *vm.Guest, what, cmd string, ok func(string) bool) {
+func waitGuest(t testing.TB, g *vm.Guest, what, cmd string, ok func(string) bool) {
 	t.Helper()
 	var out string
 	for deadline := time.Now().Add(2 * time.Minute); time.Now().Before(deadline); time.Sleep(2 * time.Second) {

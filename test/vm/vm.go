@@ -7,6 +7,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -109,12 +110,51 @@ func (g *Guest) Run(cmd string) string {
 // Try runs a shell command in the guest and returns its stdout and error, for commands expected to fail.
 func (g *Guest) Try(cmd string) (string, error) { return g.run(2*time.Minute, cmd) }
 
+// Write writes data to path in the guest with mode, atomically (a temp file renamed into place), creating the
+// directory; secrets go through stdin, never a command line.
+func (g *Guest) Write(path string, data []byte, mode os.FileMode) {
+	g.t.Helper()
+	if err := g.put(bytes.NewReader(data), path, mode); err != nil {
+		g.t.Fatalf("write %s in the guest: %v", path, err)
+	}
+}
+
+// Copy copies a host file to path in the guest with mode, like Write.
+func (g *Guest) Copy(local, path string, mode os.FileMode) {
+	g.t.Helper()
+	f, err := os.Open(local)
+	if err != nil {
+		g.t.Fatal(err)
+	}
+	defer f.Close()
+	if err := g.put(f, path, mode); err != nil {
+		g.t.Fatalf("copy %s to %s in the guest: %v", local, path, err)
+	}
+}
+
+func (g *Guest) put(r io.Reader, path string, mode os.FileMode) error {
+	tmp := path + ".berth-tmp"
+	cmd := fmt.Sprintf("mkdir -p '%s' && umask 077 && cat > '%s' && chmod %o '%s' && mv '%s' '%s'", filepath.Dir(path), tmp, mode.Perm(), tmp, tmp, path)
+	_, err := g.runStdin(10*time.Minute, cmd, r)
+	return err
+}
+
 func (g *Guest) run(timeout time.Duration, cmd string) (string, error) {
-	ctx, cancel := context.WithTimeout(context.Background(), timeout)
-	defer cancel()
-	c := exec.CommandContext(ctx, "ssh", "-i", g.key, "-p", strconv.Itoa(g.port),
+	return g.runStdin(timeout, cmd, nil)
+}
+
+// Command returns an ssh command that runs cmd in the guest, for callers that talk to it over stdin and stdout.
+func (g *Guest) Command(ctx context.Context, cmd string) *exec.Cmd {
+	return exec.CommandContext(ctx, "ssh", "-i", g.key, "-p", strconv.Itoa(g.port),
 		"-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
 		"-o", "ConnectTimeout=5", "-o", "BatchMode=yes", "root@127.0.0.1", cmd)
+}
+
+func (g *Guest) runStdin(timeout time.Duration, cmd string, stdin io.Reader) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), timeout)
+	defer cancel()
+	c := g.Command(ctx, cmd)
+	c.Stdin = stdin
 	var stdout, stderr bytes.Buffer
 	c.Stdout, c.Stderr = &stdout, &stderr
 	if err := c.Run(); err != nil {

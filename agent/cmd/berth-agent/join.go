@@ -12,13 +12,11 @@ import (
 	"time"
 
 	"os/signal"
-	"path/filepath"
 	"syscall"
 
 	"github.com/coreos/go-systemd/v22/daemon"
 
 	"berth.dev/berth/agent/api/v1alpha1"
-	"berth.dev/berth/agent/atomicfile"
 	"berth.dev/berth/agent/config"
 	agentdaemon "berth.dev/berth/agent/daemon"
 	"berth.dev/berth/agent/join"
@@ -55,10 +53,19 @@ type node struct {
 	paths render.Paths
 	mgr   *systemdbus.Manager
 	log   *slog.Logger
+	kills *killPlan // test failpoint (killPlanEnv); nil on real nodes
 }
 
 func newNode(f nodeFlags, stderr io.Writer) *node {
-	return &node{flags: f, paths: render.DefaultPaths(), log: slog.New(slog.NewTextHandler(stderr, nil))}
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+	return &node{flags: f, paths: render.DefaultPaths(), log: log, kills: loadKillPlan(os.Getenv(killPlanEnv), log)}
+}
+
+func (n *node) beforePhase() func(string) {
+	if n.kills == nil {
+		return nil
+	}
+	return n.kills.beforePhase
 }
 
 // open resolves the distro profile and connects to systemd; the exit code says what failed.
@@ -94,38 +101,13 @@ func (n *node) join(ctx context.Context, c *v1alpha1.NodeConfig, stdout io.Write
 		NodeConfig: c, Profile: n.p, Paths: n.paths, NodeName: strings.ToLower(hostname), StateDir: *n.flags.stateDir,
 		DropInDir: *n.flags.dropIns, Services: n.mgr, Timeout: *n.flags.timeout, Log: n.log,
 		Notify:      func(state string) error { _, err := daemon.SdNotify(false, state); return err },
-		BeforePhase: killOncePerPhase(os.Getenv(killOnceEnv), n.log),
+		BeforePhase: n.beforePhase(),
 	})
+	if n.kills != nil {
+		n.kills.at("(between applies)")
+	}
 	fmt.Fprint(stdout, st.Format())
 	return err
-}
-
-// killOnceEnv names a directory that turns on a test failpoint: the agent SIGKILLs itself as each phase starts,
-// once per phase (a marker file per phase in the directory remembers it), so that under systemd one boot's join is
-// interrupted at every phase and must still converge. Tests only; unset on real nodes.
-const killOnceEnv = "BERTH_AGENT_TEST_KILL_ONCE_DIR"
-
-func killOncePerPhase(dir string, log *slog.Logger) func(string) {
-	if dir == "" {
-		return nil
-	}
-	return func(phase string) {
-		marker := filepath.Join(dir, phase)
-		if _, err := os.Stat(marker); err == nil {
-			return
-		}
-		if err := os.MkdirAll(dir, 0o700); err != nil {
-			log.Warn("failpoint", "err", err)
-			return
-		}
-		if err := atomicfile.Write(marker, []byte(phase+"\n"), 0o600); err != nil {
-			log.Warn("failpoint", "err", err)
-			return
-		}
-		log.Warn("failpoint: SIGKILL at phase start", "phase", phase, "env", killOnceEnv)
-		syscall.Kill(os.Getpid(), syscall.SIGKILL)
-		select {} // the signal is on its way
-	}
 }
 
 // exitCode maps a run's error to the documented exit codes.
