@@ -148,10 +148,7 @@ func Run(ctx context.Context, cfg Config) (*Status, error) {
 		cfg.BackoffMax = 30 * time.Second
 	}
 	s := &state{cfg: cfg, log: cfg.Log, deadline: time.Now().Add(cfg.Timeout)}
-	s.name = cfg.NodeConfig.Spec.Node.Name
-	if s.name == "" {
-		s.name = cfg.NodeName
-	}
+	s.name = NodeNameOf(cfg.NodeConfig.Spec, cfg.NodeName)
 	st := &Status{Node: s.name, Started: time.Now().UTC(), Result: "running"}
 	ctx, cancel := context.WithDeadline(ctx, s.deadline)
 	defer cancel()
@@ -497,6 +494,14 @@ func cleanup(ctx context.Context, s *state) (string, error) {
 	}
 	s.log.Info("bootstrap credentials removed", "files", removed)
 	return "removed the token from " + strings.Join(removed, ", "), nil
+}
+
+// NodeNameOf is the Node's name: spec.node.name, else fallback (the hostname on a node).
+func NodeNameOf(spec v1alpha1.NodeConfigSpec, fallback string) string {
+	if spec.Node.Name != "" {
+		return spec.Node.Name
+	}
+	return fallback
 }
 
 // NodeReady reports whether the Node's Ready condition is True.

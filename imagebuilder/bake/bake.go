@@ -192,6 +192,14 @@ func Seal(ctx context.Context, s *Spec, st *State) error {
 	if entries, _ := os.ReadDir(filepath.Join(st.Root, "var/lib/cloud")); len(entries) > 0 {
 		errs = append(errs, errors.New("cloud-init state left in /var/lib/cloud"))
 	}
+	if data, err := os.ReadFile(filepath.Join(st.Root, "etc/hostname")); err != nil || string(data) != "localhost\n" {
+		errs = append(errs, fmt.Errorf("/etc/hostname is %q after sealing (%v), want localhost", data, err))
+	}
+	if fi, err := os.Lstat(filepath.Join(st.Root, "etc/resolv.conf")); err == nil && fi.Mode().IsRegular() {
+		if data, _ := os.ReadFile(filepath.Join(st.Root, "etc/resolv.conf")); strings.Contains(string(data), "nameserver") {
+			errs = append(errs, fmt.Errorf("/etc/resolv.conf keeps the build machine's nameservers: %q", data))
+		}
+	}
 	return errors.Join(errs...)
 }
 

@@ -210,9 +210,14 @@ func (pl Payload) InstallTo(ctx context.Context, root string) error {
 }
 
 // SealScript is the hygiene run last, in the image (chroot) or over a communicator: no machine identity, no SSH
-// host keys, no cloud-init state (the first real boot runs it fresh), no logs or apt lists, no policy-rc.d.
+// host keys, no cloud-init state (the first real boot runs it fresh), no logs or apt lists, no policy-rc.d, and
+// nothing of the build machine's network: hostname "localhost" (cloud-init sets the real one) and an empty
+// resolv.conf unless it is systemd-resolved's symlink (DHCP or cloud-init's network config fill it; a build
+// machine's nameserver would be unreachable on nodes, and every lookup would wait for it to time out).
 const SealScript = `set -e
 : > /etc/machine-id
+echo localhost > /etc/hostname
+[ -L /etc/resolv.conf ] || : > /etc/resolv.conf
 rm -f /var/lib/dbus/machine-id
 ln -s /etc/machine-id /var/lib/dbus/machine-id
 rm -f /etc/ssh/ssh_host_*

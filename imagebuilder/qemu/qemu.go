@@ -3,7 +3,8 @@
 // never written: the guest runs on a qcow2 overlay. Networking is qemu's user mode with restrict=on, so the guest
 // reaches nothing outside; an optional forward maps a loopback port on the host to the guest's SSH, and guest
 // forwards map an address in the guest's user network to a loopback port on the host (through socat, one process
-// per connection, so the host side may come and go).
+// per connection, so the host side may come and go). Or the NIC is a tap device on the caller's bridge, with qemu
+// run inside the caller's network namespace.
 package qemu
 
 import (
@@ -41,6 +42,17 @@ type Config struct {
 	// GuestForwards map addresses the guest connects to (in 10.0.2.0/24, e.g. 10.0.2.100:6443) to loopback ports
 	// on the host.
 	GuestForwards []GuestForward
+	// Tap, if set, attaches the guest's NIC to an existing tap device (on a bridge the caller set up) instead of
+	// the user network; SSHPort and GuestForwards must then be unset.
+	Tap *Tap
+	// NetNS runs qemu inside this network namespace (a /run/netns path), where Tap lives.
+	NetNS string
+}
+
+// Tap is a tap device for the guest's NIC and the NIC's MAC address.
+type Tap struct {
+	Name string
+	MAC  string
 }
 
 // GuestForward sends the guest's TCP connections to Guest (ip:port) to 127.0.0.1:HostPort.
@@ -88,8 +100,16 @@ func Start(ctx context.Context, cfg Config) (*Machine, error) {
 	if err != nil {
 		return nil, err
 	}
+	if cfg.Tap != nil && (cfg.SSHPort != 0 || len(cfg.GuestForwards) > 0) {
+		return nil, errors.New("qemu: Tap: SSHPort and GuestForwards need the user network; unset them with a tap")
+	}
 	m := &Machine{cfg: cfg, done: make(chan struct{}), Serial: filepath.Join(cfg.Dir, cfg.Name+".serial.log")}
 	netdev := "user,id=n0,restrict=on"
+	nic := "virtio-net-pci,netdev=n0"
+	if cfg.Tap != nil {
+		netdev = "tap,id=n0,ifname=" + cfg.Tap.Name + ",script=no,downscript=no"
+		nic += ",mac=" + cfg.Tap.MAC
+	}
 	if cfg.SSHPort != 0 {
 		netdev += fmt.Sprintf(",hostfwd=tcp:127.0.0.1:%d-:22", cfg.SSHPort)
 	}
@@ -107,9 +127,12 @@ func Start(ctx context.Context, cfg Config) (*Machine, error) {
 		"-nographic", "-no-reboot", "-serial", "file:" + m.Serial, "-monitor", "none",
 		"-drive", "file=" + overlay + ",if=virtio,format=qcow2,cache=unsafe,discard=unmap",
 		"-drive", "file=" + seed + ",if=virtio,format=raw,readonly=on",
-		"-netdev", netdev, "-device", "virtio-net-pci,netdev=n0",
+		"-netdev", netdev, "-device", nic,
 	}
 	m.cmd = exec.Command("qemu-system-x86_64", args...)
+	if cfg.NetNS != "" {
+		m.cmd = exec.Command("nsenter", append([]string{"--net=" + cfg.NetNS, "--", "qemu-system-x86_64"}, args...)...)
+	}
 	m.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	logf, err := os.Create(filepath.Join(cfg.Dir, cfg.Name+".qemu.log"))
 	if err != nil {

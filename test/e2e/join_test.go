@@ -11,13 +11,13 @@ import (
 	"log/slog"
 	"math/rand/v2"
 	"os"
-	"path/filepath"
-	"runtime"
 	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
+
+	cloudinit "berth.dev/berth/cloud-init"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -48,18 +48,6 @@ func nodeImage(t testing.TB) string {
 		t.Fatalf("bake: %v", err)
 	}
 	return st.Outputs[disk.QCOW2]
-}
-
-// userData fills in cloud-init/nodeconfig.cloud-config.yaml, the template users fill in.
-func userData(t testing.TB, endpoint string, tok bootstrap.Token, pin bootstrap.Pin, name string) string {
-	t.Helper()
-	_, file, _, _ := runtime.Caller(0)
-	tmpl, err := os.ReadFile(filepath.Join(filepath.Dir(file), "..", "..", "cloud-init", "nodeconfig.cloud-config.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return strings.NewReplacer("__ENDPOINT__", endpoint, "__TOKEN__", tok.Value(), "__CA_PIN__", string(pin),
-		"__NODE_NAME__", name).Replace(string(tmpl))
 }
 
 // The e2e join. The control plane is down when the guest boots and comes up 60 s after the guest started; the
@@ -121,7 +109,7 @@ func TestJoinInQemu(t *testing.T) {
 	const name = "e2e-node-1"
 	booted := time.Now()
 	g := vm.Boot(t, vm.Config{Name: name, Image: image, Format: "qcow2",
-		UserData:      userData(t, "https://"+apiInGuest, info.Token, info.CACertPin, name),
+		UserData:      cloudinit.UserData(cloudinit.Join{Endpoint: "https://" + apiInGuest, Token: info.Token, CACertPin: info.CACertPin, NodeName: name}),
 		GuestForwards: []qemu.GuestForward{{Guest: apiInGuest, HostPort: cfg.APIServerPort}}})
 	t.Logf("guest answers SSH %v after start", time.Since(booted).Round(time.Second))
 	// While the control plane is down the agent is still starting (Type=notify: READY comes with the join).
@@ -334,15 +322,14 @@ func killEveryPhase(t *testing.T, ctx context.Context, image string, cp *control
 	}
 }
 
-// nodeConfig is the NodeConfig of the filled-in template: the drop-in its write_files entry writes.
+// nodeConfig is the NodeConfig drop-in that cloud-init/'s template, filled in, makes cloud-init write.
 func nodeConfig(t testing.TB, endpoint string, info controlplane.JoinInfo, name string) string {
 	t.Helper()
-	ud := userData(t, endpoint, info.Token, info.CACertPin, name)
-	i := strings.Index(ud, "      apiVersion:")
-	if i < 0 {
-		t.Fatal("cloud-init/nodeconfig.cloud-config.yaml: no NodeConfig content indented by 6 spaces")
+	nc, err := cloudinit.NodeConfig(cloudinit.Join{Endpoint: endpoint, Token: info.Token, CACertPin: info.CACertPin, NodeName: name})
+	if err != nil {
+		t.Fatal(err)
 	}
-	return strings.ReplaceAll(ud[i:], "\n      ", "\n")[len("      "):]
+	return nc
 }
 
 func tryRun(g *vm.Guest, cmd string) string {

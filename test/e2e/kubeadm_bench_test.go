@@ -134,15 +134,8 @@ func joinWithBerth(b *testing.B, ctx context.Context, cp *controlplane.ControlPl
 		func(s string) bool { return strings.Contains(s, "StatusText=waiting for a NodeConfig") })
 	g.Run("systemctl stop berth-agent")
 	g.Write("/etc/berth/config.d/10-user-data.yaml", []byte(nc), 0o600)
-	clock := guestClock(b, g)
-	g.Run("systemctl start --no-block berth-agent")
-	ready := waitReady(b, ctx, cp, g, name, "journalctl -u berth-agent --no-pager | tail -n 40")
-	checkDrift(b, g, clock, ready)
-
-	var jt joinTimes
-	jt.start = unitTime(b, g, "berth-agent", "ExecMainStartTimestampMonotonic")
-	jt.kubelet = unitTime(b, g, "kubelet", "ExecMainStartTimestampMonotonic")
-	jt.ready = clock(ready)
+	jt := timeJoin(b, ctx, cp, g, name, "berth-agent", "systemctl start --no-block berth-agent",
+		"journalctl -u berth-agent --no-pager | tail -n 40")
 	var st join.Status
 	if err := json.Unmarshal([]byte(g.Run("cat /var/lib/berth/status.json")), &st); err != nil {
 		b.Fatal(err)
@@ -155,7 +148,6 @@ func joinWithBerth(b *testing.B, ctx context.Context, cp *controlplane.ControlPl
 		fmt.Fprintf(&phaseLog, " %s=%v", p.Name, p.Duration.Round(time.Millisecond))
 	}
 	b.Logf("berth   %s phases:%s", name, phaseLog.String())
-	checkOneKubeletStart(b, g)
 	b.Logf("berth   %s: start → kubelet started %v (containerd phase %v), kubelet started → Ready %v", name,
 		jt.toKubelet().Round(time.Millisecond), jt.containerd.Round(time.Millisecond), jt.toReady().Round(time.Millisecond))
 	return jt
@@ -191,16 +183,9 @@ nodeRegistration:
 `, apiInGuest, info.Token.Value(), string(info.CACertPin), name, paths.ContainerdSocket)), 0o600)
 	g.Run("sysctl --system >/dev/null && systemctl daemon-reload && systemctl restart containerd && systemctl is-active containerd")
 
-	clock := guestClock(b, g)
-	g.Run("systemd-run --unit=kubeadm-join --service-type=oneshot --remain-after-exit --no-block /usr/local/bin/kubeadm join --config /root/join.yaml")
-	ready := waitReady(b, ctx, cp, g, name, "systemctl status kubeadm-join --no-pager; journalctl -u kubeadm-join --no-pager | tail -n 40")
-	checkDrift(b, g, clock, ready)
-
-	var jt joinTimes
-	jt.start = unitTime(b, g, "kubeadm-join", "ExecMainStartTimestampMonotonic")
-	jt.kubelet = unitTime(b, g, "kubelet", "ExecMainStartTimestampMonotonic")
-	jt.ready = clock(ready)
-	checkOneKubeletStart(b, g)
+	jt := timeJoin(b, ctx, cp, g, name, "kubeadm-join",
+		"systemd-run --unit=kubeadm-join --service-type=oneshot --remain-after-exit --no-block /usr/local/bin/kubeadm join --config /root/join.yaml",
+		"systemctl status kubeadm-join --no-pager; journalctl -u kubeadm-join --no-pager | tail -n 40")
 	waitGuest(b, g, "kubeadm join finished", "systemctl show -p Result -p ActiveState kubeadm-join",
 		func(s string) bool {
 			return strings.Contains(s, "ActiveState=active") && strings.Contains(s, "Result=success")
@@ -208,6 +193,21 @@ nodeRegistration:
 	b.Logf("kubeadm %s: start → kubelet started %v, kubelet started → Ready %v", name,
 		jt.toKubelet().Round(time.Millisecond), jt.toReady().Round(time.Millisecond))
 	return jt
+}
+
+// timeJoin runs start (which starts unit) in the guest and times the join: unit start → kubelet started →
+// Node Ready. diag is printed if the Node never becomes Ready.
+func timeJoin(b *testing.B, ctx context.Context, cp *controlplane.ControlPlane, g *vm.Guest, name, unit, start, diag string) joinTimes {
+	clock := guestClock(b, g)
+	g.Run(start)
+	ready := waitReady(b, ctx, cp, g, name, diag)
+	checkDrift(b, g, clock, ready)
+	checkOneKubeletStart(b, g)
+	return joinTimes{
+		start:   unitTime(b, g, unit, "ExecMainStartTimestampMonotonic"),
+		kubelet: unitTime(b, g, "kubelet", "ExecMainStartTimestampMonotonic"),
+		ready:   clock(ready),
+	}
 }
 
 // waitReady polls the Node every 50 ms until it is Ready and returns when the host saw it.

@@ -5,6 +5,7 @@ package netns
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"net"
 	"os"
@@ -51,6 +52,18 @@ func (n NS) Delete() error {
 // Run runs a command inside the namespace.
 func (n NS) Run(name string, args ...string) error {
 	return run("ip", append([]string{"netns", "exec", n.Name, name}, args...)...)
+}
+
+// Output runs a command inside the namespace and returns its stdout.
+func (n NS) Output(name string, args ...string) (string, error) {
+	out, err := exec.Command("ip", append([]string{"netns", "exec", n.Name, name}, args...)...).Output()
+	if err != nil {
+		var ee *exec.ExitError
+		if errors.As(err, &ee) {
+			err = fmt.Errorf("%s %s: %w: %s", name, strings.Join(args, " "), err, strings.TrimSpace(string(ee.Stderr)))
+		}
+	}
+	return string(out), err
 }
 
 // Command returns the argv prefix that runs a program inside the namespace while keeping its pid (nsenter execs).

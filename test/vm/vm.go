@@ -6,17 +6,13 @@ package vm
 import (
 	"bytes"
 	"context"
-	"fmt"
-	"io"
 	"os"
 	"os/exec"
-	"path/filepath"
-	"strconv"
-	"strings"
 	"testing"
 	"time"
 
 	"berth.dev/berth/imagebuilder/qemu"
+	"berth.dev/berth/test/guestssh"
 	"berth.dev/berth/test/ports"
 )
 
@@ -36,9 +32,8 @@ type Config struct {
 // Guest is a running test guest.
 type Guest struct {
 	*qemu.Machine
-	t    testing.TB
-	key  string
-	port int
+	t   testing.TB
+	ssh guestssh.Target
 }
 
 // Boot starts a guest and waits until SSH answers. The guest is stopped at the end of the test, and its console
@@ -52,11 +47,7 @@ func Boot(t testing.TB, cfg Config) *Guest {
 		cfg.BootTimeout = 5 * time.Minute
 	}
 	dir := t.TempDir()
-	key := filepath.Join(dir, "id_ed25519")
-	if out, err := exec.Command("ssh-keygen", "-q", "-t", "ed25519", "-N", "", "-C", "berth-test", "-f", key).CombinedOutput(); err != nil {
-		t.Fatalf("ssh-keygen: %v: %s", err, out)
-	}
-	pub, err := os.ReadFile(key + ".pub")
+	key, pub, err := guestssh.NewKey(dir)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -64,16 +55,13 @@ func Boot(t testing.TB, cfg Config) *Guest {
 	if err != nil {
 		t.Fatal(err)
 	}
-	userData := fmt.Sprintf("#cloud-config\nlocale: C.UTF-8\ndisable_root: false\nusers:\n  - name: root\n    lock_passwd: true\n    ssh_authorized_keys: [%q]\n", strings.TrimSpace(string(pub)))
-	if extra := strings.TrimPrefix(strings.TrimSpace(cfg.UserData), "#cloud-config"); extra != "" {
-		userData += strings.TrimLeft(extra, "\n") + "\n"
-	}
+	userData := guestssh.UserData(pub, cfg.UserData)
 	m, err := qemu.Start(context.Background(), qemu.Config{Name: cfg.Name, Dir: dir, Image: cfg.Image, Format: cfg.Format,
 		Seed: qemu.Seed{UserData: userData}, SSHPort: port, GuestForwards: cfg.GuestForwards})
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := &Guest{Machine: m, t: t, key: key, port: port}
+	g := &Guest{Machine: m, t: t, ssh: guestssh.Target{Key: key, Port: port}}
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("--- %s console (tail):\n%s", cfg.Name, m.Tail(40))
@@ -110,11 +98,11 @@ func (g *Guest) Run(cmd string) string {
 // Try runs a shell command in the guest and returns its stdout and error, for commands expected to fail.
 func (g *Guest) Try(cmd string) (string, error) { return g.run(2*time.Minute, cmd) }
 
-// Write writes data to path in the guest with mode, atomically (a temp file renamed into place), creating the
-// directory; secrets go through stdin, never a command line.
+// Write writes data to path in the guest with mode, atomically, creating the directory; secrets go through
+// stdin, never a command line.
 func (g *Guest) Write(path string, data []byte, mode os.FileMode) {
 	g.t.Helper()
-	if err := g.put(bytes.NewReader(data), path, mode); err != nil {
+	if err := g.ssh.Put(context.Background(), bytes.NewReader(data), path, mode); err != nil {
 		g.t.Fatalf("write %s in the guest: %v", path, err)
 	}
 }
@@ -127,38 +115,16 @@ func (g *Guest) Copy(local, path string, mode os.FileMode) {
 		g.t.Fatal(err)
 	}
 	defer f.Close()
-	if err := g.put(f, path, mode); err != nil {
+	if err := g.ssh.Put(context.Background(), f, path, mode); err != nil {
 		g.t.Fatalf("copy %s to %s in the guest: %v", local, path, err)
 	}
 }
 
-func (g *Guest) put(r io.Reader, path string, mode os.FileMode) error {
-	tmp := path + ".berth-tmp"
-	cmd := fmt.Sprintf("mkdir -p '%s' && umask 077 && cat > '%s' && chmod %o '%s' && mv '%s' '%s'", filepath.Dir(path), tmp, mode.Perm(), tmp, tmp, path)
-	_, err := g.runStdin(10*time.Minute, cmd, r)
-	return err
-}
+// Command returns an ssh command that runs cmd in the guest, for callers that talk to it over stdin and stdout.
+func (g *Guest) Command(ctx context.Context, cmd string) *exec.Cmd { return g.ssh.Command(ctx, cmd) }
 
 func (g *Guest) run(timeout time.Duration, cmd string) (string, error) {
-	return g.runStdin(timeout, cmd, nil)
-}
-
-// Command returns an ssh command that runs cmd in the guest, for callers that talk to it over stdin and stdout.
-func (g *Guest) Command(ctx context.Context, cmd string) *exec.Cmd {
-	return exec.CommandContext(ctx, "ssh", "-i", g.key, "-p", strconv.Itoa(g.port),
-		"-o", "StrictHostKeyChecking=no", "-o", "UserKnownHostsFile=/dev/null", "-o", "LogLevel=ERROR",
-		"-o", "ConnectTimeout=5", "-o", "BatchMode=yes", "root@127.0.0.1", cmd)
-}
-
-func (g *Guest) runStdin(timeout time.Duration, cmd string, stdin io.Reader) (string, error) {
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	c := g.Command(ctx, cmd)
-	c.Stdin = stdin
-	var stdout, stderr bytes.Buffer
-	c.Stdout, c.Stderr = &stdout, &stderr
-	if err := c.Run(); err != nil {
-		return stdout.String(), fmt.Errorf("%w: %s", err, strings.TrimSpace(stderr.String()))
-	}
-	return stdout.String(), nil
+	return g.ssh.Run(ctx, cmd, nil)
 }

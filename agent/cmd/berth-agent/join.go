@@ -167,6 +167,8 @@ func runCmd(args []string, stdout, stderr io.Writer) int {
 	}
 	defer n.mgr.Close()
 	wd, _ := daemon.SdWatchdogEnabled(false)
+	hostname, _ := os.Hostname()
+	go n.podRoutes(ctx, strings.ToLower(hostname))
 	err := agentdaemon.Run(ctx, agentdaemon.Config{
 		DropInDir: *f.dropIns, Load: n.load, Joined: n.joined,
 		Apply: func(ctx context.Context, c *v1alpha1.NodeConfig) error {

@@ -1,0 +1,225 @@
+// Package cloud runs a local cloud on this machine: a network namespace with a bridge, the control plane bound
+// to the bridge's address inside it, and qemu (TCG) guests booted from a baked node image, each on a tap device
+// on the bridge with its own NoCloud seed: a static address (cloud-init/network-config.yaml), its NodeConfig
+// (cloud-init/nodeconfig.cloud-config.yaml) and an SSH key. The namespace has no route out and forwards nothing,
+// so the guests reach only each other and the control plane; this process reaches them by entering the
+// namespace (ssh through nsenter, the apiserver through a dialer that opens its sockets there).
+package cloud
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"time"
+
+	cloudinit "berth.dev/berth/cloud-init"
+	"berth.dev/berth/imagebuilder/qemu"
+	"berth.dev/berth/test/controlplane"
+	"berth.dev/berth/test/guestssh"
+	"berth.dev/berth/test/netns"
+)
+
+// Config describes a cloud. Zero values get defaults.
+type Config struct {
+	// Name names the namespace (berth-<Name>); default "cloud".
+	Name string
+	// Dir holds the control plane, the guests' work dirs and the SSH key.
+	Dir string
+	// BinDir holds the control plane's binaries (tools/build.sh k8s).
+	BinDir string
+	// Image is the node image every guest boots (qcow2 unless Format says otherwise).
+	Image, Format string
+	// Subnet is the node network: its first address is the bridge's and the control plane's, nodes get the
+	// 11th address on. Default 10.88.0.0/24.
+	Subnet netip.Prefix
+	// GuestMemoryMiB is each guest's memory; default 2048.
+	GuestMemoryMiB int
+	// NodeMonitorGracePeriod is how long a silent node stays Ready (default: the controller manager's, 50s).
+	NodeMonitorGracePeriod time.Duration
+	Log                    *slog.Logger
+}
+
+// Cloud is a running local cloud.
+type Cloud struct {
+	cfg     Config
+	NS      netns.NS
+	Gateway netip.Addr // the bridge's address, where the control plane listens
+	CP      *controlplane.ControlPlane
+	Join    controlplane.JoinInfo
+	key     string
+	pub     string
+	Nodes   []*Node
+}
+
+// Node is a guest of the cloud.
+type Node struct {
+	Name    string
+	IP      netip.Addr
+	MAC     string
+	Tap     string
+	Machine *qemu.Machine
+	SSH     guestssh.Target
+	// Started is when its qemu started.
+	Started time.Time
+}
+
+func (c *Config) setDefaults() error {
+	if c.Name == "" {
+		c.Name = "cloud"
+	}
+	if c.Format == "" {
+		c.Format = "qcow2"
+	}
+	if !c.Subnet.IsValid() {
+		c.Subnet = netip.MustParsePrefix("10.88.0.0/24")
+	}
+	if c.GuestMemoryMiB == 0 {
+		c.GuestMemoryMiB = 2048
+	}
+	if c.Log == nil {
+		c.Log = slog.Default()
+	}
+	var errs []error
+	if c.Dir == "" {
+		errs = append(errs, errors.New("cloud: Dir: required"))
+	}
+	if c.Image == "" {
+		errs = append(errs, errors.New("cloud: Image: required"))
+	}
+	if !c.Subnet.Addr().Is4() || c.Subnet.Bits() > 24 || c.Subnet.Masked() != c.Subnet {
+		errs = append(errs, fmt.Errorf("cloud: Subnet: %s: want an IPv4 network of /24 or larger", c.Subnet))
+	}
+	return errors.Join(errs...)
+}
+
+// Up creates the namespace and its bridge and starts the control plane inside it. Add guests with AddNode.
+func Up(ctx context.Context, cfg Config) (_ *Cloud, err error) {
+	if err := cfg.setDefaults(); err != nil {
+		return nil, err
+	}
+	c := &Cloud{cfg: cfg, Gateway: cfg.Subnet.Addr().Next()}
+	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
+		return nil, err
+	}
+	if c.NS, err = netns.Create("berth-" + cfg.Name); err != nil {
+		return nil, fmt.Errorf("cloud: %w", err)
+	}
+	defer func() {
+		if err != nil {
+			c.Down()
+		}
+	}()
+	for _, args := range [][]string{
+		{"link", "add", "br0", "type", "bridge"},
+		{"addr", "add", netip.PrefixFrom(c.Gateway, cfg.Subnet.Bits()).String(), "dev", "br0"},
+		{"link", "set", "br0", "up"},
+	} {
+		if err := c.NS.Run("ip", args...); err != nil {
+			return nil, fmt.Errorf("cloud: bridge: %w", err)
+		}
+	}
+	if c.key, c.pub, err = guestssh.NewKey(cfg.Dir); err != nil {
+		return nil, err
+	}
+	c.CP, err = controlplane.Start(ctx, controlplane.Config{Dir: filepath.Join(cfg.Dir, "controlplane"), BinDir: cfg.BinDir,
+		NetNS: c.NS.Path(), BindAddress: c.Gateway, NodeMonitorGracePeriod: cfg.NodeMonitorGracePeriod, Log: cfg.Log.With("cloud", cfg.Name)})
+	if err != nil {
+		return nil, fmt.Errorf("cloud: control plane: %w", err)
+	}
+	if c.Join, err = c.CP.JoinInfo(); err != nil {
+		return nil, err
+	}
+	cfg.Log.Info("cloud up", "namespace", c.NS.Name, "bridge", c.Gateway, "endpoint", c.CP.Endpoint)
+	return c, nil
+}
+
+// AddNode boots the next guest: node-N at the subnet's (10+N)th address, on tap N, joining the control plane with
+// the cloud's join material. It returns once qemu runs; WaitSSH waits for the boot.
+func (c *Cloud) AddNode(ctx context.Context) (*Node, error) {
+	i := len(c.Nodes) + 1
+	ip := c.cfg.Subnet.Addr()
+	for range 10 + i {
+		ip = ip.Next()
+	}
+	if !c.cfg.Subnet.Contains(ip) {
+		return nil, fmt.Errorf("cloud: node %d: %s is outside %s", i, ip, c.cfg.Subnet)
+	}
+	a := ip.As4()
+	n := &Node{Name: fmt.Sprintf("node-%d", i), IP: ip, Tap: fmt.Sprintf("tap%d", i),
+		MAC: fmt.Sprintf("52:54:00:%02x:%02x:%02x", a[1], a[2], a[3])}
+	for _, args := range [][]string{
+		{"tuntap", "add", "dev", n.Tap, "mode", "tap"},
+		{"link", "set", n.Tap, "master", "br0"},
+		{"link", "set", n.Tap, "up"},
+	} {
+		if err := c.NS.Run("ip", args...); err != nil {
+			return nil, fmt.Errorf("cloud: %s: tap: %w", n.Name, err)
+		}
+	}
+	join := cloudinit.Join{Endpoint: c.CP.Endpoint, Token: c.Join.Token, CACertPin: c.Join.CACertPin, NodeName: n.Name}
+	seed := qemu.Seed{
+		UserData:      guestssh.UserData(c.pub, cloudinit.UserData(join)),
+		NetworkConfig: cloudinit.NetworkConfig(cloudinit.Network{MAC: n.MAC, Address: netip.PrefixFrom(ip, c.cfg.Subnet.Bits()), Gateway: c.Gateway}),
+	}
+	var err error
+	n.Started = time.Now()
+	n.Machine, err = qemu.Start(ctx, qemu.Config{Name: n.Name, Dir: filepath.Join(c.cfg.Dir, n.Name), Image: c.cfg.Image,
+		Format: c.cfg.Format, Seed: seed, MemoryMiB: c.cfg.GuestMemoryMiB, Tap: &qemu.Tap{Name: n.Tap, MAC: n.MAC}, NetNS: c.NS.Path()})
+	if err != nil {
+		return nil, fmt.Errorf("cloud: %s: %w", n.Name, err)
+	}
+	n.SSH = guestssh.Target{Key: c.key, Host: ip.String(), NetNS: c.NS.Path()}
+	c.Nodes = append(c.Nodes, n)
+	c.cfg.Log.Info("node started", "node", n.Name, "ip", ip, "mac", n.MAC)
+	return n, nil
+}
+
+// WaitSSH waits until the node answers SSH (its boot is done enough to log in), or fails with its console tail.
+func (n *Node) WaitSSH(ctx context.Context) error {
+	for {
+		tctx, cancel := context.WithTimeout(ctx, 15*time.Second)
+		_, err := n.SSH.Run(tctx, "true", nil)
+		cancel()
+		if err == nil {
+			return nil
+		}
+		select {
+		case <-n.Machine.Exited():
+			return fmt.Errorf("%s exited before SSH answered; console:\n%s", n.Name, n.Machine.Tail(40))
+		case <-ctx.Done():
+			return fmt.Errorf("%s: no SSH: %w (last: %v); console:\n%s", n.Name, ctx.Err(), err, n.Machine.Tail(40))
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+// Run runs cmd in the node as root and returns its stdout.
+func (n *Node) Run(ctx context.Context, cmd string) (string, error) { return n.SSH.Run(ctx, cmd, nil) }
+
+// Down stops the guests and the control plane and deletes the namespace (its bridge and taps go with it).
+func (c *Cloud) Down() error {
+	var errs []error
+	for _, n := range c.Nodes {
+		if n.Machine != nil {
+			if err := n.Machine.Stop(); err != nil && !os.IsNotExist(err) {
+				errs = append(errs, fmt.Errorf("%s: %w", n.Name, err))
+			}
+		}
+	}
+	if c.CP != nil {
+		if err := c.CP.Stop(); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if err := c.NS.Delete(); err != nil {
+		errs = append(errs, err)
+	}
+	return errors.Join(errs...)
+}
+
+// Config is the cloud's configuration, defaults applied.
+func (c *Cloud) Config() Config { return c.cfg }

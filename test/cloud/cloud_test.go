@@ -1,0 +1,203 @@
+package cloud_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"os"
+	"slices"
+	"strings"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"berth.dev/berth/agent/join"
+	"berth.dev/berth/imagebuilder/bake"
+	"berth.dev/berth/imagebuilder/disk"
+	"berth.dev/berth/test/cloud"
+	"berth.dev/berth/test/controlplane"
+	"berth.dev/berth/test/images"
+	"berth.dev/berth/test/nodeimage"
+	"berth.dev/berth/test/proc"
+	"berth.dev/berth/test/toolbin"
+)
+
+// Two guests boot from the baked image onto the cloud's bridge, one at a time (two cores), with static addresses
+// from cloud-init/'s network-config template and their NodeConfigs from its user-data template. Both join the
+// control plane inside the namespace and become Ready with their bridge addresses as InternalIPs and distinct
+// pod CIDRs, they reach each other, and nothing in the namespace routes out. Each agent routes the other node's
+// pod CIDR via its InternalIP (kubenet), so a pod on node-1 fetches a page from a pod on node-2. Then node-2's
+// guest is killed: its Node goes NotReady (Unknown) and node-1 drops the route.
+func TestCloudTwoNodes(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root (network namespace, taps, mmdebstrap chroot, qemu)")
+	}
+	st, err := bake.RunAll(context.Background(), nodeimage.Spec(t, nodeimage.Inputs(t)))
+	if err != nil {
+		t.Fatalf("bake: %v", err)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
+	defer cancel()
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	c, err := cloud.Up(ctx, cloud.Config{Name: fmt.Sprintf("t%d", os.Getpid()), Dir: t.TempDir(),
+		BinDir: toolbin.Kubernetes.ForTest(t), Image: st.Outputs[disk.QCOW2], NodeMonitorGracePeriod: 20 * time.Second, Log: log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if t.Failed() {
+			for _, n := range c.Nodes {
+				out, _ := n.Run(context.Background(), "journalctl -u berth-agent --no-pager | tail -n 30; ip -4 addr; ip route; cat /etc/network/interfaces.d/*; journalctl -u kubelet --no-pager | grep -i -E 'address|node ip' | tail -n 5")
+				t.Logf("--- %s console (tail):\n%s\n--- agent:\n%s", n.Name, n.Machine.Tail(30), out)
+			}
+			for _, comp := range controlplane.Components {
+				t.Logf("--- %s log (tail):\n%s", comp, proc.Tail(c.CP.LogPath(comp), 20))
+			}
+		}
+		if err := c.Down(); err != nil {
+			t.Errorf("down: %v", err)
+		}
+		if _, err := os.Stat(c.NS.Path()); !os.IsNotExist(err) {
+			t.Errorf("namespace %s left after Down", c.NS.Path())
+		}
+	})
+
+	for range 2 { // one guest boots at a time
+		n, err := c.AddNode(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := n.WaitSSH(ctx); err != nil {
+			t.Fatal(err)
+		}
+		t.Logf("%s (%s) answers SSH %v after start", n.Name, n.IP, time.Since(n.Started).Round(time.Second))
+	}
+	var cidrs []string
+	for _, n := range c.Nodes {
+		var node *corev1.Node
+		for deadline := time.Now().Add(5 * time.Minute); ; time.Sleep(2 * time.Second) {
+			got, err := c.CP.Client.CoreV1().Nodes().Get(ctx, n.Name, metav1.GetOptions{})
+			if err == nil && join.NodeReady(got) {
+				node = got
+				break
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("%s not Ready (err %v)", n.Name, err)
+			}
+		}
+		t.Logf("%s Ready %v after start, podCIDR %s", n.Name, time.Since(n.Started).Round(time.Second), node.Spec.PodCIDR)
+		out, err := n.Run(ctx, "berth-agent status")
+		t.Logf("%s boot and join:\n%s%v", n.Name, out, err)
+		var internal []string
+		for _, a := range node.Status.Addresses {
+			if a.Type == corev1.NodeInternalIP {
+				internal = append(internal, a.Address)
+			}
+		}
+		if !slices.Equal(internal, []string{n.IP.String()}) {
+			t.Errorf("%s InternalIPs %v, want [%s] (its bridge address)", n.Name, internal, n.IP)
+		}
+		cidrs = append(cidrs, node.Spec.PodCIDR)
+	}
+	if cidrs[0] == "" || cidrs[0] == cidrs[1] {
+		t.Errorf("pod CIDRs %v: want two distinct ones", cidrs)
+	}
+
+	// The nodes reach each other on the bridge; the namespace has no route out and does not forward.
+	if out, err := c.Nodes[0].Run(ctx, "timeout 10 bash -c 'exec 3<>/dev/tcp/"+c.Nodes[1].IP.String()+"/22; head -c 7 <&3'"); err != nil || out != "SSH-2.0" {
+		t.Errorf("%s cannot reach %s's SSH: %v %q", c.Nodes[0].Name, c.Nodes[1].IP, err, out)
+	}
+	routes, err := c.NS.Output("ip", "route")
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(routes, "default") || strings.Count(strings.TrimSpace(routes), "\n") != 0 {
+		t.Errorf("routes in the namespace:\n%s\nwant only the bridge's subnet", routes)
+	}
+	if fwd, _ := c.NS.Output("sysctl", "-n", "net.ipv4.ip_forward"); strings.TrimSpace(fwd) != "0" {
+		t.Errorf("the namespace forwards (ip_forward=%s)", fwd)
+	}
+
+	// kubenet routes: each node routes the other's pod CIDR via the other's InternalIP.
+	for i, n := range c.Nodes {
+		other := c.Nodes[1-i]
+		want := fmt.Sprintf("%s via %s dev eth0", cidrs[1-i], other.IP)
+		waitNode(t, ctx, n, "route to "+other.Name+"'s pods", "ip route show proto 98", func(s string) bool { return strings.TrimSpace(s) == want })
+	}
+
+	// A pod on node-1 reaches a pod on node-2 across the nodes.
+	pods := c.CP.Client.CoreV1().Pods("default")
+	web := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "web"}, Spec: corev1.PodSpec{NodeName: c.Nodes[1].Name,
+		Containers: []corev1.Container{{Name: "web", Image: images.Busybox, ImagePullPolicy: corev1.PullNever,
+			Command: []string{"httpd", "-f", "-p", "8080", "-h", "/etc"}}}}}
+	if _, err := pods.Create(ctx, web, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var webIP string
+	for deadline := time.Now().Add(3 * time.Minute); webIP == ""; time.Sleep(time.Second) {
+		p, err := pods.Get(ctx, "web", metav1.GetOptions{})
+		if err == nil && p.Status.Phase == corev1.PodRunning {
+			webIP = p.Status.PodIP
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("pod web not running on %s: %v %+v", c.Nodes[1].Name, err, p.Status)
+		}
+	}
+	deadline := int64(90)
+	client := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "client"}, Spec: corev1.PodSpec{NodeName: c.Nodes[0].Name,
+		RestartPolicy: corev1.RestartPolicyNever, ActiveDeadlineSeconds: &deadline, // Debian's static busybox wget crashes with -T
+		Containers: []corev1.Container{{Name: "client", Image: images.Busybox, ImagePullPolicy: corev1.PullNever,
+			Command: []string{"sh", "-c", "[ \"$(wget -q -O - http://" + webIP + ":8080/hostname)\" = web ]"}}}}}
+	if _, err := pods.Create(ctx, client, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(3 * time.Minute); ; time.Sleep(time.Second) {
+		p, err := pods.Get(ctx, "client", metav1.GetOptions{})
+		if err == nil && p.Status.Phase == corev1.PodSucceeded {
+			t.Logf("a pod on %s (%s) fetched /etc/hostname from the pod on %s (%s)", c.Nodes[0].Name, p.Status.PodIP, c.Nodes[1].Name, webIP)
+			break
+		}
+		if err == nil && p.Status.Phase == corev1.PodFailed || time.Now().After(deadline) {
+			logs, lerr := pods.GetLogs("client", &corev1.PodLogOptions{}).DoRaw(ctx)
+			var diag strings.Builder
+			for _, n := range c.Nodes {
+				out, err := n.Run(ctx, "ip route; sysctl net.ipv4.ip_forward net.bridge.bridge-nf-call-iptables; iptables -S FORWARD; iptables -t nat -S POSTROUTING")
+				fmt.Fprintf(&diag, "--- %s:\n%s%v\n", n.Name, out, err)
+			}
+			t.Fatalf("client pod on %s did not reach %s: %v (phase %s)\nlogs: %s %v\n%s", c.Nodes[0].Name, webIP, err, p.Status.Phase, logs, lerr, diag.String())
+		}
+	}
+
+	// node-2's guest dies: its Node goes NotReady (Unknown) and node-1 drops the route to its pods.
+	killed := time.Now()
+	if err := c.Nodes[1].Machine.Stop(); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(3 * time.Minute); ; time.Sleep(time.Second) {
+		n, err := c.CP.Client.CoreV1().Nodes().Get(ctx, c.Nodes[1].Name, metav1.GetOptions{})
+		if err == nil && !join.NodeReady(n) {
+			t.Logf("%s NotReady %v after its guest was killed", n.Name, time.Since(killed).Round(time.Second))
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("%s still Ready after its guest was killed (err %v)", c.Nodes[1].Name, err)
+		}
+	}
+	waitNode(t, ctx, c.Nodes[0], "route to the dead node's pods removed", "ip route show proto 98", func(s string) bool { return strings.TrimSpace(s) == "" })
+	t.Logf("%s dropped the route %v after the kill", c.Nodes[0].Name, time.Since(killed).Round(time.Second))
+}
+
+// waitNode polls cmd in node n until ok accepts its output.
+func waitNode(t *testing.T, ctx context.Context, n *cloud.Node, what, cmd string, ok func(string) bool) {
+	t.Helper()
+	var out string
+	var err error
+	for deadline := time.Now().Add(2 * time.Minute); time.Now().Before(deadline); time.Sleep(time.Second) {
+		if out, err = n.Run(ctx, cmd); err == nil && ok(out) {
+			return
+		}
+	}
+	t.Fatalf("%s: %s: last output %q (%v)", n.Name, what, out, err)
+}
