@@ -70,8 +70,16 @@ type Machine struct {
 	Serial string // path of the serial console log
 }
 
-// Start boots the guest.
-func Start(ctx context.Context, cfg Config) (*Machine, error) {
+// Prepared is a guest ready to boot: its overlay and seed are written, and Argv is the command that boots it (qemu,
+// or nsenter running qemu in Config.NetNS). Callers that track processes themselves run Argv; Start runs it too.
+type Prepared struct {
+	Argv   []string
+	Serial string // the serial console log qemu will write
+	Log    string // qemu's own stdout and stderr
+}
+
+// Prepare writes the guest's overlay and NoCloud seed into cfg.Dir and returns the command that boots it.
+func Prepare(ctx context.Context, cfg Config) (*Prepared, error) {
 	if cfg.MemoryMiB == 0 {
 		cfg.MemoryMiB = 2048
 	}
@@ -103,7 +111,7 @@ func Start(ctx context.Context, cfg Config) (*Machine, error) {
 	if cfg.Tap != nil && (cfg.SSHPort != 0 || len(cfg.GuestForwards) > 0) {
 		return nil, errors.New("qemu: Tap: SSHPort and GuestForwards need the user network; unset them with a tap")
 	}
-	m := &Machine{cfg: cfg, done: make(chan struct{}), Serial: filepath.Join(cfg.Dir, cfg.Name+".serial.log")}
+	p := &Prepared{Serial: filepath.Join(cfg.Dir, cfg.Name+".serial.log"), Log: filepath.Join(cfg.Dir, cfg.Name+".qemu.log")}
 	netdev := "user,id=n0,restrict=on"
 	nic := "virtio-net-pci,netdev=n0"
 	if cfg.Tap != nil {
@@ -124,17 +132,28 @@ func Start(ctx context.Context, cfg Config) (*Machine, error) {
 	}
 	args := []string{
 		"-accel", "tcg", "-machine", "pc", "-cpu", "max", "-m", strconv.Itoa(cfg.MemoryMiB), "-smp", strconv.Itoa(cfg.CPUs),
-		"-nographic", "-no-reboot", "-serial", "file:" + m.Serial, "-monitor", "none",
+		"-nographic", "-no-reboot", "-serial", "file:" + p.Serial, "-monitor", "none",
 		"-drive", "file=" + overlay + ",if=virtio,format=qcow2,cache=unsafe,discard=unmap",
 		"-drive", "file=" + seed + ",if=virtio,format=raw,readonly=on",
 		"-netdev", netdev, "-device", nic,
 	}
-	m.cmd = exec.Command("qemu-system-x86_64", args...)
+	p.Argv = append([]string{"qemu-system-x86_64"}, args...)
 	if cfg.NetNS != "" {
-		m.cmd = exec.Command("nsenter", append([]string{"--net=" + cfg.NetNS, "--", "qemu-system-x86_64"}, args...)...)
+		p.Argv = append([]string{"nsenter", "--net=" + cfg.NetNS, "--"}, p.Argv...)
 	}
+	return p, nil
+}
+
+// Start boots the guest as a child of this process.
+func Start(ctx context.Context, cfg Config) (*Machine, error) {
+	p, err := Prepare(ctx, cfg)
+	if err != nil {
+		return nil, err
+	}
+	m := &Machine{cfg: cfg, done: make(chan struct{}), Serial: p.Serial}
+	m.cmd = exec.Command(p.Argv[0], p.Argv[1:]...)
 	m.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
-	logf, err := os.Create(filepath.Join(cfg.Dir, cfg.Name+".qemu.log"))
+	logf, err := os.Create(p.Log)
 	if err != nil {
 		return nil, err
 	}

@@ -8,6 +8,7 @@ package cloud
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -16,11 +17,13 @@ import (
 	"path/filepath"
 	"time"
 
+	"berth.dev/berth/agent/atomicfile"
 	cloudinit "berth.dev/berth/cloud-init"
 	"berth.dev/berth/imagebuilder/qemu"
 	"berth.dev/berth/test/controlplane"
 	"berth.dev/berth/test/guestssh"
 	"berth.dev/berth/test/netns"
+	"berth.dev/berth/test/proc"
 )
 
 // Config describes a cloud. Zero values get defaults.
@@ -40,7 +43,12 @@ type Config struct {
 	GuestMemoryMiB int
 	// NodeMonitorGracePeriod is how long a silent node stays Ready (default: the controller manager's, 50s).
 	NodeMonitorGracePeriod time.Duration
-	Log                    *slog.Logger
+	// Detached guests and control plane outlive this process (berth-dev cloud up); stop them with Down.
+	Detached bool
+	// Registry records the guests and the control plane's processes (default proc.DefaultRegistry): a test
+	// killed midway leaves nothing running after the next run's sweep.
+	Registry *proc.Registry
+	Log      *slog.Logger
 }
 
 // Cloud is a running local cloud.
@@ -57,14 +65,16 @@ type Cloud struct {
 
 // Node is a guest of the cloud.
 type Node struct {
-	Name    string
-	IP      netip.Addr
-	MAC     string
-	Tap     string
-	Machine *qemu.Machine
-	SSH     guestssh.Target
+	Name string
+	IP   netip.Addr
+	MAC  string
+	Tap  string
+	SSH  guestssh.Target
+	// Serial is its console log.
+	Serial string
 	// Started is when its qemu started.
 	Started time.Time
+	qemu    *proc.Process
 }
 
 func (c *Config) setDefaults() error {
@@ -80,12 +90,12 @@ func (c *Config) setDefaults() error {
 	if c.GuestMemoryMiB == 0 {
 		c.GuestMemoryMiB = 2048
 	}
-	if c.Log == nil {
-		c.Log = slog.Default()
-	}
+	c.Log, c.Registry = proc.Defaults(c.Log, c.Registry)
 	var errs []error
 	if c.Dir == "" {
 		errs = append(errs, errors.New("cloud: Dir: required"))
+	} else if abs, err := filepath.Abs(c.Dir); err == nil {
+		c.Dir = abs
 	}
 	if c.Image == "" {
 		errs = append(errs, errors.New("cloud: Image: required"))
@@ -126,11 +136,15 @@ func Up(ctx context.Context, cfg Config) (_ *Cloud, err error) {
 		return nil, err
 	}
 	c.CP, err = controlplane.Start(ctx, controlplane.Config{Dir: filepath.Join(cfg.Dir, "controlplane"), BinDir: cfg.BinDir,
-		NetNS: c.NS.Path(), BindAddress: c.Gateway, NodeMonitorGracePeriod: cfg.NodeMonitorGracePeriod, Log: cfg.Log.With("cloud", cfg.Name)})
+		NetNS: c.NS.Path(), BindAddress: c.Gateway, NodeMonitorGracePeriod: cfg.NodeMonitorGracePeriod, Registry: cfg.Registry, Detached: cfg.Detached,
+		Log: cfg.Log.With("cloud", cfg.Name)})
 	if err != nil {
 		return nil, fmt.Errorf("cloud: control plane: %w", err)
 	}
 	if c.Join, err = c.CP.JoinInfo(); err != nil {
+		return nil, err
+	}
+	if err := c.save(); err != nil {
 		return nil, err
 	}
 	cfg.Log.Info("cloud up", "namespace", c.NS.Name, "bridge", c.Gateway, "endpoint", c.CP.Endpoint)
@@ -165,15 +179,22 @@ func (c *Cloud) AddNode(ctx context.Context) (*Node, error) {
 		UserData:      guestssh.UserData(c.pub, cloudinit.UserData(join)),
 		NetworkConfig: cloudinit.NetworkConfig(cloudinit.Network{MAC: n.MAC, Address: netip.PrefixFrom(ip, c.cfg.Subnet.Bits()), Gateway: c.Gateway}),
 	}
-	var err error
-	n.Started = time.Now()
-	n.Machine, err = qemu.Start(ctx, qemu.Config{Name: n.Name, Dir: filepath.Join(c.cfg.Dir, n.Name), Image: c.cfg.Image,
+	prep, err := qemu.Prepare(ctx, qemu.Config{Name: n.Name, Dir: filepath.Join(c.cfg.Dir, n.Name), Image: c.cfg.Image,
 		Format: c.cfg.Format, Seed: seed, MemoryMiB: c.cfg.GuestMemoryMiB, Tap: &qemu.Tap{Name: n.Tap, MAC: n.MAC}, NetNS: c.NS.Path()})
+	if err != nil {
+		return nil, fmt.Errorf("cloud: %s: %w", n.Name, err)
+	}
+	n.Serial, n.Started = prep.Serial, time.Now()
+	n.qemu, err = c.cfg.Registry.Start(proc.Spec{Name: n.Name, Group: c.cfg.Dir, Path: prep.Argv[0], Args: prep.Argv[1:],
+		Log: prep.Log, Detached: c.cfg.Detached})
 	if err != nil {
 		return nil, fmt.Errorf("cloud: %s: %w", n.Name, err)
 	}
 	n.SSH = guestssh.Target{Key: c.key, Host: ip.String(), NetNS: c.NS.Path()}
 	c.Nodes = append(c.Nodes, n)
+	if err := c.save(); err != nil {
+		return nil, err
+	}
 	c.cfg.Log.Info("node started", "node", n.Name, "ip", ip, "mac", n.MAC)
 	return n, nil
 }
@@ -188,14 +209,20 @@ func (n *Node) WaitSSH(ctx context.Context) error {
 			return nil
 		}
 		select {
-		case <-n.Machine.Exited():
-			return fmt.Errorf("%s exited before SSH answered; console:\n%s", n.Name, n.Machine.Tail(40))
+		case <-n.qemu.Exited():
+			return fmt.Errorf("%s exited before SSH answered (%v); console:\n%s", n.Name, n.qemu.ExitErr(), n.Tail(40))
 		case <-ctx.Done():
-			return fmt.Errorf("%s: no SSH: %w (last: %v); console:\n%s", n.Name, ctx.Err(), err, n.Machine.Tail(40))
+			return fmt.Errorf("%s: no SSH: %w (last: %v); console:\n%s", n.Name, ctx.Err(), err, n.Tail(40))
 		case <-time.After(2 * time.Second):
 		}
 	}
 }
+
+// Tail is the end of the node's console.
+func (n *Node) Tail(lines int) string { return proc.Tail(n.Serial, lines) }
+
+// Kill kills the guest outright, as a host failure would.
+func (n *Node) Kill() error { return n.qemu.Stop(0) }
 
 // Run runs cmd in the node as root and returns its stdout.
 func (n *Node) Run(ctx context.Context, cmd string) (string, error) { return n.SSH.Run(ctx, cmd, nil) }
@@ -204,10 +231,8 @@ func (n *Node) Run(ctx context.Context, cmd string) (string, error) { return n.S
 func (c *Cloud) Down() error {
 	var errs []error
 	for _, n := range c.Nodes {
-		if n.Machine != nil {
-			if err := n.Machine.Stop(); err != nil && !os.IsNotExist(err) {
-				errs = append(errs, fmt.Errorf("%s: %w", n.Name, err))
-			}
+		if err := n.qemu.Stop(5 * time.Second); err != nil {
+			errs = append(errs, fmt.Errorf("%s: %w", n.Name, err))
 		}
 	}
 	if c.CP != nil {
@@ -215,10 +240,89 @@ func (c *Cloud) Down() error {
 			errs = append(errs, err)
 		}
 	}
-	if err := c.NS.Delete(); err != nil {
+	errs = append(errs, c.removeAll())
+	if err := os.Remove(statePath(c.cfg.Dir)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		errs = append(errs, err)
 	}
 	return errors.Join(errs...)
+}
+
+// removeAll deletes the namespace and the guests' work dirs (overlays: gigabytes).
+func (c *Cloud) removeAll() error {
+	errs := []error{c.NS.Delete()}
+	for _, n := range c.Nodes {
+		errs = append(errs, os.RemoveAll(filepath.Dir(n.Serial)))
+	}
+	return errors.Join(errs...)
+}
+
+// State is what a cloud records in <Dir>/cloud.json, for status and for Down from another process.
+type State struct {
+	Name      string      `json:"name"`
+	Namespace string      `json:"namespace"`
+	Endpoint  string      `json:"endpoint"`
+	Key       string      `json:"sshKey"`
+	Nodes     []NodeState `json:"nodes"`
+}
+
+// NodeState is one guest in State.
+type NodeState struct {
+	Name   string `json:"name"`
+	IP     string `json:"ip"`
+	Serial string `json:"serial"`
+}
+
+func statePath(dir string) string { return filepath.Join(dir, "cloud.json") }
+
+func (c *Cloud) save() error {
+	st := State{Name: c.cfg.Name, Namespace: c.NS.Name, Endpoint: c.CP.Endpoint, Key: c.key}
+	for _, n := range c.Nodes {
+		st.Nodes = append(st.Nodes, NodeState{Name: n.Name, IP: n.IP.String(), Serial: n.Serial})
+	}
+	data, _ := json.MarshalIndent(st, "", "  ")
+	return atomicfile.Write(statePath(c.cfg.Dir), append(data, '\n'), 0o600)
+}
+
+// Load reads the state a cloud recorded in dir.
+func Load(dir string) (State, error) {
+	var st State
+	data, err := os.ReadFile(statePath(dir))
+	if err != nil {
+		return st, err
+	}
+	if err := json.Unmarshal(data, &st); err != nil {
+		return st, fmt.Errorf("%s: %w", statePath(dir), err)
+	}
+	return st, nil
+}
+
+// Down stops a cloud that an earlier process brought up in dir, detached: its guests, then its control plane,
+// then the namespace. It is safe to run again.
+func Down(dir string, reg proc.Registry) error {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return err
+	}
+	st, err := Load(dir)
+	if errors.Is(err, os.ErrNotExist) {
+		return nil
+	}
+	if err != nil {
+		return err
+	}
+	_, err = reg.StopGroup(dir, 5*time.Second)
+	errs := []error{err}
+	_, err = controlplane.Down(filepath.Join(dir, "controlplane"), reg)
+	errs = append(errs, err)
+	c := &Cloud{NS: netns.NS{Name: st.Namespace}}
+	for _, n := range st.Nodes {
+		c.Nodes = append(c.Nodes, &Node{Name: n.Name, Serial: n.Serial})
+	}
+	errs = append(errs, c.removeAll())
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	return os.Remove(statePath(dir))
 }
 
 // Config is the cloud's configuration, defaults applied.

@@ -3,19 +3,21 @@ package cloud_test
 import (
 	"context"
 	"fmt"
+	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/intstr"
+
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"berth.dev/berth/agent/join"
-	"berth.dev/berth/imagebuilder/bake"
-	"berth.dev/berth/imagebuilder/disk"
 	"berth.dev/berth/test/cloud"
 	"berth.dev/berth/test/controlplane"
 	"berth.dev/berth/test/images"
@@ -34,15 +36,12 @@ func TestCloudTwoNodes(t *testing.T) {
 	if os.Getuid() != 0 {
 		t.Skip("needs root (network namespace, taps, mmdebstrap chroot, qemu)")
 	}
-	st, err := bake.RunAll(context.Background(), nodeimage.Spec(t, nodeimage.Inputs(t)))
-	if err != nil {
-		t.Fatalf("bake: %v", err)
-	}
+	image := nodeimage.QCOW2(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	c, err := cloud.Up(ctx, cloud.Config{Name: fmt.Sprintf("t%d", os.Getpid()), Dir: t.TempDir(),
-		BinDir: toolbin.Kubernetes.ForTest(t), Image: st.Outputs[disk.QCOW2], NodeMonitorGracePeriod: 20 * time.Second, Log: log})
+		BinDir: toolbin.Kubernetes.ForTest(t), Image: image, NodeMonitorGracePeriod: 20 * time.Second, Log: log})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +49,7 @@ func TestCloudTwoNodes(t *testing.T) {
 		if t.Failed() {
 			for _, n := range c.Nodes {
 				out, _ := n.Run(context.Background(), "journalctl -u berth-agent --no-pager | tail -n 30; ip -4 addr; ip route; cat /etc/network/interfaces.d/*; journalctl -u kubelet --no-pager | grep -i -E 'address|node ip' | tail -n 5")
-				t.Logf("--- %s console (tail):\n%s\n--- agent:\n%s", n.Name, n.Machine.Tail(30), out)
+				t.Logf("--- %s console (tail):\n%s\n--- agent:\n%s", n.Name, n.Tail(30), out)
 			}
 			for _, comp := range controlplane.Components {
 				t.Logf("--- %s log (tail):\n%s", comp, proc.Tail(c.CP.LogPath(comp), 20))
@@ -129,7 +128,7 @@ func TestCloudTwoNodes(t *testing.T) {
 
 	// A pod on node-1 reaches a pod on node-2 across the nodes.
 	pods := c.CP.Client.CoreV1().Pods("default")
-	web := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "web"}, Spec: corev1.PodSpec{NodeName: c.Nodes[1].Name,
+	web := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "web", Labels: map[string]string{"app": "web"}}, Spec: corev1.PodSpec{NodeName: c.Nodes[1].Name,
 		Containers: []corev1.Container{{Name: "web", Image: images.Busybox, ImagePullPolicy: corev1.PullNever,
 			Command: []string{"httpd", "-f", "-p", "8080", "-h", "/etc"}}}}}
 	if _, err := pods.Create(ctx, web, metav1.CreateOptions{}); err != nil {
@@ -170,9 +169,34 @@ func TestCloudTwoNodes(t *testing.T) {
 		}
 	}
 
+	// A NodePort Service in front of the pod on node-2 answers on both nodes' addresses (kube-proxy on each node,
+	// and node-1 forwards to node-2's pod over the route), asked from the namespace's side of the bridge.
+	svc, err := c.CP.Client.CoreV1().Services("default").Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "web"},
+		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeNodePort, Selector: map[string]string{"app": "web"},
+			Ports: []corev1.ServicePort{{Port: 8080, TargetPort: intstr.FromInt32(8080)}}}}, metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	httpc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: c.NS.DialContext}}
+	for _, n := range c.Nodes {
+		url := fmt.Sprintf("http://%s:%d/hostname", n.IP, svc.Spec.Ports[0].NodePort)
+		var body string
+		for deadline := time.Now().Add(time.Minute); body != "web\n"; time.Sleep(time.Second) {
+			if resp, err := httpc.Get(url); err == nil {
+				b, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				body = string(b)
+			}
+			if time.Now().After(deadline) {
+				t.Fatalf("NodePort %s: got %q, want the web pod's hostname", url, body)
+			}
+		}
+		t.Logf("NodePort on %s (%s) reached the pod on %s", n.Name, url, c.Nodes[1].Name)
+	}
+
 	// node-2's guest dies: its Node goes NotReady (Unknown) and node-1 drops the route to its pods.
 	killed := time.Now()
-	if err := c.Nodes[1].Machine.Stop(); err != nil {
+	if err := c.Nodes[1].Kill(); err != nil {
 		t.Fatal(err)
 	}
 	for deadline := time.Now().Add(3 * time.Minute); ; time.Sleep(time.Second) {

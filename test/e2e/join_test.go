@@ -24,8 +24,6 @@ import (
 
 	"berth.dev/berth/agent/bootstrap"
 	"berth.dev/berth/agent/join"
-	"berth.dev/berth/imagebuilder/bake"
-	"berth.dev/berth/imagebuilder/disk"
 	"berth.dev/berth/imagebuilder/qemu"
 	"berth.dev/berth/test/controlplane"
 	"berth.dev/berth/test/images"
@@ -39,17 +37,6 @@ import (
 // apiInGuest is where a guest reaches the control plane: qemu forwards it to the apiserver's loopback port.
 const apiInGuest = "10.0.2.100:6443"
 
-// nodeImage bakes the tests' Debian 12 node image with the phases the berth-disk builder runs, reusing the
-// rootfs cache; the boot check is left out (the bake tests cover it), the boot below is the test.
-func nodeImage(t testing.TB) string {
-	t.Helper()
-	st, err := bake.RunAll(context.Background(), nodeimage.Spec(t, nodeimage.Inputs(t)))
-	if err != nil {
-		t.Fatalf("bake: %v", err)
-	}
-	return st.Outputs[disk.QCOW2]
-}
-
 // The e2e join. The control plane is down when the guest boots and comes up 60 s after the guest started; the
 // agent retries and joins without help. Then: the Node is Ready, a pod from a pre-cached image runs to
 // completion on it, the bootstrap credentials are gone from the guest, the agent unit says it joined, and in the
@@ -58,7 +45,7 @@ func TestJoinInQemu(t *testing.T) {
 	if os.Getuid() != 0 {
 		t.Skip("needs root (mmdebstrap chroot, qemu, control plane)")
 	}
-	image := nodeImage(t)
+	image := nodeimage.QCOW2(t)
 	k8s := toolbin.Kubernetes.ForTest(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()

@@ -22,6 +22,7 @@ import (
 	"berth.dev/berth/imagebuilder/distro"
 	"berth.dev/berth/imagebuilder/qemu"
 	"berth.dev/berth/test/controlplane"
+	"berth.dev/berth/test/nodeimage"
 	"berth.dev/berth/test/toolbin"
 	"berth.dev/berth/test/vm"
 )
@@ -59,7 +60,7 @@ func BenchmarkJoinBerthVsKubeadm(b *testing.B) {
 	if os.Getuid() != 0 {
 		b.Skip("needs root (mmdebstrap chroot, qemu, control plane)")
 	}
-	image := nodeImage(b)
+	image := nodeimage.QCOW2(b)
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)
 	defer cancel()
 	cp := controlplane.ForTest(b, controlplane.Config{ExtraSANs: []string{"10.0.2.100"}, AdvertiseURL: "https://" + apiInGuest})

@@ -4,6 +4,7 @@
 package nodeimage
 
 import (
+	"context"
 	"log/slog"
 	"os"
 	"path/filepath"
@@ -44,4 +45,16 @@ func Spec(tb testing.TB, in payload.Inputs) *bake.Spec {
 		KubernetesVersion: "v1.37.2", SandboxImage: images.Pause, BootTimeout: 6 * time.Minute,
 		Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
 	}
+}
+
+// QCOW2 bakes the tests' node image with the phases the berth-disk builder runs (the rootfs cache makes it a
+// warm bake) and returns the qcow2 disk. The boot check is left out: the bake tests cover it, and callers boot
+// the image themselves.
+func QCOW2(tb testing.TB) string {
+	tb.Helper()
+	st, err := bake.RunAll(context.Background(), Spec(tb, Inputs(tb)))
+	if err != nil {
+		tb.Fatalf("bake: %v", err)
+	}
+	return st.Outputs[disk.QCOW2]
 }

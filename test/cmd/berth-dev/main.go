@@ -1,5 +1,9 @@
-// Command berth-dev runs berth's local development environment: for now a local hosted control plane that nodes
-// join.
+// Command berth-dev runs berth's local development environment: a local hosted control plane that nodes join, and
+// the local cloud (the control plane in a network namespace, qemu guests from a baked image joined to it).
+//
+//	berth-dev cloud up -image IMG    bring up the local cloud, detached, and wait for its Nodes to be Ready
+//	berth-dev cloud status           its guests and Nodes
+//	berth-dev cloud down             stop it and delete its namespace
 //
 //	berth-dev controlplane up        start (or restart) it, detached, and print the join material
 //	berth-dev controlplane join-info print the join material again (text, json or a kubeadm join line)
@@ -32,6 +36,7 @@ import (
 )
 
 const usage = `usage: berth-dev controlplane <up|down|status|join-info> [flags]
+       berth-dev cloud <up|down|status> [flags]
 
   up         start a local hosted control plane (detached) and print its join material
   down       stop it
@@ -63,6 +68,9 @@ func defaultDir() string {
 }
 
 func run(ctx context.Context, args []string, out io.Writer, log *slog.Logger) error {
+	if len(args) > 0 && args[0] == "cloud" {
+		return cloudCmd(ctx, args[1:], out, log)
+	}
 	if len(args) < 2 || args[0] != "controlplane" {
 		fmt.Fprint(os.Stderr, usage)
 		return errors.New("missing or unknown command")

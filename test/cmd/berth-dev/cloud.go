@@ -1,0 +1,189 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"os"
+	"path/filepath"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"berth.dev/berth/agent/join"
+	"berth.dev/berth/test/cloud"
+	"berth.dev/berth/test/netns"
+	"berth.dev/berth/test/proc"
+	"berth.dev/berth/test/toolbin"
+)
+
+const cloudUsage = `usage: berth-dev cloud <up|down|status> [flags]
+
+  up      bring up the local cloud (detached): a network namespace with a bridge, the control plane inside it,
+          and -nodes qemu guests from -image that join it; waits until every Node is Ready
+  down    stop the guests and the control plane and delete the namespace
+  status  report the guests, their Nodes and the control plane
+`
+
+func defaultCloudDir() string { return filepath.Join(filepath.Dir(defaultDir()), "cloud") }
+
+// cloudCmd runs `berth-dev cloud <up|down|status>`.
+func cloudCmd(ctx context.Context, args []string, out io.Writer, log *slog.Logger) error {
+	if len(args) < 1 {
+		fmt.Fprint(os.Stderr, cloudUsage)
+		return errors.New("missing cloud command")
+	}
+	fs := flag.NewFlagSet("berth-dev cloud "+args[0], flag.ContinueOnError)
+	dir := fs.String("dir", defaultCloudDir(), "state directory: control plane, guest overlays, SSH key, cloud.json")
+	reg := proc.DefaultRegistry(log)
+	switch args[0] {
+	case "up":
+		image := fs.String("image", "", "the node image every guest boots (qcow2), e.g. output-debian-12/node.qcow2 (required)")
+		nodes := fs.Int("nodes", 2, "how many guests")
+		name := fs.String("name", "cloud", "the namespace is berth-<name>")
+		bin := fs.String("k8s-bin", os.Getenv("BERTH_K8S_BIN"), "directory with the control plane's binaries (env BERTH_K8S_BIN; default: tools/build.sh k8s)")
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		if *image == "" {
+			return errors.New("cloud up: -image: required")
+		}
+		if *nodes < 1 {
+			return fmt.Errorf("cloud up: -nodes: %d: want at least 1", *nodes)
+		}
+		var err error
+		if *bin == "" {
+			if *bin, err = toolbin.Kubernetes.Dir(); err != nil {
+				return err
+			}
+		}
+		// A cloud left in dir is replaced: bringing it up again is how a user starts over.
+		if err := cloud.Down(*dir, reg); err != nil {
+			return fmt.Errorf("cloud up: stop the earlier cloud in %s: %w", *dir, err)
+		}
+		return cloudUp(ctx, out, cloud.Config{Name: *name, Dir: *dir, BinDir: *bin, Image: *image, Detached: true, Registry: &reg, Log: log}, *nodes)
+	case "down":
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		if err := cloud.Down(*dir, reg); err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "cloud in %s is down\n", *dir)
+		return nil
+	case "status":
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		return cloudStatus(ctx, out, *dir, reg)
+	default:
+		fmt.Fprint(os.Stderr, cloudUsage)
+		return fmt.Errorf("unknown cloud command %q", args[0])
+	}
+}
+
+// cloudUp boots the guests one at a time (TCG guests share two cores), then waits for every Node to be Ready,
+// printing progress, and prints how to use and stop the cloud.
+func cloudUp(ctx context.Context, out io.Writer, cfg cloud.Config, nodes int) (err error) {
+	c, err := cloud.Up(ctx, cfg)
+	if err != nil {
+		return err
+	}
+	defer func() {
+		if err != nil {
+			c.Down()
+		}
+	}()
+	fmt.Fprintf(out, "control plane up at %s in namespace %s\n", c.CP.Endpoint, c.NS.Name)
+	for range nodes {
+		n, err := c.AddNode(ctx)
+		if err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "%s (%s) booting...\n", n.Name, n.IP)
+		if err := n.WaitSSH(ctx); err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "%s booted in %v\n", n.Name, time.Since(n.Started).Round(time.Second))
+	}
+	for _, n := range c.Nodes {
+		for deadline := time.Now().Add(10 * time.Minute); ; time.Sleep(2 * time.Second) {
+			node, err := c.CP.Client.CoreV1().Nodes().Get(ctx, n.Name, metav1.GetOptions{})
+			if err == nil && join.NodeReady(node) {
+				fmt.Fprintf(out, "%s Ready %v after its guest started (kubelet %s)\n", n.Name,
+					time.Since(n.Started).Round(time.Second), node.Status.NodeInfo.KubeletVersion)
+				break
+			}
+			if time.Now().After(deadline) || ctx.Err() != nil {
+				return fmt.Errorf("%s is not Ready (last error %v); its console:\n%s", n.Name, err, n.Tail(20))
+			}
+		}
+	}
+	self, _ := os.Executable()
+	fmt.Fprintf(out, "\nThe cloud keeps running. The control plane is reachable only inside the namespace:\n")
+	fmt.Fprintf(out, "  ip netns exec %s %s --kubeconfig %s get nodes -o wide\n", c.NS.Name,
+		filepath.Join(cfg.BinDir, "kubectl"), c.CP.KubeconfigPath())
+	fmt.Fprintf(out, "  ip netns exec %s ssh -i %s root@%s\n", c.NS.Name, c.Nodes[0].SSH.Key, c.Nodes[0].IP)
+	fmt.Fprintf(out, "Stop it with: %s cloud down --dir %s\n", self, c.Config().Dir)
+	return nil
+}
+
+// cloudStatus prints each guest's process and Node, and fails unless all of them run and are Ready.
+func cloudStatus(ctx context.Context, out io.Writer, dir string, reg proc.Registry) error {
+	dir, _ = filepath.Abs(dir)
+	st, err := cloud.Load(dir)
+	if err != nil {
+		return fmt.Errorf("no cloud in %s (run `berth-dev cloud up`): %w", dir, err)
+	}
+	recs, _, err := reg.Records()
+	if err != nil {
+		return err
+	}
+	running := map[string]int{}
+	for _, r := range recs {
+		if r.Group == dir && r.Running() {
+			running[r.Name] = r.PID
+		}
+	}
+	ns := netns.NS{Name: st.Namespace}
+	rc, err := clientcmd.BuildConfigFromFlags("", filepath.Join(dir, "controlplane", "admin.conf"))
+	if err != nil {
+		return err
+	}
+	rc.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		return ns.DialContext(ctx, network, addr)
+	}
+	rc.Timeout = 5 * time.Second
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "namespace %s, control plane %s\n", st.Namespace, st.Endpoint)
+	var errs []error
+	for _, n := range st.Nodes {
+		guest := "not running"
+		if pid, ok := running[n.Name]; ok {
+			guest = fmt.Sprintf("pid %d", pid)
+		} else {
+			errs = append(errs, fmt.Errorf("%s: its guest is not running", n.Name))
+		}
+		ready := "unknown"
+		if node, err := cs.CoreV1().Nodes().Get(ctx, n.Name, metav1.GetOptions{}); err != nil {
+			ready = err.Error()
+			errs = append(errs, fmt.Errorf("%s: %w", n.Name, err))
+		} else if join.NodeReady(node) {
+			ready = "Ready"
+		} else {
+			ready = "NotReady"
+			errs = append(errs, fmt.Errorf("%s: NotReady", n.Name))
+		}
+		fmt.Fprintf(out, "%-8s %-12s guest %-12s node %s\n", n.Name, n.IP, guest, ready)
+	}
+	return errors.Join(errs...)
+}

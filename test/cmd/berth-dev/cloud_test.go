@@ -1,0 +1,79 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"berth.dev/berth/test/cloud"
+	"berth.dev/berth/test/nodeimage"
+	"berth.dev/berth/test/proc"
+)
+
+// `berth-dev cloud` end to end with one guest: up (detached) waits for the Node to be Ready and says how to use
+// the cloud; status, from the state file, sees the guest running and its Node Ready; down leaves no guest, no
+// control plane and no namespace; a second down is a no-op.
+func TestCloudUpStatusDown(t *testing.T) {
+	if os.Getuid() != 0 {
+		t.Skip("needs root (network namespace, taps, mmdebstrap chroot, qemu)")
+	}
+	image := nodeimage.QCOW2(t)
+	// A fixed directory: a cloud that a killed run of this test left (it is detached) is stopped by the next run.
+	dir := filepath.Join(os.TempDir(), "berth-dev-cloud-test")
+	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
+	do := func(args ...string) (string, error) {
+		var out bytes.Buffer
+		err := run(context.Background(), append([]string{"cloud"}, append(args, "-dir", dir)...), &out, log)
+		return out.String(), err
+	}
+	t.Cleanup(func() {
+		if _, err := do("down"); err != nil {
+			t.Errorf("cleanup down: %v", err)
+		}
+	})
+
+	out, err := do("up", "-image", image, "-nodes", "1", "-name", "devtest")
+	t.Logf("up:\n%s", out)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{"node-1 Ready", "ip netns exec berth-devtest", "get nodes", "cloud down --dir " + dir} {
+		if !strings.Contains(out, want) {
+			t.Errorf("up output lacks %q", want)
+		}
+	}
+	out, err = do("status")
+	t.Logf("status:\n%s", out)
+	if err != nil || !strings.Contains(out, "node-1") || !strings.Contains(out, "node Ready") {
+		t.Errorf("status: %v", err)
+	}
+
+	if out, err := do("down"); err != nil || !strings.Contains(out, "is down") {
+		t.Fatalf("down: %v %s", err, out)
+	}
+	recs, _, err := proc.DefaultRegistry(log).Records()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, r := range recs {
+		if strings.HasPrefix(r.Group, dir) && r.Running() {
+			t.Errorf("left running after down: %s pid %d", r.Name, r.PID)
+		}
+	}
+	if _, err := os.Stat("/run/netns/berth-devtest"); !os.IsNotExist(err) {
+		t.Errorf("namespace berth-devtest left after down (%v)", err)
+	}
+	if _, err := cloud.Load(dir); !os.IsNotExist(err) {
+		t.Errorf("cloud.json left after down (%v)", err)
+	}
+	if _, err := do("status"); err == nil {
+		t.Error("status after down succeeded")
+	}
+	if _, err := do("down"); err != nil {
+		t.Errorf("second down: %v", err)
+	}
+}
