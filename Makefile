@@ -1,7 +1,9 @@
 # berth — set-up and tasks. Every target installs what it needs, idempotently, on a fresh Debian 12 machine.
 #
-#   make demo    the main job (for now: start a local hosted control plane and print its join material)
+#   make demo    the main job: bake the node image, bring up the local cloud with two nodes that join it, and
+#                serve a workload through either node
 #   make test    everything CI runs (.ci/run calls it)
+#   make e2e     only the end-to-end suite: baked images booted under qemu, joined, serving (also part of make test)
 #   make down    stop what `make demo` started
 #   make bench   benchmarks (docs/benchmarks.md records their figures)
 
@@ -21,7 +23,7 @@ DEV_BIN := $(BERTH_CACHE)/bin/berth-dev
 AGENT_BIN := $(BERTH_CACHE)/bin/berth-agent
 TEST_TIMEOUT ?= 40m
 
-.PHONY: all deps go-check tools agent generate demo down test lint bench clean-cache
+.PHONY: all deps go-check tools agent generate demo down test e2e lint bench clean-cache
 
 all: test
 
@@ -61,10 +63,16 @@ $(DEV_BIN): go-check $(shell find test agent imagebuilder -name '*.go' -not -nam
 	@mkdir -p $(dir $@)
 	go build -o $@ ./test/cmd/berth-dev
 
-demo: deps tools $(DEV_BIN)
-	BERTH_K8S_BIN=$$(BERTH_CACHE=$(BERTH_CACHE) tools/build.sh k8s) $(DEV_BIN) controlplane up
+# The cloud goes down first: its guests run on overlays of the image that is baked again.
+demo: deps tools agent $(DEV_BIN)
+	$(DEV_BIN) cloud down
+	export BERTH_K8S_BIN=$$(BERTH_CACHE=$(BERTH_CACHE) tools/build.sh k8s) && \
+	  image=$$($(DEV_BIN) image -agent $(AGENT_BIN)) && \
+	  $(DEV_BIN) cloud up -image $$image -nodes 2 && \
+	  $(DEV_BIN) cloud demo
 
 down: $(DEV_BIN)
+	$(DEV_BIN) cloud down
 	$(DEV_BIN) controlplane down
 
 lint: go-check
@@ -74,6 +82,12 @@ lint: go-check
 
 test: deps tools lint
 	BERTH_K8S_BIN=$$(BERTH_CACHE=$(BERTH_CACHE) tools/build.sh k8s) go test -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+# The end-to-end suite on real guests: the e2e join (user network; SIGKILLs in every phase), the local cloud (two
+# nodes, pod traffic across them, NodePort, a killed node) and berth-dev cloud as make demo runs it.
+e2e: deps tools
+	BERTH_K8S_BIN=$$(BERTH_CACHE=$(BERTH_CACHE) tools/build.sh k8s) go test -count=1 -timeout $(TEST_TIMEOUT) \
+	  -run 'TestJoinInQemu|TestCloud' ./test/e2e ./test/cloud ./test/cmd/berth-dev
 
 bench: deps tools
 	BERTH_K8S_BIN=$$(BERTH_CACHE=$(BERTH_CACHE) tools/build.sh k8s) go test -run '^$$' -bench . -benchtime 5x $$(go list ./test/... | grep -v /test/e2e)

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
@@ -24,6 +25,8 @@ import (
 	"berth.dev/berth/test/guestssh"
 	"berth.dev/berth/test/netns"
 	"berth.dev/berth/test/proc"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
 )
 
 // Config describes a cloud. Zero values get defaults.
@@ -294,6 +297,21 @@ func Load(dir string) (State, error) {
 		return st, fmt.Errorf("%s: %w", statePath(dir), err)
 	}
 	return st, nil
+}
+
+// AdminClient is a cluster-admin client for the cloud recorded in st (brought up in dir, perhaps by another
+// process): the apiserver is reached inside the cloud's namespace.
+func AdminClient(dir string, st State) (kubernetes.Interface, error) {
+	rc, err := clientcmd.BuildConfigFromFlags("", filepath.Join(dir, "controlplane", "admin.conf"))
+	if err != nil {
+		return nil, err
+	}
+	ns := netns.NS{Name: st.Namespace}
+	rc.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		return ns.DialContext(ctx, network, addr)
+	}
+	rc.Timeout = 10 * time.Second
+	return kubernetes.NewForConfig(rc)
 }
 
 // Down stops a cloud that an earlier process brought up in dir, detached: its guests, then its control plane,

@@ -22,29 +22,43 @@ import (
 // Inputs builds what a test node image carries. Build them once per test: the agent and images are built here.
 func Inputs(tb testing.TB) payload.Inputs {
 	tb.Helper()
-	k8s := toolbin.Kubernetes.ForTest(tb)
-	imgs, err := images.Build(tb.TempDir())
+	in, err := inputs(toolbin.Kubernetes.ForTest(tb), toolbin.Agent(tb), tb.TempDir())
 	if err != nil {
 		tb.Fatal(err)
 	}
-	return payload.Inputs{KubeletPath: filepath.Join(k8s, "kubelet"), KubeProxyPath: filepath.Join(k8s, "kube-proxy"),
-		AgentPath: toolbin.Agent(tb), Images: []string{imgs.Pause, imgs.Busybox}}
+	return in
+}
+
+func inputs(k8sBin, agent, dir string) (payload.Inputs, error) {
+	imgs, err := images.Build(dir)
+	if err != nil {
+		return payload.Inputs{}, err
+	}
+	return payload.Inputs{KubeletPath: filepath.Join(k8sBin, "kubelet"), KubeProxyPath: filepath.Join(k8sBin, "kube-proxy"),
+		AgentPath: agent, Images: []string{imgs.Pause, imgs.Busybox}}, nil
 }
 
 // Spec is a bake of in: qcow2 only, no boot check, fresh output and work dirs, the shared rootfs cache, warnings
 // logged to stderr.
 func Spec(tb testing.TB, in payload.Inputs) *bake.Spec {
 	tb.Helper()
-	p, err := distro.Get("debian-12")
+	s, err := spec(in, tb.TempDir(), tb.TempDir(), slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	if err != nil {
 		tb.Fatal(err)
 	}
+	return s
+}
+
+func spec(in payload.Inputs, out, work string, log *slog.Logger) (*bake.Spec, error) {
+	p, err := distro.Get("debian-12")
+	if err != nil {
+		return nil, err
+	}
 	return &bake.Spec{Name: "node", Profile: p, Inputs: in,
 		Layout:  disk.Layout{SizeMiB: 3072, RootUUID: "6b1c7e2a-3f4d-4c5b-9a8e-1d2c3b4a5f60", Ext4Features: p.Ext4Features},
-		Formats: []disk.Format{disk.QCOW2}, OutputDir: tb.TempDir(), WorkDir: tb.TempDir(), CacheDir: bake.DefaultCacheDir(),
-		KubernetesVersion: "v1.37.2", SandboxImage: images.Pause, BootTimeout: 6 * time.Minute,
-		Log: slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})),
-	}
+		Formats: []disk.Format{disk.QCOW2}, OutputDir: out, WorkDir: work, CacheDir: bake.DefaultCacheDir(),
+		KubernetesVersion: "v1.37.2", SandboxImage: images.Pause, BootTimeout: 6 * time.Minute, Log: log,
+	}, nil
 }
 
 // QCOW2 bakes the tests' node image with the phases the berth-disk builder runs (the rootfs cache makes it a
@@ -57,4 +71,27 @@ func QCOW2(tb testing.TB) string {
 		tb.Fatalf("bake: %v", err)
 	}
 	return st.Outputs[disk.QCOW2]
+}
+
+// Bake is QCOW2 for tools (berth-dev image): the pinned Kubernetes binaries in k8sBin, the agent binary, the
+// locally built images, baked into dir/node.qcow2 (dir/work is the scratch space, removed after).
+func Bake(ctx context.Context, k8sBin, agent, dir string, log *slog.Logger) (string, error) {
+	work := filepath.Join(dir, "work")
+	if err := os.RemoveAll(work); err != nil {
+		return "", err
+	}
+	defer os.RemoveAll(work)
+	in, err := inputs(k8sBin, agent, filepath.Join(work, "images"))
+	if err != nil {
+		return "", err
+	}
+	s, err := spec(in, dir, filepath.Join(work, "bake"), log)
+	if err != nil {
+		return "", err
+	}
+	st, err := bake.RunAll(ctx, s)
+	if err != nil {
+		return "", err
+	}
+	return st.Outputs[disk.QCOW2], nil
 }

@@ -7,28 +7,25 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
 	"os"
 	"path/filepath"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/tools/clientcmd"
 
 	"berth.dev/berth/agent/join"
 	"berth.dev/berth/test/cloud"
-	"berth.dev/berth/test/netns"
 	"berth.dev/berth/test/proc"
 	"berth.dev/berth/test/toolbin"
 )
 
-const cloudUsage = `usage: berth-dev cloud <up|down|status> [flags]
+const cloudUsage = `usage: berth-dev cloud <up|down|status|demo> [flags]
 
   up      bring up the local cloud (detached): a network namespace with a bridge, the control plane inside it,
           and -nodes qemu guests from -image that join it; waits until every Node is Ready
   down    stop the guests and the control plane and delete the namespace
   status  report the guests, their Nodes and the control plane
+  demo    deploy a workload behind a NodePort and show requests through every node reaching pods on every node
 `
 
 func defaultCloudDir() string { return filepath.Join(filepath.Dir(defaultDir()), "cloud") }
@@ -82,6 +79,11 @@ func cloudCmd(ctx context.Context, args []string, out io.Writer, log *slog.Logge
 			return err
 		}
 		return cloudStatus(ctx, out, *dir, reg)
+	case "demo":
+		if err := fs.Parse(args[1:]); err != nil {
+			return err
+		}
+		return cloudDemo(ctx, out, *dir)
 	default:
 		fmt.Fprint(os.Stderr, cloudUsage)
 		return fmt.Errorf("unknown cloud command %q", args[0])
@@ -151,16 +153,7 @@ func cloudStatus(ctx context.Context, out io.Writer, dir string, reg proc.Regist
 			running[r.Name] = r.PID
 		}
 	}
-	ns := netns.NS{Name: st.Namespace}
-	rc, err := clientcmd.BuildConfigFromFlags("", filepath.Join(dir, "controlplane", "admin.conf"))
-	if err != nil {
-		return err
-	}
-	rc.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
-		return ns.DialContext(ctx, network, addr)
-	}
-	rc.Timeout = 5 * time.Second
-	cs, err := kubernetes.NewForConfig(rc)
+	cs, err := cloud.AdminClient(dir, st)
 	if err != nil {
 		return err
 	}

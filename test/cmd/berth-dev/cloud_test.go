@@ -14,9 +14,10 @@ import (
 	"berth.dev/berth/test/proc"
 )
 
-// `berth-dev cloud` end to end with one guest: up (detached) waits for the Node to be Ready and says how to use
-// the cloud; status, from the state file, sees the guest running and its Node Ready; down leaves no guest, no
-// control plane and no namespace; a second down is a no-op.
+// `berth-dev cloud` end to end, as `make demo` runs it, with two guests: up (detached) waits for the Nodes to be
+// Ready and says how to use the cloud; demo's NodePort answers through each node from pods on both; status, from
+// the state file, sees the guests running and their Nodes Ready; down leaves no guest, no control plane and no
+// namespace; a second down is a no-op.
 func TestCloudUpStatusDown(t *testing.T) {
 	if os.Getuid() != 0 {
 		t.Skip("needs root (network namespace, taps, mmdebstrap chroot, qemu)")
@@ -36,19 +37,29 @@ func TestCloudUpStatusDown(t *testing.T) {
 		}
 	})
 
-	out, err := do("up", "-image", image, "-nodes", "1", "-name", "devtest")
+	out, err := do("up", "-image", image, "-nodes", "2", "-name", "devtest")
 	t.Logf("up:\n%s", out)
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"node-1 Ready", "ip netns exec berth-devtest", "get nodes", "cloud down --dir " + dir} {
+	for _, want := range []string{"node-1 Ready", "node-2 Ready", "ip netns exec berth-devtest", "get nodes", "cloud down --dir " + dir} {
 		if !strings.Contains(out, want) {
 			t.Errorf("up output lacks %q", want)
 		}
 	}
+	out, err = do("demo")
+	t.Logf("demo:\n%s", out)
+	if err != nil {
+		t.Errorf("demo: %v", err)
+	}
+	for _, via := range []string{"via node-1", "via node-2"} {
+		if !strings.Contains(out, via) || strings.Count(out, "(on node-") != 4 {
+			t.Errorf("demo output does not show two pods answering %s", via)
+		}
+	}
 	out, err = do("status")
 	t.Logf("status:\n%s", out)
-	if err != nil || !strings.Contains(out, "node-1") || !strings.Contains(out, "node Ready") {
+	if err != nil || strings.Count(out, "node Ready") != 2 {
 		t.Errorf("status: %v", err)
 	}
 

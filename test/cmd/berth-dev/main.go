@@ -1,7 +1,9 @@
 // Command berth-dev runs berth's local development environment: a local hosted control plane that nodes join, and
 // the local cloud (the control plane in a network namespace, qemu guests from a baked image joined to it).
 //
+//	berth-dev image -agent AGENT     bake the local cloud's node image and print its path
 //	berth-dev cloud up -image IMG    bring up the local cloud, detached, and wait for its Nodes to be Ready
+//	berth-dev cloud demo             deploy a workload behind a NodePort and show every node reaching every pod
 //	berth-dev cloud status           its guests and Nodes
 //	berth-dev cloud down             stop it and delete its namespace
 //
@@ -36,7 +38,8 @@ import (
 )
 
 const usage = `usage: berth-dev controlplane <up|down|status|join-info> [flags]
-       berth-dev cloud <up|down|status> [flags]
+       berth-dev cloud <up|down|status|demo> [flags]
+       berth-dev image -agent BERTH_AGENT [-o DIR]
 
   up         start a local hosted control plane (detached) and print its join material
   down       stop it
@@ -70,6 +73,9 @@ func defaultDir() string {
 func run(ctx context.Context, args []string, out io.Writer, log *slog.Logger) error {
 	if len(args) > 0 && args[0] == "cloud" {
 		return cloudCmd(ctx, args[1:], out, log)
+	}
+	if len(args) > 0 && args[0] == "image" {
+		return imageCmd(ctx, args[1:], out, log)
 	}
 	if len(args) < 2 || args[0] != "controlplane" {
 		fmt.Fprint(os.Stderr, usage)

@@ -1,0 +1,165 @@
+package main
+
+import (
+	"context"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"net/http"
+	"os"
+	"path/filepath"
+	"slices"
+	"strings"
+	"time"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+
+	"berth.dev/berth/test/cloud"
+	"berth.dev/berth/test/images"
+	"berth.dev/berth/test/netns"
+	"berth.dev/berth/test/nodeimage"
+	"berth.dev/berth/test/toolbin"
+)
+
+// imageCmd runs `berth-dev image`: bake the local cloud's node image (Debian 12, the pinned kubelet, the given
+// agent, the locally built pause and busybox images) with the berth-disk builder's phases and print its path.
+func imageCmd(ctx context.Context, args []string, out io.Writer, log *slog.Logger) error {
+	fs := flag.NewFlagSet("berth-dev image", flag.ContinueOnError)
+	dir := fs.String("o", filepath.Join(filepath.Dir(defaultDir()), "image"), "output directory (node.qcow2, node.manifest.json)")
+	agent := fs.String("agent", "", "the static berth-agent binary (`make agent` prints it) (required)")
+	bin := fs.String("k8s-bin", os.Getenv("BERTH_K8S_BIN"), "directory with the pinned kubelet and kube-proxy (env BERTH_K8S_BIN; default: tools/build.sh k8s)")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *agent == "" {
+		return errors.New("image: -agent: required")
+	}
+	var err error
+	if *bin == "" {
+		if *bin, err = toolbin.Kubernetes.Dir(); err != nil {
+			return err
+		}
+	}
+	start := time.Now()
+	img, err := nodeimage.Bake(ctx, *bin, *agent, *dir, log)
+	if err != nil {
+		return fmt.Errorf("image: %w", err)
+	}
+	log.Info("node image baked", "path", img, "took", time.Since(start).Round(time.Second))
+	fmt.Fprintln(out, img)
+	return nil
+}
+
+// cloudDemo deploys a small workload on a running cloud: a Deployment of busybox httpd (one pod per node) behind a
+// NodePort Service. It asks the Service through every node's address, from the namespace's side of the bridge, and
+// fails unless each node's port reaches pods on every node. It prints what answered and a summary of the nodes.
+func cloudDemo(ctx context.Context, out io.Writer, dir string) error {
+	dir, _ = filepath.Abs(dir)
+	st, err := cloud.Load(dir)
+	if err != nil {
+		return fmt.Errorf("no cloud in %s (run `berth-dev cloud up`): %w", dir, err)
+	}
+	ns := netns.NS{Name: st.Namespace}
+	cs, err := cloud.AdminClient(dir, st)
+	if err != nil {
+		return err
+	}
+	replicas := int32(len(st.Nodes))
+	labels := map[string]string{"app": "hello"}
+	dep := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Name: "hello"}, Spec: appsv1.DeploymentSpec{
+		Replicas: &replicas, Selector: &metav1.LabelSelector{MatchLabels: labels},
+		Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: labels}, Spec: corev1.PodSpec{
+			// One pod per node: the demo shows traffic crossing nodes.
+			TopologySpreadConstraints: []corev1.TopologySpreadConstraint{{MaxSkew: 1, TopologyKey: corev1.LabelHostname,
+				WhenUnsatisfiable: corev1.DoNotSchedule, LabelSelector: &metav1.LabelSelector{MatchLabels: labels}}},
+			Containers: []corev1.Container{{Name: "httpd", Image: images.Busybox, ImagePullPolicy: corev1.PullNever,
+				Command: []string{"httpd", "-f", "-p", "8080", "-h", "/etc"}}}}}}}
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "hello"}, Spec: corev1.ServiceSpec{
+		Type: corev1.ServiceTypeNodePort, Selector: labels,
+		Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080)}}}}
+	// Start over on a second run: the demo's objects are replaced.
+	_ = cs.AppsV1().Deployments("default").Delete(ctx, "hello", metav1.DeleteOptions{})
+	_ = cs.CoreV1().Services("default").Delete(ctx, "hello", metav1.DeleteOptions{})
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(time.Second) {
+		_, err := cs.AppsV1().Deployments("default").Get(ctx, "hello", metav1.GetOptions{})
+		if apierrors.IsNotFound(err) || time.Now().After(deadline) {
+			break
+		}
+	}
+	if _, err := cs.AppsV1().Deployments("default").Create(ctx, dep, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	if svc, err = cs.CoreV1().Services("default").Create(ctx, svc, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	port := svc.Spec.Ports[0].NodePort
+	fmt.Fprintf(out, "deployed hello (%d pods of busybox httpd) behind NodePort %d\n", replicas, port)
+
+	// Pods running, one per node; their hostnames are their names.
+	podNode := map[string]string{}
+	for deadline := time.Now().Add(3 * time.Minute); len(podNode) < int(replicas); time.Sleep(time.Second) {
+		pods, err := cs.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "app=hello"})
+		if err == nil {
+			clear(podNode)
+			for _, p := range pods.Items {
+				if p.Status.Phase == corev1.PodRunning && p.DeletionTimestamp == nil {
+					podNode[p.Name] = p.Spec.NodeName
+				}
+			}
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("hello pods not running on every node: %v (%v)", podNode, err)
+		}
+	}
+	httpc := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DialContext: ns.DialContext, DisableKeepAlives: true}}
+	var errs []error
+	for _, n := range st.Nodes {
+		url := fmt.Sprintf("http://%s:%d/hostname", n.IP, port)
+		seen := map[string]bool{}
+		for deadline := time.Now().Add(90 * time.Second); len(seen) < len(podNode) && time.Now().Before(deadline); {
+			resp, err := httpc.Get(url)
+			if err != nil {
+				time.Sleep(500 * time.Millisecond)
+				continue
+			}
+			body, _ := io.ReadAll(resp.Body)
+			resp.Body.Close()
+			if pod := strings.TrimSpace(string(body)); podNode[pod] != "" {
+				seen[pod] = true
+			}
+		}
+		var answered []string
+		for pod := range seen {
+			answered = append(answered, fmt.Sprintf("%s (on %s)", pod, podNode[pod]))
+		}
+		slices.Sort(answered)
+		fmt.Fprintf(out, "via %s %s: %s\n", n.Name, url, strings.Join(answered, ", "))
+		if len(seen) < len(podNode) {
+			errs = append(errs, fmt.Errorf("requests through %s reached %d of %d pods", n.Name, len(seen), len(podNode)))
+		}
+	}
+	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "\n%-8s %-12s %-9s %s\n", "NODE", "IP", "KUBELET", "POD CIDR")
+	for _, n := range nodes.Items {
+		ip := ""
+		for _, a := range n.Status.Addresses {
+			if a.Type == corev1.NodeInternalIP {
+				ip = a.Address
+			}
+		}
+		fmt.Fprintf(out, "%-8s %-12s %-9s %s\n", n.Name, ip, n.Status.NodeInfo.KubeletVersion, n.Spec.PodCIDR)
+	}
+	return nil
+}
