@@ -90,9 +90,10 @@ e2e: deps tools
 	  -run 'TestJoinInQemu|TestCloud' ./test/e2e ./test/cloud ./test/cmd/berth-dev
 
 bench: deps tools
-	BERTH_K8S_BIN=$$(BERTH_CACHE=$(BERTH_CACHE) tools/build.sh k8s) go test -run '^$$' -bench . -benchtime 5x $$(go list ./test/... | grep -v /test/e2e)
+	BERTH_K8S_BIN=$$(BERTH_CACHE=$(BERTH_CACHE) tools/build.sh k8s) go test -run '^$$' -bench . -benchtime 5x $$(go list ./test/... | grep -v -e /test/e2e -e /test/cloud)
 	go test -run '^$$' -bench Bake -benchtime 1x -timeout 40m ./imagebuilder/bake
 	go test -run '^$$' -bench JoinBerthVsKubeadm -benchtime 1x -count 2 -timeout 60m ./test/e2e
+	go test -run '^$$' -bench BootToReady -benchtime 1x -timeout 40m ./test/cloud
 
 clean-cache:
 	rm -rf $(BERTH_CACHE)

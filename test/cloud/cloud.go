@@ -118,6 +118,11 @@ func Up(ctx context.Context, cfg Config) (_ *Cloud, err error) {
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, err
 	}
+	// Every cloud starts with a fresh cluster: its guests are new machines, and an old etcd would still hold
+	// Nodes of the same names and their pods.
+	if err := os.RemoveAll(filepath.Join(cfg.Dir, "controlplane")); err != nil {
+		return nil, err
+	}
 	if c.NS, err = netns.Create("berth-" + cfg.Name); err != nil {
 		return nil, fmt.Errorf("cloud: %w", err)
 	}
@@ -156,7 +161,13 @@ func Up(ctx context.Context, cfg Config) (_ *Cloud, err error) {
 
 // AddNode boots the next guest: node-N at the subnet's (10+N)th address, on tap N, joining the control plane with
 // the cloud's join material. It returns once qemu runs; WaitSSH waits for the boot.
-func (c *Cloud) AddNode(ctx context.Context) (*Node, error) {
+func (c *Cloud) AddNode(ctx context.Context) (*Node, error) { return c.addGuest(ctx, true) }
+
+// AddBareGuest boots the next guest like AddNode but without a NodeConfig: its agent waits, nothing joins. It is
+// the baseline for boot times.
+func (c *Cloud) AddBareGuest(ctx context.Context) (*Node, error) { return c.addGuest(ctx, false) }
+
+func (c *Cloud) addGuest(ctx context.Context, join bool) (*Node, error) {
 	i := len(c.Nodes) + 1
 	ip := c.cfg.Subnet.Addr()
 	for range 10 + i {
@@ -166,7 +177,11 @@ func (c *Cloud) AddNode(ctx context.Context) (*Node, error) {
 		return nil, fmt.Errorf("cloud: node %d: %s is outside %s", i, ip, c.cfg.Subnet)
 	}
 	a := ip.As4()
-	n := &Node{Name: fmt.Sprintf("node-%d", i), IP: ip, Tap: fmt.Sprintf("tap%d", i),
+	prefix := "node"
+	if !join {
+		prefix = "bare"
+	}
+	n := &Node{Name: fmt.Sprintf("%s-%d", prefix, i), IP: ip, Tap: fmt.Sprintf("tap%d", i),
 		MAC: fmt.Sprintf("52:54:00:%02x:%02x:%02x", a[1], a[2], a[3])}
 	for _, args := range [][]string{
 		{"tuntap", "add", "dev", n.Tap, "mode", "tap"},
@@ -177,9 +192,13 @@ func (c *Cloud) AddNode(ctx context.Context) (*Node, error) {
 			return nil, fmt.Errorf("cloud: %s: tap: %w", n.Name, err)
 		}
 	}
-	join := cloudinit.Join{Endpoint: c.CP.Endpoint, Token: c.Join.Token, CACertPin: c.Join.CACertPin, NodeName: n.Name}
+	userData := guestssh.UserData(c.pub, "")
+	if join {
+		userData = guestssh.UserData(c.pub, cloudinit.UserData(cloudinit.Join{Endpoint: c.CP.Endpoint, Token: c.Join.Token,
+			CACertPin: c.Join.CACertPin, NodeName: n.Name}))
+	}
 	seed := qemu.Seed{
-		UserData:      guestssh.UserData(c.pub, cloudinit.UserData(join)),
+		UserData:      userData,
 		NetworkConfig: cloudinit.NetworkConfig(cloudinit.Network{MAC: n.MAC, Address: netip.PrefixFrom(ip, c.cfg.Subnet.Bits()), Gateway: c.Gateway}),
 	}
 	prep, err := qemu.Prepare(ctx, qemu.Config{Name: n.Name, Dir: filepath.Join(c.cfg.Dir, n.Name), Image: c.cfg.Image,
@@ -315,7 +334,7 @@ func AdminClient(dir string, st State) (kubernetes.Interface, error) {
 }
 
 // Down stops a cloud that an earlier process brought up in dir, detached: its guests, then its control plane,
-// then the namespace. It is safe to run again.
+// then the namespace; the cluster's data goes too. It is safe to run again.
 func Down(dir string, reg proc.Registry) error {
 	dir, err := filepath.Abs(dir)
 	if err != nil {
@@ -336,7 +355,7 @@ func Down(dir string, reg proc.Registry) error {
 	for _, n := range st.Nodes {
 		c.Nodes = append(c.Nodes, &Node{Name: n.Name, Serial: n.Serial})
 	}
-	errs = append(errs, c.removeAll())
+	errs = append(errs, c.removeAll(), os.RemoveAll(filepath.Join(dir, "controlplane")))
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
