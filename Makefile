@@ -23,7 +23,7 @@ DEV_BIN := $(BERTH_CACHE)/bin/berth-dev
 AGENT_BIN := $(BERTH_CACHE)/bin/berth-agent
 TEST_TIMEOUT ?= 40m
 
-.PHONY: all deps go-check tools agent generate demo down test e2e lint bench clean-cache
+.PHONY: all deps go-check tools agent deb generate demo down test e2e lint bench clean-cache
 
 all: test
 
@@ -54,6 +54,11 @@ agent: go-check
 	@mkdir -p $(dir $(AGENT_BIN))
 	@CGO_ENABLED=0 go build -trimpath -o $(AGENT_BIN) ./agent/cmd/berth-agent
 	@echo $(AGENT_BIN)
+
+# The agent's Debian package (binary and units; the image builder installs the same package), for installing by
+# hand on an existing machine; prints its path.
+deb: agent $(DEV_BIN)
+	@$(DEV_BIN) deb -agent $(AGENT_BIN) -o $(BERTH_CACHE)/deb
 
 # Regenerates the plugin's packer-sdc outputs (hcl2 spec, docs partials, rendered docs).
 generate: go-check

@@ -97,7 +97,7 @@ build {
 	if err != nil {
 		t.Fatalf("packer build: %v\n%s", err, log)
 	}
-	for _, want := range []string{"berth-node: installing missing packages", "payload files", "importing images", "berth-node: sealing"} {
+	for _, want := range []string{"berth-node: installing missing packages", "payload files", "installing berth-agent_", "importing images", "berth-node: sealing"} {
 		if !strings.Contains(log, want) {
 			t.Errorf("build log lacks %q:\n%s", want, log)
 		}
@@ -118,11 +118,19 @@ build {
 	if got := debugfs("stat /usr/local/bin/kubelet"); !strings.Contains(got, "Mode:  0755") {
 		t.Errorf("kubelet not installed 0755:\n%s", got)
 	}
-	if got := debugfs("stat /usr/local/bin/berth-agent"); !strings.Contains(got, "Mode:  0755") {
+	if got := debugfs("stat /usr/bin/berth-agent"); !strings.Contains(got, "Mode:  0755") {
 		t.Errorf("berth-agent not installed 0755:\n%s", got)
 	}
 	if got := debugfs("stat /etc/systemd/system/multi-user.target.wants/berth-agent.service"); !strings.Contains(got, "Type: symlink") {
 		t.Errorf("berth-agent.service not enabled:\n%s", got)
+	}
+	if got := debugfs("cat /var/lib/dpkg/status"); !strings.Contains(got, "Package: berth-agent\nStatus: install ok installed\n") {
+		t.Error("dpkg does not list berth-agent as installed")
+	}
+	// policy-rc.d kept the package from starting the agent on the machine being baked: it never created its
+	// config directory.
+	if got := debugfs("ls /etc/berth"); strings.Contains(got, "config.d") {
+		t.Errorf("the agent ran during provisioning (/etc/berth: %s)", got)
 	}
 	if got := debugfs("cat /etc/sysctl.d/90-berth-kubernetes.conf"); !strings.Contains(got, "net.ipv4.ip_forward = 1") {
 		t.Errorf("sysctls not installed: %q", got)

@@ -41,6 +41,9 @@ type Config struct {
 	Apply func(ctx context.Context, c *v1alpha1.NodeConfig) error
 	// Joined reports whether the node has joined (the kubelet's kubeconfig exists).
 	Joined func() bool
+	// Applied (optional) is called on the daemon's goroutine after every successful apply, with the config now in
+	// force on the joined node: what runs beside the daemon (the route controller) follows it from here.
+	Applied func(c *v1alpha1.NodeConfig)
 	// Notify is sd_notify (nil: not under systemd).
 	Notify func(state string) error
 	// Watchdog is systemd's WatchdogSec (0: no watchdog); pings go out at half of it.
@@ -129,6 +132,9 @@ func Run(ctx context.Context, cfg Config) error {
 			return err
 		}
 		last = fp
+		if cfg.Applied != nil {
+			cfg.Applied(c)
+		}
 		return nil
 	}
 

@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"sync"
 	"testing"
@@ -20,6 +21,7 @@ type recorder struct {
 	mu      sync.Mutex
 	dir     string
 	applied []string // maxPods of each applied config
+	follow  []string // maxPods of each config Applied was called with
 	notes   []string
 	joined  bool
 	fail    error
@@ -52,6 +54,18 @@ func (r *recorder) apply(ctx context.Context, c *v1alpha1.NodeConfig) error {
 	r.applied = append(r.applied, string(c.Spec.Kubelet.Config))
 	r.joined = true
 	return nil
+}
+
+func (r *recorder) onApplied(c *v1alpha1.NodeConfig) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.follow = append(r.follow, string(c.Spec.Kubelet.Config))
+}
+
+func (r *recorder) followed() []string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return append([]string(nil), r.follow...)
 }
 
 func (r *recorder) notify(s string) error {
@@ -89,7 +103,7 @@ func start(t *testing.T, r *recorder, watchdog time.Duration) (chan error, conte
 	done, finished := make(chan error, 1), make(chan struct{})
 	go func() {
 		defer close(finished)
-		done <- Run(ctx, Config{DropInDir: r.dir, Load: r.load, Apply: r.apply, Joined: r.isJoined, Notify: r.notify,
+		done <- Run(ctx, Config{DropInDir: r.dir, Load: r.load, Apply: r.apply, Joined: r.isJoined, Applied: r.onApplied, Notify: r.notify,
 			Watchdog: watchdog, ApplyTimeout: 300 * time.Millisecond, Debounce: 50 * time.Millisecond,
 			Log: slog.New(slog.DiscardHandler)})
 	}()
@@ -164,6 +178,10 @@ func TestReappliesChanges(t *testing.T) {
 	if !strings.Contains(strings.Join(notes, "|"), "STATUS=applying NodeConfig (changed: 20-pods.yaml, 30-more.yaml)") {
 		t.Errorf("notes lack the changed files: %q", notes)
 	}
+	// What runs beside the daemon heard of every successful apply, with the config that was applied.
+	if f := r.followed(); !slices.Equal(f, applied) {
+		t.Errorf("Applied saw %q, want %q", f, applied)
+	}
 
 	write(t, r.dir, "40-bad.yaml", "apiVersion: node.berth.dev/v1alpha1\nkind: NodeConfig\nspec:\n  kubelet:\n    confg: {}\n")
 	eventually(t, "the failure in STATUS", func() bool {
@@ -174,6 +192,9 @@ func TestReappliesChanges(t *testing.T) {
 	case err := <-done:
 		t.Fatalf("Run ended on a bad drop-in of a joined node: %v", err)
 	default:
+	}
+	if f := r.followed(); len(f) != 2 {
+		t.Errorf("Applied called for a failed re-apply: %q", f)
 	}
 	// Removing the bad drop-in brings back the config applied last: nothing to apply.
 	os.Remove(filepath.Join(r.dir, "40-bad.yaml"))

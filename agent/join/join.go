@@ -35,6 +35,7 @@ import (
 	"berth.dev/berth/agent/atomicfile"
 	"berth.dev/berth/agent/bootstrap"
 	"berth.dev/berth/agent/imagestore"
+	"berth.dev/berth/agent/nodeready"
 	"berth.dev/berth/agent/preflight"
 	"berth.dev/berth/agent/render"
 	"berth.dev/berth/imagebuilder/distro"
@@ -279,7 +280,7 @@ func checkName(ctx context.Context, s *state) (string, error) {
 		return "no Node named " + s.name, nil
 	case err != nil:
 		return "", &Error{Code: int(preflight.ClassTCP), Err: fmt.Errorf("get Node %s with the bootstrap token: %w", s.name, err)}
-	case NodeReady(n):
+	case nodeready.Ready(n):
 		return "", &Error{Code: ExitNameTaken, Err: fmt.Errorf("a Ready Node named %s already exists", s.name),
 			Hint: "give this node another spec.node.name, or remove the other one (kubectl delete node " + s.name + ") if it is gone"}
 	}
@@ -451,7 +452,7 @@ func waitReady(ctx context.Context, s *state) (string, error) {
 	for {
 		n, err := s.client.CoreV1().Nodes().Get(ctx, s.name, metav1.GetOptions{})
 		if err == nil {
-			if NodeReady(n) {
+			if nodeready.Ready(n) {
 				return "Ready", nil
 			}
 			reason = notReadyReason(n)
@@ -504,21 +505,9 @@ func NodeNameOf(spec v1alpha1.NodeConfigSpec, fallback string) string {
 	return fallback
 }
 
-// NodeReady reports whether the Node's Ready condition is True.
-func NodeReady(n *corev1.Node) bool {
-	for _, c := range n.Status.Conditions {
-		if c.Type == corev1.NodeReady {
-			return c.Status == corev1.ConditionTrue
-		}
-	}
-	return false
-}
-
 func notReadyReason(n *corev1.Node) string {
-	for _, c := range n.Status.Conditions {
-		if c.Type == corev1.NodeReady {
-			return c.Reason + ": " + c.Message
-		}
+	if c := nodeready.Condition(n); c != nil {
+		return c.Reason + ": " + c.Message
 	}
 	return "no Ready condition yet"
 }

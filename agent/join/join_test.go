@@ -19,6 +19,7 @@ import (
 	"berth.dev/berth/agent/config"
 	"berth.dev/berth/agent/imagestore"
 	"berth.dev/berth/agent/join"
+	"berth.dev/berth/agent/nodeready"
 	"berth.dev/berth/agent/preflight"
 	"berth.dev/berth/agent/render"
 	"berth.dev/berth/imagebuilder/distro"
@@ -329,7 +330,7 @@ func TestJoinWaitsForControlPlane(t *testing.T) {
 		t.Errorf("discover did not retry: %q", d)
 	}
 	n, err := cp.Client.CoreV1().Nodes().Get(ctx, "join-late", metav1.GetOptions{})
-	if err != nil || !join.NodeReady(n) {
+	if err != nil || !nodeready.Ready(n) {
 		t.Errorf("node not Ready: %v", err)
 	}
 }

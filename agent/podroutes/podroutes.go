@@ -17,6 +17,7 @@ import (
 	"slices"
 	"time"
 
+	"berth.dev/berth/agent/nodeready"
 	"github.com/vishvananda/netlink"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -45,7 +46,7 @@ func (r Route) String() string { return r.Dst.String() + " via " + r.Via.String(
 func Desired(self string, nodes []*corev1.Node) []Route {
 	var out []Route
 	for _, n := range nodes {
-		if n.Name == self || lost(n) {
+		if n.Name == self || nodeready.Lost(n) {
 			continue
 		}
 		cidrs := n.Spec.PodCIDRs
@@ -68,15 +69,6 @@ func Desired(self string, nodes []*corev1.Node) []Route {
 	}
 	slices.SortFunc(out, func(a, b Route) int { return a.Dst.Addr().Compare(b.Dst.Addr()) })
 	return out
-}
-
-func lost(n *corev1.Node) bool {
-	for _, c := range n.Status.Conditions {
-		if c.Type == corev1.NodeReady {
-			return c.Status == corev1.ConditionUnknown
-		}
-	}
-	return false
 }
 
 // Table is where routes live: the kernel's main table through netlink (Netlink), or a fake in unit tests.

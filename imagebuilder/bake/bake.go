@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"berth.dev/berth/imagebuilder/bootcheck"
+	"berth.dev/berth/imagebuilder/deb"
 	"berth.dev/berth/imagebuilder/disk"
 	"berth.dev/berth/imagebuilder/distro"
 	"berth.dev/berth/imagebuilder/payload"
@@ -149,7 +150,9 @@ func Extract(ctx context.Context, s *Spec, st *State) error {
 	return run(ctx, "tar", "-x", "-p", "--numeric-owner", "--xattrs", "--xattrs-include=*", "-f", st.RootfsTar, "-C", st.Root)
 }
 
-// Install writes the payload into the tree and imports its images into the tree's containerd store.
+// Install writes the payload into the tree, installs its packages with the tree's dpkg (as a user would on a
+// running machine; no systemd runs in the chroot, so their scripts enable but start nothing) and imports its
+// images into the tree's containerd store.
 func Install(ctx context.Context, s *Spec, st *State) error {
 	pl, err := payload.Build(s.Profile, s.Inputs)
 	if err != nil {
@@ -158,6 +161,17 @@ func Install(ctx context.Context, s *Spec, st *State) error {
 	st.Payload = pl
 	if err := pl.InstallTo(ctx, st.Root); err != nil {
 		return err
+	}
+	for _, pkg := range pl.Packages {
+		path, err := deb.WriteFile(filepath.Join(st.Root, "tmp"), pkg)
+		if err != nil {
+			return err
+		}
+		err = run(ctx, "chroot", st.Root, "dpkg", "-i", "/tmp/"+filepath.Base(path))
+		os.Remove(path)
+		if err != nil {
+			return fmt.Errorf("install %s: %w", pkg.FileName(), err)
+		}
 	}
 	var tarballs []string
 	for _, img := range pl.Images {
@@ -249,16 +263,15 @@ func BootCheck(ctx context.Context, s *Spec, st *State) error {
 	}
 	f := s.Formats[0]
 	format := map[disk.Format]string{disk.Raw: "raw", disk.QCOW2: "qcow2", disk.VHD: "vpc"}[f]
-	var units []string
-	for _, file := range st.Payload.Files {
-		if strings.HasPrefix(file.Path, "/etc/systemd/system/") && file.Link == "" {
-			units = append(units, filepath.Base(file.Path))
-		}
+	packages := map[string]string{}
+	for _, p := range st.Payload.Packages {
+		packages[p.Name] = p.Version
 	}
 	dir := filepath.Join(s.WorkDir, s.Name+"-bootcheck")
 	defer os.RemoveAll(dir)
 	res, err := bootcheck.Run(ctx, st.Outputs[f], format, dir, bootcheck.Expect{
-		KubernetesVersion: s.KubernetesVersion, SandboxImage: s.SandboxImage, Images: st.Images, Units: units,
+		KubernetesVersion: s.KubernetesVersion, SandboxImage: s.SandboxImage, Images: st.Images, Units: st.Payload.Units(),
+		Packages: packages,
 	}, s.BootTimeout)
 	st.BootCheck = &res
 	if err != nil {

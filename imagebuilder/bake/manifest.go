@@ -52,7 +52,11 @@ func WriteManifest(ctx context.Context, s *Spec, st *State) error {
 		return err
 	}
 	paths := append([]string(nil), runtimeBinaries...)
-	for _, f := range st.Payload.Files {
+	files := st.Payload.Files
+	for _, pkg := range st.Payload.Packages {
+		files = append(files[:len(files):len(files)], pkg.Files...)
+	}
+	for _, f := range files {
 		if f.Source != "" {
 			paths = append(paths, f.Path)
 		}

@@ -25,6 +25,8 @@ type Expect struct {
 	SandboxImage      string   // an image that stays running (the pause image)
 	Images            []string // image names that must be in containerd's k8s.io namespace
 	Units             []string // unit files that must be installed
+	// Packages are the berth packages dpkg must list as installed, by name, with their versions.
+	Packages map[string]string
 }
 
 // Check is one result.
@@ -62,6 +64,9 @@ func checkNames(e Expect) []string {
 	for _, u := range e.Units {
 		names = append(names, "unit:"+u)
 	}
+	for _, p := range sortedKeys(e.Packages) {
+		names = append(names, "package:"+p)
+	}
 	return names
 }
 
@@ -87,6 +92,9 @@ c agent-waiting sh -c 'systemctl is-enabled berth-agent && systemctl is-active b
 	}
 	for _, u := range e.Units {
 		fmt.Fprintf(&b, "c unit:%s systemctl cat %s\n", u, u)
+	}
+	for _, p := range sortedKeys(e.Packages) {
+		fmt.Fprintf(&b, "c package:%s sh -c 'dpkg-query -W -f=\"\\${Status} \\${Version}\" %s | grep -qx \"install ok installed %s\"'\n", p, p, e.Packages[p])
 	}
 	fmt.Fprintf(&b, "echo \"BERTH-CHECK-DONE %s\" >$out\nsystemctl --no-block poweroff\n", nonce)
 	return b.String()
@@ -161,4 +169,13 @@ func parse(console, nonce string, e Expect) []Check {
 	}
 	sort.SliceStable(out, func(i, j int) bool { return !out[i].OK && out[j].OK })
 	return out
+}
+
+func sortedKeys(m map[string]string) []string {
+	keys := make([]string, 0, len(m))
+	for k := range m {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	return keys
 }

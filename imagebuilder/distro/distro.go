@@ -4,7 +4,9 @@
 package distro
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"path/filepath"
 	"sort"
@@ -199,4 +201,34 @@ func ImageProfile(root string) (string, error) {
 		return "", fmt.Errorf("%s: %w", ImageProfileFile, err)
 	}
 	return name, nil
+}
+
+// HostProfile is the profile of the system whose root is root: the one its image recorded, else (the agent's
+// package installed by hand on an existing machine) the one matching /etc/os-release's ID and VERSION_ID.
+func HostProfile(root string) (string, error) {
+	name, err := ImageProfile(root)
+	if err == nil || !errors.Is(err, fs.ErrNotExist) {
+		return name, err
+	}
+	data, rerr := os.ReadFile(filepath.Join(root, "etc/os-release"))
+	if rerr != nil {
+		return "", fmt.Errorf("%w; %v", err, rerr)
+	}
+	id, version := osRelease(string(data), "ID"), osRelease(string(data), "VERSION_ID")
+	for _, n := range Names() {
+		if p, _ := Get(n); p.Vendor == id && p.Version == version {
+			return n, nil
+		}
+	}
+	return "", fmt.Errorf("%w, and /etc/os-release (ID=%s VERSION_ID=%s) matches no profile (%s)", err, id, version, strings.Join(Names(), ", "))
+}
+
+// osRelease returns key's value from os-release content, unquoted.
+func osRelease(content, key string) string {
+	for _, line := range strings.Split(content, "\n") {
+		if v, ok := strings.CutPrefix(strings.TrimSpace(line), key+"="); ok {
+			return strings.Trim(v, `"'`)
+		}
+	}
+	return ""
 }

@@ -51,14 +51,13 @@ type File struct {
 // Payload is what Build decided to install.
 type Payload struct {
 	Files []File
+	// Packages are installed with dpkg after Files: the agent and its units, as a user installs them by hand.
+	Packages []Package
 	// ImageDir holds the image tarballs in the image; the builder imports them into containerd's k8s.io namespace
 	// at bake time and the agent re-imports any that are missing at boot.
 	ImageDir string
 	Images   []string // paths under ImageDir
 }
-
-// AgentBinary is where the agent is installed (berth-agent.service runs it).
-const AgentBinary = "/usr/local/bin/berth-agent"
 
 // ImageDir is where image tarballs live in the image.
 const ImageDir = "/var/lib/berth/images"
@@ -139,7 +138,6 @@ func Build(p distro.Profile, in Inputs) (Payload, error) {
 	pl.Files = append(pl.Files,
 		File{Path: "/usr/local/bin/kubelet", Mode: 0o755, Source: in.KubeletPath},
 		File{Path: "/usr/local/bin/kube-proxy", Mode: 0o755, Source: in.KubeProxyPath},
-		File{Path: AgentBinary, Mode: 0o755, Source: in.AgentPath},
 		File{Path: "/etc/sysctl.d/90-berth-kubernetes.conf", Mode: 0o644, Data: []byte(Sysctls)},
 		File{Path: "/etc/modules-load.d/berth.conf", Mode: 0o644, Data: []byte(Modules)},
 		File{Path: distro.ImageProfileFile, Mode: 0o644, Data: []byte(p.Name + "\n")},
@@ -159,16 +157,11 @@ func Build(p distro.Profile, in Inputs) (Payload, error) {
 				File{Path: "/etc/systemd/system/multi-user.target.wants/" + name, Link: "/etc/systemd/system/" + name})
 		}
 	}
-	for _, u := range systemd.Units() {
-		data, err := systemd.Unit(u)
-		if err != nil {
-			return Payload{}, err
-		}
-		pl.Files = append(pl.Files, File{Path: "/etc/systemd/system/" + u, Mode: 0o644, Data: data})
-		if systemd.Enabled(u) {
-			pl.Files = append(pl.Files, File{Path: "/etc/systemd/system/multi-user.target.wants/" + u, Link: "/etc/systemd/system/" + u})
-		}
+	agent, err := AgentPackage(in.AgentPath, DebVersion())
+	if err != nil {
+		return Payload{}, err
 	}
+	pl.Packages = append(pl.Packages, agent)
 	for _, img := range in.Images {
 		dst := filepath.Join(ImageDir, filepath.Base(img))
 		pl.Files = append(pl.Files, File{Path: dst, Mode: 0o644, Source: img})
@@ -176,6 +169,22 @@ func Build(p distro.Profile, in Inputs) (Payload, error) {
 	}
 	sort.Slice(pl.Files, func(i, j int) bool { return pl.Files[i].Path < pl.Files[j].Path })
 	return pl, nil
+}
+
+// Units are the unit files the payload installs, its packages' included, by name.
+func (pl Payload) Units() []string {
+	files := pl.Files
+	for _, p := range pl.Packages {
+		files = append(files[:len(files):len(files)], p.Files...)
+	}
+	var units []string
+	for _, f := range files {
+		if dir := filepath.Dir(f.Path); f.Link == "" && (dir == "/etc/systemd/system" || dir == PackageUnitDir) {
+			units = append(units, filepath.Base(f.Path))
+		}
+	}
+	sort.Strings(units)
+	return units
 }
 
 // InstallTo writes the payload's files into root (a directory holding the image's tree).

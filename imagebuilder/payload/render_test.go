@@ -55,16 +55,25 @@ func render(t *testing.T, p distro.Profile) string {
 	l := disk.Layout{SizeMiB: 4096, RootUUID: "00000000-0000-4000-8000-000000000000", Ext4Features: p.Ext4Features}
 	fstab, grub := disk.BootFiles(l, "/boot/vmlinuz-VERSION", "/boot/initrd.img-VERSION")
 	fmt.Fprintf(&b, "--- /etc/fstab\n%s--- /boot/grub/grub.cfg\n%s", fstab, grub)
-	for _, f := range pl.Files {
-		switch {
-		case f.Link != "":
-			fmt.Fprintf(&b, "--- %s -> %s\n", f.Path, f.Link)
-		case f.Source != "":
-			fmt.Fprintf(&b, "--- %s %04o (copied from %s)\n", f.Path, f.Mode, filepath.Base(f.Source))
-		default:
-			fmt.Fprintf(&b, "--- %s %04o\n%s", f.Path, f.Mode, f.Data)
+	files := func(fs []File) {
+		for _, f := range fs {
+			switch {
+			case f.Link != "":
+				fmt.Fprintf(&b, "--- %s -> %s\n", f.Path, f.Link)
+			case f.Source != "":
+				fmt.Fprintf(&b, "--- %s %04o (copied from %s)\n", f.Path, f.Mode, filepath.Base(f.Source))
+			default:
+				fmt.Fprintf(&b, "--- %s %04o\n%s", f.Path, f.Mode, f.Data)
+			}
 		}
 	}
+	files(pl.Files)
+	for _, pkg := range pl.Packages {
+		fmt.Fprintf(&b, "=== package %s (Depends: %s), installed with dpkg\n", pkg.FileName(), strings.Join(pkg.Depends, ", "))
+		files(pkg.Files)
+		fmt.Fprintf(&b, "--- postinst\n%s--- prerm\n%s--- postrm\n%s=== end of package %s\n", pkg.PostInst, pkg.PreRm, pkg.PostRm, pkg.Name)
+	}
+	fmt.Fprintf(&b, "units: %s\n", strings.Join(pl.Units(), " "))
 	// The payload installs into a tree exactly as listed.
 	root := t.TempDir()
 	if err := pl.InstallTo(context.Background(), root); err != nil {

@@ -63,19 +63,21 @@ type GuestForward struct {
 
 // Machine is a running guest.
 type Machine struct {
-	cfg    Config
-	cmd    *exec.Cmd
-	done   chan struct{}
-	err    error
-	Serial string // path of the serial console log
+	cfg     Config
+	overlay string
+	cmd     *exec.Cmd
+	done    chan struct{}
+	err     error
+	Serial  string // path of the serial console log
 }
 
 // Prepared is a guest ready to boot: its overlay and seed are written, and Argv is the command that boots it (qemu,
 // or nsenter running qemu in Config.NetNS). Callers that track processes themselves run Argv; Start runs it too.
 type Prepared struct {
-	Argv   []string
-	Serial string // the serial console log qemu will write
-	Log    string // qemu's own stdout and stderr
+	Argv    []string
+	Overlay string // the guest's disk, an overlay of the image (gigabytes once used: remove it after)
+	Serial  string // the serial console log qemu will write
+	Log     string // qemu's own stdout and stderr
 }
 
 // Prepare writes the guest's overlay and NoCloud seed into cfg.Dir and returns the command that boots it.
@@ -111,7 +113,7 @@ func Prepare(ctx context.Context, cfg Config) (*Prepared, error) {
 	if cfg.Tap != nil && (cfg.SSHPort != 0 || len(cfg.GuestForwards) > 0) {
 		return nil, errors.New("qemu: Tap: SSHPort and GuestForwards need the user network; unset them with a tap")
 	}
-	p := &Prepared{Serial: filepath.Join(cfg.Dir, cfg.Name+".serial.log"), Log: filepath.Join(cfg.Dir, cfg.Name+".qemu.log")}
+	p := &Prepared{Overlay: overlay, Serial: filepath.Join(cfg.Dir, cfg.Name+".serial.log"), Log: filepath.Join(cfg.Dir, cfg.Name+".qemu.log")}
 	netdev := "user,id=n0,restrict=on"
 	nic := "virtio-net-pci,netdev=n0"
 	if cfg.Tap != nil {
@@ -150,7 +152,7 @@ func Start(ctx context.Context, cfg Config) (*Machine, error) {
 	if err != nil {
 		return nil, err
 	}
-	m := &Machine{cfg: cfg, done: make(chan struct{}), Serial: p.Serial}
+	m := &Machine{cfg: cfg, overlay: p.Overlay, done: make(chan struct{}), Serial: p.Serial}
 	m.cmd = exec.Command(p.Argv[0], p.Argv[1:]...)
 	m.cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
 	logf, err := os.Create(p.Log)
@@ -259,7 +261,7 @@ func (m *Machine) Stop() error {
 		syscall.Kill(-m.cmd.Process.Pid, syscall.SIGKILL)
 		<-m.done
 	}
-	return os.Remove(filepath.Join(m.cfg.Dir, m.cfg.Name+".overlay.qcow2"))
+	return os.Remove(m.overlay)
 }
 
 // WaitExit waits for the guest to power off by itself.

@@ -289,9 +289,15 @@ type State struct {
 
 // NodeState is one guest in State.
 type NodeState struct {
-	Name   string `json:"name"`
-	IP     string `json:"ip"`
-	Serial string `json:"serial"`
+	Name    string    `json:"name"`
+	IP      string    `json:"ip"`
+	Serial  string    `json:"serial"`
+	Started time.Time `json:"started"`
+}
+
+// SSH reaches node n of the cloud st describes.
+func (st State) SSH(n NodeState) guestssh.Target {
+	return guestssh.Target{Key: st.Key, Host: n.IP, NetNS: netns.NS{Name: st.Namespace}.Path()}
 }
 
 func statePath(dir string) string { return filepath.Join(dir, "cloud.json") }
@@ -299,7 +305,7 @@ func statePath(dir string) string { return filepath.Join(dir, "cloud.json") }
 func (c *Cloud) save() error {
 	st := State{Name: c.cfg.Name, Namespace: c.NS.Name, Endpoint: c.CP.Endpoint, Key: c.key}
 	for _, n := range c.Nodes {
-		st.Nodes = append(st.Nodes, NodeState{Name: n.Name, IP: n.IP.String(), Serial: n.Serial})
+		st.Nodes = append(st.Nodes, NodeState{Name: n.Name, IP: n.IP.String(), Serial: n.Serial, Started: n.Started})
 	}
 	data, _ := json.MarshalIndent(st, "", "  ")
 	return atomicfile.Write(statePath(c.cfg.Dir), append(data, '\n'), 0o600)

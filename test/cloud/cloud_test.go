@@ -17,7 +17,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"berth.dev/berth/agent/join"
+	"berth.dev/berth/agent/nodeready"
 	"berth.dev/berth/test/cloud"
 	"berth.dev/berth/test/controlplane"
 	"berth.dev/berth/test/images"
@@ -33,9 +33,6 @@ import (
 // pod CIDR via its InternalIP (kubenet), so a pod on node-1 fetches a page from a pod on node-2. Then node-2's
 // guest is killed: its Node goes NotReady (Unknown) and node-1 drops the route.
 func TestCloudTwoNodes(t *testing.T) {
-	if os.Getuid() != 0 {
-		t.Skip("needs root (network namespace, taps, mmdebstrap chroot, qemu)")
-	}
 	image := nodeimage.QCOW2(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
 	defer cancel()
@@ -78,7 +75,7 @@ func TestCloudTwoNodes(t *testing.T) {
 		var node *corev1.Node
 		for deadline := time.Now().Add(5 * time.Minute); ; time.Sleep(2 * time.Second) {
 			got, err := c.CP.Client.CoreV1().Nodes().Get(ctx, n.Name, metav1.GetOptions{})
-			if err == nil && join.NodeReady(got) {
+			if err == nil && nodeready.Ready(got) {
 				node = got
 				break
 			}
@@ -144,30 +141,8 @@ func TestCloudTwoNodes(t *testing.T) {
 			t.Fatalf("pod web not running on %s: %v %+v", c.Nodes[1].Name, err, p.Status)
 		}
 	}
-	deadline := int64(90)
-	client := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "client"}, Spec: corev1.PodSpec{NodeName: c.Nodes[0].Name,
-		RestartPolicy: corev1.RestartPolicyNever, ActiveDeadlineSeconds: &deadline, // Debian's static busybox wget crashes with -T
-		Containers: []corev1.Container{{Name: "client", Image: images.Busybox, ImagePullPolicy: corev1.PullNever,
-			Command: []string{"sh", "-c", "[ \"$(wget -q -O - http://" + webIP + ":8080/hostname)\" = web ]"}}}}}
-	if _, err := pods.Create(ctx, client, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	for deadline := time.Now().Add(3 * time.Minute); ; time.Sleep(time.Second) {
-		p, err := pods.Get(ctx, "client", metav1.GetOptions{})
-		if err == nil && p.Status.Phase == corev1.PodSucceeded {
-			t.Logf("a pod on %s (%s) fetched /etc/hostname from the pod on %s (%s)", c.Nodes[0].Name, p.Status.PodIP, c.Nodes[1].Name, webIP)
-			break
-		}
-		if err == nil && p.Status.Phase == corev1.PodFailed || time.Now().After(deadline) {
-			logs, lerr := pods.GetLogs("client", &corev1.PodLogOptions{}).DoRaw(ctx)
-			var diag strings.Builder
-			for _, n := range c.Nodes {
-				out, err := n.Run(ctx, "ip route; sysctl net.ipv4.ip_forward net.bridge.bridge-nf-call-iptables; iptables -S FORWARD; iptables -t nat -S POSTROUTING")
-				fmt.Fprintf(&diag, "--- %s:\n%s%v\n", n.Name, out, err)
-			}
-			t.Fatalf("client pod on %s did not reach %s: %v (phase %s)\nlogs: %s %v\n%s", c.Nodes[0].Name, webIP, err, p.Status.Phase, logs, lerr, diag.String())
-		}
-	}
+	p := runToSuccess(t, ctx, c, "client", c.Nodes[0], "[ \"$(wget -q -O - http://"+webIP+":8080/hostname)\" = web ]")
+	t.Logf("a pod on %s (%s) fetched /etc/hostname from the pod on %s (%s)", c.Nodes[0].Name, p.Status.PodIP, c.Nodes[1].Name, webIP)
 
 	// A NodePort Service in front of the pod on node-2 answers on both nodes' addresses (kube-proxy on each node,
 	// and node-1 forwards to node-2's pod over the route), asked from the namespace's side of the bridge.
@@ -193,6 +168,10 @@ func TestCloudTwoNodes(t *testing.T) {
 		}
 		t.Logf("NodePort on %s (%s) reached the pod on %s", n.Name, url, c.Nodes[1].Name)
 	}
+	// The same Service's ClusterIP, from a pod on node-1: kube-proxy's rules there send it to node-2's pod.
+	clusterIP := svc.Spec.ClusterIP + ":8080"
+	runToSuccess(t, ctx, c, "client-clusterip", c.Nodes[0], "[ \"$(wget -q -O - http://"+clusterIP+"/hostname)\" = web ]")
+	t.Logf("a pod on %s reached the pod on %s through the ClusterIP %s", c.Nodes[0].Name, c.Nodes[1].Name, clusterIP)
 
 	// node-2's guest dies: its Node goes NotReady (Unknown) and node-1 drops the route to its pods.
 	killed := time.Now()
@@ -201,7 +180,7 @@ func TestCloudTwoNodes(t *testing.T) {
 	}
 	for deadline := time.Now().Add(3 * time.Minute); ; time.Sleep(time.Second) {
 		n, err := c.CP.Client.CoreV1().Nodes().Get(ctx, c.Nodes[1].Name, metav1.GetOptions{})
-		if err == nil && !join.NodeReady(n) {
+		if err == nil && !nodeready.Ready(n) {
 			t.Logf("%s NotReady %v after its guest was killed", n.Name, time.Since(killed).Round(time.Second))
 			break
 		}
@@ -213,15 +192,41 @@ func TestCloudTwoNodes(t *testing.T) {
 	t.Logf("%s dropped the route %v after the kill", c.Nodes[0].Name, time.Since(killed).Round(time.Second))
 }
 
+// runToSuccess runs a busybox pod with script on node n and waits for it to succeed; a failure or a timeout fails
+// the test with its logs and every node's routes and forwarding rules.
+func runToSuccess(t *testing.T, ctx context.Context, c *cloud.Cloud, name string, n *cloud.Node, script string) *corev1.Pod {
+	t.Helper()
+	pods := c.CP.Client.CoreV1().Pods("default")
+	deadline := int64(90)
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: corev1.PodSpec{NodeName: n.Name,
+		RestartPolicy: corev1.RestartPolicyNever, ActiveDeadlineSeconds: &deadline, // Debian's static busybox wget crashes with -T
+		Containers: []corev1.Container{{Name: name, Image: images.Busybox, ImagePullPolicy: corev1.PullNever, Command: []string{"sh", "-c", script}}}}}
+	if _, err := pods.Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	for deadline := time.Now().Add(3 * time.Minute); ; time.Sleep(time.Second) {
+		p, err := pods.Get(ctx, name, metav1.GetOptions{})
+		if err == nil && p.Status.Phase == corev1.PodSucceeded {
+			return p
+		}
+		if err == nil && p.Status.Phase == corev1.PodFailed || time.Now().After(deadline) {
+			logs, lerr := pods.GetLogs(name, &corev1.PodLogOptions{}).DoRaw(ctx)
+			var diag strings.Builder
+			for _, n := range c.Nodes {
+				out, err := n.Run(ctx, "ip route; sysctl net.ipv4.ip_forward net.bridge.bridge-nf-call-iptables; iptables -S FORWARD; iptables -t nat -S POSTROUTING")
+				fmt.Fprintf(&diag, "--- %s:\n%s%v\n", n.Name, out, err)
+			}
+			t.Fatalf("pod %s on %s (%s) did not succeed: %v (phase %v)\nlogs: %s %v\n%s", name, n.Name, script, err, p.Status.Phase, logs, lerr, diag.String())
+		}
+	}
+}
+
 // waitNode polls cmd in node n until ok accepts its output.
 func waitNode(t *testing.T, ctx context.Context, n *cloud.Node, what, cmd string, ok func(string) bool) {
 	t.Helper()
-	var out string
-	var err error
-	for deadline := time.Now().Add(2 * time.Minute); time.Now().Before(deadline); time.Sleep(time.Second) {
-		if out, err = n.Run(ctx, cmd); err == nil && ok(out) {
-			return
-		}
+	ctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
+	defer cancel()
+	if _, err := n.SSH.Wait(ctx, cmd, time.Second, ok); err != nil {
+		t.Fatalf("%s: %s: %v", n.Name, what, err)
 	}
-	t.Fatalf("%s: %s: last output %q (%v)", n.Name, what, out, err)
 }

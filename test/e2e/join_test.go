@@ -24,6 +24,7 @@ import (
 
 	"berth.dev/berth/agent/bootstrap"
 	"berth.dev/berth/agent/join"
+	"berth.dev/berth/agent/nodeready"
 	"berth.dev/berth/imagebuilder/qemu"
 	"berth.dev/berth/test/controlplane"
 	"berth.dev/berth/test/images"
@@ -42,9 +43,6 @@ const apiInGuest = "10.0.2.100:6443"
 // completion on it, the bootstrap credentials are gone from the guest, the agent unit says it joined, and in the
 // guest `berth-agent preflight` refuses a wrong CA pin (12) and an expired token (13).
 func TestJoinInQemu(t *testing.T) {
-	if os.Getuid() != 0 {
-		t.Skip("needs root (mmdebstrap chroot, qemu, control plane)")
-	}
 	image := nodeimage.QCOW2(t)
 	k8s := toolbin.Kubernetes.ForTest(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Minute)
@@ -110,17 +108,11 @@ func TestJoinInQemu(t *testing.T) {
 	t.Logf("control plane up %v after the guest started", time.Since(booted).Round(time.Second))
 
 	// The Node becomes Ready.
-	var node *corev1.Node
-	for deadline := time.Now().Add(8 * time.Minute); ; time.Sleep(2 * time.Second) {
-		n, err := cp.Client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
-		if err == nil && join.NodeReady(n) {
-			node = n
-			break
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("node %s not Ready (err %v); agent:\n%s\nstatus:\n%s", name, err,
-				tryRun(g, "journalctl -u berth-agent --no-pager | tail -n 40"), tryRun(g, "berth-agent status"))
-		}
+	wctx, cancel := context.WithTimeout(ctx, 8*time.Minute)
+	node, err := nodeready.Wait(wctx, cp.Client.CoreV1().Nodes(), name, 2*time.Second)
+	cancel()
+	if err != nil {
+		t.Fatalf("%v; agent:\n%s\nstatus:\n%s", err, tryRun(g, "journalctl -u berth-agent --no-pager | tail -n 40"), tryRun(g, "berth-agent status"))
 	}
 	t.Logf("node Ready %v after the guest started; kubelet %s, podCIDR %s", time.Since(booted).Round(time.Second),
 		node.Status.NodeInfo.KubeletVersion, node.Spec.PodCIDR)
@@ -258,7 +250,7 @@ func killEveryPhase(t *testing.T, ctx context.Context, image string, cp *control
 	for deadline := time.Now().Add(10 * time.Minute); ; time.Sleep(3 * time.Second) {
 		n, err := cp.Client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
 		killed, _ := g.Try("ls " + killDir + " | grep -c killed-")
-		if err == nil && join.NodeReady(n) && strings.TrimSpace(killed) == strconv.Itoa(want) {
+		if err == nil && nodeready.Ready(n) && strings.TrimSpace(killed) == strconv.Itoa(want) {
 			break
 		}
 		if time.Now().After(deadline) {
@@ -329,11 +321,9 @@ func tryRun(g *vm.Guest, cmd string) string {
 
 func waitGuest(t testing.TB, g *vm.Guest, what, cmd string, ok func(string) bool) {
 	t.Helper()
-	var out string
-	for deadline := time.Now().Add(2 * time.Minute); time.Now().Before(deadline); time.Sleep(2 * time.Second) {
-		if out, _ = g.Try(cmd); ok(out) {
-			return
-		}
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	if _, err := g.SSH().Wait(ctx, cmd, 2*time.Second, ok); err != nil {
+		t.Errorf("%s: %v", what, err)
 	}
-	t.Errorf("%s: last output %q", what, out)
 }

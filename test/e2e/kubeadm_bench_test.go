@@ -14,10 +14,9 @@ import (
 	"testing"
 	"time"
 
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
 	"berth.dev/berth/agent/config"
 	"berth.dev/berth/agent/join"
+	"berth.dev/berth/agent/nodeready"
 	"berth.dev/berth/agent/render"
 	"berth.dev/berth/imagebuilder/distro"
 	"berth.dev/berth/imagebuilder/qemu"
@@ -57,9 +56,6 @@ func (j joinTimes) toReady() time.Duration   { return j.ready - j.kubelet }
 // is the kubelet unit's; Node Ready is watched from the host. Run with -benchtime 1x: every iteration boots two
 // guests (about 4 minutes).
 func BenchmarkJoinBerthVsKubeadm(b *testing.B) {
-	if os.Getuid() != 0 {
-		b.Skip("needs root (mmdebstrap chroot, qemu, control plane)")
-	}
 	image := nodeimage.QCOW2(b)
 	ctx, cancel := context.WithTimeout(context.Background(), 40*time.Minute)
 	defer cancel()
@@ -213,15 +209,12 @@ func timeJoin(b *testing.B, ctx context.Context, cp *controlplane.ControlPlane, 
 
 // waitReady polls the Node every 50 ms until it is Ready and returns when the host saw it.
 func waitReady(b *testing.B, ctx context.Context, cp *controlplane.ControlPlane, g *vm.Guest, name, diag string) time.Time {
-	for deadline := time.Now().Add(5 * time.Minute); ; time.Sleep(50 * time.Millisecond) {
-		n, err := cp.Client.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
-		if err == nil && join.NodeReady(n) {
-			return time.Now()
-		}
-		if time.Now().After(deadline) {
-			b.Fatalf("node %s not Ready (err %v):\n%s", name, err, tryRun(g, diag))
-		}
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	if _, err := nodeready.Wait(ctx, cp.Client.CoreV1().Nodes(), name, 50*time.Millisecond); err != nil {
+		b.Fatalf("%v:\n%s", err, tryRun(g, diag))
 	}
+	return time.Now()
 }
 
 // guestClock maps host times onto the guest's monotonic clock, NTP style, over one SSH session (a new SSH

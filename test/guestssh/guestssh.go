@@ -14,6 +14,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"time"
 )
 
 // NewKey writes a new ed25519 key pair into dir (id_ed25519, id_ed25519.pub) and returns the private key's path
@@ -78,6 +79,22 @@ func (t Target) Run(ctx context.Context, cmd string, stdin io.Reader) (string, e
 		return stdout.String(), fmt.Errorf("%w: %s", err, strings.TrimSpace(stderr.String()))
 	}
 	return stdout.String(), nil
+}
+
+// Wait runs cmd every poll until ok accepts its output, and returns that output. When ctx ends first, the error
+// carries the last output and error.
+func (t Target) Wait(ctx context.Context, cmd string, poll time.Duration, ok func(string) bool) (string, error) {
+	for {
+		out, err := t.Run(ctx, cmd, nil)
+		if err == nil && ok(out) {
+			return out, nil
+		}
+		select {
+		case <-ctx.Done():
+			return out, fmt.Errorf("%s: %w; last output %q (error %v)", cmd, ctx.Err(), out, err)
+		case <-time.After(poll):
+		}
+	}
 }
 
 // Put writes r to path in the guest with mode, atomically (a temp file renamed into place), creating the

@@ -32,7 +32,7 @@ import (
 
 	"berth.dev/berth/agent/bootstrap"
 	"berth.dev/berth/agent/imagestore"
-	"berth.dev/berth/agent/join"
+	"berth.dev/berth/agent/nodeready"
 	"berth.dev/berth/agent/render"
 	"berth.dev/berth/test/proc"
 )
@@ -305,7 +305,7 @@ func (n *Node) WaitReady(ctx context.Context, cs kubernetes.Interface) (*corev1.
 	}
 	for {
 		node, err := cs.CoreV1().Nodes().Get(ctx, n.cfg.Name, metav1.GetOptions{})
-		if err == nil && join.NodeReady(node) {
+		if err == nil && nodeready.Ready(node) {
 			return node, nil
 		}
 		select {

@@ -136,3 +136,22 @@ func (m *Machine) Stop() error {
 
 // Log is the container's console log.
 func (m *Machine) Log() string { return m.p.Log }
+
+// Sh runs a shell script inside the container (nsenter into its init's namespaces, so systemctl reaches its
+// systemd) and returns the combined output.
+func (m *Machine) Sh(ctx context.Context, script string) (string, error) {
+	children, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", m.p.PID, m.p.PID))
+	if err != nil {
+		return "", fmt.Errorf("find the container's init: %w", err)
+	}
+	fields := strings.Fields(string(children))
+	if len(fields) != 1 {
+		return "", fmt.Errorf("find the container's init: systemd-nspawn (pid %d) has children %q", m.p.PID, fields)
+	}
+	out, err := exec.CommandContext(ctx, "nsenter", "-t", fields[0], "-m", "-u", "-i", "-n", "-p", "-r", "-w", "--",
+		"/bin/sh", "-c", script).CombinedOutput()
+	if err != nil {
+		return string(out), fmt.Errorf("in the container: %s: %w: %s", script, err, out)
+	}
+	return string(out), nil
+}

@@ -14,6 +14,7 @@ import (
 	"berth.dev/berth/imagebuilder/qemu"
 	"berth.dev/berth/test/guestssh"
 	"berth.dev/berth/test/ports"
+	"berth.dev/berth/test/proc"
 )
 
 // Config describes a test guest.
@@ -31,9 +32,11 @@ type Config struct {
 
 // Guest is a running test guest.
 type Guest struct {
-	*qemu.Machine
-	t   testing.TB
-	ssh guestssh.Target
+	t       testing.TB
+	ssh     guestssh.Target
+	qemu    *proc.Process
+	serial  string
+	overlay string
 }
 
 // Boot starts a guest and waits until SSH answers. The guest is stopped at the end of the test, and its console
@@ -56,17 +59,26 @@ func Boot(t testing.TB, cfg Config) *Guest {
 		t.Fatal(err)
 	}
 	userData := guestssh.UserData(pub, cfg.UserData)
-	m, err := qemu.Start(context.Background(), qemu.Config{Name: cfg.Name, Dir: dir, Image: cfg.Image, Format: cfg.Format,
+	// qemu runs under test/proc's registry: if this test binary is killed, the next one sweeps the guest.
+	_, reg := proc.Defaults(nil, nil)
+	if _, err := reg.Sweep(); err != nil {
+		t.Fatal(err)
+	}
+	prep, err := qemu.Prepare(context.Background(), qemu.Config{Name: cfg.Name, Dir: dir, Image: cfg.Image, Format: cfg.Format,
 		Seed: qemu.Seed{UserData: userData}, SSHPort: port, GuestForwards: cfg.GuestForwards})
 	if err != nil {
 		t.Fatal(err)
 	}
-	g := &Guest{Machine: m, t: t, ssh: guestssh.Target{Key: key, Port: port}}
+	p, err := reg.Start(proc.Spec{Name: cfg.Name, Group: dir, Path: prep.Argv[0], Args: prep.Argv[1:], Log: prep.Log})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &Guest{t: t, ssh: guestssh.Target{Key: key, Port: port}, qemu: p, serial: prep.Serial, overlay: prep.Overlay}
 	t.Cleanup(func() {
 		if t.Failed() {
-			t.Logf("--- %s console (tail):\n%s", cfg.Name, m.Tail(40))
+			t.Logf("--- %s console (tail):\n%s", cfg.Name, g.Tail(40))
 		}
-		m.Stop()
+		g.Stop()
 	})
 	deadline := time.Now().Add(cfg.BootTimeout)
 	for {
@@ -74,12 +86,12 @@ func Boot(t testing.TB, cfg Config) *Guest {
 			return g
 		}
 		select {
-		case <-m.Exited():
-			t.Fatalf("guest %s exited before SSH answered; console:\n%s", cfg.Name, m.Tail(40))
+		case <-p.Exited():
+			t.Fatalf("guest %s exited before SSH answered; console:\n%s", cfg.Name, g.Tail(40))
 		default:
 		}
 		if time.Now().After(deadline) {
-			t.Fatalf("guest %s: no SSH within %v; console:\n%s", cfg.Name, cfg.BootTimeout, m.Tail(40))
+			t.Fatalf("guest %s: no SSH within %v; console:\n%s", cfg.Name, cfg.BootTimeout, g.Tail(40))
 		}
 		time.Sleep(2 * time.Second)
 	}
@@ -119,6 +131,19 @@ func (g *Guest) Copy(local, path string, mode os.FileMode) {
 		g.t.Fatalf("copy %s to %s in the guest: %v", local, path, err)
 	}
 }
+
+// Tail is the last n lines of the guest's serial console.
+func (g *Guest) Tail(n int) string { return proc.Tail(g.serial, n) }
+
+// Stop kills the guest (a test guest has nothing to shut down cleanly) and removes its overlay; safe to repeat.
+func (g *Guest) Stop() error {
+	err := g.qemu.Stop(0)
+	os.Remove(g.overlay)
+	return err
+}
+
+// SSH is how the guest is reached.
+func (g *Guest) SSH() guestssh.Target { return g.ssh }
 
 // Command returns an ssh command that runs cmd in the guest, for callers that talk to it over stdin and stdout.
 func (g *Guest) Command(ctx context.Context, cmd string) *exec.Cmd { return g.ssh.Command(ctx, cmd) }

@@ -41,7 +41,7 @@ func addNodeFlags(fs *flag.FlagSet) nodeFlags {
 		dropIns:  fs.String("config-dir", config.DropInDir, "NodeConfig drop-ins, merged in lexical order"),
 		userData: fs.String("user-data", defaultUserData, "cloud-init user data holding an "+config.MediaType+" part (optional)"),
 		stateDir: fs.String("state-dir", defaultStateDir, "status file, joined marker"),
-		profile:  fs.String("profile", "", "distro profile (default: the image's, from "+distro.ImageProfileFile+")"),
+		profile:  fs.String("profile", "", "distro profile (default: the image's, from "+distro.ImageProfileFile+", else matched from /etc/os-release)"),
 		timeout:  fs.Duration("timeout", 15*time.Minute, "give up after this long (discovery retries until then)"),
 	}
 }
@@ -73,7 +73,7 @@ func (n *node) open(ctx context.Context, stderr io.Writer) int {
 	profile := *n.flags.profile
 	var err error
 	if profile == "" {
-		if profile, err = distro.ImageProfile("/"); err != nil {
+		if profile, err = distro.HostProfile("/"); err != nil {
 			fmt.Fprintf(stderr, "berth-agent: %v (or pass -profile)\n", err)
 			return exitInvalidConfig
 		}
@@ -168,9 +168,10 @@ func runCmd(args []string, stdout, stderr io.Writer) int {
 	defer n.mgr.Close()
 	wd, _ := daemon.SdWatchdogEnabled(false)
 	hostname, _ := os.Hostname()
-	go n.podRoutes(ctx, strings.ToLower(hostname))
+	routes := &routeController{n: n, ctx: ctx, hostname: strings.ToLower(hostname)}
+	defer routes.stop()
 	err := agentdaemon.Run(ctx, agentdaemon.Config{
-		DropInDir: *f.dropIns, Load: n.load, Joined: n.joined,
+		DropInDir: *f.dropIns, Load: n.load, Joined: n.joined, Applied: routes.follow,
 		Apply: func(ctx context.Context, c *v1alpha1.NodeConfig) error {
 			ctx, cancel := context.WithTimeout(ctx, *f.timeout+time.Minute)
 			defer cancel()

@@ -9,17 +9,58 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
+	"berth.dev/berth/agent/api/v1alpha1"
 	"berth.dev/berth/agent/join"
 	"berth.dev/berth/agent/podroutes"
 )
 
-// podRoutes runs the kubenet route controller (agent/podroutes) for as long as ctx lasts, once the node has joined
-// with cni.mode bridge: routes to the other Nodes' pod CIDRs, with the kubelet's credentials. It waits for the
-// join, and starts again after an error.
-func (n *node) podRoutes(ctx context.Context, hostname string) {
+// routeController runs the kubenet route controller (agent/podroutes) while the applied NodeConfig asks for
+// cni.mode bridge: routes to the other Nodes' pod CIDRs, with the kubelet's credentials. The daemon calls follow
+// after every successful apply (so the node has joined), on its own goroutine.
+type routeController struct {
+	n        *node
+	ctx      context.Context
+	hostname string
+
+	name   string // the node name the running controller serves; "" when none runs
+	cancel context.CancelFunc
+	done   chan struct{}
+}
+
+// follow starts, stops or restarts the controller to match c: a switch to cni.mode none (a CNI DaemonSet routes)
+// stops it, leaving its routes to that CNI; a switch back or a new node name starts it again.
+func (r *routeController) follow(c *v1alpha1.NodeConfig) {
+	name := join.NodeNameOf(c.Spec, r.hostname)
+	if c.Spec.CNI.Mode == "none" {
+		name = ""
+	}
+	if name == r.name {
+		return
+	}
+	r.stop()
+	if name == "" {
+		return
+	}
+	ctx, cancel := context.WithCancel(r.ctx)
+	r.name, r.cancel, r.done = name, cancel, make(chan struct{})
+	go func(done chan struct{}) {
+		defer close(done)
+		r.n.podRoutes(ctx, name)
+	}(r.done)
+}
+
+func (r *routeController) stop() {
+	if r.cancel != nil {
+		r.cancel()
+		<-r.done
+	}
+	r.name, r.cancel, r.done = "", nil, nil
+}
+
+// podRoutes runs the controller for node name until ctx ends, starting it again after an error.
+func (n *node) podRoutes(ctx context.Context, name string) {
 	for {
-		err := n.runPodRoutes(ctx, hostname)
-		if err != nil {
+		if err := n.runPodRoutes(ctx, name); err != nil {
 			n.log.Warn("pod routes", "err", err)
 		}
 		select {
@@ -30,19 +71,7 @@ func (n *node) podRoutes(ctx context.Context, hostname string) {
 	}
 }
 
-// runPodRoutes returns nil at once when the node has not joined yet or needs no routes.
-func (n *node) runPodRoutes(ctx context.Context, hostname string) error {
-	if !n.joined() {
-		return nil
-	}
-	c, err := n.load()
-	if err != nil {
-		return err
-	}
-	if c.Spec.CNI.Mode == "none" {
-		<-ctx.Done() // a CNI DaemonSet does the routing; switching to bridge later takes effect at the next agent start
-		return nil
-	}
+func (n *node) runPodRoutes(ctx context.Context, name string) error {
 	rc, err := clientcmd.BuildConfigFromFlags("", n.paths.Kubeconfig)
 	if err != nil {
 		return fmt.Errorf("kubelet kubeconfig: %w", err)
@@ -51,7 +80,6 @@ func (n *node) runPodRoutes(ctx context.Context, hostname string) error {
 	if err != nil {
 		return err
 	}
-	name := join.NodeNameOf(c.Spec, hostname)
 	n.log.Info("pod routes: watching Nodes", "node", name)
 	return podroutes.Run(ctx, podroutes.Config{Client: cs, NodeName: name, Table: podroutes.Netlink{Handle: &netlink.Handle{}}, Log: n.log})
 }

@@ -2,20 +2,23 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
 
 	"berth.dev/berth/agent/systemdbus"
+	"berth.dev/berth/imagebuilder/deb"
 	"berth.dev/berth/imagebuilder/distro"
-	"berth.dev/berth/systemd"
+	"berth.dev/berth/imagebuilder/payload"
 	"berth.dev/berth/test/nspawn"
 	"berth.dev/berth/test/toolbin"
 )
 
-// The systemd tier for the agent binary itself: berth-agent.service as the image installs it (enabled), run by a
+// The systemd tier for the agent binary itself: berth-agent.service as the image installs it (its package, enabled), run by a
 // real systemd 252 under systemd-nspawn. With no NodeConfig the agent reports READY (Type=notify) and a STATUS
 // saying what it waits for; it feeds a short watchdog without being restarted; a drop-in written later is picked
 // up by its fsnotify watch, and an invalid one before the join ends the unit with exit 2, which the unit does not
@@ -24,40 +27,36 @@ func TestAgentUnitInNspawn(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	agent := toolbin.Agent(t)
-	unit, err := systemd.Unit("berth-agent.service")
+	pkg, err := payload.AgentPackage(agent, payload.DebVersion())
 	if err != nil {
 		t.Fatal(err)
 	}
 	m, mgr := nspawn.ForTest(t, ctx, nspawn.Config{Name: "berth-agent-unit", Log: slog.New(slog.NewTextHandler(os.Stderr, nil)),
 		Prepare: func(root string) error {
-			bin, err := os.ReadFile(agent)
+			// Installed (and enabled) the way the image builder installs it: its package, with the tree's dpkg.
+			path, err := deb.WriteFile(filepath.Join(root, "var/tmp"), pkg)
 			if err != nil {
 				return err
 			}
+			if out, err := exec.Command("chroot", root, "dpkg", "-i", "/var/tmp/"+filepath.Base(path)).CombinedOutput(); err != nil {
+				return fmt.Errorf("dpkg -i: %w: %s", err, out)
+			}
 			for _, f := range []struct {
 				path string
-				mode os.FileMode
 				data []byte
 			}{
-				{"/usr/local/bin/berth-agent", 0o755, bin},
-				{"/etc/systemd/system/berth-agent.service", 0o644, unit},
 				// Short watchdog and restart delay, so the test sees a missed ping or a restart quickly.
-				{"/etc/systemd/system/berth-agent.service.d/50-test.conf", 0o644, []byte("[Service]\nWatchdogSec=3s\nRestartSec=1s\n")},
-				{distro.ImageProfileFile, 0o644, []byte("debian-12\n")},
+				{"/etc/systemd/system/berth-agent.service.d/50-test.conf", []byte("[Service]\nWatchdogSec=3s\nRestartSec=1s\n")},
+				{distro.ImageProfileFile, []byte("debian-12\n")},
 			} {
 				if err := os.MkdirAll(filepath.Join(root, filepath.Dir(f.path)), 0o755); err != nil {
 					return err
 				}
-				if err := os.WriteFile(filepath.Join(root, f.path), f.data, f.mode); err != nil {
+				if err := os.WriteFile(filepath.Join(root, f.path), f.data, 0o644); err != nil {
 					return err
 				}
 			}
-			// Enabled the way the image enables it.
-			wants := filepath.Join(root, "etc/systemd/system/multi-user.target.wants")
-			if err := os.MkdirAll(wants, 0o755); err != nil {
-				return err
-			}
-			return os.Symlink("/etc/systemd/system/berth-agent.service", filepath.Join(wants, "berth-agent.service"))
+			return nil
 		}})
 	const u = "berth-agent.service"
 	waitFor := func(what string, ok func(systemdbus.State) bool) systemdbus.State {

@@ -31,7 +31,8 @@ type Config struct {
 	Kubelet string `mapstructure:"kubelet" required:"true"`
 	// Path of the kube-proxy binary to install.
 	KubeProxy string `mapstructure:"kube_proxy" required:"true"`
-	// Path of the berth-agent binary to install (`make agent` builds it; static, so one binary fits every distro).
+	// Path of the berth-agent binary (`make agent` builds it; static, so one binary fits every distro). It is
+	// installed as the berth-agent .deb with its units, the package `make deb` writes, through dpkg.
 	Agent string `mapstructure:"agent" required:"true"`
 	// The version kubelet and kube-proxy must report, checked when the image boots, e.g. `v1.37.2`.
 	KubernetesVersion string `mapstructure:"kubernetes_version" required:"true"`

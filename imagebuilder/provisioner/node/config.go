@@ -24,7 +24,8 @@ type Config struct {
 	Kubelet string `mapstructure:"kubelet" required:"true"`
 	// Path of the kube-proxy binary to install.
 	KubeProxy string `mapstructure:"kube_proxy" required:"true"`
-	// Path of the berth-agent binary to install (`make agent` builds it; static, so one binary fits every distro).
+	// Path of the berth-agent binary (`make agent` builds it; static, so one binary fits every distro). It is
+	// installed as the berth-agent .deb with its units, the package `make deb` writes, through dpkg.
 	Agent string `mapstructure:"agent" required:"true"`
 	// OCI image-layout tarballs to pre-cache in containerd's `k8s.io` namespace. Must include the pause image.
 	Images []string `mapstructure:"images" required:"true"`

@@ -14,6 +14,7 @@ import (
 	"github.com/hashicorp/hcl/v2/hcldec"
 	packersdk "github.com/hashicorp/packer-plugin-sdk/packer"
 
+	"berth.dev/berth/imagebuilder/deb"
 	"berth.dev/berth/imagebuilder/distro"
 	"berth.dev/berth/imagebuilder/payload"
 )
@@ -67,6 +68,12 @@ func (p *Provisioner) Provision(ctx context.Context, ui packersdk.Ui, comm packe
 			return fmt.Errorf("install %s: %w", f.Path, err)
 		}
 	}
+	for i, pkg := range pl.Packages {
+		ui.Say("berth-node: installing " + pkg.FileName())
+		if err := r.installPackage(comm, pkg, path.Join(c.StagingDir, fmt.Sprintf("pkg-%d.deb", i))); err != nil {
+			return fmt.Errorf("install %s: %w", pkg.FileName(), err)
+		}
+	}
 	ui.Say("berth-node: applying sysctls and modules, starting containerd, importing images")
 	script := []string{"systemctl daemon-reload", "sysctl --system >/dev/null", "modprobe overlay", "modprobe br_netfilter"}
 	if c.profile.Runtime == distro.RuntimeStatic {
@@ -86,6 +93,31 @@ func (p *Provisioner) Provision(ctx context.Context, ui packersdk.Ui, comm packe
 		}
 	}
 	return r.run("rm -rf " + quote(c.StagingDir))
+}
+
+// denyStarts keeps packages' maintainer scripts from starting services on the machine being baked (the agent would
+// start waiting for a NodeConfig and leave state in the image): a policy-rc.d that denies everything, removed
+// again unless the machine had one of its own.
+const denyStarts = `created=; if [ ! -e /usr/sbin/policy-rc.d ]; then printf '#!/bin/sh\nexit 101\n' >/usr/sbin/policy-rc.d && chmod 0755 /usr/sbin/policy-rc.d && created=1; fi
+`
+
+// installPackage writes pkg as a .deb, uploads it and installs it with dpkg, starts denied.
+func (r *remote) installPackage(comm packersdk.Communicator, pkg payload.Package, staged string) error {
+	dir, err := os.MkdirTemp("", "berth-node-")
+	if err != nil {
+		return err
+	}
+	defer os.RemoveAll(dir)
+	local, err := deb.WriteFile(dir, pkg)
+	if err != nil {
+		return err
+	}
+	if err := upload(comm, staged, payload.File{Source: local}); err != nil {
+		return err
+	}
+	return r.run(denyStarts + fmt.Sprintf(`rc=0; dpkg -i %[1]s || rc=$?
+[ -z "$created" ] || rm -f /usr/sbin/policy-rc.d
+rm -f %[1]s; exit $rc`, quote(staged)))
 }
 
 // installMissing installs the profile's packages that dpkg does not list as installed; with none missing it does

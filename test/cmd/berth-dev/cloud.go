@@ -13,7 +13,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"berth.dev/berth/agent/join"
+	"berth.dev/berth/agent/nodeready"
 	"berth.dev/berth/test/cloud"
 	"berth.dev/berth/test/proc"
 	"berth.dev/berth/test/toolbin"
@@ -115,17 +115,15 @@ func cloudUp(ctx context.Context, out io.Writer, cfg cloud.Config, nodes int) (e
 		fmt.Fprintf(out, "%s booted in %v\n", n.Name, time.Since(n.Started).Round(time.Second))
 	}
 	for _, n := range c.Nodes {
-		for deadline := time.Now().Add(10 * time.Minute); ; time.Sleep(2 * time.Second) {
-			node, err := c.CP.Client.CoreV1().Nodes().Get(ctx, n.Name, metav1.GetOptions{})
-			if err == nil && join.NodeReady(node) {
-				fmt.Fprintf(out, "%s Ready %v after its guest started (kubelet %s)\n", n.Name,
-					time.Since(n.Started).Round(time.Second), node.Status.NodeInfo.KubeletVersion)
-				break
-			}
-			if time.Now().After(deadline) || ctx.Err() != nil {
-				return fmt.Errorf("%s is not Ready (last error %v); its console:\n%s", n.Name, err, n.Tail(20))
-			}
+		wctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+		node, err := nodeready.Wait(wctx, c.CP.Client.CoreV1().Nodes(), n.Name, 2*time.Second)
+		cancel()
+		if err != nil {
+			return fmt.Errorf("%w; its console:\n%s", err, n.Tail(20))
 		}
+		// The condition's transition, not now: the nodes are waited for in turn.
+		fmt.Fprintf(out, "%s Ready %v after its guest started (kubelet %s)\n", n.Name,
+			nodeready.Condition(node).LastTransitionTime.Sub(n.Started).Round(time.Second), node.Status.NodeInfo.KubeletVersion)
 	}
 	self, _ := os.Executable()
 	fmt.Fprintf(out, "\nThe cloud keeps running. The control plane is reachable only inside the namespace:\n")
@@ -170,7 +168,7 @@ func cloudStatus(ctx context.Context, out io.Writer, dir string, reg proc.Regist
 		if node, err := cs.CoreV1().Nodes().Get(ctx, n.Name, metav1.GetOptions{}); err != nil {
 			ready = err.Error()
 			errs = append(errs, fmt.Errorf("%s: %w", n.Name, err))
-		} else if join.NodeReady(node) {
+		} else if nodeready.Ready(node) {
 			ready = "Ready"
 		} else {
 			ready = "NotReady"

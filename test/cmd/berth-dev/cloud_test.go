@@ -6,6 +6,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"testing"
 
@@ -19,9 +20,6 @@ import (
 // the state file, sees the guests running and their Nodes Ready; down leaves no guest, no control plane and no
 // namespace; a second down is a no-op.
 func TestCloudUpStatusDown(t *testing.T) {
-	if os.Getuid() != 0 {
-		t.Skip("needs root (network namespace, taps, mmdebstrap chroot, qemu)")
-	}
 	image := nodeimage.QCOW2(t)
 	// A fixed directory: a cloud that a killed run of this test left (it is detached) is stopped by the next run.
 	dir := filepath.Join(os.TempDir(), "berth-dev-cloud-test")
@@ -56,6 +54,10 @@ func TestCloudUpStatusDown(t *testing.T) {
 		if !strings.Contains(out, via) || strings.Count(out, "(on node-") != 4 {
 			t.Errorf("demo output does not show two pods answering %s", via)
 		}
+	}
+	// The summary names each node with its boot → Ready and its agent's join time.
+	if rows := regexp.MustCompile(`(?m)^node-[12] +10\.88\.0\.1[12] +v1\.37\.2 +\S+ +[0-9m.]+s +[0-9m.]+s$`).FindAllString(out, -1); len(rows) != 2 {
+		t.Errorf("demo summary has %d node rows with join times, want 2", len(rows))
 	}
 	out, err = do("status")
 	t.Logf("status:\n%s", out)

@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"time"
 
@@ -20,7 +21,11 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
 
+	"berth.dev/berth/agent/nodeready"
+	"berth.dev/berth/imagebuilder/deb"
+	"berth.dev/berth/imagebuilder/payload"
 	"berth.dev/berth/test/cloud"
+	"berth.dev/berth/test/guestssh"
 	"berth.dev/berth/test/images"
 	"berth.dev/berth/test/netns"
 	"berth.dev/berth/test/nodeimage"
@@ -53,6 +58,31 @@ func imageCmd(ctx context.Context, args []string, out io.Writer, log *slog.Logge
 	}
 	log.Info("node image baked", "path", img, "took", time.Since(start).Round(time.Second))
 	fmt.Fprintln(out, img)
+	return nil
+}
+
+// debCmd writes the agent's .deb (the package the image builder installs) for installing by hand on an existing
+// machine, and prints its path.
+func debCmd(args []string, out io.Writer) error {
+	fs := flag.NewFlagSet("berth-dev deb", flag.ContinueOnError)
+	dir := fs.String("o", ".", "output directory")
+	agent := fs.String("agent", "", "the static berth-agent binary (`make agent` prints it) (required)")
+	version := fs.String("version", payload.DebVersion(), "package version")
+	if err := fs.Parse(args); err != nil {
+		return err
+	}
+	if *agent == "" {
+		return errors.New("deb: -agent: required")
+	}
+	pkg, err := payload.AgentPackage(*agent, *version)
+	if err != nil {
+		return fmt.Errorf("deb: %w", err)
+	}
+	path, err := deb.WriteFile(*dir, pkg)
+	if err != nil {
+		return fmt.Errorf("deb: %w", err)
+	}
+	fmt.Fprintln(out, path)
 	return nil
 }
 
@@ -151,7 +181,11 @@ func cloudDemo(ctx context.Context, out io.Writer, dir string) error {
 	if err != nil {
 		return err
 	}
-	fmt.Fprintf(out, "\n%-8s %-12s %-9s %s\n", "NODE", "IP", "KUBELET", "POD CIDR")
+	started := map[string]cloud.NodeState{}
+	for _, n := range st.Nodes {
+		started[n.Name] = n
+	}
+	fmt.Fprintf(out, "\n%-8s %-12s %-9s %-14s %-12s %s\n", "NODE", "IP", "KUBELET", "POD CIDR", "BOOT→READY", "AGENT JOIN")
 	for _, n := range nodes.Items {
 		ip := ""
 		for _, a := range n.Status.Addresses {
@@ -159,7 +193,41 @@ func cloudDemo(ctx context.Context, out io.Writer, dir string) error {
 				ip = a.Address
 			}
 		}
-		fmt.Fprintf(out, "%-8s %-12s %-9s %s\n", n.Name, ip, n.Status.NodeInfo.KubeletVersion, n.Spec.PodCIDR)
+		boot, join := "-", "-"
+		if g, ok := started[n.Name]; ok {
+			if c := nodeready.Condition(&n); c != nil && nodeready.Ready(&n) && !g.Started.IsZero() {
+				boot = c.LastTransitionTime.Sub(g.Started).Round(time.Second).String()
+			}
+			if d, err := agentJoinTime(ctx, st.SSH(g)); err == nil {
+				join = d.Round(100 * time.Millisecond).String()
+			}
+		}
+		fmt.Fprintf(out, "%-8s %-12s %-9s %-14s %-12s %s\n", n.Name, ip, n.Status.NodeInfo.KubeletVersion, n.Spec.PodCIDR, boot, join)
 	}
+	fmt.Fprintln(out, "BOOT→READY: guest start to the Node's Ready; AGENT JOIN: berth-agent's start to its READY (the Node Ready).")
 	return nil
+}
+
+// agentJoinTime is how long the node's berth-agent took from its (last) start to reporting READY, which it does
+// once its Node is Ready: systemd's monotonic timestamps of leaving inactive and entering active.
+func agentJoinTime(ctx context.Context, ssh guestssh.Target) (time.Duration, error) {
+	out, err := ssh.Run(ctx, "systemctl show -p InactiveExitTimestampMonotonic -p ActiveEnterTimestampMonotonic berth-agent", nil)
+	if err != nil {
+		return 0, err
+	}
+	var start, ready int64
+	for _, line := range strings.Fields(out) {
+		k, v, _ := strings.Cut(line, "=")
+		n, _ := strconv.ParseInt(v, 10, 64)
+		switch k {
+		case "InactiveExitTimestampMonotonic":
+			start = n
+		case "ActiveEnterTimestampMonotonic":
+			ready = n
+		}
+	}
+	if start == 0 || ready < start {
+		return 0, fmt.Errorf("berth-agent has not become active since it started: %q", out)
+	}
+	return time.Duration(ready-start) * time.Microsecond, nil
 }

@@ -40,6 +40,7 @@ import (
 const usage = `usage: berth-dev controlplane <up|down|status|join-info> [flags]
        berth-dev cloud <up|down|status|demo> [flags]
        berth-dev image -agent BERTH_AGENT [-o DIR]
+       berth-dev deb -agent BERTH_AGENT [-o DIR] [-version V]
 
   up         start a local hosted control plane (detached) and print its join material
   down       stop it
@@ -76,6 +77,9 @@ func run(ctx context.Context, args []string, out io.Writer, log *slog.Logger) er
 	}
 	if len(args) > 0 && args[0] == "image" {
 		return imageCmd(ctx, args[1:], out, log)
+	}
+	if len(args) > 0 && args[0] == "deb" {
+		return debCmd(args[1:], out)
 	}
 	if len(args) < 2 || args[0] != "controlplane" {
 		fmt.Fprint(os.Stderr, usage)
