@@ -163,14 +163,8 @@ func Install(ctx context.Context, s *Spec, st *State) error {
 		return err
 	}
 	for _, pkg := range pl.Packages {
-		path, err := deb.WriteFile(filepath.Join(st.Root, "tmp"), pkg)
-		if err != nil {
+		if err := deb.InstallInto(ctx, st.Root, pkg); err != nil {
 			return err
-		}
-		err = run(ctx, "chroot", st.Root, "dpkg", "-i", "/tmp/"+filepath.Base(path))
-		os.Remove(path)
-		if err != nil {
-			return fmt.Errorf("install %s: %w", pkg.FileName(), err)
 		}
 	}
 	var tarballs []string

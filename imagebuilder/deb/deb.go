@@ -3,9 +3,11 @@
 package deb
 
 import (
+	"context"
 	"fmt"
 	"io"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"time"
@@ -94,4 +96,19 @@ func WriteFile(dir string, pkg payload.Package) (string, error) {
 		return "", err
 	}
 	return dst, os.Rename(tmp.Name(), dst)
+}
+
+// InstallInto installs pkg into the system tree at root with that tree's own dpkg (chroot), as the image builder
+// does: the package is written under root's /var/tmp and removed after. No systemd runs in the chroot, so the
+// maintainer scripts enable units but start nothing.
+func InstallInto(ctx context.Context, root string, pkg payload.Package) error {
+	path, err := WriteFile(filepath.Join(root, "var/tmp"), pkg)
+	if err != nil {
+		return err
+	}
+	defer os.Remove(path)
+	if out, err := exec.CommandContext(ctx, "chroot", root, "dpkg", "-i", "/var/tmp/"+filepath.Base(path)).CombinedOutput(); err != nil {
+		return fmt.Errorf("install %s: dpkg -i: %w: %s", pkg.FileName(), err, out)
+	}
+	return nil
 }

@@ -2,10 +2,8 @@ package main
 
 import (
 	"context"
-	"fmt"
 	"log/slog"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"testing"
 	"time"
@@ -34,12 +32,8 @@ func TestAgentUnitInNspawn(t *testing.T) {
 	m, mgr := nspawn.ForTest(t, ctx, nspawn.Config{Name: "berth-agent-unit", Log: slog.New(slog.NewTextHandler(os.Stderr, nil)),
 		Prepare: func(root string) error {
 			// Installed (and enabled) the way the image builder installs it: its package, with the tree's dpkg.
-			path, err := deb.WriteFile(filepath.Join(root, "var/tmp"), pkg)
-			if err != nil {
+			if err := deb.InstallInto(ctx, root, pkg); err != nil {
 				return err
-			}
-			if out, err := exec.Command("chroot", root, "dpkg", "-i", "/var/tmp/"+filepath.Base(path)).CombinedOutput(); err != nil {
-				return fmt.Errorf("dpkg -i: %w: %s", err, out)
 			}
 			for _, f := range []struct {
 				path string
