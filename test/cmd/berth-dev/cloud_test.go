@@ -16,9 +16,9 @@ import (
 )
 
 // `berth-dev cloud` end to end, as `make demo` runs it, with two guests: up (detached) waits for the Nodes to be
-// Ready and says how to use the cloud; demo's NodePort answers through each node from pods on both; status, from
-// the state file, sees the guests running and their Nodes Ready; down leaves no guest, no control plane and no
-// namespace; a second down is a no-op.
+// Ready and says how to use the cloud; demo's NodePort answers through each node from pods on both, and so does a
+// second demo; status, from the state file, sees the guests running and their Nodes Ready; down leaves no guest,
+// no control plane and no namespace; a second down is a no-op.
 func TestCloudUpStatusDown(t *testing.T) {
 	image := nodeimage.QCOW2(t)
 	// A fixed directory: a cloud that a killed run of this test left (it is detached) is stopped by the next run.
@@ -58,6 +58,10 @@ func TestCloudUpStatusDown(t *testing.T) {
 	// The summary names each node with its boot → Ready and its agent's join time.
 	if rows := regexp.MustCompile(`(?m)^node-[12] +10\.88\.0\.1[12] +v1\.37\.2 +\S+ +[0-9m.]+s +[0-9m.]+s$`).FindAllString(out, -1); len(rows) != 2 {
 		t.Errorf("demo summary has %d node rows with join times, want 2", len(rows))
+	}
+	// A second demo on the same cloud replaces its objects and passes again.
+	if out, err := do("demo"); err != nil || strings.Count(out, "(on node-") != 4 {
+		t.Errorf("second demo: %v\n%s", err, out)
 	}
 	out, err = do("status")
 	t.Logf("status:\n%s", out)

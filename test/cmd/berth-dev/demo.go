@@ -113,13 +113,18 @@ func cloudDemo(ctx context.Context, out io.Writer, dir string) error {
 	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "hello"}, Spec: corev1.ServiceSpec{
 		Type: corev1.ServiceTypeNodePort, Selector: labels,
 		Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080)}}}}
-	// Start over on a second run: the demo's objects are replaced.
-	_ = cs.AppsV1().Deployments("default").Delete(ctx, "hello", metav1.DeleteOptions{})
+	// Start over on a second run: the demo's objects are replaced. Foreground deletion keeps the Deployment until
+	// its pods are gone, so the new pods do not share the nodes with terminating ones.
+	foreground := metav1.DeletePropagationForeground
+	_ = cs.AppsV1().Deployments("default").Delete(ctx, "hello", metav1.DeleteOptions{PropagationPolicy: &foreground})
 	_ = cs.CoreV1().Services("default").Delete(ctx, "hello", metav1.DeleteOptions{})
-	for deadline := time.Now().Add(time.Minute); ; time.Sleep(time.Second) {
+	for deadline := time.Now().Add(2 * time.Minute); ; time.Sleep(time.Second) {
 		_, err := cs.AppsV1().Deployments("default").Get(ctx, "hello", metav1.GetOptions{})
-		if apierrors.IsNotFound(err) || time.Now().After(deadline) {
+		if apierrors.IsNotFound(err) {
 			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the previous demo's Deployment hello is still being deleted (%v)", err)
 		}
 	}
 	if _, err := cs.AppsV1().Deployments("default").Create(ctx, dep, metav1.CreateOptions{}); err != nil {
