@@ -169,7 +169,7 @@ func TestPackerValidateNamesFields(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	bad := strings.Replace(string(src), `distro             = "debian-12"`, `distro = "debian-13"`, 1)
+	bad := strings.Replace(string(src), `distro             = "debian-12"`, "distro = \"debian-13\"\n  rootfs_max_age = \"a week\"", 1)
 	path := filepath.Join(e.dir, "bad.pkr.hcl")
 	if err := os.WriteFile(path, []byte(bad), 0o644); err != nil {
 		t.Fatal(err)
@@ -178,7 +178,8 @@ func TestPackerValidateNamesFields(t *testing.T) {
 	if err == nil {
 		t.Fatalf("validate accepted a bad configuration:\n%s", log)
 	}
-	for _, want := range []string{`distro: unknown distro "debian-13"`, "kubelet: stat /nonexistent/kubelet", "kube_proxy:", "agent: stat /nonexistent/berth-agent", "images: at least the pause image", `formats[1]: "vmdk"`} {
+	for _, want := range []string{`distro: unknown distro "debian-13"`, "kubelet: stat /nonexistent/kubelet", "kube_proxy:", "agent: stat /nonexistent/berth-agent", "images: at least the pause image", `formats[1]: "vmdk"`,
+		`rootfs_max_age: "a week" is not a duration`} {
 		if !strings.Contains(log, want) {
 			t.Errorf("validate output lacks %q:\n%s", want, log)
 		}

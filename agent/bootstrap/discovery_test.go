@@ -11,9 +11,14 @@ import (
 	"encoding/pem"
 	"errors"
 	"math/big"
+	"net"
 	"os"
+	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"berth.dev/berth/agent/bootstrap"
 	"berth.dev/berth/test/controlplane"
@@ -90,4 +95,38 @@ func mustParse(t *testing.T, p []byte) *x509.Certificate {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// cluster-info that changes between the unverified fetch and the verified one is refused (ErrTampered), against
+// the real apiserver: the verified fetch's dial first rewrites the ConfigMap's kubeconfig through the admin
+// client, as someone replacing cluster-info mid-discovery would.
+func TestDiscoverRefusesClusterInfoChangedBetweenFetches(t *testing.T) {
+	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	defer cancel()
+	cp := controlplane.ForTest(t, controlplane.Config{})
+	ji, err := cp.JoinInfo()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cms := cp.Client.CoreV1().ConfigMaps("kube-public")
+	var dials atomic.Int32
+	var rewrite error
+	dial := func(ctx context.Context, network, addr string) (net.Conn, error) {
+		if dials.Add(1) == 2 {
+			cm, err := cms.Get(ctx, "cluster-info", metav1.GetOptions{})
+			if err == nil {
+				cm.Data["kubeconfig"] = strings.Replace(cm.Data["kubeconfig"], "127.0.0.1", "localhost", 1)
+				_, err = cms.Update(ctx, cm, metav1.UpdateOptions{})
+			}
+			rewrite = err
+		}
+		return (&net.Dialer{}).DialContext(ctx, network, addr)
+	}
+	_, err = bootstrap.Discover(ctx, bootstrap.Discovery{Endpoint: ji.Endpoint, Token: ji.Token, Pins: []bootstrap.Pin{ji.CACertPin}, Dial: dial})
+	if rewrite != nil || dials.Load() != 2 {
+		t.Fatalf("the rewrite between the fetches did not happen: %v after %d dials", rewrite, dials.Load())
+	}
+	if !errors.Is(err, bootstrap.ErrTampered) {
+		t.Errorf("err = %v, want ErrTampered", err)
+	}
 }

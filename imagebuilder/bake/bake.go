@@ -33,6 +33,8 @@ type Spec struct {
 	Compress bool // compress qcow2
 
 	OutputDir, WorkDir, CacheDir string
+	// RootfsMaxAge rebuilds a cached rootfs older than this (0: never), so images pick up security updates.
+	RootfsMaxAge time.Duration
 
 	// KubernetesVersion is what kubelet/kube-proxy --version must say (checked at boot).
 	KubernetesVersion string
@@ -128,7 +130,7 @@ func Cleanup(s *Spec, st *State, failed bool) {
 
 // Rootfs gets the cached rootfs tarball, building it with mmdebstrap if needed.
 func Rootfs(ctx context.Context, s *Spec, st *State) error {
-	spec := rootfs.Spec{Suite: s.Profile.Suite, Sources: s.Profile.WithMirror(s.Mirror), Packages: s.Profile.AllPackages()}
+	spec := rootfs.Spec{Suite: s.Profile.Suite, Sources: s.Profile.WithMirror(s.Mirror), Packages: s.Profile.AllPackages(), MaxAge: s.RootfsMaxAge}
 	path, built, err := rootfs.Cached(ctx, spec, filepath.Join(s.CacheDir, "rootfs"), s.Log)
 	st.RootfsTar, st.RootfsCached = path, !built
 	return err

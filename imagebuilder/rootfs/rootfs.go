@@ -23,7 +23,13 @@ type Spec struct {
 	Suite    string   // bookworm, xenial, ...
 	Sources  []string // apt sources, "URL suite components" (the first one's suite is the target)
 	Packages []string // packages to include
+	// MaxAge, when set, rebuilds a cached tarball older than this, so images pick up the archive's security
+	// updates; it is not part of the key (0: a cached tarball never expires).
+	MaxAge time.Duration
 }
+
+// fresh reports whether a tarball last built at built may still be used at now.
+func (s Spec) fresh(built, now time.Time) bool { return s.MaxAge <= 0 || now.Sub(built) < s.MaxAge }
 
 // Key identifies the content: the same key means the same package set from the same archive.
 func (s Spec) Key(tool string) string {
@@ -34,8 +40,8 @@ func (s Spec) Key(tool string) string {
 	return hex.EncodeToString(h.Sum(nil))[:16]
 }
 
-// Cached returns the cached tarball for spec, building it with mmdebstrap when it is missing. Concurrent callers
-// for the same key wait on a lock; the tarball appears atomically.
+// Cached returns the cached tarball for spec, building it with mmdebstrap when it is missing or older than
+// spec.MaxAge. Concurrent callers for the same key wait on a lock; the tarball appears (or is replaced) atomically.
 func Cached(ctx context.Context, spec Spec, cacheDir string, log *slog.Logger) (path string, built bool, err error) {
 	version, err := exec.Command("mmdebstrap", "--version").Output()
 	if err != nil {
@@ -43,7 +49,11 @@ func Cached(ctx context.Context, spec Spec, cacheDir string, log *slog.Logger) (
 	}
 	key := spec.Key(strings.TrimSpace(string(version)))
 	path = filepath.Join(cacheDir, spec.Suite+"-"+key+".tar")
-	if _, err := os.Stat(path); err == nil {
+	usable := func() bool {
+		st, err := os.Stat(path)
+		return err == nil && spec.fresh(st.ModTime(), time.Now())
+	}
+	if usable() {
 		return path, false, nil
 	}
 	if err := os.MkdirAll(cacheDir, 0o755); err != nil {
@@ -57,8 +67,11 @@ func Cached(ctx context.Context, spec Spec, cacheDir string, log *slog.Logger) (
 	if err := syscall.Flock(int(lock.Fd()), syscall.LOCK_EX); err != nil {
 		return "", false, fmt.Errorf("lock %s: %w", path, err)
 	}
-	if _, err := os.Stat(path); err == nil {
+	if usable() {
 		return path, false, nil
+	}
+	if st, err := os.Stat(path); err == nil {
+		log.Info("cached rootfs is older than its max age; rebuilding", "built", st.ModTime().UTC().Format(time.RFC3339), "maxAge", spec.MaxAge)
 	}
 	tmp := path + ".tmp"
 	os.Remove(tmp)

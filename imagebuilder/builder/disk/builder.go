@@ -51,7 +51,7 @@ func (b *Builder) Run(ctx context.Context, ui packersdk.Ui, hook packersdk.Hook)
 		Inputs:   c.inputs(),
 		Layout:   imgdisk.Layout{SizeMiB: c.DiskSizeMiB, RootUUID: c.RootUUID, Ext4Features: c.profile.Ext4Features},
 		Formats:  formats,
-		Compress: c.CompressQCOW2, OutputDir: c.OutputDir, WorkDir: work, CacheDir: c.CacheDir,
+		Compress: c.CompressQCOW2, OutputDir: c.OutputDir, WorkDir: work, CacheDir: c.CacheDir, RootfsMaxAge: c.rootfsMaxAge,
 		KubernetesVersion: c.KubernetesVersion, SandboxImage: c.SandboxImage,
 		BootCheck: *c.BootCheck, BootTimeout: c.bootTimeout,
 		Log: slog.New(slog.NewTextHandler(uiWriter{ui}, nil)),

@@ -57,14 +57,18 @@ type Config struct {
 	ImageName string `mapstructure:"image_name"`
 	// Directory for the rootfs cache (keyed by the package set). Default `$BERTH_CACHE`, else `$HOME/.cache/berth`.
 	CacheDir string `mapstructure:"cache_dir"`
+	// A cached rootfs older than this is rebuilt from the archive, so images pick up its security updates.
+	// Default `168h` (a week); `0` keeps a cached rootfs forever.
+	RootfsMaxAge string `mapstructure:"rootfs_max_age"`
 	// Boot the image under qemu and fail the build unless every check passes. Default true.
 	BootCheck *bool `mapstructure:"boot_check"`
 	// How long the boot check may take. Default `6m` (qemu runs without KVM on many CI machines).
 	BootTimeout string `mapstructure:"boot_timeout"`
 
-	bootTimeout time.Duration
-	profile     distro.Profile
-	ctx         interpolate.Context
+	bootTimeout  time.Duration
+	rootfsMaxAge time.Duration
+	profile      distro.Profile
+	ctx          interpolate.Context
 }
 
 // Prepare decodes raws into c, sets defaults and returns every problem at once, each naming its field.
@@ -132,6 +136,12 @@ func (c *Config) Prepare(raws ...interface{}) ([]string, error) {
 	}
 	if c.bootTimeout, err = time.ParseDuration(c.BootTimeout); err != nil {
 		errs = append(errs, fmt.Errorf("boot_timeout: %w", err))
+	}
+	if c.RootfsMaxAge == "" {
+		c.RootfsMaxAge = "168h"
+	}
+	if c.rootfsMaxAge, err = time.ParseDuration(c.RootfsMaxAge); err != nil || c.rootfsMaxAge < 0 {
+		errs = append(errs, fmt.Errorf("rootfs_max_age: %q is not a duration of 0 or more (e.g. 168h)", c.RootfsMaxAge))
 	}
 	if _, err := os.Stat(c.OutputDir); err == nil && !c.PackerForce {
 		errs = append(errs, fmt.Errorf("output_dir: %s already exists (use -force to replace it)", c.OutputDir))

@@ -34,6 +34,7 @@ type FlatConfig struct {
 	OutputDir           *string           `mapstructure:"output_dir" cty:"output_dir" hcl:"output_dir"`
 	ImageName           *string           `mapstructure:"image_name" cty:"image_name" hcl:"image_name"`
 	CacheDir            *string           `mapstructure:"cache_dir" cty:"cache_dir" hcl:"cache_dir"`
+	RootfsMaxAge        *string           `mapstructure:"rootfs_max_age" cty:"rootfs_max_age" hcl:"rootfs_max_age"`
 	BootCheck           *bool             `mapstructure:"boot_check" cty:"boot_check" hcl:"boot_check"`
 	BootTimeout         *string           `mapstructure:"boot_timeout" cty:"boot_timeout" hcl:"boot_timeout"`
 }
@@ -74,6 +75,7 @@ func (*FlatConfig) HCL2Spec() map[string]hcldec.Spec {
 		"output_dir":                 &hcldec.AttrSpec{Name: "output_dir", Type: cty.String, Required: false},
 		"image_name":                 &hcldec.AttrSpec{Name: "image_name", Type: cty.String, Required: false},
 		"cache_dir":                  &hcldec.AttrSpec{Name: "cache_dir", Type: cty.String, Required: false},
+		"rootfs_max_age":             &hcldec.AttrSpec{Name: "rootfs_max_age", Type: cty.String, Required: false},
 		"boot_check":                 &hcldec.AttrSpec{Name: "boot_check", Type: cty.Bool, Required: false},
 		"boot_timeout":               &hcldec.AttrSpec{Name: "boot_timeout", Type: cty.String, Required: false},
 	}
