@@ -22,6 +22,7 @@ import (
 	"berth.dev/berth/test/controlplane"
 	"berth.dev/berth/test/images"
 	"berth.dev/berth/test/nodeimage"
+	"berth.dev/berth/test/podwait"
 	"berth.dev/berth/test/proc"
 	"berth.dev/berth/test/toolbin"
 )
@@ -131,16 +132,13 @@ func TestCloudTwoNodes(t *testing.T) {
 	if _, err := pods.Create(ctx, web, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	var webIP string
-	for deadline := time.Now().Add(3 * time.Minute); webIP == ""; time.Sleep(time.Second) {
-		p, err := pods.Get(ctx, "web", metav1.GetOptions{})
-		if err == nil && p.Status.Phase == corev1.PodRunning {
-			webIP = p.Status.PodIP
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("pod web not running on %s: %v %+v", c.Nodes[1].Name, err, p.Status)
-		}
+	wctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	running, err := podwait.Phase(wctx, pods, "web", corev1.PodRunning, time.Second)
+	cancel()
+	if err != nil {
+		t.Fatalf("pod web on %s: %v", c.Nodes[1].Name, err)
 	}
+	webIP := running.Status.PodIP
 	p := runToSuccess(t, ctx, c, "client", c.Nodes[0], "[ \"$(wget -q -O - http://"+webIP+":8080/hostname)\" = web ]")
 	t.Logf("a pod on %s (%s) fetched /etc/hostname from the pod on %s (%s)", c.Nodes[0].Name, p.Status.PodIP, c.Nodes[1].Name, webIP)
 
@@ -204,21 +202,19 @@ func runToSuccess(t *testing.T, ctx context.Context, c *cloud.Cloud, name string
 	if _, err := pods.Create(ctx, pod, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(3 * time.Minute); ; time.Sleep(time.Second) {
-		p, err := pods.Get(ctx, name, metav1.GetOptions{})
-		if err == nil && p.Status.Phase == corev1.PodSucceeded {
-			return p
+	wctx, cancel := context.WithTimeout(ctx, 3*time.Minute)
+	defer cancel()
+	p, err := podwait.Phase(wctx, pods, name, corev1.PodSucceeded, time.Second)
+	if err != nil {
+		logs, lerr := pods.GetLogs(name, &corev1.PodLogOptions{}).DoRaw(ctx)
+		var diag strings.Builder
+		for _, n := range c.Nodes {
+			out, err := n.Run(ctx, "ip route; sysctl net.ipv4.ip_forward net.bridge.bridge-nf-call-iptables; iptables -S FORWARD; iptables -t nat -S POSTROUTING")
+			fmt.Fprintf(&diag, "--- %s:\n%s%v\n", n.Name, out, err)
 		}
-		if err == nil && p.Status.Phase == corev1.PodFailed || time.Now().After(deadline) {
-			logs, lerr := pods.GetLogs(name, &corev1.PodLogOptions{}).DoRaw(ctx)
-			var diag strings.Builder
-			for _, n := range c.Nodes {
-				out, err := n.Run(ctx, "ip route; sysctl net.ipv4.ip_forward net.bridge.bridge-nf-call-iptables; iptables -S FORWARD; iptables -t nat -S POSTROUTING")
-				fmt.Fprintf(&diag, "--- %s:\n%s%v\n", n.Name, out, err)
-			}
-			t.Fatalf("pod %s on %s (%s) did not succeed: %v (phase %v)\nlogs: %s %v\n%s", name, n.Name, script, err, p.Status.Phase, logs, lerr, diag.String())
-		}
+		t.Fatalf("pod %s on %s (%s): %v\nlogs: %s %v\n%s", name, n.Name, script, err, logs, lerr, diag.String())
 	}
+	return p
 }
 
 // waitNode polls cmd in node n until ok accepts its output.

@@ -29,6 +29,7 @@ import (
 	"berth.dev/berth/test/controlplane"
 	"berth.dev/berth/test/images"
 	"berth.dev/berth/test/nodeimage"
+	"berth.dev/berth/test/podwait"
 	"berth.dev/berth/test/ports"
 	"berth.dev/berth/test/proc"
 	"berth.dev/berth/test/toolbin"
@@ -179,16 +180,13 @@ func TestJoinInQemu(t *testing.T) {
 	if _, err := cp.Client.CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	for deadline := time.Now().Add(4 * time.Minute); ; time.Sleep(2 * time.Second) {
-		p, err := cp.Client.CoreV1().Pods("default").Get(ctx, "hello", metav1.GetOptions{})
-		if err == nil && p.Status.Phase == corev1.PodSucceeded {
-			t.Logf("pod succeeded on %s with IP %s", p.Spec.NodeName, p.Status.PodIP)
-			break
-		}
-		if err == nil && p.Status.Phase == corev1.PodFailed || time.Now().After(deadline) {
-			t.Fatalf("pod: %v %+v\nkubelet:\n%s", err, p.Status, tryRun(g, "journalctl -u kubelet --no-pager | tail -n 30"))
-		}
+	pctx, pcancel := context.WithTimeout(ctx, 4*time.Minute)
+	p, err := podwait.Phase(pctx, cp.Client.CoreV1().Pods("default"), "hello", corev1.PodSucceeded, 2*time.Second)
+	pcancel()
+	if err != nil {
+		t.Fatalf("%v\nkubelet:\n%s", err, tryRun(g, "journalctl -u kubelet --no-pager | tail -n 30"))
 	}
+	t.Logf("pod succeeded on %s with IP %s", p.Spec.NodeName, p.Status.PodIP)
 
 	// Preflight in the guest, against the real apiserver: a wrong pin, then an expired token.
 	wrongPin := bootstrap.Pin("sha256:" + strings.Repeat("0", 64))
