@@ -68,12 +68,12 @@ $(DEV_BIN): go-check $(shell find test agent imagebuilder -name '*.go' -not -nam
 	@mkdir -p $(dir $@)
 	go build -o $@ ./test/cmd/berth-dev
 
-# The cloud goes down first: its guests run on overlays of the image that is baked again.
+# A second run reuses what it can: the image when its inputs are unchanged (a new bake replaces the file by
+# rename, so running guests keep theirs), and the running cloud when it came up from that same image file.
 demo: deps tools agent $(DEV_BIN)
-	$(DEV_BIN) cloud down
 	export BERTH_K8S_BIN=$$(BERTH_CACHE=$(BERTH_CACHE) tools/build.sh k8s) && \
 	  image=$$($(DEV_BIN) image -agent $(AGENT_BIN)) && \
-	  $(DEV_BIN) cloud up -image $$image -nodes 2 && \
+	  $(DEV_BIN) cloud up -reuse -image $$image -nodes 2 && \
 	  $(DEV_BIN) cloud demo
 
 down: $(DEV_BIN)
@@ -97,6 +97,7 @@ e2e: deps tools
 bench: deps tools
 	BERTH_K8S_BIN=$$(BERTH_CACHE=$(BERTH_CACHE) tools/build.sh k8s) go test -run '^$$' -bench . -benchtime 5x $$(go list ./test/... | grep -v -e /test/e2e -e /test/cloud)
 	go test -run '^$$' -bench Bake -benchtime 1x -timeout 40m ./imagebuilder/bake
+	go test -run '^$$' -bench WriteAgentDeb -benchtime 3x ./imagebuilder/deb
 	go test -run '^$$' -bench JoinBerthVsKubeadm -benchtime 1x -count 2 -timeout 60m ./test/e2e
 	go test -run '^$$' -bench BootToReady -benchtime 1x -timeout 40m ./test/cloud
 

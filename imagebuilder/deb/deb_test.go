@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"berth.dev/berth/imagebuilder/payload"
+	"berth.dev/berth/test/toolbin"
 )
 
 func fakeAgent(t *testing.T) string {
@@ -136,3 +137,26 @@ func TestBadPackageNamesTheField(t *testing.T) {
 		t.Errorf("failed writes left %d files in %s", len(entries), dir)
 	}
 }
+
+// The agent's package as the bake writes it, from the real agent binary (about 95 MB): gzip dominates.
+// Run: go test ./imagebuilder/deb -run '^$' -bench WriteAgentDeb -benchtime 3x
+func BenchmarkWriteAgentDeb(b *testing.B) {
+	agent := toolbin.Agent(b)
+	pkg, err := payload.AgentPackage(agent, "0.1.0~dev")
+	if err != nil {
+		b.Fatal(err)
+	}
+	st, _ := os.Stat(agent)
+	b.SetBytes(st.Size())
+	for b.Loop() {
+		var out countingWriter
+		if err := Write(&out, pkg); err != nil {
+			b.Fatal(err)
+		}
+		b.ReportMetric(float64(out)/1e6, "deb-MB")
+	}
+}
+
+type countingWriter int64
+
+func (c *countingWriter) Write(p []byte) (int, error) { *c += countingWriter(len(p)); return len(p), nil }

@@ -16,6 +16,7 @@ import (
 	"net/netip"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"berth.dev/berth/agent/atomicfile"
@@ -63,6 +64,8 @@ type Cloud struct {
 	Join    controlplane.JoinInfo
 	key     string
 	pub     string
+	image   string // absolute path of cfg.Image
+	imageID string // its ImageID at Up
 	Nodes   []*Node
 }
 
@@ -115,6 +118,12 @@ func Up(ctx context.Context, cfg Config) (_ *Cloud, err error) {
 		return nil, err
 	}
 	c := &Cloud{cfg: cfg, Gateway: cfg.Subnet.Addr().Next()}
+	if c.image, err = filepath.Abs(cfg.Image); err != nil {
+		return nil, err
+	}
+	if c.imageID, err = ImageID(c.image); err != nil {
+		return nil, fmt.Errorf("cloud: Image: %w", err)
+	}
 	if err := os.MkdirAll(cfg.Dir, 0o700); err != nil {
 		return nil, err
 	}
@@ -280,11 +289,28 @@ func (c *Cloud) removeAll() error {
 
 // State is what a cloud records in <Dir>/cloud.json, for status and for Down from another process.
 type State struct {
-	Name      string      `json:"name"`
-	Namespace string      `json:"namespace"`
-	Endpoint  string      `json:"endpoint"`
-	Key       string      `json:"sshKey"`
-	Nodes     []NodeState `json:"nodes"`
+	Name      string `json:"name"`
+	Namespace string `json:"namespace"`
+	Endpoint  string `json:"endpoint"`
+	Key       string `json:"sshKey"`
+	// Image is the node image's absolute path and ImageID its identity when the cloud came up (see ImageID).
+	Image   string      `json:"image"`
+	ImageID string      `json:"imageID"`
+	Nodes   []NodeState `json:"nodes"`
+}
+
+// ImageID identifies the file at path: device, inode, size and modification time. A new bake renamed over the
+// path, or the file rewritten, gives a new ID.
+func ImageID(path string) (string, error) {
+	fi, err := os.Stat(path)
+	if err != nil {
+		return "", err
+	}
+	st, ok := fi.Sys().(*syscall.Stat_t)
+	if !ok {
+		return "", fmt.Errorf("%s: no inode information", path)
+	}
+	return fmt.Sprintf("%d:%d:%d:%d", st.Dev, st.Ino, fi.Size(), fi.ModTime().UnixNano()), nil
 }
 
 // NodeState is one guest in State.
@@ -303,7 +329,7 @@ func (st State) SSH(n NodeState) guestssh.Target {
 func statePath(dir string) string { return filepath.Join(dir, "cloud.json") }
 
 func (c *Cloud) save() error {
-	st := State{Name: c.cfg.Name, Namespace: c.NS.Name, Endpoint: c.CP.Endpoint, Key: c.key}
+	st := State{Name: c.cfg.Name, Namespace: c.NS.Name, Endpoint: c.CP.Endpoint, Key: c.key, Image: c.image, ImageID: c.imageID}
 	for _, n := range c.Nodes {
 		st.Nodes = append(st.Nodes, NodeState{Name: n.Name, IP: n.IP.String(), Serial: n.Serial, Started: n.Started})
 	}

@@ -5,12 +5,17 @@ package nodeimage
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
+	"io"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"testing"
 	"time"
 
+	"berth.dev/berth/agent/atomicfile"
 	"berth.dev/berth/imagebuilder/bake"
 	"berth.dev/berth/imagebuilder/disk"
 	"berth.dev/berth/imagebuilder/distro"
@@ -77,24 +82,68 @@ func QCOW2(tb testing.TB) string {
 }
 
 // Bake is QCOW2 for tools (berth-dev image): the pinned Kubernetes binaries in k8sBin, the agent binary, the
-// locally built images, baked into dir/node.qcow2 (dir/work is the scratch space, removed after).
-func Bake(ctx context.Context, k8sBin, agent, dir string, log *slog.Logger) (string, error) {
+// locally built images, baked into dir/node.qcow2 (dir/work is the scratch space, removed after). When dir already
+// holds an image baked from the same inputs (dir/node.inputs records their fingerprint: this program, which holds
+// the bake, the agent, the kubelet and kube-proxy), that image is returned with reused set. A new image replaces
+// the old one by rename, so guests still running on the old one keep their backing file.
+func Bake(ctx context.Context, k8sBin, agent, dir string, log *slog.Logger) (path string, reused bool, err error) {
+	img, stamp := filepath.Join(dir, "node.qcow2"), filepath.Join(dir, "node.inputs")
+	self, err := os.Executable()
+	if err != nil {
+		return "", false, err
+	}
+	fp, err := fingerprint(self, agent, filepath.Join(k8sBin, "kubelet"), filepath.Join(k8sBin, "kube-proxy"))
+	if err != nil {
+		return "", false, err
+	}
+	if old, err := os.ReadFile(stamp); err == nil && string(old) == fp {
+		if _, err := os.Stat(img); err == nil {
+			return img, true, nil
+		}
+	}
 	work := filepath.Join(dir, "work")
 	if err := os.RemoveAll(work); err != nil {
-		return "", err
+		return "", false, err
 	}
 	defer os.RemoveAll(work)
 	in, err := inputs(k8sBin, agent, filepath.Join(work, "images"))
 	if err != nil {
-		return "", err
+		return "", false, err
 	}
-	s, err := spec(in, dir, filepath.Join(work, "bake"), log)
+	s, err := spec(in, filepath.Join(work, "out"), filepath.Join(work, "bake"), log)
 	if err != nil {
-		return "", err
+		return "", false, err
 	}
-	st, err := bake.RunAll(ctx, s)
-	if err != nil {
-		return "", err
+	if _, err := bake.RunAll(ctx, s); err != nil {
+		return "", false, err
 	}
-	return st.Outputs[disk.QCOW2], nil
+	// The stamp goes first and comes back last: an interrupted swap bakes again next time.
+	if err := os.Remove(stamp); err != nil && !os.IsNotExist(err) {
+		return "", false, err
+	}
+	for _, name := range []string{"node.qcow2", "node.manifest.json"} {
+		if err := os.Rename(filepath.Join(s.OutputDir, name), filepath.Join(dir, name)); err != nil {
+			return "", false, err
+		}
+	}
+	return img, false, atomicfile.Write(stamp, []byte(fp), 0o644)
+}
+
+// fingerprint is the sha256 over the files' sha256s.
+func fingerprint(paths ...string) (string, error) {
+	all := sha256.New()
+	for _, p := range paths {
+		f, err := os.Open(p)
+		if err != nil {
+			return "", err
+		}
+		h := sha256.New()
+		_, err = io.Copy(h, f)
+		f.Close()
+		if err != nil {
+			return "", fmt.Errorf("%s: %w", p, err)
+		}
+		fmt.Fprintf(all, "%x\n", h.Sum(nil))
+	}
+	return hex.EncodeToString(all.Sum(nil)), nil
 }

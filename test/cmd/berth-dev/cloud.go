@@ -9,6 +9,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -45,6 +46,7 @@ func cloudCmd(ctx context.Context, args []string, out io.Writer, log *slog.Logge
 		nodes := fs.Int("nodes", 2, "how many guests")
 		name := fs.String("name", "cloud", "the namespace is berth-<name>")
 		bin := fs.String("k8s-bin", os.Getenv("BERTH_K8S_BIN"), "directory with the control plane's binaries (env BERTH_K8S_BIN; default: tools/build.sh k8s)")
+		reuse := fs.Bool("reuse", false, "keep a cloud already running in -dir from the same image file with -nodes Ready nodes")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
 		}
@@ -59,6 +61,14 @@ func cloudCmd(ctx context.Context, args []string, out io.Writer, log *slog.Logge
 			if *bin, err = toolbin.Kubernetes.Dir(); err != nil {
 				return err
 			}
+		}
+		if *reuse {
+			why := reusable(ctx, *dir, *image, *nodes, reg)
+			if why == "" {
+				fmt.Fprintf(out, "reusing the cloud in %s: %d nodes Ready, booted from this image\n", *dir, *nodes)
+				return nil
+			}
+			fmt.Fprintf(out, "not reusing the cloud in %s: %s\n", *dir, why)
 		}
 		// A cloud left in dir is replaced: bringing it up again is how a user starts over.
 		if err := cloud.Down(*dir, reg); err != nil {
@@ -132,6 +142,29 @@ func cloudUp(ctx context.Context, out io.Writer, cfg cloud.Config, nodes int) (e
 	fmt.Fprintf(out, "  ip netns exec %s ssh -i %s root@%s\n", c.NS.Name, c.Nodes[0].SSH.Key, c.Nodes[0].IP)
 	fmt.Fprintf(out, "Stop it with: %s cloud down --dir %s\n", self, c.Config().Dir)
 	return nil
+}
+
+// reusable says why the cloud in dir cannot serve as one of nodes guests from image, or "" when it can: it runs,
+// it came up from this very image file (a new bake replaces the file), and every guest runs with its Node Ready.
+func reusable(ctx context.Context, dir, image string, nodes int, reg proc.Registry) string {
+	st, err := cloud.Load(dir)
+	if err != nil {
+		return "no cloud there"
+	}
+	abs, _ := filepath.Abs(image)
+	id, err := cloud.ImageID(abs)
+	switch {
+	case err != nil:
+		return err.Error()
+	case st.Image != abs || st.ImageID != id:
+		return "it runs another image, or an older bake of this one"
+	case len(st.Nodes) != nodes:
+		return fmt.Sprintf("it has %d nodes, not %d", len(st.Nodes), nodes)
+	}
+	if err := cloudStatus(ctx, io.Discard, dir, reg); err != nil {
+		return "it is not healthy: " + strings.ReplaceAll(err.Error(), "\n", "; ")
+	}
+	return ""
 }
 
 // cloudStatus prints each guest's process and Node, and fails unless all of them run and are Ready.

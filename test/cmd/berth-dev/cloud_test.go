@@ -11,8 +11,8 @@ import (
 	"testing"
 
 	"berth.dev/berth/test/cloud"
-	"berth.dev/berth/test/nodeimage"
 	"berth.dev/berth/test/proc"
+	"berth.dev/berth/test/toolbin"
 )
 
 // `berth-dev cloud` end to end, as `make demo` runs it, with two guests: up (detached) waits for the Nodes to be
@@ -20,7 +20,28 @@ import (
 // second demo; status, from the state file, sees the guests running and their Nodes Ready; down leaves no guest,
 // no control plane and no namespace; a second down is a no-op.
 func TestCloudUpStatusDown(t *testing.T) {
-	image := nodeimage.QCOW2(t)
+	if os.Getuid() != 0 {
+		t.Skip("needs root (mmdebstrap chroot, dpkg in the tree, qemu, network namespaces and taps)")
+	}
+	// The image as `make demo` bakes it; a second `image` with the same inputs keeps the very same file.
+	agent, k8s, imgDir := toolbin.Agent(t), toolbin.Kubernetes.ForTest(t), t.TempDir()
+	bakeImage := func() (string, string) {
+		t.Helper()
+		var out bytes.Buffer
+		if err := run(context.Background(), []string{"image", "-agent", agent, "-k8s-bin", k8s, "-o", imgDir}, &out, slog.New(slog.DiscardHandler)); err != nil {
+			t.Fatalf("image: %v", err)
+		}
+		path := strings.TrimSpace(out.String())
+		id, err := cloud.ImageID(path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return path, id
+	}
+	image, id := bakeImage()
+	if again, againID := bakeImage(); again != image || againID != id {
+		t.Errorf("a second image with unchanged inputs baked again: %s %s, first %s %s", again, againID, image, id)
+	}
 	// A fixed directory: a cloud that a killed run of this test left (it is detached) is stopped by the next run.
 	dir := filepath.Join(os.TempDir(), "berth-dev-cloud-test")
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
@@ -58,6 +79,13 @@ func TestCloudUpStatusDown(t *testing.T) {
 	// The summary names each node with its boot → Ready and its agent's join time.
 	if rows := regexp.MustCompile(`(?m)^node-[12] +10\.88\.0\.1[12] +v1\.37\.2 +\S+ +[0-9m.]+s +[0-9m.]+s$`).FindAllString(out, -1); len(rows) != 2 {
 		t.Errorf("demo summary has %d node rows with join times, want 2", len(rows))
+	}
+	// up -reuse keeps the healthy cloud that came up from this image; another node count would not do.
+	if out, err := do("up", "-reuse", "-image", image, "-nodes", "2", "-name", "devtest"); err != nil || !strings.Contains(out, "reusing the cloud") {
+		t.Errorf("up -reuse: %v\n%s", err, out)
+	}
+	if why := reusable(context.Background(), dir, image, 3, proc.DefaultRegistry(log)); why != "it has 2 nodes, not 3" {
+		t.Errorf("reusable with 3 nodes: %q", why)
 	}
 	// A second demo on the same cloud replaces its objects and passes again.
 	if out, err := do("demo"); err != nil || strings.Count(out, "(on node-") != 4 {

@@ -52,11 +52,15 @@ func imageCmd(ctx context.Context, args []string, out io.Writer, log *slog.Logge
 		}
 	}
 	start := time.Now()
-	img, err := nodeimage.Bake(ctx, *bin, *agent, *dir, log)
+	img, reused, err := nodeimage.Bake(ctx, *bin, *agent, *dir, log)
 	if err != nil {
 		return fmt.Errorf("image: %w", err)
 	}
-	log.Info("node image baked", "path", img, "took", time.Since(start).Round(time.Second))
+	if reused {
+		log.Info("node image unchanged (same berth-dev, agent, kubelet and kube-proxy); reusing it", "path", img)
+	} else {
+		log.Info("node image baked", "path", img, "took", time.Since(start).Round(time.Second))
+	}
 	fmt.Fprintln(out, img)
 	return nil
 }
