@@ -14,7 +14,9 @@ import (
 	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 
 	"berth.dev/berth/test/controlplane"
 	"berth.dev/berth/test/netns"
@@ -140,15 +142,20 @@ func TestRunProgramsRoutesInANamespace(t *testing.T) {
 	nodes := cp.Client.CoreV1().Nodes()
 	put := func(n *corev1.Node) {
 		t.Helper()
-		status := n.Status
-		got, err := nodes.Get(ctx, n.Name, metav1.GetOptions{})
-		if err != nil {
-			if got, err = nodes.Create(ctx, n, metav1.CreateOptions{}); err != nil {
-				t.Fatal(err)
-			}
+		if _, err := nodes.Create(ctx, n.DeepCopy(), metav1.CreateOptions{}); err != nil && !apierrors.IsAlreadyExists(err) {
+			t.Fatal(err)
 		}
-		got.Status = status
-		if _, err := nodes.UpdateStatus(ctx, got, metav1.UpdateOptions{}); err != nil {
+		// The node lifecycle controller writes new Nodes too (taints): a conflict means read again and retry.
+		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			got, err := nodes.Get(ctx, n.Name, metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			got.Status = n.Status
+			_, err = nodes.UpdateStatus(ctx, got, metav1.UpdateOptions{})
+			return err
+		})
+		if err != nil {
 			t.Fatal(err)
 		}
 	}
