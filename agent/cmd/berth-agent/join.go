@@ -168,7 +168,7 @@ func runCmd(args []string, stdout, stderr io.Writer) int {
 	defer n.mgr.Close()
 	wd, _ := daemon.SdWatchdogEnabled(false)
 	hostname, _ := os.Hostname()
-	routes := &routeController{n: n, ctx: ctx, hostname: strings.ToLower(hostname)}
+	routes := &routeController{ctx: ctx, hostname: strings.ToLower(hostname), run: n.podRoutes}
 	defer routes.stop()
 	err := agentdaemon.Run(ctx, agentdaemon.Config{
 		DropInDir: *f.dropIns, Load: n.load, Joined: n.joined, Applied: routes.follow,

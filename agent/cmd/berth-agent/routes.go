@@ -18,9 +18,9 @@ import (
 // cni.mode bridge: routes to the other Nodes' pod CIDRs, with the kubelet's credentials. The daemon calls follow
 // after every successful apply (so the node has joined), on its own goroutine.
 type routeController struct {
-	n        *node
 	ctx      context.Context
 	hostname string
+	run      func(ctx context.Context, nodeName string) // until ctx ends: node.podRoutes
 
 	name   string // the node name the running controller serves; "" when none runs
 	cancel context.CancelFunc
@@ -45,7 +45,7 @@ func (r *routeController) follow(c *v1alpha1.NodeConfig) {
 	r.name, r.cancel, r.done = name, cancel, make(chan struct{})
 	go func(done chan struct{}) {
 		defer close(done)
-		r.n.podRoutes(ctx, name)
+		r.run(ctx, name)
 	}(r.done)
 }
 
