@@ -9,6 +9,8 @@
 # Each tool directory is a Go module with a build.inc that sets VERSION and BINS and defines build_into <bin dir>.
 # Only the first run on a machine pays for the build. It runs under a lock (flock) into a temporary directory that
 # is renamed into place, so parallel callers never see half a cache and a killed build leaves nothing complete.
+# Every use touches the cache's .complete; a new build removes the tool's other caches unused for 7 days (old
+# versions and keys pile up at half a gigabyte each) and build directories a killed build left.
 set -euo pipefail
 tool=${1:?usage: tools/build.sh <tool>}
 self=$(cd "$(dirname "$0")" && pwd)/$(basename "$0")
@@ -21,12 +23,13 @@ root=${BERTH_CACHE:-$HOME/.cache/berth}/$tool
 dest=$root/v$VERSION-$key
 
 complete() { [ -f "$dest/.complete" ]; }
-if complete; then echo "$dest/bin"; exit 0; fi
+used() { touch "$dest/.complete" 2>/dev/null || true; echo "$dest/bin"; exit 0; }
+if complete; then used; fi
 
 mkdir -p "$root"
 exec 9>"$root/.lock"
 flock 9
-if complete; then echo "$dest/bin"; exit 0; fi
+if complete; then used; fi
 
 tmp=$(mktemp -d "$root/.build-v$VERSION.XXXXXX")
 trap 'rm -rf "$tmp"' EXIT
@@ -40,4 +43,14 @@ touch "$tmp/.complete"
 rm -rf "$dest"
 mv "$tmp" "$dest"
 trap - EXIT
+# Under the lock no other build of this tool runs, so every .build-* directory is a killed build's.
+for old in "$root"/v* "$root"/.build-*; do
+  [ -d "$old" ] && [ "$old" != "$dest" ] || continue
+  case $old in
+  */.build-*) ;;
+  *) [ -z "$(find "$old" -maxdepth 1 -name .complete -mtime -7)" ] || continue ;;
+  esac
+  echo "tools/build.sh: removing $old (unused for 7 days, or a killed build)" >&2
+  rm -rf "$old"
+done
 echo "$dest/bin"
