@@ -9,9 +9,9 @@ import (
 	"net/netip"
 	"strings"
 
+	"berth.dev/berth/internal/node/bootstraptoken"
+	"berth.dev/berth/internal/node/capin"
 	"sigs.k8s.io/yaml"
-
-	"berth.dev/berth/agent/bootstrap"
 )
 
 var (
@@ -24,8 +24,8 @@ var (
 // Join is what the NodeConfig template needs.
 type Join struct {
 	Endpoint  string // https://host:port
-	Token     bootstrap.Token
-	CACertPin bootstrap.Pin
+	Token     bootstraptoken.Token
+	CACertPin capin.Pin
 	NodeName  string
 }
 

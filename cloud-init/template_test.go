@@ -7,15 +7,16 @@ import (
 
 	"sigs.k8s.io/yaml"
 
-	"berth.dev/berth/agent/bootstrap"
 	"berth.dev/berth/agent/config"
+	"berth.dev/berth/internal/node/bootstraptoken"
+	"berth.dev/berth/internal/node/layout"
 )
 
 func TestNodeConfigTemplate(t *testing.T) {
 	if !strings.HasPrefix(nodeConfigTemplate, "#cloud-config\n") {
 		t.Fatal("the template must start with #cloud-config")
 	}
-	tok, err := bootstrap.ParseToken("abcdef.0123456789abcdef")
+	tok, err := bootstraptoken.Parse("abcdef.0123456789abcdef")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -29,8 +30,8 @@ func TestNodeConfigTemplate(t *testing.T) {
 		t.Fatalf("write_files has %d entries, want 1", len(files))
 	}
 	f := files[0]
-	if !strings.HasPrefix(f.Path, config.DropInDir+"/") || f.Permissions != "0600" || f.Owner != "root:root" {
-		t.Errorf("drop-in %s %s %s: want under %s, 0600, root:root (it holds the token)", f.Path, f.Permissions, f.Owner, config.DropInDir)
+	if !strings.HasPrefix(f.Path, layout.DropInDir+"/") || f.Permissions != "0600" || f.Owner != "root:root" {
+		t.Errorf("drop-in %s %s %s: want under %s, 0600, root:root (it holds the token)", f.Path, f.Permissions, f.Owner, layout.DropInDir)
 	}
 	nc, err := NodeConfig(j)
 	if err != nil || nc != f.Content {

@@ -1,9 +1,13 @@
-// Package systemd holds berth's unit files. The image builder installs these bytes and the agent (later) starts
+// Package systemd holds berth's unit files. The image builder installs these bytes and the agent starts
 // the units through systemd's D-Bus API, so both halves share one copy. Every unit must work on systemd 229
 // (Ubuntu 16.04): no ReadWritePaths=, StateDirectory=, DynamicUser= or ProtectSystem=strict.
 package systemd
 
-import "embed"
+import (
+	"embed"
+
+	"berth.dev/berth/internal/node/layout"
+)
 
 //go:embed units/*
 var units embed.FS
@@ -26,7 +30,7 @@ func Units() []string {
 
 // Enabled reports whether the image enables the unit. Only the agent is: it starts containerd, the kubelet and
 // kube-proxy itself once it has written their configuration.
-func Enabled(unit string) bool { return unit == "berth-agent.service" }
+func Enabled(unit string) bool { return unit == layout.AgentUnit }
 
 // RuntimeUnits are the units of the static container runtime, installed only on targets whose archive does not
 // provide one (their packages ship their own units otherwise), by name.

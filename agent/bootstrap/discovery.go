@@ -1,12 +1,12 @@
+// Package bootstrap discovers a control plane the kubeadm way: cluster-info fetched without trust, its JWS
+// signature for the bootstrap token verified, its CA checked against the pins, then fetched again over the pinned CA.
 package bootstrap
 
 import (
-	"bytes"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
-	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -15,6 +15,8 @@ import (
 	"strings"
 	"time"
 
+	"berth.dev/berth/internal/node/bootstraptoken"
+	"berth.dev/berth/internal/node/capin"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/tools/clientcmd"
 	bootstrapapi "k8s.io/cluster-bootstrap/token/api"
@@ -38,9 +40,9 @@ var (
 // Discovery says how to learn the control plane's CA.
 type Discovery struct {
 	Endpoint string // https://host:port
-	Token    Token
+	Token    bootstraptoken.Token
 	// Pins (kubeadm's discovery-token-ca-cert-hash) or CABundle (PEM): exactly one.
-	Pins     []Pin
+	Pins     []capin.Pin
 	CABundle []byte
 	// SignatureWait bounds how long to wait for the bootstrap signer to sign cluster-info for the token (it signs
 	// within seconds of the token's creation). Default 30 s.
@@ -85,12 +87,12 @@ func Discover(ctx context.Context, d Discovery) (Result, error) {
 		cluster.server, cluster.ca = c.Server, c.CertificateAuthorityData
 	}
 	if len(d.Pins) > 0 {
-		certs, err := ParseCerts(cluster.ca)
+		certs, err := capin.ParseCerts(cluster.ca)
 		if err != nil {
 			return Result{}, fmt.Errorf("%w: cluster-info CA: %v", ErrPinMismatch, err)
 		}
 		if !anyPinMatches(d.Pins, certs) {
-			return Result{}, fmt.Errorf("%w: cluster-info's CA has pin %s", ErrPinMismatch, PinOf(certs[0]))
+			return Result{}, fmt.Errorf("%w: cluster-info's CA has pin %s", ErrPinMismatch, capin.Of(certs[0]))
 		}
 		trusted = cluster.ca
 		again, err := d.fetch(ctx, trusted)
@@ -180,35 +182,7 @@ func (d Discovery) fetch(ctx context.Context, ca []byte) (*corev1.ConfigMap, err
 	return &cm, nil
 }
 
-// ParseCerts parses a PEM bundle of certificates; anything else in it (another block type, stray data) is an
-// error naming the position.
-func ParseCerts(data []byte) ([]*x509.Certificate, error) {
-	var certs []*x509.Certificate
-	for {
-		var block *pem.Block
-		block, data = pem.Decode(data)
-		if block == nil {
-			break
-		}
-		if block.Type != "CERTIFICATE" {
-			return nil, fmt.Errorf("PEM block %d is %q, want CERTIFICATE", len(certs)+1, block.Type)
-		}
-		c, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("certificate %d: %v", len(certs)+1, err)
-		}
-		certs = append(certs, c)
-	}
-	if len(bytes.TrimSpace(data)) > 0 {
-		return nil, fmt.Errorf("data after certificate %d is not PEM", len(certs))
-	}
-	if len(certs) == 0 {
-		return nil, errors.New("no PEM certificate")
-	}
-	return certs, nil
-}
-
-func anyPinMatches(pins []Pin, certs []*x509.Certificate) bool {
+func anyPinMatches(pins []capin.Pin, certs []*x509.Certificate) bool {
 	for _, c := range certs {
 		for _, p := range pins {
 			if p.Matches(c) {

@@ -21,6 +21,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"berth.dev/berth/agent/bootstrap"
+	"berth.dev/berth/internal/node/bootstraptoken"
+	"berth.dev/berth/internal/node/capin"
 	"berth.dev/berth/test/controlplane"
 )
 
@@ -38,23 +40,23 @@ func TestDiscoverAgainstRealControlPlane(t *testing.T) {
 		t.Fatal(err)
 	}
 	otherCA := selfSigned(t)
-	otherPin := bootstrap.PinOf(mustParse(t, otherCA))
-	wrongSecret, _ := bootstrap.GenerateToken()
-	wrongSecret, _ = bootstrap.ParseToken(ji.Token.ID() + "." + wrongSecret.Secret())
-	unknown, _ := bootstrap.GenerateToken()
+	otherPin := capin.Of(mustParse(t, otherCA))
+	wrongSecret, _ := bootstraptoken.Generate()
+	wrongSecret, _ = bootstraptoken.Parse(ji.Token.ID() + "." + wrongSecret.Secret())
+	unknown, _ := bootstraptoken.Generate()
 
 	for _, c := range []struct {
 		name string
 		d    bootstrap.Discovery
 		want error
 	}{
-		{"pin", bootstrap.Discovery{Endpoint: ji.Endpoint, Token: ji.Token, Pins: []bootstrap.Pin{otherPin, ji.CACertPin}}, nil},
+		{"pin", bootstrap.Discovery{Endpoint: ji.Endpoint, Token: ji.Token, Pins: []capin.Pin{otherPin, ji.CACertPin}}, nil},
 		{"CA bundle", bootstrap.Discovery{Endpoint: ji.Endpoint, Token: ji.Token, CABundle: ca}, nil},
-		{"wrong pin", bootstrap.Discovery{Endpoint: ji.Endpoint, Token: ji.Token, Pins: []bootstrap.Pin{otherPin}}, bootstrap.ErrPinMismatch},
+		{"wrong pin", bootstrap.Discovery{Endpoint: ji.Endpoint, Token: ji.Token, Pins: []capin.Pin{otherPin}}, bootstrap.ErrPinMismatch},
 		{"wrong CA bundle", bootstrap.Discovery{Endpoint: ji.Endpoint, Token: ji.Token, CABundle: otherCA}, bootstrap.ErrTLS},
-		{"wrong secret", bootstrap.Discovery{Endpoint: ji.Endpoint, Token: wrongSecret, Pins: []bootstrap.Pin{ji.CACertPin}}, bootstrap.ErrTokenInvalid},
-		{"unknown token", bootstrap.Discovery{Endpoint: ji.Endpoint, Token: unknown, Pins: []bootstrap.Pin{ji.CACertPin}, SignatureWait: 2 * time.Second}, bootstrap.ErrTokenInvalid},
-		{"nothing listens", bootstrap.Discovery{Endpoint: "https://127.0.0.1:1", Token: ji.Token, Pins: []bootstrap.Pin{ji.CACertPin}}, bootstrap.ErrUnreachable},
+		{"wrong secret", bootstrap.Discovery{Endpoint: ji.Endpoint, Token: wrongSecret, Pins: []capin.Pin{ji.CACertPin}}, bootstrap.ErrTokenInvalid},
+		{"unknown token", bootstrap.Discovery{Endpoint: ji.Endpoint, Token: unknown, Pins: []capin.Pin{ji.CACertPin}, SignatureWait: 2 * time.Second}, bootstrap.ErrTokenInvalid},
+		{"nothing listens", bootstrap.Discovery{Endpoint: "https://127.0.0.1:1", Token: ji.Token, Pins: []capin.Pin{ji.CACertPin}}, bootstrap.ErrUnreachable},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			res, err := bootstrap.Discover(ctx, c.d)
@@ -122,7 +124,7 @@ func TestDiscoverRefusesClusterInfoChangedBetweenFetches(t *testing.T) {
 		}
 		return (&net.Dialer{}).DialContext(ctx, network, addr)
 	}
-	_, err = bootstrap.Discover(ctx, bootstrap.Discovery{Endpoint: ji.Endpoint, Token: ji.Token, Pins: []bootstrap.Pin{ji.CACertPin}, Dial: dial})
+	_, err = bootstrap.Discover(ctx, bootstrap.Discovery{Endpoint: ji.Endpoint, Token: ji.Token, Pins: []capin.Pin{ji.CACertPin}, Dial: dial})
 	if rewrite != nil || dials.Load() != 2 {
 		t.Fatalf("the rewrite between the fetches did not happen: %v after %d dials", rewrite, dials.Load())
 	}

@@ -27,13 +27,11 @@ import (
 
 	"berth.dev/berth/agent/api/v1alpha1"
 	"berth.dev/berth/agent/mergepatch"
+	"berth.dev/berth/internal/node/layout"
 )
 
 // MediaType is the MIME type of the NodeConfig part in multipart user data.
 const MediaType = "application/node.berth.dev"
-
-// DropInDir is where drop-ins live on a node.
-const DropInDir = "/etc/berth/config.d"
 
 // Source is one configuration document and where it came from.
 type Source struct {
@@ -98,7 +96,7 @@ func FromUserData(userData []byte) ([]byte, error) {
 }
 
 // ErrNoConfig is Merge's error when there is no source at all: no user data part and no drop-in.
-var ErrNoConfig = fmt.Errorf("no NodeConfig: no %s part in user data and no drop-in in %s", MediaType, DropInDir)
+var ErrNoConfig = fmt.Errorf("no NodeConfig: no %s part in user data and no drop-in in %s", MediaType, layout.DropInDir)
 
 // DropIns reads the drop-ins of dir in lexical order; a missing dir has none.
 func DropIns(dir string) ([]Source, error) {

@@ -32,22 +32,15 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	"berth.dev/berth/agent/api/v1alpha1"
-	"berth.dev/berth/agent/atomicfile"
-	"berth.dev/berth/agent/bootstrap"
 	"berth.dev/berth/agent/imagestore"
 	"berth.dev/berth/agent/nodeready"
 	"berth.dev/berth/agent/preflight"
 	"berth.dev/berth/agent/render"
-	"berth.dev/berth/imagebuilder/distro"
-)
-
-// Exit codes beyond preflight's classes (10-14); docs/exit-codes.md lists them all.
-const (
-	ExitInternal      = 1
-	ExitInvalidConfig = 2
-	ExitNameTaken     = 15
-	ExitTimeout       = 16
-	ExitServices      = 17
+	"berth.dev/berth/internal/node/atomicfile"
+	"berth.dev/berth/internal/node/bootstraptoken"
+	"berth.dev/berth/internal/node/distro"
+	"berth.dev/berth/internal/node/exitcode"
+	"berth.dev/berth/internal/node/layout"
 )
 
 // Services runs the node's daemons by unit name.
@@ -63,7 +56,7 @@ type Services interface {
 type Config struct {
 	NodeConfig *v1alpha1.NodeConfig
 	Profile    distro.Profile
-	Paths      render.Paths
+	Paths      layout.Paths
 	Bridge     string // CNI bridge name (default cbr0)
 	// NodeName is the Node's name when spec.node.name is empty (the hostname on a node).
 	NodeName string
@@ -106,7 +99,7 @@ type state struct {
 	log      *slog.Logger
 	name     string
 	joined   bool // a kubelet kubeconfig from an earlier join exists
-	token    bootstrap.Token
+	token    bootstraptoken.Token
 	ca       []byte
 	input    render.Input
 	pending  map[string]bool // units to restart: persisted so a killed run still restarts them
@@ -124,13 +117,13 @@ var phases = []phase{
 	{"name", checkName},
 	{"files", writeFiles},
 	{"sysctls", applySysctls},
-	{"containerd", startUnit(render.Containerd)},
+	{"containerd", startUnit(layout.ContainerdUnit)},
 	{"images", ensureImages},
-	{"kubelet", startUnit(render.Kubelet)},
+	{"kubelet", startUnit(layout.KubeletUnit)},
 	{"tls-bootstrap", waitTLSBootstrap},
 	{"cni", writeCNI},
 	{"ready", waitReady},
-	{"kube-proxy", startUnit(render.KubeProxy)},
+	{"kube-proxy", startUnit(layout.KubeProxyUnit)},
 	{"cleanup", cleanup},
 }
 
@@ -154,14 +147,14 @@ func Run(ctx context.Context, cfg Config) (*Status, error) {
 	ctx, cancel := context.WithDeadline(ctx, s.deadline)
 	defer cancel()
 	if err := os.MkdirAll(cfg.StateDir, 0o755); err != nil {
-		return st, &Error{Phase: "state", Code: ExitInternal, Err: err}
+		return st, &Error{Phase: "state", Code: exitcode.Internal, Err: err}
 	}
 	var err error
 	if s.pending, err = readPending(cfg.StateDir); err != nil {
-		return st, &Error{Phase: "state", Code: ExitInternal, Err: err}
+		return st, &Error{Phase: "state", Code: exitcode.Internal, Err: err}
 	}
 	if s.name == "" {
-		return st, &Error{Phase: "state", Code: ExitInternal, Err: errors.New("no node name: spec.node.name is empty and the hostname is unknown")}
+		return st, &Error{Phase: "state", Code: exitcode.Internal, Err: errors.New("no node name: spec.node.name is empty and the hostname is unknown")}
 	}
 	for _, p := range phases {
 		ps := PhaseStatus{Name: p.name, Started: time.Now().UTC(), Result: "running"}
@@ -179,7 +172,7 @@ func Run(ctx context.Context, cfg Config) (*Status, error) {
 			cur.Result = "failed"
 			var e *Error
 			if !errors.As(perr, &e) {
-				e = &Error{Phase: p.name, Code: ExitInternal, Err: perr}
+				e = &Error{Phase: p.name, Code: exitcode.Internal, Err: perr}
 			}
 			if e.Phase == "" {
 				e.Phase = p.name
@@ -200,11 +193,11 @@ func Run(ctx context.Context, cfg Config) (*Status, error) {
 	now := time.Now().UTC()
 	st.Finished, st.Result = &now, "joined"
 	if err := writeStatus(cfg.StateDir, st); err != nil {
-		return st, &Error{Phase: "state", Code: ExitInternal, Err: err}
+		return st, &Error{Phase: "state", Code: exitcode.Internal, Err: err}
 	}
 	marker := fmt.Sprintf("%s %s\n", s.name, now.Format(time.RFC3339))
 	if err := atomicfile.Write(filepath.Join(cfg.StateDir, JoinedFile), []byte(marker), 0o644); err != nil {
-		return st, &Error{Phase: "state", Code: ExitInternal, Err: err}
+		return st, &Error{Phase: "state", Code: exitcode.Internal, Err: err}
 	}
 	if cfg.Notify != nil {
 		if err := cfg.Notify("READY=1\nSTATUS=joined as " + s.name); err != nil {
@@ -281,7 +274,7 @@ func checkName(ctx context.Context, s *state) (string, error) {
 	case err != nil:
 		return "", &Error{Code: int(preflight.ClassTCP), Err: fmt.Errorf("get Node %s with the bootstrap token: %w", s.name, err)}
 	case nodeready.Ready(n):
-		return "", &Error{Code: ExitNameTaken, Err: fmt.Errorf("a Ready Node named %s already exists", s.name),
+		return "", &Error{Code: exitcode.NameTaken, Err: fmt.Errorf("a Ready Node named %s already exists", s.name),
 			Hint: "give this node another spec.node.name, or remove the other one (kubectl delete node " + s.name + ") if it is gone"}
 	}
 	return "Node " + s.name + " exists but is not Ready: taking it over", nil
@@ -292,7 +285,7 @@ func checkName(ctx context.Context, s *state) (string, error) {
 func writeFiles(ctx context.Context, s *state) (string, error) {
 	out, err := render.Node(s.input)
 	if err != nil {
-		return "", &Error{Code: ExitInvalidConfig, Err: err}
+		return "", &Error{Code: exitcode.InvalidConfig, Err: err}
 	}
 	var changed []render.File
 	for _, f := range out.Files {
@@ -344,7 +337,7 @@ func applySysctls(ctx context.Context, s *state) (string, error) {
 	for _, k := range keys {
 		p := filepath.Join("/proc/sys", strings.ReplaceAll(k, ".", "/"))
 		if err := os.WriteFile(p, []byte(sysctls[k]), 0o644); err != nil {
-			return "", &Error{Code: ExitInvalidConfig, Err: fmt.Errorf("spec.sysctls[%s]: %w", k, err)}
+			return "", &Error{Code: exitcode.InvalidConfig, Err: fmt.Errorf("spec.sysctls[%s]: %w", k, err)}
 		}
 	}
 	return fmt.Sprintf("%d set", len(keys)), nil
@@ -355,7 +348,7 @@ func startUnit(unit string) func(context.Context, *state) (string, error) {
 	return func(ctx context.Context, s *state) (string, error) {
 		if s.pending["daemon-reload"] {
 			if err := s.cfg.Services.Reload(ctx); err != nil {
-				return "", &Error{Code: ExitServices, Err: fmt.Errorf("daemon-reload: %w", err)}
+				return "", &Error{Code: exitcode.Services, Err: fmt.Errorf("daemon-reload: %w", err)}
 			}
 			delete(s.pending, "daemon-reload")
 			if err := writePending(s.cfg.StateDir, s.pending); err != nil {
@@ -370,7 +363,7 @@ func startUnit(unit string) func(context.Context, *state) (string, error) {
 			err = s.cfg.Services.Start(ctx, unit)
 		}
 		if err != nil {
-			return "", &Error{Code: ExitServices, Err: fmt.Errorf("%s: %w", unit, err), Hint: "see journalctl -u " + unit}
+			return "", &Error{Code: exitcode.Services, Err: fmt.Errorf("%s: %w", unit, err), Hint: "see journalctl -u " + unit}
 		}
 		delete(s.pending, unit)
 		return detail, writePending(s.cfg.StateDir, s.pending)
@@ -385,7 +378,7 @@ func ensureImages(ctx context.Context, s *state) (string, error) {
 	res, err := imagestore.Ensure(cctx, imagestore.Config{Socket: s.cfg.Paths.ContainerdSocket, ImageDir: s.cfg.Paths.ShippedImages,
 		SandboxImage: render.SandboxImage(s.cfg.NodeConfig.Spec), Log: s.log})
 	if err != nil {
-		return "", &Error{Code: ExitServices, Err: err, Hint: "see journalctl -u " + render.Containerd}
+		return "", &Error{Code: exitcode.Services, Err: err, Hint: "see journalctl -u " + layout.ContainerdUnit}
 	}
 	return res.String(), nil
 }
@@ -408,7 +401,7 @@ func waitTLSBootstrap(ctx context.Context, s *state) (string, error) {
 		}
 		last = err
 		if err := sleep(ctx, 250*time.Millisecond); err != nil {
-			return "", &Error{Code: ExitTimeout, Err: fmt.Errorf("the kubelet did not finish its TLS bootstrap: %v", last),
+			return "", &Error{Code: exitcode.Timeout, Err: fmt.Errorf("the kubelet did not finish its TLS bootstrap: %v", last),
 				Hint: "see journalctl -u kubelet; the control plane must approve the node's CSR (kubeadm:node-autoapprove-bootstrap)"}
 		}
 	}
@@ -439,7 +432,7 @@ func writeCNI(ctx context.Context, s *state) (string, error) {
 			return "podCIDR " + cidr.String(), nil
 		}
 		if err := sleep(ctx, 250*time.Millisecond); err != nil {
-			return "", &Error{Code: ExitTimeout, Err: fmt.Errorf("Node %s has no podCIDR", s.name),
+			return "", &Error{Code: exitcode.Timeout, Err: fmt.Errorf("Node %s has no podCIDR", s.name),
 				Hint: "the controller manager must run with --allocate-node-cidrs and a --cluster-cidr (or set cni.mode: none)"}
 		}
 	}
@@ -462,7 +455,7 @@ func waitReady(ctx context.Context, s *state) (string, error) {
 			lastLog = time.Now()
 		}
 		if err := sleep(ctx, 250*time.Millisecond); err != nil {
-			return "", &Error{Code: ExitTimeout, Err: fmt.Errorf("Node %s is not Ready: %s", s.name, reason), Hint: "see journalctl -u kubelet -u containerd"}
+			return "", &Error{Code: exitcode.Timeout, Err: fmt.Errorf("Node %s is not Ready: %s", s.name, reason), Hint: "see journalctl -u kubelet -u containerd"}
 		}
 	}
 }

@@ -21,8 +21,9 @@ import (
 	"berth.dev/berth/agent/join"
 	"berth.dev/berth/agent/nodeready"
 	"berth.dev/berth/agent/preflight"
-	"berth.dev/berth/agent/render"
-	"berth.dev/berth/imagebuilder/distro"
+	"berth.dev/berth/internal/node/distro"
+	"berth.dev/berth/internal/node/exitcode"
+	"berth.dev/berth/internal/node/layout"
 	"berth.dev/berth/test/controlplane"
 	"berth.dev/berth/test/images"
 	"berth.dev/berth/test/node"
@@ -185,7 +186,7 @@ func TestJoinHostTier(t *testing.T) {
 	}
 
 	// Same config again: nothing restarts, the kubelet keeps its pid.
-	kubeletPID, _ := h.n.Running(render.Kubelet)
+	kubeletPID, _ := h.n.Running(layout.KubeletUnit)
 	h.cfg.NodeConfig = h.load(t, nil)
 	st, err = join.Run(ctx, h.cfg)
 	if err != nil {
@@ -195,9 +196,9 @@ func TestJoinHostTier(t *testing.T) {
 	if ps["discover"].Result != "skipped" || ps["files"].Detail != "unchanged" || !strings.Contains(ps["images"].Detail, "2 shipped image(s) present, 0 imported") {
 		t.Errorf("re-run did work again:\n%s", st.Format())
 	}
-	if pid, _ := h.n.Running(render.Kubelet); pid != kubeletPID || h.n.Restarts(render.Kubelet)+h.n.Restarts(render.Containerd) != 0 {
+	if pid, _ := h.n.Running(layout.KubeletUnit); pid != kubeletPID || h.n.Restarts(layout.KubeletUnit)+h.n.Restarts(layout.ContainerdUnit) != 0 {
 		t.Errorf("unchanged re-run restarted something: kubelet pid %d → %d, restarts kubelet %d containerd %d",
-			kubeletPID, pid, h.n.Restarts(render.Kubelet), h.n.Restarts(render.Containerd))
+			kubeletPID, pid, h.n.Restarts(layout.KubeletUnit), h.n.Restarts(layout.ContainerdUnit))
 	}
 
 	// A kubelet setting changes: only the kubelet restarts, and the Node shows the new value.
@@ -211,8 +212,8 @@ spec:
 	if err != nil {
 		t.Fatalf("changed run: %v\n%s", err, st.Format())
 	}
-	if h.n.Restarts(render.Kubelet) != 1 || h.n.Restarts(render.Containerd) != 0 {
-		t.Errorf("restarts after a kubelet change: kubelet %d, containerd %d; want 1, 0", h.n.Restarts(render.Kubelet), h.n.Restarts(render.Containerd))
+	if h.n.Restarts(layout.KubeletUnit) != 1 || h.n.Restarts(layout.ContainerdUnit) != 0 {
+		t.Errorf("restarts after a kubelet change: kubelet %d, containerd %d; want 1, 0", h.n.Restarts(layout.KubeletUnit), h.n.Restarts(layout.ContainerdUnit))
 	}
 	for {
 		n, err := cp.Client.CoreV1().Nodes().Get(ctx, "join-a", metav1.GetOptions{})
@@ -242,10 +243,10 @@ spec:
 	h2.cfg.NodeConfig = h2.load(t, map[string]string{"10-user-data.yaml": nodeConfig(ji2, "join-a", string(ji.CACertPin))})
 	st, err = join.Run(ctx, h2.cfg)
 	var je *join.Error
-	if !errors.As(err, &je) || je.Code != join.ExitNameTaken {
-		t.Fatalf("duplicate name: %v, want exit %d\n%s", err, join.ExitNameTaken, st.Format())
+	if !errors.As(err, &je) || je.Code != exitcode.NameTaken {
+		t.Fatalf("duplicate name: %v, want exit %d\n%s", err, exitcode.NameTaken, st.Format())
 	}
-	if _, running := h2.n.Running(render.Containerd); running {
+	if _, running := h2.n.Running(layout.ContainerdUnit); running {
 		t.Error("containerd was started for a refused join")
 	}
 	if _, err := os.Stat(filepath.Join(h2.cfg.StateDir, join.JoinedFile)); !os.IsNotExist(err) {

@@ -8,7 +8,7 @@ import (
 
 	yaml "go.yaml.in/yaml/v3"
 
-	"berth.dev/berth/agent/atomicfile"
+	"berth.dev/berth/internal/node/atomicfile"
 )
 
 // scrubTokens removes spec.controlPlane.discovery.token from every drop-in that has one, keeping the rest of the

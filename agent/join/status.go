@@ -9,7 +9,7 @@ import (
 	"text/tabwriter"
 	"time"
 
-	"berth.dev/berth/agent/atomicfile"
+	"berth.dev/berth/internal/node/atomicfile"
 )
 
 // StatusFile and JoinedFile are in the state directory. The status file is rewritten after every phase; the joined

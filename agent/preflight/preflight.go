@@ -19,17 +19,20 @@ import (
 
 	"berth.dev/berth/agent/api/v1alpha1"
 	"berth.dev/berth/agent/bootstrap"
+	"berth.dev/berth/internal/node/bootstraptoken"
+	"berth.dev/berth/internal/node/capin"
+	"berth.dev/berth/internal/node/exitcode"
 )
 
 // Class is a failure class; each maps to one exit code (docs/exit-codes.md).
 type Class int
 
 const (
-	ClassDNS Class = iota + 10
-	ClassTCP
-	ClassTLS
-	ClassToken
-	ClassClock
+	ClassDNS   Class = exitcode.DNS
+	ClassTCP   Class = exitcode.Unreachable
+	ClassTLS   Class = exitcode.TLS
+	ClassToken Class = exitcode.Token
+	ClassClock Class = exitcode.ClockSkew
 )
 
 // Error is a failed check.
@@ -55,16 +58,16 @@ type Options struct {
 }
 
 // Token returns the discovery token: inline, or read from tokenFile.
-func Token(d v1alpha1.Discovery) (bootstrap.Token, error) {
+func Token(d v1alpha1.Discovery) (bootstraptoken.Token, error) {
 	s := d.Token.Reveal()
 	if d.TokenFile != "" {
 		data, err := os.ReadFile(d.TokenFile)
 		if err != nil {
-			return bootstrap.Token{}, fmt.Errorf("tokenFile: %w", err)
+			return bootstraptoken.Token{}, fmt.Errorf("tokenFile: %w", err)
 		}
 		s = strings.TrimSpace(string(data))
 	}
-	return bootstrap.ParseToken(s)
+	return bootstraptoken.Parse(s)
 }
 
 // Result is what the checks learned: the trusted CA, for the join.
@@ -74,7 +77,7 @@ type Result struct {
 }
 
 // Run runs the checks in order and stops at the first failure (each depends on the one before).
-func Run(ctx context.Context, spec v1alpha1.ControlPlane, tok bootstrap.Token, o Options) (Result, error) {
+func Run(ctx context.Context, spec v1alpha1.ControlPlane, tok bootstraptoken.Token, o Options) (Result, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -106,7 +109,7 @@ func Run(ctx context.Context, spec v1alpha1.ControlPlane, tok bootstrap.Token, o
 
 	disc := bootstrap.Discovery{Endpoint: spec.Endpoint, Token: tok, CABundle: []byte(spec.Discovery.CABundle), SignatureWait: o.SignatureWait}
 	for _, h := range spec.Discovery.CACertHashes {
-		p, err := bootstrap.ParsePin(h)
+		p, err := capin.Parse(h)
 		if err != nil {
 			return res, &Error{ClassTLS, "pin", err, "fix spec.controlPlane.discovery.caCertHashes"}
 		}

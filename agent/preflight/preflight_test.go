@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"berth.dev/berth/agent/api/v1alpha1"
-	"berth.dev/berth/agent/bootstrap"
+	"berth.dev/berth/internal/node/bootstraptoken"
 	"berth.dev/berth/test/controlplane"
 )
 
@@ -31,14 +31,14 @@ func TestPreflightClasses(t *testing.T) {
 	noDNS := &net.Resolver{PreferGo: true, Dial: func(ctx context.Context, _, _ string) (net.Conn, error) {
 		return (&net.Dialer{}).DialContext(ctx, "udp", deadDNS)
 	}}
-	unknown, _ := bootstrap.GenerateToken()
+	unknown, _ := bootstraptoken.Generate()
 	spec := func(endpoint string, pin string) v1alpha1.ControlPlane {
 		return v1alpha1.ControlPlane{Endpoint: endpoint, Discovery: v1alpha1.Discovery{CACertHashes: []string{pin}}}
 	}
 	for _, c := range []struct {
 		name  string
 		spec  v1alpha1.ControlPlane
-		tok   bootstrap.Token
+		tok   bootstraptoken.Token
 		o     Options
 		class Class // 0: passes
 	}{

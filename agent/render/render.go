@@ -26,66 +26,18 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"berth.dev/berth/agent/api/v1alpha1"
-	"berth.dev/berth/agent/bootstrap"
 	"berth.dev/berth/agent/mergepatch"
-	"berth.dev/berth/imagebuilder/distro"
+	"berth.dev/berth/internal/node/bootstraptoken"
+	"berth.dev/berth/internal/node/distro"
+	"berth.dev/berth/internal/node/layout"
 )
 
-// Units that rendered files affect.
-const (
-	Containerd = "containerd.service"
-	Kubelet    = "kubelet.service"
-	KubeProxy  = "kube-proxy.service"
-)
-
-// DefaultSandboxImage is the pause image the image builder pre-caches.
-const DefaultSandboxImage = "berth.dev/pause:3.10"
-
-// SandboxImage is the pause image the node's containerd uses: the spec's, else DefaultSandboxImage.
+// SandboxImage is the pause image the node's containerd uses: the spec's, else the one the image ships.
 func SandboxImage(spec v1alpha1.NodeConfigSpec) string {
 	if spec.Containerd.SandboxImage != "" {
 		return spec.Containerd.SandboxImage
 	}
-	return DefaultSandboxImage
-}
-
-// Paths are where the node's files live. Default is production; the host tier moves them into a node directory.
-type Paths struct {
-	CACert              string
-	BootstrapKubeconfig string
-	Kubeconfig          string // written by the kubelet after its TLS bootstrap
-	KubeletConfig       string
-	KubeletCertDir      string
-	KubeletDropIn       string
-	KubeProxyConfig     string
-	KubeProxyDropIn     string
-	ContainerdConfig    string
-	ContainerdSocket    string
-	RegistryHostsDir    string
-	CNIConfDir          string
-	Sysctls             string
-	// ShippedImages holds the image tarballs the image builder shipped (imported again if containerd lacks them).
-	ShippedImages string
-}
-
-// DefaultPaths are the paths on a node; the units in systemd/ and the image builder agree with them.
-func DefaultPaths() Paths {
-	return Paths{
-		CACert:              "/etc/kubernetes/pki/ca.crt",
-		BootstrapKubeconfig: "/var/lib/kubelet/bootstrap-kubeconfig",
-		Kubeconfig:          "/var/lib/kubelet/kubeconfig",
-		KubeletConfig:       "/var/lib/kubelet/config.yaml",
-		KubeletCertDir:      "/var/lib/kubelet/pki",
-		KubeletDropIn:       "/etc/systemd/system/kubelet.service.d/10-berth.conf",
-		KubeProxyConfig:     "/var/lib/kube-proxy/config.yaml",
-		KubeProxyDropIn:     "/etc/systemd/system/kube-proxy.service.d/10-berth.conf",
-		ContainerdConfig:    "/etc/containerd/config.toml",
-		ContainerdSocket:    "/run/containerd/containerd.sock",
-		RegistryHostsDir:    "/etc/containerd/certs.d",
-		CNIConfDir:          "/etc/cni/net.d",
-		Sysctls:             "/etc/sysctl.d/90-berth.conf",
-		ShippedImages:       "/var/lib/berth/images",
-	}
+	return layout.PauseImage
 }
 
 // Input is everything rendering depends on.
@@ -97,8 +49,8 @@ type Input struct {
 	Endpoint string
 	CA       []byte
 	// Token goes into the bootstrap kubeconfig only; a zero token renders no bootstrap kubeconfig (already joined).
-	Token bootstrap.Token
-	Paths Paths
+	Token bootstraptoken.Token
+	Paths layout.Paths
 	// Bridge is the CNI bridge's name (default cbr0, kubenet's).
 	Bridge string
 }
@@ -131,7 +83,7 @@ func Node(in Input) (Output, error) {
 	}
 	spec := field.NewPath("spec")
 
-	add(in.Paths.CACert, 0o644, in.CA, Kubelet)
+	add(in.Paths.CACert, 0o644, in.CA, layout.KubeletUnit)
 	if !in.Token.IsZero() {
 		boot, err := bootstrapKubeconfig(in)
 		if err != nil {
@@ -144,24 +96,24 @@ func Node(in Input) (Output, error) {
 	if err != nil {
 		return Output{}, err
 	}
-	add(in.Paths.KubeletConfig, 0o644, kc.yaml, Kubelet)
+	add(in.Paths.KubeletConfig, 0o644, kc.yaml, layout.KubeletUnit)
 	out.KubeletArgs = kubeletArgs(in)
-	add(in.Paths.KubeletDropIn, 0o644, dropIn("kubelet", "KUBELET_ARGS", out.KubeletArgs), Kubelet)
+	add(in.Paths.KubeletDropIn, 0o644, dropIn("kubelet", "KUBELET_ARGS", out.KubeletArgs), layout.KubeletUnit)
 
 	cd, err := containerdConfig(in, kc.cfg.CgroupDriver == "systemd", spec.Child("containerd", "configTOML"))
 	if err != nil {
 		return Output{}, err
 	}
-	add(in.Paths.ContainerdConfig, 0o644, cd, Containerd)
+	add(in.Paths.ContainerdConfig, 0o644, cd, layout.ContainerdUnit)
 	out.Files = append(out.Files, registryHosts(in)...)
 
 	kp, err := kubeProxyConfig(in)
 	if err != nil {
 		return Output{}, err
 	}
-	add(in.Paths.KubeProxyConfig, 0o644, kp, KubeProxy)
+	add(in.Paths.KubeProxyConfig, 0o644, kp, layout.KubeProxyUnit)
 	out.KubeProxyArgs = []string{"--config=" + in.Paths.KubeProxyConfig}
-	add(in.Paths.KubeProxyDropIn, 0o644, dropIn("kube-proxy", "KUBE_PROXY_ARGS", out.KubeProxyArgs), KubeProxy)
+	add(in.Paths.KubeProxyDropIn, 0o644, dropIn("kube-proxy", "KUBE_PROXY_ARGS", out.KubeProxyArgs), layout.KubeProxyUnit)
 
 	add(in.Paths.Sysctls, 0o644, sysctls(in.Spec.Sysctls))
 	for _, f := range out.Files {

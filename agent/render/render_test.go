@@ -17,8 +17,9 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"berth.dev/berth/agent/api/v1alpha1"
-	"berth.dev/berth/agent/bootstrap"
-	"berth.dev/berth/imagebuilder/distro"
+	"berth.dev/berth/internal/node/bootstraptoken"
+	"berth.dev/berth/internal/node/distro"
+	"berth.dev/berth/internal/node/layout"
 	"berth.dev/berth/systemd"
 )
 
@@ -64,9 +65,9 @@ func input(t *testing.T, profile string, doc string) Input {
 	if err != nil {
 		t.Fatal(err)
 	}
-	tok, _ := bootstrap.ParseToken(testToken)
+	tok, _ := bootstraptoken.Parse(testToken)
 	return Input{Spec: c.Spec, Profile: p, NodeName: "node-a", Endpoint: c.Spec.ControlPlane.Endpoint,
-		CA: []byte("-----BEGIN CERTIFICATE-----\nfake\n-----END CERTIFICATE-----\n"), Token: tok, Paths: DefaultPaths()}
+		CA: []byte("-----BEGIN CERTIFICATE-----\nfake\n-----END CERTIFICATE-----\n"), Token: tok, Paths: layout.Default()}
 }
 
 // Every file each profile renders, pinned. Run with -update after an intended change and review the diff.
@@ -191,7 +192,7 @@ func TestCgroupDriverFollowsKubelet(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		cd := string(file(t, out, DefaultPaths().ContainerdConfig).Data)
+		cd := string(file(t, out, layout.Default().ContainerdConfig).Data)
 		if !strings.Contains(cd, "SystemdCgroup = false") {
 			t.Errorf("%s: containerd keeps the systemd cgroup driver:\n%s", name, cd)
 		}
@@ -213,7 +214,7 @@ func TestContainerdTOMLErrors(t *testing.T) {
 // Once joined (no token), no bootstrap kubeconfig is rendered, so a re-run never writes the token back.
 func TestNoTokenNoBootstrapKubeconfig(t *testing.T) {
 	in := input(t, "debian-12", fullConfig)
-	in.Token = bootstrap.Token{}
+	in.Token = bootstraptoken.Token{}
 	out, err := Node(in)
 	if err != nil {
 		t.Fatal(err)

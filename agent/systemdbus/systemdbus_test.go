@@ -10,9 +10,10 @@ import (
 	"time"
 
 	"berth.dev/berth/agent/api/v1alpha1"
-	"berth.dev/berth/agent/bootstrap"
 	"berth.dev/berth/agent/render"
-	"berth.dev/berth/imagebuilder/distro"
+	"berth.dev/berth/internal/node/bootstraptoken"
+	"berth.dev/berth/internal/node/distro"
+	"berth.dev/berth/internal/node/layout"
 	"berth.dev/berth/systemd"
 	"berth.dev/berth/test/nspawn"
 )
@@ -39,14 +40,14 @@ func TestUnitsOverDBusInNspawn(t *testing.T) {
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
 
 	p, _ := distro.Get("debian-12")
-	tok, _ := bootstrap.GenerateToken()
+	tok, _ := bootstraptoken.Generate()
 	in := render.Input{
 		Spec: v1alpha1.NodeConfigSpec{
 			Node:    v1alpha1.Node{Labels: map[string]string{"pool": "a"}},
 			Kubelet: v1alpha1.Kubelet{ExtraArgs: map[string]string{"v": "2", "eviction-soft": "memory.available<10%"}},
 		},
 		Profile: p, NodeName: "ns-node", Endpoint: "https://192.0.2.1:6443", CA: []byte("ca"), Token: tok,
-		Paths: render.DefaultPaths(),
+		Paths: layout.Default(),
 	}
 	out, err := render.Node(in)
 	if err != nil {
@@ -105,14 +106,14 @@ func TestUnitsOverDBusInNspawn(t *testing.T) {
 	if err := mgr.Reload(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := mgr.Start(ctx, render.Kubelet); err != nil {
+	if err := mgr.Start(ctx, layout.KubeletUnit); err != nil {
 		t.Fatal(err)
 	}
-	kubelet, err := mgr.State(ctx, render.Kubelet)
+	kubelet, err := mgr.State(ctx, layout.KubeletUnit)
 	if err != nil {
 		t.Fatal(err)
 	}
-	containerd, err := mgr.State(ctx, render.Containerd)
+	containerd, err := mgr.State(ctx, layout.ContainerdUnit)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -128,10 +129,10 @@ func TestUnitsOverDBusInNspawn(t *testing.T) {
 	}
 
 	// Start of an active unit: the same process.
-	if err := mgr.Start(ctx, render.Kubelet); err != nil {
+	if err := mgr.Start(ctx, layout.KubeletUnit); err != nil {
 		t.Fatal(err)
 	}
-	again, _ := mgr.State(ctx, render.Kubelet)
+	again, _ := mgr.State(ctx, layout.KubeletUnit)
 	if again.MainPID != kubelet.MainPID || read("/var/lib/fake/kubelet.starts") != "start" {
 		t.Errorf("starting an active kubelet restarted it: pid %d → %d, starts %q", kubelet.MainPID, again.MainPID, read("/var/lib/fake/kubelet.starts"))
 	}
@@ -152,15 +153,15 @@ func TestUnitsOverDBusInNspawn(t *testing.T) {
 	if err := mgr.Reload(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if err := mgr.Restart(ctx, render.Kubelet); err != nil {
+	if err := mgr.Restart(ctx, layout.KubeletUnit); err != nil {
 		t.Fatal(err)
 	}
-	restarted, _ := mgr.State(ctx, render.Kubelet)
+	restarted, _ := mgr.State(ctx, layout.KubeletUnit)
 	args := readWhen("/var/lib/fake/kubelet.args", func(s string) bool { return strings.Contains(s, "--v=4") })
 	if restarted.MainPID == kubelet.MainPID || !strings.Contains(args, "--v=4") {
 		t.Errorf("restart: pid %d → %d, args %q", kubelet.MainPID, restarted.MainPID, args)
 	}
-	if c, _ := mgr.State(ctx, render.Containerd); c.MainPID != containerd.MainPID {
+	if c, _ := mgr.State(ctx, layout.ContainerdUnit); c.MainPID != containerd.MainPID {
 		t.Errorf("containerd restarted with the kubelet: pid %d → %d", containerd.MainPID, c.MainPID)
 	}
 

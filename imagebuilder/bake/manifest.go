@@ -13,8 +13,9 @@ import (
 	"strings"
 	"time"
 
-	"berth.dev/berth/agent/atomicfile"
 	"berth.dev/berth/imagebuilder/disk"
+	"berth.dev/berth/internal/node/atomicfile"
+	"berth.dev/berth/internal/node/layout"
 )
 
 // Manifest is the image's bill of materials: every package with its version, every binary berth put in (and the
@@ -43,7 +44,7 @@ var runtimeBinaries = []string{"/usr/bin/containerd", "/usr/bin/containerd-shim-
 	"/usr/local/bin/containerd", "/usr/local/bin/containerd-shim-runc-v2", "/usr/local/bin/ctr", "/usr/local/sbin/runc"}
 
 // WriteManifest records the packages (from dpkg's status file), binaries and images, and puts the manifest into
-// the image as /etc/berth/image-manifest.json.
+// the image as layout.ImageManifest.
 func WriteManifest(ctx context.Context, s *Spec, st *State) error {
 	m := Manifest{Name: s.Name, Distro: s.Profile.Name, KubernetesVersion: s.KubernetesVersion, Built: time.Now().UTC().Truncate(time.Second),
 		Sources: s.Profile.WithMirror(s.Mirror), Images: st.Images, Binaries: map[string]string{}}
@@ -77,7 +78,7 @@ func WriteManifest(ctx context.Context, s *Spec, st *State) error {
 	}
 	st.Manifest = m
 	data, _ := json.MarshalIndent(m, "", "  ")
-	return atomicfile.Write(filepath.Join(st.Root, "etc/berth/image-manifest.json"), append(data, '\n'), 0o644)
+	return atomicfile.Write(filepath.Join(st.Root, layout.ImageManifest), append(data, '\n'), 0o644)
 }
 
 func (m *Manifest) addOutputs(outs map[disk.Format]string) error {

@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	"berth.dev/berth/imagebuilder/payload"
+	"berth.dev/berth/internal/node/layout"
 	"berth.dev/berth/test/toolbin"
 )
 
@@ -84,8 +85,8 @@ func TestAgentPackageReadByDpkgDeb(t *testing.T) {
 	}
 	// The unit the package installs runs the binary the package installs.
 	unit := dpkgDeb(t, "--fsys-tarfile", path)
-	if !strings.Contains(unit, "ExecStart="+payload.AgentBinary+" run") {
-		t.Errorf("berth-agent.service does not run %s", payload.AgentBinary)
+	if !strings.Contains(unit, "ExecStart="+layout.AgentBinary+" run") {
+		t.Errorf("berth-agent.service does not run %s", layout.AgentBinary)
 	}
 }
 

@@ -12,6 +12,7 @@ import (
 	"berth.dev/berth/agent/systemdbus"
 	"berth.dev/berth/imagebuilder/deb"
 	"berth.dev/berth/imagebuilder/payload"
+	"berth.dev/berth/internal/node/layout"
 	"berth.dev/berth/test/nspawn"
 	"berth.dev/berth/test/toolbin"
 )
@@ -96,7 +97,7 @@ func TestAgentPackageLifecycleInNspawn(t *testing.T) {
 	if s := state(); s.Active != "inactive" {
 		t.Errorf("after removal the agent is %s", s.Active)
 	}
-	for _, p := range []string{payload.AgentBinary, payload.PackageUnitDir + "/kubelet.service"} {
+	for _, p := range []string{layout.AgentBinary, layout.UnitDir + "/kubelet.service"} {
 		if _, err := os.Lstat(filepath.Join(m.Root, p)); !os.IsNotExist(err) {
 			t.Errorf("after removal %s is still there (%v)", p, err)
 		}

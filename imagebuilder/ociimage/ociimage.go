@@ -19,7 +19,7 @@ import (
 	"strings"
 	"time"
 
-	"berth.dev/berth/agent/atomicfile"
+	"berth.dev/berth/internal/node/atomicfile"
 )
 
 // File is one entry of the image's only layer.

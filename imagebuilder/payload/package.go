@@ -6,6 +6,7 @@ import (
 	"strings"
 
 	"berth.dev/berth/imagebuilder/version"
+	"berth.dev/berth/internal/node/layout"
 	"berth.dev/berth/systemd"
 )
 
@@ -53,13 +54,6 @@ func (p Package) Validate() error {
 // AgentPackageName is the agent's Debian package.
 const AgentPackageName = "berth-agent"
 
-// AgentBinary is where the agent's package installs it (berth-agent.service runs it).
-const AgentBinary = "/usr/bin/berth-agent"
-
-// PackageUnitDir is where packages put unit files; /etc/systemd/system stays the administrator's (and holds the
-// agent's drop-ins).
-const PackageUnitDir = "/lib/systemd/system"
-
 // DebVersion is berth's version as Debian orders it: a prerelease sorts before its release (0.1.0~dev < 0.1.0).
 func DebVersion() string {
 	if version.VersionPrerelease == "" {
@@ -81,7 +75,7 @@ func AgentPackage(agentPath, version string) (Package, error) {
 			"It reads its NodeConfig from /etc/berth/config.d (cloud-init writes it), bootstraps the kubelet's\n" +
 			"credentials with a bootstrap token, and starts containerd, the kubelet and kube-proxy through systemd.",
 		Depends: []string{"systemd", "init-system-helpers"},
-		Files:   []File{{Path: AgentBinary, Mode: 0o755, Source: agentPath}},
+		Files:   []File{{Path: layout.AgentBinary, Mode: 0o755, Source: agentPath}},
 	}
 	var enabled, all []string
 	for _, u := range systemd.Units() {
@@ -89,7 +83,7 @@ func AgentPackage(agentPath, version string) (Package, error) {
 		if err != nil {
 			return Package{}, err
 		}
-		p.Files = append(p.Files, File{Path: PackageUnitDir + "/" + u, Mode: 0o644, Data: data})
+		p.Files = append(p.Files, File{Path: layout.UnitDir + "/" + u, Mode: 0o644, Data: data})
 		all = append(all, u)
 		if systemd.Enabled(u) {
 			enabled = append(enabled, u)

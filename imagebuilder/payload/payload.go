@@ -13,6 +13,7 @@ import (
 	"sort"
 
 	"berth.dev/berth/imagebuilder/distro"
+	"berth.dev/berth/internal/node/layout"
 	"berth.dev/berth/systemd"
 )
 
@@ -58,9 +59,6 @@ type Payload struct {
 	ImageDir string
 	Images   []string // paths under ImageDir
 }
-
-// ImageDir is where image tarballs live in the image.
-const ImageDir = "/var/lib/berth/images"
 
 // Sysctls are what kubelet, kube-proxy and bridge CNI need, plus the limits busy nodes hit first.
 const Sysctls = `# berth: Kubernetes node settings
@@ -134,13 +132,13 @@ func Build(p distro.Profile, in Inputs) (Payload, error) {
 	if err := in.ValidateFor(p); err != nil {
 		return Payload{}, err
 	}
-	pl := Payload{ImageDir: ImageDir}
+	pl := Payload{ImageDir: layout.ImageDir}
 	pl.Files = append(pl.Files,
 		File{Path: "/usr/local/bin/kubelet", Mode: 0o755, Source: in.KubeletPath},
 		File{Path: "/usr/local/bin/kube-proxy", Mode: 0o755, Source: in.KubeProxyPath},
 		File{Path: "/etc/sysctl.d/90-berth-kubernetes.conf", Mode: 0o644, Data: []byte(Sysctls)},
 		File{Path: "/etc/modules-load.d/berth.conf", Mode: 0o644, Data: []byte(Modules)},
-		File{Path: distro.ImageProfileFile, Mode: 0o644, Data: []byte(p.Name + "\n")},
+		File{Path: layout.ProfileFile, Mode: 0o644, Data: []byte(p.Name + "\n")},
 	)
 	if p.CNIBinDir != "/opt/cni/bin" {
 		// kubelet and most CNI docs expect /opt/cni/bin.
@@ -163,7 +161,7 @@ func Build(p distro.Profile, in Inputs) (Payload, error) {
 	}
 	pl.Packages = append(pl.Packages, agent)
 	for _, img := range in.Images {
-		dst := filepath.Join(ImageDir, filepath.Base(img))
+		dst := filepath.Join(layout.ImageDir, filepath.Base(img))
 		pl.Files = append(pl.Files, File{Path: dst, Mode: 0o644, Source: img})
 		pl.Images = append(pl.Images, dst)
 	}
@@ -179,7 +177,7 @@ func (pl Payload) Units() []string {
 	}
 	var units []string
 	for _, f := range files {
-		if dir := filepath.Dir(f.Path); f.Link == "" && (dir == "/etc/systemd/system" || dir == PackageUnitDir) {
+		if dir := filepath.Dir(f.Path); f.Link == "" && (dir == "/etc/systemd/system" || dir == layout.UnitDir) {
 			units = append(units, filepath.Base(f.Path))
 		}
 	}

@@ -19,9 +19,9 @@ import (
 	"syscall"
 	"time"
 
-	"berth.dev/berth/agent/atomicfile"
 	cloudinit "berth.dev/berth/cloud-init"
 	"berth.dev/berth/imagebuilder/qemu"
+	"berth.dev/berth/internal/node/atomicfile"
 	"berth.dev/berth/test/controlplane"
 	"berth.dev/berth/test/guestssh"
 	"berth.dev/berth/test/netns"

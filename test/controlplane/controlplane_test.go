@@ -14,6 +14,8 @@ import (
 	"testing"
 	"time"
 
+	"berth.dev/berth/internal/node/bootstraptoken"
+	"berth.dev/berth/internal/node/capin"
 	authenticationv1 "k8s.io/api/authentication/v1"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	certificatesv1 "k8s.io/api/certificates/v1"
@@ -24,8 +26,6 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	bootstrapapi "k8s.io/cluster-bootstrap/token/api"
 	"k8s.io/cluster-bootstrap/token/jws"
-
-	"berth.dev/berth/agent/bootstrap"
 )
 
 // nodeConfig returns a client config that trusts the cluster CA and presents nothing but what the caller adds,
@@ -72,7 +72,7 @@ func TestControlPlaneServesNodeJoin(t *testing.T) {
 		if kc, err := clientcmd.Load([]byte(content)); err != nil || len(kc.Clusters) != 1 || kc.Clusters[""].Server != cp.Advertised || cp.Advertised != cp.Endpoint {
 			t.Errorf("cluster-info kubeconfig advertises %v (err %v), want the endpoint %s", kc, err, cp.Endpoint)
 		}
-		other, _ := bootstrap.GenerateToken()
+		other, _ := bootstraptoken.Generate()
 		if jws.DetachedTokenIsValid(sig, content, tok.ID(), other.Secret()) {
 			t.Fatal("cluster-info JWS verifies with a wrong secret")
 		}
@@ -81,8 +81,8 @@ func TestControlPlaneServesNodeJoin(t *testing.T) {
 			t.Fatal(err)
 		}
 		ca, _ := cp.CACert()
-		if ji.CACertPin != bootstrap.PinOf(ca) || ji.Endpoint != cp.Endpoint {
-			t.Errorf("join info = %+v; want pin %s, endpoint %s", ji, bootstrap.PinOf(ca), cp.Endpoint)
+		if ji.CACertPin != capin.Of(ca) || ji.Endpoint != cp.Endpoint {
+			t.Errorf("join info = %+v; want pin %s, endpoint %s", ji, capin.Of(ca), cp.Endpoint)
 		}
 		if st, _ := os.Stat(cp.JoinInfoPath()); st == nil || st.Mode().Perm() != 0o600 {
 			t.Errorf("join-info.json mode is not 0600: %v", st)
@@ -191,13 +191,13 @@ func TestControlPlaneServesNodeJoin(t *testing.T) {
 	})
 
 	t.Run("expired and unknown tokens are refused", func(t *testing.T) {
-		expired, _ := bootstrap.GenerateToken()
+		expired, _ := bootstraptoken.Generate()
 		if err := cp.CreateToken(ctx, expired, time.Now().Add(-time.Minute), "expired"); err != nil {
 			t.Fatal(err)
 		}
-		unknown, _ := bootstrap.GenerateToken()
-		wrongSecret, _ := bootstrap.ParseToken(tok.ID() + "." + unknown.Secret())
-		for name, bad := range map[string]bootstrap.Token{"expired": expired, "unknown": unknown, "wrong secret": wrongSecret} {
+		unknown, _ := bootstraptoken.Generate()
+		wrongSecret, _ := bootstraptoken.Parse(tok.ID() + "." + unknown.Secret())
+		for name, bad := range map[string]bootstraptoken.Token{"expired": expired, "unknown": unknown, "wrong secret": wrongSecret} {
 			cfg := cp.nodeConfig(t)
 			cfg.BearerToken = bad.Value()
 			cs, err := kubernetes.NewForConfig(cfg)

@@ -16,7 +16,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"berth.dev/berth/agent/atomicfile"
+	"berth.dev/berth/internal/node/atomicfile"
 )
 
 // certSpec is one certificate of the control plane's PKI, kubeadm style.

@@ -20,8 +20,9 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	bootstrapapi "k8s.io/cluster-bootstrap/token/api"
 
-	"berth.dev/berth/agent/atomicfile"
-	"berth.dev/berth/agent/bootstrap"
+	"berth.dev/berth/internal/node/atomicfile"
+	"berth.dev/berth/internal/node/bootstraptoken"
+	"berth.dev/berth/internal/node/capin"
 	"berth.dev/berth/test/proc"
 )
 
@@ -98,17 +99,17 @@ func clusterRoleBinding(name, role, kind, subject string) *rbacv1ac.ClusterRoleB
 }
 
 // MintToken creates a new bootstrap token that authenticates nodes and signs cluster-info, valid for ttl.
-func (c *ControlPlane) MintToken(ctx context.Context, ttl time.Duration) (bootstrap.Token, error) {
-	tok, err := bootstrap.GenerateToken()
+func (c *ControlPlane) MintToken(ctx context.Context, ttl time.Duration) (bootstraptoken.Token, error) {
+	tok, err := bootstraptoken.Generate()
 	if err != nil {
-		return bootstrap.Token{}, err
+		return bootstraptoken.Token{}, err
 	}
 	return tok, c.CreateToken(ctx, tok, time.Now().Add(ttl), "berth node join")
 }
 
 // CreateToken stores tok as a bootstrap token Secret that expires at expires (which may be in the past, for tests
 // of refusal).
-func (c *ControlPlane) CreateToken(ctx context.Context, tok bootstrap.Token, expires time.Time, description string) error {
+func (c *ControlPlane) CreateToken(ctx context.Context, tok bootstraptoken.Token, expires time.Time, description string) error {
 	s := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Name: bootstrapapi.BootstrapTokenSecretPrefix + tok.ID(), Namespace: metav1.NamespaceSystem},
 		Type:       bootstrapapi.SecretTypeBootstrapToken,
@@ -160,10 +161,10 @@ func (c *ControlPlane) waitSigned(ctx context.Context, id string, kcm *proc.Proc
 
 // JoinInfo is what an operator hands to a node: the endpoint, a bootstrap token and the CA pin.
 type JoinInfo struct {
-	Endpoint  string          `json:"endpoint"`
-	Token     bootstrap.Token `json:"-"`
-	CACertPin bootstrap.Pin   `json:"caCertPin"`
-	Expires   time.Time       `json:"expires"`
+	Endpoint  string               `json:"endpoint"`
+	Token     bootstraptoken.Token `json:"-"`
+	CACertPin capin.Pin            `json:"caCertPin"`
+	Expires   time.Time            `json:"expires"`
 }
 
 // joinInfoFile is JoinInfo as stored on disk (0600): the token in full.
@@ -184,7 +185,7 @@ func (c *ControlPlane) ensureJoinToken(ctx context.Context, kcm *proc.Process) (
 	}
 	if err != nil || time.Until(ji.Expires) <= time.Hour {
 		ji.Expires = time.Now().Add(24 * time.Hour).UTC().Truncate(time.Second)
-		if ji.Token, err = bootstrap.GenerateToken(); err != nil {
+		if ji.Token, err = bootstraptoken.Generate(); err != nil {
 			return JoinInfo{}, err
 		}
 		if err := c.CreateToken(ctx, ji.Token, ji.Expires, "berth-dev join token"); err != nil {
@@ -216,7 +217,7 @@ func ReadJoinInfo(dir string) (JoinInfo, error) {
 	if err := json.Unmarshal(data, &f); err != nil {
 		return JoinInfo{}, fmt.Errorf("%s: %w", path, err)
 	}
-	if f.JoinInfo.Token, err = bootstrap.ParseToken(f.Token); err != nil {
+	if f.JoinInfo.Token, err = bootstraptoken.Parse(f.Token); err != nil {
 		return JoinInfo{}, fmt.Errorf("%s: token: %w", path, err)
 	}
 	return f.JoinInfo, nil
@@ -236,12 +237,12 @@ func (c *ControlPlane) CACert() (*x509.Certificate, error) {
 }
 
 // CAPin returns the CA's public-key pin (kubeadm's discovery-token-ca-cert-hash).
-func (c *ControlPlane) CAPin() (bootstrap.Pin, error) {
+func (c *ControlPlane) CAPin() (capin.Pin, error) {
 	cert, err := c.CACert()
 	if err != nil {
 		return "", err
 	}
-	return bootstrap.PinOf(cert), nil
+	return capin.Of(cert), nil
 }
 
 func writeSecret(path string, data []byte) error { return atomicfile.Write(path, data, 0o600) }

@@ -18,11 +18,12 @@ import (
 	"time"
 
 	cloudinit "berth.dev/berth/cloud-init"
+	"berth.dev/berth/internal/node/bootstraptoken"
+	"berth.dev/berth/internal/node/capin"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"berth.dev/berth/agent/bootstrap"
 	"berth.dev/berth/agent/join"
 	"berth.dev/berth/agent/nodeready"
 	"berth.dev/berth/imagebuilder/qemu"
@@ -83,7 +84,7 @@ func TestJoinInQemu(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	expired, _ := bootstrap.GenerateToken()
+	expired, _ := bootstraptoken.Generate()
 	if err := cp.CreateToken(ctx, expired, time.Now().Add(-time.Minute), "e2e: expired"); err != nil {
 		t.Fatal(err)
 	}
@@ -189,11 +190,11 @@ func TestJoinInQemu(t *testing.T) {
 	t.Logf("pod succeeded on %s with IP %s", p.Spec.NodeName, p.Status.PodIP)
 
 	// Preflight in the guest, against the real apiserver: a wrong pin, then an expired token.
-	wrongPin := bootstrap.Pin("sha256:" + strings.Repeat("0", 64))
+	wrongPin := capin.Pin("sha256:" + strings.Repeat("0", 64))
 	for _, c := range []struct {
 		what string
-		tok  bootstrap.Token
-		pin  bootstrap.Pin
+		tok  bootstraptoken.Token
+		pin  capin.Pin
 		code int
 	}{{"wrong CA pin", info.Token, wrongPin, 12}, {"expired token", expired, info.CACertPin, 13}} {
 		cfgFile := fmt.Sprintf("apiVersion: node.berth.dev/v1alpha1\nkind: NodeConfig\nspec:\n  controlPlane:\n    endpoint: https://%s\n    discovery:\n      tokenFile: /root/token\n      caCertHashes: [%q]\n", apiInGuest, string(c.pin))

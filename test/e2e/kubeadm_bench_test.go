@@ -18,8 +18,9 @@ import (
 	"berth.dev/berth/agent/join"
 	"berth.dev/berth/agent/nodeready"
 	"berth.dev/berth/agent/render"
-	"berth.dev/berth/imagebuilder/distro"
 	"berth.dev/berth/imagebuilder/qemu"
+	"berth.dev/berth/internal/node/distro"
+	"berth.dev/berth/internal/node/layout"
 	"berth.dev/berth/test/controlplane"
 	"berth.dev/berth/test/nodeimage"
 	"berth.dev/berth/test/toolbin"
@@ -82,7 +83,7 @@ func BenchmarkJoinBerthVsKubeadm(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		in := render.Input{Spec: nc.Spec, Profile: p, NodeName: name, Endpoint: "https://" + apiInGuest, CA: ca, Paths: render.DefaultPaths()}
+		in := render.Input{Spec: nc.Spec, Profile: p, NodeName: name, Endpoint: "https://" + apiInGuest, CA: ca, Paths: layout.Default()}
 		out, err := render.Node(in)
 		if err != nil {
 			b.Fatal(err)
@@ -95,7 +96,7 @@ func BenchmarkJoinBerthVsKubeadm(b *testing.B) {
 		return out, cni
 	}
 	out, _ := files("kubelet-config")
-	if err := cp.EnableKubeadmJoin(ctx, fileAt(b, out, render.DefaultPaths().KubeletConfig).Data); err != nil {
+	if err := cp.EnableKubeadmJoin(ctx, fileAt(b, out, layout.Default().KubeletConfig).Data); err != nil {
 		b.Fatal(err)
 	}
 
@@ -160,7 +161,7 @@ func joinWithKubeadm(b *testing.B, ctx context.Context, cp *controlplane.Control
 	g.Run("systemctl stop berth-agent")
 	g.Copy(filepath.Join(toolbin.Kubernetes.ForTest(b), "kubeadm"), "/usr/local/bin/kubeadm", 0o755)
 	g.Write("/etc/systemd/system/kubelet.service.d/10-kubeadm.conf", []byte(kubeadmDropIn), 0o644)
-	paths := render.DefaultPaths()
+	paths := layout.Default()
 	for _, f := range out.Files {
 		if f.Path == paths.ContainerdConfig || f.Path == paths.Sysctls || strings.HasPrefix(f.Path, paths.RegistryHostsDir+"/") {
 			g.Write(f.Path, f.Data, f.Mode)

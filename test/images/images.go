@@ -9,13 +9,13 @@ import (
 	"path/filepath"
 	"runtime"
 
-	"berth.dev/berth/agent/render"
 	"berth.dev/berth/imagebuilder/ociimage"
+	"berth.dev/berth/internal/node/layout"
 )
 
 const (
 	// Pause is the pod sandbox image reference: the agent's default sandbox image.
-	Pause = render.DefaultSandboxImage
+	Pause = layout.PauseImage
 	// Busybox is a small image with a shell and the usual applets.
 	Busybox = "berth.dev/busybox:1.35"
 )

@@ -11,7 +11,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
-	"berth.dev/berth/agent/bootstrap"
+	"berth.dev/berth/internal/node/bootstraptoken"
 	"berth.dev/berth/test/controlplane"
 	"berth.dev/berth/test/images"
 	"berth.dev/berth/test/toolbin"
@@ -22,7 +22,7 @@ type cluster struct {
 	bin  string
 	log  *slog.Logger
 	cp   *controlplane.ControlPlane
-	tok  bootstrap.Token
+	tok  bootstraptoken.Token
 	imgs images.Built
 }
 

@@ -10,7 +10,7 @@ import (
 	"path/filepath"
 	"strings"
 
-	"berth.dev/berth/agent/atomicfile"
+	"berth.dev/berth/internal/node/atomicfile"
 	"berth.dev/berth/test/proc"
 )
 

@@ -30,10 +30,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
-	"berth.dev/berth/agent/bootstrap"
 	"berth.dev/berth/agent/imagestore"
 	"berth.dev/berth/agent/nodeready"
-	"berth.dev/berth/agent/render"
+	"berth.dev/berth/internal/node/bootstraptoken"
+	"berth.dev/berth/internal/node/layout"
 	"berth.dev/berth/test/proc"
 )
 
@@ -46,7 +46,7 @@ type Config struct {
 	// Join material: the apiserver URL, the CA that signs it, and a bootstrap token.
 	Server string
 	CACert []byte
-	Token  bootstrap.Token
+	Token  bootstraptoken.Token
 
 	PodCIDR netip.Prefix // subnet of the node's bridge (host-local IPAM)
 	// NodeIP, if set, is added as a /32 on lo and used as the kubelet's address, so the apiserver can reach the
@@ -131,7 +131,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 	if err := n.writeConfigs(); err != nil {
 		return nil, err
 	}
-	if err := n.Start(ctx, render.Containerd); err != nil {
+	if err := n.Start(ctx, layout.ContainerdUnit); err != nil {
 		return nil, err
 	}
 	// What the agent's images phase does on a node: import the shipped images, pin the sandbox image.
@@ -139,7 +139,7 @@ func Start(ctx context.Context, cfg Config) (_ *Node, err error) {
 		SandboxImage: cfg.SandboxImage, Log: n.log}); err != nil {
 		return nil, err
 	}
-	if err := n.Start(ctx, render.Kubelet); err != nil {
+	if err := n.Start(ctx, layout.KubeletUnit); err != nil {
 		return nil, err
 	}
 	n.log.Info("node started", "cgroup", n.host.Cgroup, "bridge", n.host.Bridge, "podCIDR", cfg.PodCIDR)

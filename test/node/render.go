@@ -7,10 +7,11 @@ import (
 	"github.com/pelletier/go-toml/v2"
 
 	"berth.dev/berth/agent/api/v1alpha1"
-	"berth.dev/berth/agent/atomicfile"
 	"berth.dev/berth/agent/mergepatch"
 	"berth.dev/berth/agent/render"
-	"berth.dev/berth/imagebuilder/distro"
+	"berth.dev/berth/internal/node/atomicfile"
+	"berth.dev/berth/internal/node/distro"
+	"berth.dev/berth/internal/node/layout"
 	"berth.dev/berth/test/ports"
 )
 
@@ -20,8 +21,8 @@ const Profile = "debian-12"
 // Paths are the node's files, all inside its directory: the agent (in the host's mount namespace) and containerd
 // and the kubelet (in the node's) see them at the same paths. Only the kubelet's root dir and containerd's
 // root/state stay at their defaults, under the node's own /var/lib and /run.
-func (n *Node) Paths() render.Paths {
-	return render.Paths{
+func (n *Node) Paths() layout.Paths {
+	return layout.Paths{
 		CACert:              n.path("etc", "ca.crt"),
 		BootstrapKubeconfig: n.path("etc", "bootstrap-kubelet.conf"),
 		Kubeconfig:          n.path("kubelet.conf"),

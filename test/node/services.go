@@ -9,7 +9,7 @@ import (
 	"strings"
 	"time"
 
-	"berth.dev/berth/agent/render"
+	"berth.dev/berth/internal/node/layout"
 	"berth.dev/berth/test/proc"
 )
 
@@ -31,20 +31,20 @@ func (n *Node) Start(ctx context.Context, unit string) error {
 		}
 	}
 	switch unit {
-	case render.Containerd:
+	case layout.ContainerdUnit:
 		p, err := n.enter(procName(unit), "containerd", "--config", n.Paths().ContainerdConfig)
 		if err != nil {
 			return err
 		}
 		return n.waitContainerd(ctx, p)
-	case render.Kubelet:
+	case layout.KubeletUnit:
 		args, err := dropInArgs(n.Paths().KubeletDropIn, "KUBELET_ARGS")
 		if err != nil {
 			return err
 		}
 		_, err = n.enter(procName(unit), filepath.Join(n.cfg.BinDir, "kubelet"), args...)
 		return err
-	case render.KubeProxy:
+	case layout.KubeProxyUnit:
 		// kube-proxy would program this host's iptables; the host tier leaves it out (the e2e tier runs it).
 		n.log.Info("host tier: kube-proxy not run (it would program the host's iptables)")
 		return nil

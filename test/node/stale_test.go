@@ -18,7 +18,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"berth.dev/berth/agent/bootstrap"
+	"berth.dev/berth/internal/node/bootstraptoken"
 	"berth.dev/berth/test/images"
 	"berth.dev/berth/test/proc"
 	"berth.dev/berth/test/toolbin"
@@ -56,7 +56,7 @@ func runHelper(raw string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	tok, err := bootstrap.ParseToken(h.Token)
+	tok, err := bootstraptoken.Parse(h.Token)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1

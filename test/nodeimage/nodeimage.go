@@ -15,11 +15,11 @@ import (
 	"testing"
 	"time"
 
-	"berth.dev/berth/agent/atomicfile"
 	"berth.dev/berth/imagebuilder/bake"
 	"berth.dev/berth/imagebuilder/disk"
 	"berth.dev/berth/imagebuilder/distro"
 	"berth.dev/berth/imagebuilder/payload"
+	"berth.dev/berth/internal/node/atomicfile"
 	"berth.dev/berth/test/images"
 	"berth.dev/berth/test/toolbin"
 )

@@ -18,7 +18,7 @@ import (
 	"syscall"
 	"time"
 
-	"berth.dev/berth/agent/atomicfile"
+	"berth.dev/berth/internal/node/atomicfile"
 )
 
 // Registry is the directory that holds one record per running process.

@@ -12,13 +12,13 @@ import (
 	"slices"
 	"strings"
 
+	"berth.dev/berth/internal/node/bootstraptoken"
+	"berth.dev/berth/internal/node/capin"
 	"github.com/pelletier/go-toml/v2"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	kubeletv1beta1 "k8s.io/kubelet/config/v1beta1"
-
-	"berth.dev/berth/agent/bootstrap"
 )
 
 // sysctlName is a sysctl key as sysctl.d accepts it (dots or slashes between components).
@@ -83,7 +83,7 @@ func (cp ControlPlane) validate(p *field.Path) field.ErrorList {
 	case cp.Discovery.Token != "" && cp.Discovery.TokenFile != "":
 		errs = append(errs, field.Forbidden(d.Child("tokenFile"), "set token or tokenFile, not both"))
 	case cp.Discovery.Token != "":
-		if _, err := bootstrap.ParseToken(cp.Discovery.Token.Reveal()); err != nil {
+		if _, err := bootstraptoken.Parse(cp.Discovery.Token.Reveal()); err != nil {
 			errs = append(errs, field.Invalid(d.Child("token"), cp.Discovery.Token, err.Error()))
 		}
 	case !filepath.IsAbs(cp.Discovery.TokenFile):
@@ -96,12 +96,12 @@ func (cp ControlPlane) validate(p *field.Path) field.ErrorList {
 		errs = append(errs, field.Forbidden(d.Child("caBundle"), "set caCertHashes or caBundle, not both"))
 	}
 	for i, h := range cp.Discovery.CACertHashes {
-		if _, err := bootstrap.ParsePin(h); err != nil {
+		if _, err := capin.Parse(h); err != nil {
 			errs = append(errs, field.Invalid(d.Child("caCertHashes").Index(i), h, "want sha256:<64 hex digits>"))
 		}
 	}
 	if cp.Discovery.CABundle != "" {
-		if _, err := bootstrap.ParseCerts([]byte(cp.Discovery.CABundle)); err != nil {
+		if _, err := capin.ParseCerts([]byte(cp.Discovery.CABundle)); err != nil {
 			errs = append(errs, field.Invalid(d.Child("caBundle"), "<PEM>", err.Error()))
 		}
 	}

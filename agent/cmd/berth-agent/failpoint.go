@@ -12,7 +12,7 @@ import (
 	"syscall"
 	"time"
 
-	"berth.dev/berth/agent/atomicfile"
+	"berth.dev/berth/internal/node/atomicfile"
 )
 
 // killPlanEnv names a directory that turns on a test failpoint: the agent SIGKILLs itself where the directory's

@@ -20,15 +20,14 @@ import (
 	"berth.dev/berth/agent/config"
 	agentdaemon "berth.dev/berth/agent/daemon"
 	"berth.dev/berth/agent/join"
-	"berth.dev/berth/agent/render"
 	"berth.dev/berth/agent/systemdbus"
-	"berth.dev/berth/imagebuilder/distro"
+	"berth.dev/berth/internal/node/distro"
+	"berth.dev/berth/internal/node/exitcode"
+	"berth.dev/berth/internal/node/layout"
 )
 
-const (
-	defaultUserData = "/var/lib/cloud/instance/user-data.txt"
-	defaultStateDir = "/var/lib/berth"
-)
+// defaultUserData is cloud-init's copy of the instance's user data.
+const defaultUserData = "/var/lib/cloud/instance/user-data.txt"
 
 // nodeFlags are the flags join and run share.
 type nodeFlags struct {
@@ -38,10 +37,10 @@ type nodeFlags struct {
 
 func addNodeFlags(fs *flag.FlagSet) nodeFlags {
 	return nodeFlags{
-		dropIns:  fs.String("config-dir", config.DropInDir, "NodeConfig drop-ins, merged in lexical order"),
+		dropIns:  fs.String("config-dir", layout.DropInDir, "NodeConfig drop-ins, merged in lexical order"),
 		userData: fs.String("user-data", defaultUserData, "cloud-init user data holding an "+config.MediaType+" part (optional)"),
-		stateDir: fs.String("state-dir", defaultStateDir, "status file, joined marker"),
-		profile:  fs.String("profile", "", "distro profile (default: the image's, from "+distro.ImageProfileFile+", else matched from /etc/os-release)"),
+		stateDir: fs.String("state-dir", layout.StateDir, "status file, joined marker"),
+		profile:  fs.String("profile", "", "distro profile (default: the image's, from "+layout.ProfileFile+", else matched from /etc/os-release)"),
 		timeout:  fs.Duration("timeout", 15*time.Minute, "give up after this long (discovery retries until then)"),
 	}
 }
@@ -50,7 +49,7 @@ func addNodeFlags(fs *flag.FlagSet) nodeFlags {
 type node struct {
 	flags nodeFlags
 	p     distro.Profile
-	paths render.Paths
+	paths layout.Paths
 	mgr   *systemdbus.Manager
 	log   *slog.Logger
 	kills *killPlan // test failpoint (killPlanEnv); nil on real nodes
@@ -58,7 +57,7 @@ type node struct {
 
 func newNode(f nodeFlags, stderr io.Writer) *node {
 	log := slog.New(slog.NewTextHandler(stderr, nil))
-	return &node{flags: f, paths: render.DefaultPaths(), log: log, kills: loadKillPlan(os.Getenv(killPlanEnv), log)}
+	return &node{flags: f, paths: layout.Default(), log: log, kills: loadKillPlan(os.Getenv(killPlanEnv), log)}
 }
 
 func (n *node) beforePhase() func(string) {
@@ -84,7 +83,7 @@ func (n *node) open(ctx context.Context, stderr io.Writer) int {
 	}
 	if n.mgr, err = systemdbus.Connect(ctx); err != nil {
 		fmt.Fprintf(stderr, "berth-agent: %v\n", err)
-		return join.ExitServices
+		return exitcode.Services
 	}
 	return exitOK
 }
@@ -217,7 +216,7 @@ func loadSources(userData, dropIns string, joined bool) (*v1alpha1.NodeConfig, e
 func statusCmd(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("berth-agent status", flag.ContinueOnError)
 	fs.SetOutput(stderr)
-	stateDir := fs.String("state-dir", defaultStateDir, "state directory")
+	stateDir := fs.String("state-dir", layout.StateDir, "state directory")
 	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
 		return exitUsage
 	}

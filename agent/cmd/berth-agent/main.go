@@ -21,16 +21,16 @@ import (
 	"time"
 
 	"berth.dev/berth/agent/api/v1alpha1"
-	"berth.dev/berth/agent/join"
 	"berth.dev/berth/agent/preflight"
+	"berth.dev/berth/internal/node/exitcode"
 )
 
-// Exit codes.
+// Exit codes (internal/node/exitcode).
 const (
-	exitOK            = 0
-	exitInternal      = join.ExitInternal
-	exitInvalidConfig = join.ExitInvalidConfig
-	exitUsage         = 64
+	exitOK            = exitcode.OK
+	exitInternal      = exitcode.Internal
+	exitInvalidConfig = exitcode.InvalidConfig
+	exitUsage         = exitcode.Usage
 )
 
 const usage = `usage: berth-agent config validate -f FILE

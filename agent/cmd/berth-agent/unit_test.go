@@ -10,8 +10,8 @@ import (
 
 	"berth.dev/berth/agent/systemdbus"
 	"berth.dev/berth/imagebuilder/deb"
-	"berth.dev/berth/imagebuilder/distro"
 	"berth.dev/berth/imagebuilder/payload"
+	"berth.dev/berth/internal/node/layout"
 	"berth.dev/berth/test/nspawn"
 	"berth.dev/berth/test/toolbin"
 )
@@ -41,7 +41,7 @@ func TestAgentUnitInNspawn(t *testing.T) {
 			}{
 				// Short watchdog and restart delay, so the test sees a missed ping or a restart quickly.
 				{"/etc/systemd/system/berth-agent.service.d/50-test.conf", []byte("[Service]\nWatchdogSec=3s\nRestartSec=1s\n")},
-				{distro.ImageProfileFile, []byte("debian-12\n")},
+				{layout.ProfileFile, []byte("debian-12\n")},
 			} {
 				if err := os.MkdirAll(filepath.Join(root, filepath.Dir(f.path)), 0o755); err != nil {
 					return err

@@ -12,7 +12,8 @@ import (
 	"strings"
 	"testing"
 
-	"berth.dev/berth/agent/bootstrap"
+	"berth.dev/berth/internal/node/bootstraptoken"
+	"berth.dev/berth/internal/node/capin"
 	"berth.dev/berth/test/proc"
 	"berth.dev/berth/test/toolbin"
 )
@@ -70,10 +71,10 @@ func TestControlPlaneUpStatusJoinInfoDown(t *testing.T) {
 	if err := json.Unmarshal([]byte(out), &ji); err != nil {
 		t.Fatalf("join-info -o json: %v\n%s", err, out)
 	}
-	if _, err := bootstrap.ParseToken(ji.Token); err != nil {
+	if _, err := bootstraptoken.Parse(ji.Token); err != nil {
 		t.Errorf("join-info token: %v", err)
 	}
-	if _, err := bootstrap.ParsePin(ji.CACertPin); err != nil {
+	if _, err := capin.Parse(ji.CACertPin); err != nil {
 		t.Errorf("join-info pin: %v", err)
 	}
 	out, _ = do("controlplane", "join-info", "-o", "kubeadm")

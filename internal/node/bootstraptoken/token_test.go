@@ -1,4 +1,4 @@
-package bootstrap
+package bootstraptoken
 
 import (
 	"bytes"
@@ -10,7 +10,7 @@ import (
 )
 
 func TestTokenNeverPrintsSecret(t *testing.T) {
-	tok, err := ParseToken("abcdef.0123456789abcdef")
+	tok, err := Parse("abcdef.0123456789abcdef")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -35,29 +35,13 @@ func TestTokenNeverPrintsSecret(t *testing.T) {
 
 func TestParseTokenRejectsAndDoesNotEcho(t *testing.T) {
 	for _, s := range []string{"", "abcdef", "ABCDEF.0123456789abcdef", "abcdef.0123456789abcdeX", "abcdefg.0123456789abcdef"} {
-		_, err := ParseToken(s)
+		_, err := Parse(s)
 		if err == nil {
-			t.Errorf("ParseToken(%q) succeeded, want an error", s)
+			t.Errorf("Parse(%q) succeeded, want an error", s)
 			continue
 		}
 		if s != "" && strings.Contains(err.Error(), s) {
 			t.Errorf("error for %q echoes the input: %v", s, err)
-		}
-	}
-}
-
-func TestParsePin(t *testing.T) {
-	good := "sha256:" + strings.Repeat("Ab", 32)
-	p, err := ParsePin(good)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if string(p) != strings.ToLower(good) {
-		t.Errorf("pin = %s, want lower case", p)
-	}
-	for _, bad := range []string{"", strings.Repeat("ab", 32), "md5:" + strings.Repeat("ab", 32), "sha256:" + strings.Repeat("ab", 31), "sha256:zz"} {
-		if _, err := ParsePin(bad); err == nil {
-			t.Errorf("ParsePin(%q) succeeded", bad)
 		}
 	}
 }

@@ -1,4 +1,6 @@
-package bootstrap
+// Package bootstraptoken is the bootstrap token "<id>.<secret>" (kubeadm's format) shared by the NodeConfig API,
+// the agent and the dev tools: parsed once, and never printed in full.
+package bootstraptoken
 
 import (
 	"encoding/json"
@@ -16,7 +18,7 @@ type Token struct {
 }
 
 // ParseToken checks s is "<6 chars>.<16 chars>" of [a-z0-9].
-func ParseToken(s string) (Token, error) {
+func Parse(s string) (Token, error) {
 	if !bootstraputil.IsValidBootstrapToken(s) {
 		// Never echo s: it may be a mistyped but real secret.
 		return Token{}, fmt.Errorf("bootstrap token is not of the form [a-z0-9]{6}.[a-z0-9]{16}")
@@ -25,12 +27,12 @@ func ParseToken(s string) (Token, error) {
 }
 
 // GenerateToken returns a new random token.
-func GenerateToken() (Token, error) {
+func Generate() (Token, error) {
 	s, err := bootstraputil.GenerateBootstrapToken()
 	if err != nil {
 		return Token{}, fmt.Errorf("generate bootstrap token: %w", err)
 	}
-	return ParseToken(s)
+	return Parse(s)
 }
 
 // ID is the token's public part.
@@ -46,7 +48,7 @@ func (t Token) Value() string { return t.id + "." + t.secret }
 func (t Token) IsZero() bool { return t.id == "" }
 
 func (t Token) String() string   { return t.redacted() }
-func (t Token) GoString() string { return "bootstrap.Token{" + t.redacted() + "}" }
+func (t Token) GoString() string { return "bootstraptoken.Token{" + t.redacted() + "}" }
 
 // LogValue keeps the secret out of structured logs.
 func (t Token) LogValue() slog.Value { return slog.StringValue(t.redacted()) }
