@@ -3,6 +3,7 @@
 #   make demo    the main job: bake the node image, bring up the local cloud with two nodes that join it, and
 #                serve a workload through either node
 #   make test    everything CI runs (.ci/run calls it)
+#   make unit    the unit tier: no root, no namespaces, no Kubernetes binaries, no qemu (go test -short)
 #   make e2e     only the end-to-end suite: baked images booted under qemu, joined, serving (also part of make test)
 #   make down    stop what `make demo` started
 #   make bench   benchmarks (docs/benchmarks.md records their figures)
@@ -22,8 +23,15 @@ BERTH_CACHE ?= $(HOME)/.cache/berth
 DEV_BIN := $(BERTH_CACHE)/bin/berth-dev
 AGENT_BIN := $(BERTH_CACHE)/bin/berth-agent
 TEST_TIMEOUT ?= 40m
+# make plugin: where Packer looks for plugins (its default on Linux; PACKER_PLUGIN_PATH overrides it for both),
+# where the pinned packer is linked, and the pause image it writes.
+PACKER_PLUGIN_PATH ?= $(HOME)/.config/packer/plugins
+BINDIR ?= /usr/local/bin
+PLUGIN_VERSION := $(shell sed -n 's/^\tVersion = "\(.*\)"$$/\1/p' imagebuilder/version/version.go)
+PLUGIN_BIN := $(PACKER_PLUGIN_PATH)/github.com/berth-dev/berth/packer-plugin-berth_v$(PLUGIN_VERSION)_x5.0_linux_amd64
+PAUSE_TAR := $(BERTH_CACHE)/images/pause.oci.tar
 
-.PHONY: all deps go-check tools agent deb generate demo down test e2e lint bench clean-cache
+.PHONY: all deps go-check tools agent plugin deb generate demo down test unit e2e lint bench clean-cache
 
 all: test
 
@@ -55,6 +63,24 @@ agent: go-check
 	@CGO_ENABLED=0 go build -trimpath -o $(AGENT_BIN) ./agent/cmd/berth-agent
 	@echo $(AGENT_BIN)
 
+# Everything `packer build packer/debian-12.pkr.hcl` needs besides the agent and the Kubernetes binaries: the
+# plugin, built and installed the way `packer plugins install` lays it out (binary + _SHA256SUM under
+# $(PACKER_PLUGIN_PATH)/github.com/berth-dev/berth, where the template's required_plugins finds it); the pinned
+# Packer v1.9.4 linked as $(BINDIR)/packer (an existing packer that is not this link is left alone, with a
+# warning); and the pause image written to $(PAUSE_TAR). Says what it did on stderr; prints the pause image's path.
+plugin: go-check
+	@echo "building packer-plugin-berth v$(PLUGIN_VERSION) into $(dir $(PLUGIN_BIN))" >&2
+	@mkdir -p $(dir $(PLUGIN_BIN)) $(dir $(PAUSE_TAR)) $(BERTH_CACHE)/bin
+	@go build -trimpath -o $(PLUGIN_BIN).tmp ./imagebuilder && mv $(PLUGIN_BIN).tmp $(PLUGIN_BIN)
+	@sha256sum $(PLUGIN_BIN) | cut -d' ' -f1 > $(PLUGIN_BIN)_SHA256SUM
+	@echo "building (or finding) the pinned Packer" >&2
+	@packer=$$(BERTH_CACHE=$(BERTH_CACHE) tools/build.sh packer)/packer; cur=$$(readlink $(BINDIR)/packer || true); \
+	  if [ -e $(BINDIR)/packer ] && [ "$${cur#$(BERTH_CACHE)/packer/}" = "$$cur" ]; then \
+	    echo "warning: $(BINDIR)/packer is not berth's pinned Packer; left alone (berth's is $$packer)" >&2; \
+	  else mkdir -p $(BINDIR) && ln -sfn $$packer $(BINDIR)/packer && echo "packer: $(BINDIR)/packer -> $$packer" >&2; fi
+	@CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o $(BERTH_CACHE)/bin/berth-pause ./imagebuilder/cmd/berth-pause
+	@$(BERTH_CACHE)/bin/berth-pause image -o $(PAUSE_TAR)
+
 # The agent's Debian package (binary and units; the image builder installs the same package), for installing by
 # hand on an existing machine; prints its path.
 deb: agent $(DEV_BIN)
@@ -68,9 +94,10 @@ $(DEV_BIN): go-check $(shell find test agent imagebuilder -name '*.go' -not -nam
 	@mkdir -p $(dir $@)
 	go build -o $@ ./test/cmd/berth-dev
 
-# A second run reuses what it can: the image when its inputs are unchanged (a new bake replaces the file by
+# It builds only the tool it runs (Kubernetes; Packer, packer-sdc and the static runtime are not needed). A second
+# run reuses what it can: the image when its inputs are unchanged (a new bake replaces the file by
 # rename, so running guests keep theirs), and the running cloud when it came up from that same image file.
-demo: deps tools agent $(DEV_BIN)
+demo: deps go-check agent $(DEV_BIN)
 	export BERTH_K8S_BIN=$$(BERTH_CACHE=$(BERTH_CACHE) tools/build.sh k8s) && \
 	  image=$$($(DEV_BIN) image -agent $(AGENT_BIN)) && \
 	  $(DEV_BIN) cloud up -reuse -image $$image -nodes 2 && \
@@ -87,6 +114,12 @@ lint: go-check
 
 test: deps tools lint
 	BERTH_K8S_BIN=$$(BERTH_CACHE=$(BERTH_CACHE) tools/build.sh k8s) go test -count=1 -timeout $(TEST_TIMEOUT) ./...
+
+# The unit tier: every test that needs no root, network namespace, Kubernetes binaries, qemu, systemd-nspawn or
+# Packer (each of those calls test/tier.Require, which skips it under -short). Runs as any user; make test runs
+# these and every slower tier.
+unit: go-check
+	go test -short -count=1 ./...
 
 # The end-to-end suite on real guests: the e2e join (user network; SIGKILLs in every phase), the local cloud (two
 # nodes, pod traffic across them, NodePort, a killed node) and berth-dev cloud as make demo runs it.

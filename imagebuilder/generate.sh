@@ -10,7 +10,7 @@
 #   generate.sh --check  regenerate and fail if that changed anything (the generated files were stale)
 set -euo pipefail
 here=$(cd "$(dirname "$0")" && pwd)
-generated() { (cd "$here" && find builder -name config.hcl2spec.go; find docs-partials .docs -type f 2>/dev/null) | sort; }
+generated() { (cd "$here" && find builder provisioner -name config.hcl2spec.go; find docs-partials .docs -type f 2>/dev/null) | sort; }
 sums() { (cd "$here" && generated | xargs -r sha256sum); }
 before=$(sums)
 sdc=${PACKER_SDC:-$("$here/../tools/build.sh" packer-sdc)/packer-sdc}
@@ -25,7 +25,7 @@ done
 # renderdocs does not truncate files it rewrites: start from an empty .docs.
 rm -rf "$here/.docs"
 (cd "$link" && "$sdc" renderdocs -src docs -partials docs-partials -dst .docs 2>/dev/null)
-gofmt -w "$here"/builder/*/config.hcl2spec.go
+gofmt -w "$here"/builder/*/config.hcl2spec.go "$here"/provisioner/*/config.hcl2spec.go
 if [ "${1:-}" = --check ] && [ "$before" != "$(sums)" ]; then
 	echo "generate.sh: generated plugin files were stale; they are regenerated now, commit them:" >&2
 	diff <(echo "$before") <(sums) >&2 || true

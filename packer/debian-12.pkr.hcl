@@ -2,8 +2,9 @@
 # berth's units, sysctls and pre-cached images. The build boots the image under qemu and fails unless every
 # in-guest check passes.
 #
+#   pause=$(make -s plugin)   # the plugin where required_plugins finds it, the pinned packer, the pause image
 #   packer build -var kubernetes_bin_dir=$(tools/build.sh k8s) -var agent=$(make -s agent) \
-#     -var 'images=["pause.oci.tar"]' packer/debian-12.pkr.hcl
+#     -var "images=[\"$pause\"]" packer/debian-12.pkr.hcl
 packer {
   required_plugins {
     berth = {

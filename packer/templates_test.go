@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"berth.dev/berth/test/images"
+	"berth.dev/berth/test/tier"
 	"berth.dev/berth/test/toolbin"
 )
 
@@ -80,13 +81,38 @@ func template(t *testing.T, name string) string {
 
 // A real `packer build` of the Debian 12 template: raw, qcow2 and fixed VHD, booted and checked by the build
 // itself; the test then reads the raw disk offline for what must not be in a baked image.
+//
+// The build runs the README's "Baking an image" commands as written, from the repository's root, in a shell: only
+// where things land is moved into the test's directory (PACKER_PLUGIN_PATH, BINDIR for the packer link, Packer's
+// config and cache), and the template's variables are set through PKR_VAR_ (output_dir, formats, disk size).
 func TestPackerBuildDebian12(t *testing.T) {
-	e := newEnv(t)
-	out := filepath.Join(e.dir, "out")
-	log, err := e.run(t, append([]string{"build", "-var", "output_dir=" + out, "-var", `formats=["raw","qcow2","vhd"]`,
-		"-var", "disk_size_mib=3072"}, append(e.vars, template(t, "debian-12.pkr.hcl"))...)...)
+	tier.Require(t, tier.Root, tier.QEMU, tier.Packer, tier.Kubernetes)
+	dir := t.TempDir()
+	out := filepath.Join(dir, "out")
+	script := readmeBlock(t, "## Baking an image")
+	ctx, cancel := context.WithTimeout(context.Background(), 25*time.Minute)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, "bash", "-euo", "pipefail", "-c", script)
+	cmd.Dir = ".."
+	var env []string
+	for _, kv := range os.Environ() {
+		if k, _, _ := strings.Cut(kv, "="); k != "MAKEFLAGS" && k != "MAKELEVEL" && k != "MFLAGS" && k != "PATH" {
+			env = append(env, kv)
+		}
+	}
+	cmd.Env = append(env, "PATH="+filepath.Join(dir, "bin")+":"+os.Getenv("PATH"), "BINDIR="+filepath.Join(dir, "bin"),
+		"PACKER_PLUGIN_PATH="+filepath.Join(dir, "plugins"), "PACKER_CONFIG_DIR="+filepath.Join(dir, "config"),
+		"PACKER_CACHE_DIR="+filepath.Join(dir, "cache"), "CHECKPOINT_DISABLE=1", "PACKER_NO_COLOR=1",
+		"PKR_VAR_output_dir="+out, `PKR_VAR_formats=["raw","qcow2","vhd"]`, "PKR_VAR_disk_size_mib=3072")
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	cmd.Cancel = func() error { return syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL) }
+	b, err := cmd.CombinedOutput()
+	log := string(b)
 	if err != nil {
-		t.Fatalf("packer build: %v\n%s", err, log)
+		t.Fatalf("the README's commands:\n%s\nfailed: %v\n%s", script, err, log)
+	}
+	if _, err := os.Stat(filepath.Join(dir, "plugins", "github.com", "berth-dev", "berth")); err != nil {
+		t.Errorf("make plugin did not install under PACKER_PLUGIN_PATH: %v", err)
 	}
 	if !strings.Contains(log, "boot check passed") {
 		t.Errorf("build log does not show the boot check passing:\n%s", log)
@@ -209,4 +235,26 @@ func TestPackerValidateUbuntu1604(t *testing.T) {
 	if err == nil || !strings.Contains(log, "runtime_dir: required for ubuntu-16.04") {
 		t.Errorf("validate without runtime_dir: err=%v, output:\n%s", err, log)
 	}
+}
+
+// readmeBlock returns the first ```sh block after heading in the README, with its comments.
+func readmeBlock(t *testing.T, heading string) string {
+	t.Helper()
+	data, err := os.ReadFile("../README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	_, rest, ok := strings.Cut(string(data), "\n"+heading+"\n")
+	if !ok {
+		t.Fatalf("README.md has no %q", heading)
+	}
+	_, rest, ok = strings.Cut(rest, "```sh\n")
+	if !ok {
+		t.Fatalf("README.md has no sh block after %q", heading)
+	}
+	block, _, ok := strings.Cut(rest, "```")
+	if !ok {
+		t.Fatalf("README.md's block after %q is not closed", heading)
+	}
+	return block
 }

@@ -16,12 +16,14 @@ import (
 	"fmt"
 	"log/slog"
 	"maps"
+	"net"
 	"net/netip"
 	"os"
 	"path/filepath"
 	"slices"
 	"sort"
 	"strings"
+	"syscall"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -66,6 +68,12 @@ type Config struct {
 	DropInDir string
 	Services  Services
 	Preflight preflight.Options
+	// Discover checks the control plane and returns its CA (default preflight.Run); NewClient makes a Kubernetes
+	// client (default kubernetes.NewForConfig); Images makes sure containerd has the shipped images and pins the
+	// sandbox image (default imagestore.Ensure). With Services they are the join's seams to the outside world.
+	Discover  func(context.Context, v1alpha1.ControlPlane, bootstraptoken.Token, preflight.Options) (preflight.Result, error)
+	NewClient func(*rest.Config) (kubernetes.Interface, error)
+	Images    func(context.Context, imagestore.Config) (imagestore.Result, error)
 	// Timeout bounds the whole run (default 15 minutes): discovery retries until then, then the waits.
 	Timeout time.Duration
 	// Backoff is the first and the longest wait between discovery attempts (default 1 s and 30 s).
@@ -140,6 +148,15 @@ func Run(ctx context.Context, cfg Config) (*Status, error) {
 	}
 	if cfg.BackoffMax == 0 {
 		cfg.BackoffMax = 30 * time.Second
+	}
+	if cfg.Discover == nil {
+		cfg.Discover = preflight.Run
+	}
+	if cfg.NewClient == nil {
+		cfg.NewClient = func(c *rest.Config) (kubernetes.Interface, error) { return kubernetes.NewForConfig(c) }
+	}
+	if cfg.Images == nil {
+		cfg.Images = imagestore.Ensure
 	}
 	s := &state{cfg: cfg, log: cfg.Log, deadline: time.Now().Add(cfg.Timeout)}
 	s.name = NodeNameOf(cfg.NodeConfig.Spec, cfg.NodeName)
@@ -224,7 +241,7 @@ func discover(ctx context.Context, s *state) (string, error) {
 	s.token = tok
 	wait := s.cfg.BackoffInitial
 	for attempt := 1; ; attempt++ {
-		res, err := preflight.Run(ctx, s.cfg.NodeConfig.Spec.ControlPlane, tok, s.cfg.Preflight)
+		res, err := s.cfg.Discover(ctx, s.cfg.NodeConfig.Spec.ControlPlane, tok, s.cfg.Preflight)
 		if err == nil {
 			s.ca = res.CA
 			s.setInput()
@@ -262,7 +279,7 @@ func checkName(ctx context.Context, s *state) (string, error) {
 	if s.joined {
 		return "skipped: joined earlier as this node", nil
 	}
-	cs, err := kubernetes.NewForConfig(&rest.Config{Host: s.input.Endpoint, BearerToken: s.token.Value(),
+	cs, err := s.cfg.NewClient(&rest.Config{Host: s.input.Endpoint, BearerToken: s.token.Value(),
 		TLSClientConfig: rest.TLSClientConfig{CAData: s.ca}, Timeout: 10 * time.Second})
 	if err != nil {
 		return "", err
@@ -272,12 +289,30 @@ func checkName(ctx context.Context, s *state) (string, error) {
 	case apierrors.IsNotFound(err):
 		return "no Node named " + s.name, nil
 	case err != nil:
-		return "", &Error{Code: int(preflight.ClassTCP), Err: fmt.Errorf("get Node %s with the bootstrap token: %w", s.name, err)}
+		code, hint := lookupCode(err)
+		return "", &Error{Code: code, Err: fmt.Errorf("get Node %s with the bootstrap token: %w", s.name, err), Hint: hint}
 	case nodeready.Ready(n):
 		return "", &Error{Code: exitcode.NameTaken, Err: fmt.Errorf("a Ready Node named %s already exists", s.name),
 			Hint: "give this node another spec.node.name, or remove the other one (kubectl delete node " + s.name + ") if it is gone"}
 	}
 	return "Node " + s.name + " exists but is not Ready: taking it over", nil
+}
+
+// lookupCode classifies a failed Node lookup with the bootstrap token: a refused token, a token without the
+// right to get Nodes, a control plane that stopped answering (retried by the unit), or anything else.
+func lookupCode(err error) (int, string) {
+	var nerr net.Error
+	switch {
+	case apierrors.IsUnauthorized(err):
+		return exitcode.Token, "the control plane refused the bootstrap token (expired or deleted since discovery): create a new one"
+	case apierrors.IsForbidden(err):
+		return exitcode.Internal, "the bootstrap token may not get Nodes: bind system:bootstrappers:kubeadm:default-node-token to get on nodes (kubeadm:get-nodes)"
+	case apierrors.IsServerTimeout(err), apierrors.IsTimeout(err), apierrors.IsTooManyRequests(err),
+		apierrors.IsServiceUnavailable(err), apierrors.IsInternalError(err), errors.As(err, &nerr),
+		errors.Is(err, context.DeadlineExceeded), errors.Is(err, syscall.ECONNREFUSED), errors.Is(err, syscall.ECONNRESET):
+		return exitcode.Unreachable, "the control plane stopped answering after discovery; the join is retried"
+	}
+	return exitcode.Internal, ""
 }
 
 // writeFiles writes what changed, after recording which units the changes affect (so a run killed between the
@@ -375,7 +410,7 @@ func startUnit(unit string) func(context.Context, *state) (string, error) {
 func ensureImages(ctx context.Context, s *state) (string, error) {
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
-	res, err := imagestore.Ensure(cctx, imagestore.Config{Socket: s.cfg.Paths.ContainerdSocket, ImageDir: s.cfg.Paths.ShippedImages,
+	res, err := s.cfg.Images(cctx, imagestore.Config{Socket: s.cfg.Paths.ContainerdSocket, ImageDir: s.cfg.Paths.ShippedImages,
 		SandboxImage: render.SandboxImage(s.cfg.NodeConfig.Spec), Log: s.log})
 	if err != nil {
 		return "", &Error{Code: exitcode.Services, Err: err, Hint: "see journalctl -u " + layout.ContainerdUnit}
@@ -390,7 +425,7 @@ func waitTLSBootstrap(ctx context.Context, s *state) (string, error) {
 	for {
 		cfg, err := clientcmd.BuildConfigFromFlags("", s.cfg.Paths.Kubeconfig)
 		if err == nil {
-			cs, cerr := kubernetes.NewForConfig(cfg)
+			cs, cerr := s.cfg.NewClient(cfg)
 			if cerr == nil {
 				if _, err = cs.CoreV1().Nodes().Get(ctx, s.name, metav1.GetOptions{}); err == nil || apierrors.IsNotFound(err) {
 					s.client = cs

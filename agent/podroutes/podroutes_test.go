@@ -20,6 +20,7 @@ import (
 
 	"berth.dev/berth/test/controlplane"
 	"berth.dev/berth/test/netns"
+	"berth.dev/berth/test/tier"
 )
 
 func node(name, cidr string, ips ...string) *corev1.Node {
@@ -107,9 +108,7 @@ func TestSync(t *testing.T) {
 // appear for the other Nodes, follow a Node whose address changes, disappear with a deleted Node (also one
 // deleted while the controller was down), and routes of another protocol are left alone.
 func TestRunProgramsRoutesInANamespace(t *testing.T) {
-	if os.Getuid() != 0 {
-		t.Skip("needs root (network namespace)")
-	}
+	tier.Require(t, tier.NetNS)
 	ns, err := netns.Create(fmt.Sprintf("berth-routes-%d", os.Getpid()))
 	if err != nil {
 		t.Fatal(err)

@@ -10,6 +10,7 @@ import (
 
 	"berth.dev/berth/imagebuilder/payload"
 	"berth.dev/berth/internal/node/layout"
+	"berth.dev/berth/test/tier"
 	"berth.dev/berth/test/toolbin"
 )
 
@@ -24,9 +25,7 @@ func fakeAgent(t *testing.T) string {
 
 func dpkgDeb(t *testing.T, args ...string) string {
 	t.Helper()
-	if _, err := exec.LookPath("dpkg-deb"); err != nil {
-		t.Skip("dpkg-deb is not installed (apt package dpkg)")
-	}
+	tier.Present(t, tier.Dpkg)
 	out, err := exec.Command("dpkg-deb", args...).CombinedOutput()
 	if err != nil {
 		t.Fatalf("dpkg-deb %v: %v\n%s", args, err, out)

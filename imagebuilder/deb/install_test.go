@@ -14,6 +14,7 @@ import (
 	"berth.dev/berth/imagebuilder/payload"
 	"berth.dev/berth/internal/node/layout"
 	"berth.dev/berth/test/nspawn"
+	"berth.dev/berth/test/tier"
 	"berth.dev/berth/test/toolbin"
 )
 
@@ -22,6 +23,7 @@ import (
 // a NodeConfig; an upgrade restarts it; an administrator's disable survives an upgrade; removal stops it and takes
 // its files and units; a purge forgets the enablement; and installing again brings it all back.
 func TestAgentPackageLifecycleInNspawn(t *testing.T) {
+	tier.Require(t, tier.Root, tier.Nspawn)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	agent := toolbin.Agent(t)

@@ -9,12 +9,14 @@ import (
 
 	"berth.dev/berth/test/netns"
 	"berth.dev/berth/test/proc"
+	"berth.dev/berth/test/tier"
 )
 
 // The control plane binds to an address on a bridge inside a network namespace the test made, as the local cloud
 // does; every component runs inside it, and this process reaches the apiserver through a dialer that opens its
 // sockets there (the host has no route into the namespace).
 func TestControlPlaneInNetworkNamespace(t *testing.T) {
+	tier.Require(t, tier.NetNS, tier.Kubernetes)
 	ns, err := netns.Create(fmt.Sprintf("berth-cp-%d", os.Getpid()))
 	if err != nil {
 		t.Fatalf("create network namespace: %v", err)

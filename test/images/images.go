@@ -40,12 +40,9 @@ func Build(dir string) (Built, error) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return Built{}, fmt.Errorf("build pause: %w: %s", err, out)
 	}
-	pause, err := ociimage.FromHostFile(pauseBin, "/pause")
-	if err != nil {
-		return Built{}, err
-	}
-	if _, err := ociimage.WriteFile(b.Pause, ociimage.Image{Name: Pause, Entrypoint: []string{"/pause"}, Files: []ociimage.File{pause}}); err != nil {
-		return Built{}, err
+	// The pause binary writes its own image, as `make plugin` has it do for users.
+	if out, err := exec.Command(pauseBin, "image", "-o", b.Pause).CombinedOutput(); err != nil {
+		return Built{}, fmt.Errorf("berth-pause image: %w: %s", err, out)
 	}
 	bb, err := ociimage.FromHostFile("/bin/busybox", "/bin/busybox")
 	if err != nil {

@@ -21,6 +21,7 @@ import (
 	"berth.dev/berth/imagebuilder/payload"
 	"berth.dev/berth/internal/node/atomicfile"
 	"berth.dev/berth/test/images"
+	"berth.dev/berth/test/tier"
 	"berth.dev/berth/test/toolbin"
 )
 
@@ -47,6 +48,7 @@ func inputs(k8sBin, agent, dir string) (payload.Inputs, error) {
 // logged to stderr.
 func Spec(tb testing.TB, in payload.Inputs) *bake.Spec {
 	tb.Helper()
+	tier.Require(tb, tier.Root, tier.QEMU) // mmdebstrap chroot, dpkg in the tree, the boot check
 	s, err := spec(in, tb.TempDir(), tb.TempDir(), slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelWarn})))
 	if err != nil {
 		tb.Fatal(err)
@@ -71,9 +73,7 @@ func spec(in payload.Inputs, out, work string, log *slog.Logger) (*bake.Spec, er
 // the image themselves.
 func QCOW2(tb testing.TB) string {
 	tb.Helper()
-	if os.Getuid() != 0 {
-		tb.Skip("needs root (mmdebstrap chroot, dpkg in the tree, qemu; the tests that boot it also need network namespaces and taps)")
-	}
+	tier.Require(tb, tier.Root, tier.QEMU) // mmdebstrap chroot, dpkg in the tree, qemu-img
 	st, err := bake.RunAll(context.Background(), Spec(tb, Inputs(tb)))
 	if err != nil {
 		tb.Fatalf("bake: %v", err)

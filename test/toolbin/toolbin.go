@@ -13,25 +13,28 @@ import (
 	"strings"
 	"sync"
 	"testing"
+
+	"berth.dev/berth/test/tier"
 )
 
 // Tool is one of the directories under tools/.
 type Tool struct {
 	name string // tools/<name>
 	env  string // overrides the directory
+	need tier.Need
 }
 
 var (
 	// Kubernetes is kube-apiserver, kube-controller-manager, kube-scheduler, kube-proxy, kubelet, kubeadm,
 	// kubectl and etcd ($BERTH_K8S_BIN overrides).
-	Kubernetes = &Tool{name: "k8s", env: "BERTH_K8S_BIN"}
+	Kubernetes = &Tool{name: "k8s", env: "BERTH_K8S_BIN", need: tier.Kubernetes}
 	// Packer is the packer binary ($BERTH_PACKER_BIN overrides).
-	Packer = &Tool{name: "packer", env: "BERTH_PACKER_BIN"}
+	Packer = &Tool{name: "packer", env: "BERTH_PACKER_BIN", need: tier.Packer}
 	// PackerSDC is the SDK's generator and checker ($BERTH_PACKER_SDC_BIN overrides).
-	PackerSDC = &Tool{name: "packer-sdc", env: "BERTH_PACKER_SDC_BIN"}
+	PackerSDC = &Tool{name: "packer-sdc", env: "BERTH_PACKER_SDC_BIN", need: tier.Built("packer-sdc")}
 	// Runtime is static containerd, containerd-shim-runc-v2, ctr, runc and cni/<plugin> ($BERTH_RUNTIME_BIN
 	// overrides).
-	Runtime = &Tool{name: "runtime", env: "BERTH_RUNTIME_BIN"}
+	Runtime = &Tool{name: "runtime", env: "BERTH_RUNTIME_BIN", need: tier.Built("runtime")}
 )
 
 var cache sync.Map // tool name → result
@@ -65,9 +68,10 @@ func (t *Tool) Dir() (string, error) {
 	return r.dir, r.err
 }
 
-// ForTest returns Dir or fails the test.
+// ForTest returns Dir or fails the test; the unit tier skips it (tier.Require).
 func (t *Tool) ForTest(tb testing.TB) string {
 	tb.Helper()
+	tier.Require(tb, t.need)
 	d, err := t.Dir()
 	if err != nil {
 		tb.Fatalf("%s binaries: %v", t.name, err)

@@ -15,6 +15,7 @@ import (
 	"berth.dev/berth/test/guestssh"
 	"berth.dev/berth/test/ports"
 	"berth.dev/berth/test/proc"
+	"berth.dev/berth/test/tier"
 )
 
 // Config describes a test guest.
@@ -43,6 +44,7 @@ type Guest struct {
 // tail is logged if the test failed.
 func Boot(t testing.TB, cfg Config) *Guest {
 	t.Helper()
+	tier.Require(t, tier.QEMU)
 	if cfg.Name == "" {
 		cfg.Name = "guest"
 	}

@@ -1,4 +1,4 @@
-// Command berth-agent joins a node to a hosted control plane and keeps it configured. So far:
+// Command berth-agent joins a node to a hosted control plane and keeps it configured:
 //
 //	berth-agent config validate -f FILE   decode strictly and validate a NodeConfig; every problem on its own line
 //	berth-agent preflight -f FILE         check DNS, TCP, TLS + CA pin, token and clock against the control plane

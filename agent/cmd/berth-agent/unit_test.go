@@ -13,6 +13,7 @@ import (
 	"berth.dev/berth/imagebuilder/payload"
 	"berth.dev/berth/internal/node/layout"
 	"berth.dev/berth/test/nspawn"
+	"berth.dev/berth/test/tier"
 	"berth.dev/berth/test/toolbin"
 )
 
@@ -22,6 +23,7 @@ import (
 // up by its fsnotify watch, and an invalid one before the join ends the unit with exit 2, which the unit does not
 // restart (waiting cannot fix a config).
 func TestAgentUnitInNspawn(t *testing.T) {
+	tier.Require(t, tier.Root, tier.Nspawn)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	agent := toolbin.Agent(t)

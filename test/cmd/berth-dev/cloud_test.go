@@ -12,6 +12,7 @@ import (
 
 	"berth.dev/berth/test/cloud"
 	"berth.dev/berth/test/proc"
+	"berth.dev/berth/test/tier"
 	"berth.dev/berth/test/toolbin"
 )
 
@@ -20,9 +21,7 @@ import (
 // second demo; status, from the state file, sees the guests running and their Nodes Ready; down leaves no guest,
 // no control plane and no namespace; a second down is a no-op.
 func TestCloudUpStatusDown(t *testing.T) {
-	if os.Getuid() != 0 {
-		t.Skip("needs root (mmdebstrap chroot, dpkg in the tree, qemu, network namespaces and taps)")
-	}
+	tier.Require(t, tier.Root, tier.NetNS, tier.QEMU, tier.Kubernetes) // mmdebstrap chroot, dpkg in the tree, qemu, taps
 	// The image as `make demo` bakes it; a second `image` with the same inputs keeps the very same file.
 	agent, k8s, imgDir := toolbin.Agent(t), toolbin.Kubernetes.ForTest(t), t.TempDir()
 	bakeImage := func() (string, string) {
