@@ -86,9 +86,11 @@ plugin: go-check
 deb: agent $(DEV_BIN)
 	@$(DEV_BIN) deb -agent $(AGENT_BIN) -o $(BERTH_CACHE)/deb
 
-# Regenerates the plugin's packer-sdc outputs (hcl2 spec, docs partials, rendered docs).
+# Regenerates the plugin's packer-sdc outputs (hcl2 spec, docs partials, rendered docs) and the NodeConfig
+# reference (docs/nodeconfig.md, from the API's doc comments).
 generate: go-check
 	BERTH_CACHE=$(BERTH_CACHE) imagebuilder/generate.sh
+	go run ./cmd/apidocs -pkg agent/api/v1alpha1 -root NodeConfig -o docs/nodeconfig.md
 
 $(DEV_BIN): go-check $(shell find test agent imagebuilder -name '*.go' -not -name '*_test.go') go.mod go.sum
 	@mkdir -p $(dir $@)
@@ -111,6 +113,7 @@ lint: go-check
 	@out=$$(gofmt -l .); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
 	go vet ./...
 	BERTH_CACHE=$(BERTH_CACHE) imagebuilder/generate.sh --check
+	go run ./cmd/apidocs -pkg agent/api/v1alpha1 -root NodeConfig -o docs/nodeconfig.md -check
 
 test: deps tools lint
 	BERTH_K8S_BIN=$$(BERTH_CACHE=$(BERTH_CACHE) tools/build.sh k8s) go test -count=1 -timeout $(TEST_TIMEOUT) ./...

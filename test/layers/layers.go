@@ -51,7 +51,7 @@ var Rules = []Rule{
 	{Name: "the product never depends on test code", From: []string{"..."}, Except: []string{"test/..."},
 		Forbid: []string{"test/..."}},
 	{Name: "no product package links testing", From: []string{"..."}, Except: []string{"test/..."}, NoTesting: true},
-	{Name: "no dev tool links testing", From: []string{"test/cmd/..."}, NoTesting: true},
+	{Name: "no dev tool links testing", From: []string{"cmd/...", "test/cmd/..."}, NoTesting: true},
 }
 
 // Violation is one package breaking one rule.

@@ -23,25 +23,36 @@ const (
 
 // NodeConfig is a node's configuration.
 type NodeConfig struct {
-	APIVersion string         `json:"apiVersion"`
-	Kind       string         `json:"kind"`
-	Spec       NodeConfigSpec `json:"spec"`
+	// APIVersion is node.berth.dev/v1alpha1.
+	APIVersion string `json:"apiVersion"`
+	// Kind is NodeConfig.
+	Kind string `json:"kind"`
+	// Spec is the configuration. Drop-ins may each hold a part of it; they are merged (RFC 7386) in order.
+	Spec NodeConfigSpec `json:"spec"`
 }
 
 // NodeConfigSpec is what the operator decides.
 type NodeConfigSpec struct {
-	ControlPlane ControlPlane      `json:"controlPlane"`
-	Node         Node              `json:"node,omitempty"`
-	Kubelet      Kubelet           `json:"kubelet,omitempty"`
-	Containerd   Containerd        `json:"containerd,omitempty"`
-	CNI          CNI               `json:"cni,omitempty"`
-	Sysctls      map[string]string `json:"sysctls,omitempty"`
+	// ControlPlane is where the hosted control plane is and how to trust it. Required.
+	ControlPlane ControlPlane `json:"controlPlane"`
+	// Node is the Node object's name, labels and taints.
+	Node Node `json:"node,omitempty"`
+	// Kubelet customises the kubelet.
+	Kubelet Kubelet `json:"kubelet,omitempty"`
+	// Containerd customises containerd.
+	Containerd Containerd `json:"containerd,omitempty"`
+	// CNI chooses pod networking.
+	CNI CNI `json:"cni,omitempty"`
+	// Sysctls are kernel settings (name → value, e.g. net.core.somaxconn: "4096"), applied at once and kept in
+	// /etc/sysctl.d/90-berth.conf across reboots.
+	Sysctls map[string]string `json:"sysctls,omitempty"`
 }
 
 // ControlPlane says where the hosted control plane is and how to trust it.
 type ControlPlane struct {
 	// Endpoint is the apiserver URL, https://host[:port].
-	Endpoint  string    `json:"endpoint"`
+	Endpoint string `json:"endpoint"`
+	// Discovery is how the node learns to trust the control plane. Required.
 	Discovery Discovery `json:"discovery"`
 }
 
@@ -49,8 +60,10 @@ type ControlPlane struct {
 // kubelet's TLS bootstrap) plus either CA public-key pins (kubeadm's discovery-token-ca-cert-hash) checked against
 // the signed cluster-info, or the full CA bundle.
 type Discovery struct {
-	// Token is the bootstrap token "<id>.<secret>"; TokenFile names a file holding it. Exactly one is set.
-	Token     Secret `json:"token,omitempty"`
+	// Token is the bootstrap token "<id>.<secret>" (kubeadm's format). Exactly one of token and tokenFile is set.
+	// The agent removes it from the drop-ins once the node has joined.
+	Token Secret `json:"token,omitempty"`
+	// TokenFile names a file holding the bootstrap token; the agent deletes it once the node has joined.
 	TokenFile string `json:"tokenFile,omitempty"`
 	// CACertHashes are "sha256:<hex>" pins of the CA's public key; any match passes.
 	CACertHashes []string `json:"caCertHashes,omitempty"`
@@ -60,10 +73,12 @@ type Discovery struct {
 
 // Node is the Node object's identity.
 type Node struct {
-	// Name defaults to the hostname.
-	Name   string            `json:"name,omitempty"`
+	// Name is the Node's name. Default: the hostname.
+	Name string `json:"name,omitempty"`
+	// Labels are set on the Node when it registers (the kubelet's --node-labels; NodeRestriction limits which).
 	Labels map[string]string `json:"labels,omitempty"`
-	Taints []corev1.Taint    `json:"taints,omitempty"`
+	// Taints are set on the Node when it registers (key, value, effect).
+	Taints []corev1.Taint `json:"taints,omitempty"`
 }
 
 // Kubelet customises the kubelet.
@@ -78,6 +93,7 @@ type Kubelet struct {
 // Containerd customises containerd.
 type Containerd struct {
 	// SandboxImage is the pause image; it must be pre-cached in the image (no registry is assumed at boot).
+	// Default: berth.dev/pause:3.10, which every berth image ships.
 	SandboxImage string `json:"sandboxImage,omitempty"`
 	// RegistryMirrors maps a registry host to mirror endpoints (https URLs), tried in order.
 	RegistryMirrors map[string][]string `json:"registryMirrors,omitempty"`
