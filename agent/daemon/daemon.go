@@ -27,8 +27,9 @@ import (
 
 	"github.com/fsnotify/fsnotify"
 
-	"berth.dev/berth/agent/api/v1alpha1"
 	"berth.dev/berth/agent/config"
+	"berth.dev/berth/agent/nodeconfig"
+	"berth.dev/berth/internal/node/bootstraptoken"
 )
 
 // Config is what Run needs.
@@ -36,14 +37,14 @@ type Config struct {
 	// DropInDir is watched; it is created (0700: drop-ins may hold a token) if missing.
 	DropInDir string
 	// Load reads and merges every source; config.ErrNoConfig means there is none yet.
-	Load func() (*v1alpha1.NodeConfig, error)
+	Load func() (*nodeconfig.Config, error)
 	// Apply joins or re-applies; it must return within ApplyTimeout.
-	Apply func(ctx context.Context, c *v1alpha1.NodeConfig) error
+	Apply func(ctx context.Context, c *nodeconfig.Config) error
 	// Joined reports whether the node has joined (the kubelet's kubeconfig exists).
 	Joined func() bool
 	// Applied (optional) is called on the daemon's goroutine after every successful apply, with the config now in
 	// force on the joined node: what runs beside the daemon (the route controller) follows it from here.
-	Applied func(c *v1alpha1.NodeConfig)
+	Applied func(c *nodeconfig.Config)
 	// Notify is sd_notify (nil: not under systemd).
 	Notify func(state string) error
 	// Watchdog is systemd's WatchdogSec (0: no watchdog); pings go out at half of it.
@@ -186,9 +187,9 @@ func Run(ctx context.Context, cfg Config) error {
 
 // fingerprint identifies what a config asks of the node: the token is left out, because the agent removes it from
 // the drop-ins after the join.
-func fingerprint(c *v1alpha1.NodeConfig) string {
+func fingerprint(c *nodeconfig.Config) string {
 	cc := *c
-	cc.Spec.ControlPlane.Discovery.Token = ""
+	cc.ControlPlane.Discovery.Token = bootstraptoken.Token{}
 	data, err := json.Marshal(cc)
 	if err != nil {
 		return ""

@@ -12,8 +12,8 @@ import (
 	"testing"
 	"time"
 
-	"berth.dev/berth/agent/api/v1alpha1"
 	"berth.dev/berth/agent/config"
+	"berth.dev/berth/agent/nodeconfig"
 )
 
 // recorder is the fake side of Run: Load merges the real drop-ins of dir, Apply and Notify are recorded.
@@ -28,7 +28,7 @@ type recorder struct {
 	block   chan struct{} // Apply waits on it when set
 }
 
-func (r *recorder) load() (*v1alpha1.NodeConfig, error) {
+func (r *recorder) load() (*nodeconfig.Config, error) {
 	srcs, err := config.DropIns(r.dir)
 	if err != nil {
 		return nil, err
@@ -36,13 +36,18 @@ func (r *recorder) load() (*v1alpha1.NodeConfig, error) {
 	r.mu.Lock()
 	joined := r.joined
 	r.mu.Unlock()
+	merge := config.Merge
 	if joined {
-		return config.MergeJoined(srcs)
+		merge = config.MergeJoined
 	}
-	return config.Merge(srcs)
+	c, err := merge(srcs)
+	if err != nil {
+		return nil, err
+	}
+	return config.Internal(c, nodeconfig.Defaults{Hostname: "node-1"})
 }
 
-func (r *recorder) apply(ctx context.Context, c *v1alpha1.NodeConfig) error {
+func (r *recorder) apply(ctx context.Context, c *nodeconfig.Config) error {
 	if r.block != nil {
 		<-r.block
 	}
@@ -51,15 +56,15 @@ func (r *recorder) apply(ctx context.Context, c *v1alpha1.NodeConfig) error {
 	if r.fail != nil {
 		return r.fail
 	}
-	r.applied = append(r.applied, string(c.Spec.Kubelet.Config))
+	r.applied = append(r.applied, string(c.Kubelet.Config))
 	r.joined = true
 	return nil
 }
 
-func (r *recorder) onApplied(c *v1alpha1.NodeConfig) {
+func (r *recorder) onApplied(c *nodeconfig.Config) {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	r.follow = append(r.follow, string(c.Spec.Kubelet.Config))
+	r.follow = append(r.follow, string(c.Kubelet.Config))
 }
 
 func (r *recorder) followed() []string {

@@ -33,8 +33,8 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"berth.dev/berth/agent/api/v1alpha1"
 	"berth.dev/berth/agent/imagestore"
+	"berth.dev/berth/agent/nodeconfig"
 	"berth.dev/berth/agent/nodeready"
 	"berth.dev/berth/agent/preflight"
 	"berth.dev/berth/agent/render"
@@ -56,12 +56,10 @@ type Services interface {
 
 // Config is one run's input.
 type Config struct {
-	NodeConfig *v1alpha1.NodeConfig
+	// NodeConfig is the node's configuration, defaults applied (its node name among them).
+	NodeConfig *nodeconfig.Config
 	Profile    distro.Profile
 	Paths      layout.Paths
-	Bridge     string // CNI bridge name (default cbr0)
-	// NodeName is the Node's name when spec.node.name is empty (the hostname on a node).
-	NodeName string
 	// StateDir holds the status file, the joined marker and the pending restarts (/var/lib/berth).
 	StateDir string
 	// DropInDir is scrubbed of inline tokens after the join (/etc/berth/config.d).
@@ -71,7 +69,7 @@ type Config struct {
 	// Discover checks the control plane and returns its CA (default preflight.Run); NewClient makes a Kubernetes
 	// client (default kubernetes.NewForConfig); Images makes sure containerd has the shipped images and pins the
 	// sandbox image (default imagestore.Ensure). With Services they are the join's seams to the outside world.
-	Discover  func(context.Context, v1alpha1.ControlPlane, bootstraptoken.Token, preflight.Options) (preflight.Result, error)
+	Discover  func(context.Context, nodeconfig.ControlPlane, bootstraptoken.Token, preflight.Options) (preflight.Result, error)
 	NewClient func(*rest.Config) (kubernetes.Interface, error)
 	Images    func(context.Context, imagestore.Config) (imagestore.Result, error)
 	// Timeout bounds the whole run (default 15 minutes): discovery retries until then, then the waits.
@@ -159,7 +157,7 @@ func Run(ctx context.Context, cfg Config) (*Status, error) {
 		cfg.Images = imagestore.Ensure
 	}
 	s := &state{cfg: cfg, log: cfg.Log, deadline: time.Now().Add(cfg.Timeout)}
-	s.name = NodeNameOf(cfg.NodeConfig.Spec, cfg.NodeName)
+	s.name = cfg.NodeConfig.Node.Name
 	st := &Status{Node: s.name, Started: time.Now().UTC(), Result: "running"}
 	ctx, cancel := context.WithDeadline(ctx, s.deadline)
 	defer cancel()
@@ -234,14 +232,14 @@ func discover(ctx context.Context, s *state) (string, error) {
 			return "skipped: joined earlier; the CA and the kubelet's credentials are on disk", nil
 		}
 	}
-	tok, err := preflight.Token(s.cfg.NodeConfig.Spec.ControlPlane.Discovery)
+	tok, err := preflight.Token(s.cfg.NodeConfig.ControlPlane.Discovery)
 	if err != nil {
 		return "", &Error{Code: int(preflight.ClassToken), Err: err, Hint: "put a bootstrap token in spec.controlPlane.discovery"}
 	}
 	s.token = tok
 	wait := s.cfg.BackoffInitial
 	for attempt := 1; ; attempt++ {
-		res, err := s.cfg.Discover(ctx, s.cfg.NodeConfig.Spec.ControlPlane, tok, s.cfg.Preflight)
+		res, err := s.cfg.Discover(ctx, s.cfg.NodeConfig.ControlPlane, tok, s.cfg.Preflight)
 		if err == nil {
 			s.ca = res.CA
 			s.setInput()
@@ -269,8 +267,8 @@ func discover(ctx context.Context, s *state) (string, error) {
 }
 
 func (s *state) setInput() {
-	s.input = render.Input{Spec: s.cfg.NodeConfig.Spec, Profile: s.cfg.Profile, NodeName: s.name,
-		Endpoint: s.cfg.NodeConfig.Spec.ControlPlane.Endpoint, CA: s.ca, Token: s.token, Paths: s.cfg.Paths, Bridge: s.cfg.Bridge}
+	s.input = render.Input{Config: *s.cfg.NodeConfig, Profile: s.cfg.Profile,
+		Endpoint: s.cfg.NodeConfig.ControlPlane.Endpoint, CA: s.ca, Token: s.token, Paths: s.cfg.Paths}
 }
 
 // checkName refuses to join as a name a Ready node holds (kubeadm does the same): two kubelets would fight over
@@ -364,7 +362,7 @@ func sameFile(f render.File) bool {
 
 // applySysctls sets spec.sysctls now (the file in /etc/sysctl.d keeps them across reboots).
 func applySysctls(ctx context.Context, s *state) (string, error) {
-	sysctls := s.cfg.NodeConfig.Spec.Sysctls
+	sysctls := s.cfg.NodeConfig.Sysctls
 	if len(sysctls) == 0 {
 		return "skipped: none configured", nil
 	}
@@ -411,7 +409,7 @@ func ensureImages(ctx context.Context, s *state) (string, error) {
 	cctx, cancel := context.WithTimeout(ctx, 2*time.Minute)
 	defer cancel()
 	res, err := s.cfg.Images(cctx, imagestore.Config{Socket: s.cfg.Paths.ContainerdSocket, ImageDir: s.cfg.Paths.ShippedImages,
-		SandboxImage: render.SandboxImage(s.cfg.NodeConfig.Spec), Log: s.log})
+		SandboxImage: s.cfg.NodeConfig.Containerd.SandboxImage, Log: s.log})
 	if err != nil {
 		return "", &Error{Code: exitcode.Services, Err: err, Hint: "see journalctl -u " + layout.ContainerdUnit}
 	}
@@ -444,7 +442,7 @@ func waitTLSBootstrap(ctx context.Context, s *state) (string, error) {
 
 // writeCNI waits for the controller manager to give the Node a podCIDR and writes the bridge config for it.
 func writeCNI(ctx context.Context, s *state) (string, error) {
-	if s.cfg.NodeConfig.Spec.CNI.Mode == "none" {
+	if s.cfg.NodeConfig.CNI.Mode == nodeconfig.CNINone {
 		return "skipped: cni.mode none (a CNI DaemonSet brings its own)", nil
 	}
 	for {
@@ -504,7 +502,7 @@ func cleanup(ctx context.Context, s *state) (string, error) {
 	} else if !os.IsNotExist(err) {
 		return "", err
 	}
-	if tf := s.cfg.NodeConfig.Spec.ControlPlane.Discovery.TokenFile; tf != "" {
+	if tf := s.cfg.NodeConfig.ControlPlane.Discovery.TokenFile; tf != "" {
 		if err := os.Remove(tf); err == nil {
 			removed = append(removed, tf)
 		} else if !os.IsNotExist(err) {
@@ -523,14 +521,6 @@ func cleanup(ctx context.Context, s *state) (string, error) {
 	}
 	s.log.Info("bootstrap credentials removed", "files", removed)
 	return "removed the token from " + strings.Join(removed, ", "), nil
-}
-
-// NodeNameOf is the Node's name: spec.node.name, else fallback (the hostname on a node).
-func NodeNameOf(spec v1alpha1.NodeConfigSpec, fallback string) string {
-	if spec.Node.Name != "" {
-		return spec.Node.Name
-	}
-	return fallback
 }
 
 func notReadyReason(n *corev1.Node) string {

@@ -15,10 +15,10 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"berth.dev/berth/agent/api/v1alpha1"
 	"berth.dev/berth/agent/config"
 	"berth.dev/berth/agent/imagestore"
 	"berth.dev/berth/agent/join"
+	"berth.dev/berth/agent/nodeconfig"
 	"berth.dev/berth/agent/nodeready"
 	"berth.dev/berth/agent/preflight"
 	"berth.dev/berth/internal/node/distro"
@@ -63,13 +63,13 @@ func prepare(t testing.TB, ctx context.Context, name string, imgs images.Built) 
 	})
 	p, _ := distro.Get(node.Profile)
 	h := &hostNode{n: n, dir: dir, dropIns: filepath.Join(dir, "config.d")}
-	h.cfg = join.Config{Profile: p, Paths: n.Paths(), Bridge: n.Bridge(), StateDir: filepath.Join(dir, "state"),
+	h.cfg = join.Config{Profile: p, Paths: n.Paths(), StateDir: filepath.Join(dir, "state"),
 		DropInDir: h.dropIns, Services: n, Timeout: 2 * time.Minute, Log: logger()}
 	return h
 }
 
 // load writes NodeConfig drop-ins (0600, as cloud-init does) and returns the merged config, tuned for this host.
-func (h *hostNode) load(t testing.TB, files map[string]string) *v1alpha1.NodeConfig {
+func (h *hostNode) load(t testing.TB, files map[string]string) *nodeconfig.Config {
 	t.Helper()
 	for name, doc := range files {
 		if err := os.MkdirAll(h.dropIns, 0o755); err != nil {
@@ -94,7 +94,11 @@ func (h *hostNode) load(t testing.TB, files map[string]string) *v1alpha1.NodeCon
 	if err := h.n.Tune(&c.Spec); err != nil {
 		t.Fatal(err)
 	}
-	return c
+	nc, err := config.Internal(c, h.n.Defaults())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return nc
 }
 
 // cluster starts a control plane for the test and builds the images nodes import.

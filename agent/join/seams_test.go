@@ -25,10 +25,10 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
-	"berth.dev/berth/agent/api/v1alpha1"
 	"berth.dev/berth/agent/config"
 	"berth.dev/berth/agent/imagestore"
 	"berth.dev/berth/agent/join"
+	"berth.dev/berth/agent/nodeconfig"
 	"berth.dev/berth/agent/preflight"
 	"berth.dev/berth/internal/node/bootstraptoken"
 	"berth.dev/berth/internal/node/distro"
@@ -129,7 +129,7 @@ func newSeamNode(t *testing.T, labels string) *seamNode {
 	n.cfg = join.Config{NodeConfig: nodeConfigFor(t, labels), Profile: profile, Paths: p, StateDir: filepath.Join(dir, "state"),
 		Services: n.svc, Timeout: 5 * time.Second, BackoffInitial: time.Millisecond, BackoffMax: 5 * time.Millisecond,
 		Log: slog.New(slog.DiscardHandler), NewClient: n.cluster.client,
-		Discover: func(context.Context, v1alpha1.ControlPlane, bootstraptoken.Token, preflight.Options) (preflight.Result, error) {
+		Discover: func(context.Context, nodeconfig.ControlPlane, bootstraptoken.Token, preflight.Options) (preflight.Result, error) {
 			n.discovers++
 			return preflight.Result{CA: []byte("-----BEGIN CERTIFICATE-----\nfake\n-----END CERTIFICATE-----\n"), Passed: []string{"fake"}}, nil
 		},
@@ -140,7 +140,7 @@ func newSeamNode(t *testing.T, labels string) *seamNode {
 	return n
 }
 
-func nodeConfigFor(t *testing.T, labels string) *v1alpha1.NodeConfig {
+func nodeConfigFor(t *testing.T, labels string) *nodeconfig.Config {
 	t.Helper()
 	doc := `apiVersion: node.berth.dev/v1alpha1
 kind: NodeConfig
@@ -154,7 +154,11 @@ spec:
     name: node-1
     labels: {` + labels + `}
 `
-	nc, err := config.Merge([]config.Source{{Name: "test.yaml", Data: []byte(doc)}})
+	c, err := config.Merge([]config.Source{{Name: "test.yaml", Data: []byte(doc)}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nc, err := config.Internal(c, nodeconfig.Defaults{Hostname: "unused"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -347,8 +351,8 @@ func TestErrorClassesMapToExitCodes(t *testing.T) {
 	}
 }
 
-func failDiscover(n *seamNode, class preflight.Class) func(context.Context, v1alpha1.ControlPlane, bootstraptoken.Token, preflight.Options) (preflight.Result, error) {
-	return func(context.Context, v1alpha1.ControlPlane, bootstraptoken.Token, preflight.Options) (preflight.Result, error) {
+func failDiscover(n *seamNode, class preflight.Class) func(context.Context, nodeconfig.ControlPlane, bootstraptoken.Token, preflight.Options) (preflight.Result, error) {
+	return func(context.Context, nodeconfig.ControlPlane, bootstraptoken.Token, preflight.Options) (preflight.Result, error) {
 		n.discovers++
 		return preflight.Result{}, &preflight.Error{Class: class, Check: "fake", Err: errors.New("fake failure"), Hint: "none"}
 	}

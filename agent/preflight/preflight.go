@@ -17,10 +17,9 @@ import (
 	"strings"
 	"time"
 
-	"berth.dev/berth/agent/api/v1alpha1"
 	"berth.dev/berth/agent/bootstrap"
+	"berth.dev/berth/agent/nodeconfig"
 	"berth.dev/berth/internal/node/bootstraptoken"
-	"berth.dev/berth/internal/node/capin"
 	"berth.dev/berth/internal/node/exitcode"
 )
 
@@ -57,17 +56,19 @@ type Options struct {
 	Resolver      *net.Resolver // default net.DefaultResolver
 }
 
-// Token returns the discovery token: inline, or read from tokenFile.
-func Token(d v1alpha1.Discovery) (bootstraptoken.Token, error) {
-	s := d.Token.Reveal()
-	if d.TokenFile != "" {
-		data, err := os.ReadFile(d.TokenFile)
-		if err != nil {
-			return bootstraptoken.Token{}, fmt.Errorf("tokenFile: %w", err)
+// Token returns the discovery token: inline, or read from tokenFile now (it may be written after the config).
+func Token(d nodeconfig.Discovery) (bootstraptoken.Token, error) {
+	if d.TokenFile == "" {
+		if d.Token.IsZero() {
+			return bootstraptoken.Token{}, errors.New("no bootstrap token: spec.controlPlane.discovery has neither token nor tokenFile")
 		}
-		s = strings.TrimSpace(string(data))
+		return d.Token, nil
 	}
-	return bootstraptoken.Parse(s)
+	data, err := os.ReadFile(d.TokenFile)
+	if err != nil {
+		return bootstraptoken.Token{}, fmt.Errorf("tokenFile: %w", err)
+	}
+	return bootstraptoken.Parse(strings.TrimSpace(string(data)))
 }
 
 // Result is what the checks learned: the trusted CA, for the join.
@@ -77,7 +78,7 @@ type Result struct {
 }
 
 // Run runs the checks in order and stops at the first failure (each depends on the one before).
-func Run(ctx context.Context, spec v1alpha1.ControlPlane, tok bootstraptoken.Token, o Options) (Result, error) {
+func Run(ctx context.Context, spec nodeconfig.ControlPlane, tok bootstraptoken.Token, o Options) (Result, error) {
 	if o.Now == nil {
 		o.Now = time.Now
 	}
@@ -107,17 +108,8 @@ func Run(ctx context.Context, spec v1alpha1.ControlPlane, tok bootstraptoken.Tok
 	conn.Close()
 	res.Passed = append(res.Passed, "tcp")
 
-	disc := bootstrap.Discovery{Endpoint: spec.Endpoint, Token: tok, CABundle: []byte(spec.Discovery.CABundle), SignatureWait: o.SignatureWait}
-	for _, h := range spec.Discovery.CACertHashes {
-		p, err := capin.Parse(h)
-		if err != nil {
-			return res, &Error{ClassTLS, "pin", err, "fix spec.controlPlane.discovery.caCertHashes"}
-		}
-		disc.Pins = append(disc.Pins, p)
-	}
-	if len(disc.CABundle) == 0 {
-		disc.CABundle = nil
-	}
+	disc := bootstrap.Discovery{Endpoint: spec.Endpoint, Token: tok, CABundle: spec.Discovery.CABundle,
+		Pins: spec.Discovery.Pins, SignatureWait: o.SignatureWait}
 	found, err := bootstrap.Discover(ctx, disc)
 	switch {
 	case errors.Is(err, bootstrap.ErrTokenInvalid):

@@ -9,8 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"berth.dev/berth/agent/api/v1alpha1"
+	"berth.dev/berth/agent/nodeconfig"
 	"berth.dev/berth/internal/node/bootstraptoken"
+	"berth.dev/berth/internal/node/capin"
 	"berth.dev/berth/test/controlplane"
 )
 
@@ -32,12 +33,16 @@ func TestPreflightClasses(t *testing.T) {
 		return (&net.Dialer{}).DialContext(ctx, "udp", deadDNS)
 	}}
 	unknown, _ := bootstraptoken.Generate()
-	spec := func(endpoint string, pin string) v1alpha1.ControlPlane {
-		return v1alpha1.ControlPlane{Endpoint: endpoint, Discovery: v1alpha1.Discovery{CACertHashes: []string{pin}}}
+	spec := func(endpoint string, pin string) nodeconfig.ControlPlane {
+		p, err := capin.Parse(pin)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return nodeconfig.ControlPlane{Endpoint: endpoint, Discovery: nodeconfig.Discovery{Pins: []capin.Pin{p}}}
 	}
 	for _, c := range []struct {
 		name  string
-		spec  v1alpha1.ControlPlane
+		spec  nodeconfig.ControlPlane
 		tok   bootstraptoken.Token
 		o     Options
 		class Class // 0: passes
@@ -73,11 +78,18 @@ func TestPreflightClasses(t *testing.T) {
 func TestTokenFromFile(t *testing.T) {
 	path := t.TempDir() + "/token"
 	os.WriteFile(path, []byte("abcdef.0123456789abcdef\n"), 0o600)
-	tok, err := Token(v1alpha1.Discovery{TokenFile: path})
+	tok, err := Token(nodeconfig.Discovery{TokenFile: path})
 	if err != nil || tok.ID() != "abcdef" {
 		t.Errorf("token from file: %v %v", tok, err)
 	}
-	if _, err := Token(v1alpha1.Discovery{TokenFile: path + ".missing"}); err == nil {
+	if _, err := Token(nodeconfig.Discovery{TokenFile: path + ".missing"}); err == nil {
 		t.Error("a missing token file was accepted")
+	}
+	inline, _ := bootstraptoken.Parse("ghijkl.0123456789abcdef")
+	if tok, err := Token(nodeconfig.Discovery{Token: inline}); err != nil || tok.ID() != "ghijkl" {
+		t.Errorf("inline token: %v %v", tok, err)
+	}
+	if _, err := Token(nodeconfig.Discovery{}); err == nil || !strings.Contains(err.Error(), "neither token nor tokenFile") {
+		t.Errorf("no token: %v", err)
 	}
 }

@@ -25,34 +25,24 @@ import (
 	kubeletv1beta1 "k8s.io/kubelet/config/v1beta1"
 	"sigs.k8s.io/yaml"
 
-	"berth.dev/berth/agent/api/v1alpha1"
 	"berth.dev/berth/agent/mergepatch"
+	"berth.dev/berth/agent/nodeconfig"
 	"berth.dev/berth/internal/node/bootstraptoken"
 	"berth.dev/berth/internal/node/distro"
 	"berth.dev/berth/internal/node/layout"
 )
 
-// SandboxImage is the pause image the node's containerd uses: the spec's, else the one the image ships.
-func SandboxImage(spec v1alpha1.NodeConfigSpec) string {
-	if spec.Containerd.SandboxImage != "" {
-		return spec.Containerd.SandboxImage
-	}
-	return layout.PauseImage
-}
-
 // Input is everything rendering depends on.
 type Input struct {
-	Spec     v1alpha1.NodeConfigSpec
-	Profile  distro.Profile
-	NodeName string
+	// Config is the node's configuration, defaults applied (its node name, sandbox image, CNI mode and bridge).
+	Config  nodeconfig.Config
+	Profile distro.Profile
 	// Endpoint and CA come from discovery (the CA is the one the pins matched).
 	Endpoint string
 	CA       []byte
 	// Token goes into the bootstrap kubeconfig only; a zero token renders no bootstrap kubeconfig (already joined).
 	Token bootstraptoken.Token
 	Paths layout.Paths
-	// Bridge is the CNI bridge's name (default cbr0, kubenet's).
-	Bridge string
 }
 
 // File is one rendered file.
@@ -74,8 +64,8 @@ type Output struct {
 
 // Node renders every file except the CNI config (which needs the Node's podCIDR, see CNI).
 func Node(in Input) (Output, error) {
-	if in.NodeName == "" || in.Endpoint == "" || len(in.CA) == 0 {
-		return Output{}, fmt.Errorf("render: NodeName, Endpoint and CA are required")
+	if in.Config.Node.Name == "" || in.Endpoint == "" || len(in.CA) == 0 {
+		return Output{}, fmt.Errorf("render: the node name, Endpoint and CA are required")
 	}
 	var out Output
 	add := func(p string, mode os.FileMode, data []byte, units ...string) {
@@ -115,7 +105,7 @@ func Node(in Input) (Output, error) {
 	out.KubeProxyArgs = []string{"--config=" + in.Paths.KubeProxyConfig}
 	add(in.Paths.KubeProxyDropIn, 0o644, dropIn("kube-proxy", "KUBE_PROXY_ARGS", out.KubeProxyArgs), layout.KubeProxyUnit)
 
-	add(in.Paths.Sysctls, 0o644, sysctls(in.Spec.Sysctls))
+	add(in.Paths.Sysctls, 0o644, sysctls(in.Config.Sysctls))
 	for _, f := range out.Files {
 		if !path.IsAbs(f.Path) {
 			return Output{}, fmt.Errorf("render: path %q is not absolute", f.Path)
@@ -160,7 +150,7 @@ func kubeletConfig(in Input) (kubelet, error) {
 		ClusterDNS:               []string{"10.96.0.10"},
 		ResolverConfig:           &in.Profile.ResolvConf,
 		ReadOnlyPort:             0,
-		RegisterWithTaints:       in.Spec.Node.Taints,
+		RegisterWithTaints:       in.Config.Node.Taints,
 	}
 	if in.Profile.CgroupV1 {
 		def.FailCgroupV1 = &f // kubelet ≥1.35 refuses cgroup v1 unless told otherwise
@@ -173,9 +163,9 @@ func kubeletConfig(in Input) (kubelet, error) {
 	if err := json.Unmarshal(js, &merged); err != nil {
 		return kubelet{}, err
 	}
-	if len(in.Spec.Kubelet.Config) > 0 {
+	if len(in.Config.Kubelet.Config) > 0 {
 		var patch map[string]any
-		if err := json.Unmarshal(in.Spec.Kubelet.Config, &patch); err != nil {
+		if err := json.Unmarshal(in.Config.Kubelet.Config, &patch); err != nil {
 			return kubelet{}, fmt.Errorf("spec.kubelet.config: %w", err)
 		}
 		merged = mergepatch.Apply(merged, patch)
@@ -248,17 +238,17 @@ func kubeletArgs(in Input) []string {
 		"--kubeconfig=" + p.Kubeconfig,
 		"--bootstrap-kubeconfig=" + p.BootstrapKubeconfig,
 		"--cert-dir=" + p.KubeletCertDir,
-		"--hostname-override=" + in.NodeName,
+		"--hostname-override=" + in.Config.Node.Name,
 	}
-	if labels := in.Spec.Node.Labels; len(labels) > 0 {
+	if labels := in.Config.Node.Labels; len(labels) > 0 {
 		kv := make([]string, 0, len(labels))
 		for _, k := range slices.Sorted(maps.Keys(labels)) {
 			kv = append(kv, k+"="+labels[k])
 		}
 		args = append(args, "--node-labels="+strings.Join(kv, ","))
 	}
-	for _, k := range slices.Sorted(maps.Keys(in.Spec.Kubelet.ExtraArgs)) {
-		args = append(args, "--"+k+"="+in.Spec.Kubelet.ExtraArgs[k])
+	for _, k := range slices.Sorted(maps.Keys(in.Config.Kubelet.ExtraArgs)) {
+		args = append(args, "--"+k+"="+in.Config.Kubelet.ExtraArgs[k])
 	}
 	return args
 }
@@ -275,7 +265,7 @@ func dropIn(unit, variable string, args []string) []byte {
 
 // containerdConfig renders the config in the installed containerd's schema and merges the user's TOML over it.
 func containerdConfig(in Input, systemdCgroup bool, userPath *field.Path) ([]byte, error) {
-	sandbox := SandboxImage(in.Spec)
+	sandbox := in.Config.Containerd.SandboxImage
 	runc := map[string]any{
 		"runtime_type": "io.containerd.runc.v2",
 		"options":      map[string]any{"SystemdCgroup": systemdCgroup},
@@ -309,11 +299,7 @@ func containerdConfig(in Input, systemdCgroup bool, userPath *field.Path) ([]byt
 	default:
 		return nil, fmt.Errorf("render: profile %s: containerd config version %d is not supported", in.Profile.Name, version)
 	}
-	patch, err := in.Spec.Containerd.ParseConfigTOML()
-	if err != nil {
-		return nil, fmt.Errorf("%s: %w", userPath, err)
-	}
-	if patch != nil {
+	if patch := in.Config.Containerd.ConfigTOML; patch != nil {
 		if v, ok := patch["version"]; ok && v != int64(version) {
 			return nil, fmt.Errorf("%s: version = %v, but this image's containerd reads config version %d", userPath, v, version)
 		}
@@ -332,13 +318,13 @@ func containerdConfig(in Input, systemdCgroup bool, userPath *field.Path) ([]byt
 // registryHosts writes one hosts.toml per mirrored registry (containerd reads the directory on every pull).
 func registryHosts(in Input) []File {
 	var files []File
-	for _, host := range slices.Sorted(maps.Keys(in.Spec.Containerd.RegistryMirrors)) {
+	for _, host := range slices.Sorted(maps.Keys(in.Config.Containerd.RegistryMirrors)) {
 		server := "https://" + host
 		if host == "docker.io" {
 			server = "https://registry-1.docker.io"
 		}
 		files = append(files, File{Path: path.Join(in.Paths.RegistryHostsDir, host, "hosts.toml"), Mode: 0o644,
-			Data: orderedHosts(server, in.Spec.Containerd.RegistryMirrors[host])})
+			Data: orderedHosts(server, in.Config.Containerd.RegistryMirrors[host])})
 	}
 	return files
 }
@@ -362,7 +348,7 @@ func kubeProxyConfig(in Input) ([]byte, error) {
 		"apiVersion":       "kubeproxy.config.k8s.io/v1alpha1",
 		"kind":             "KubeProxyConfiguration",
 		"clientConnection": map[string]any{"kubeconfig": in.Paths.Kubeconfig},
-		"hostnameOverride": in.NodeName,
+		"hostnameOverride": in.Config.Node.Name,
 		"mode":             "iptables",
 	}
 	js, err := json.Marshal(doc)
@@ -389,16 +375,13 @@ func sysctls(s map[string]string) []byte {
 
 // CNI renders the kubenet-style bridge + host-local config for the Node's podCIDR. Mode "none" renders nothing.
 func CNI(in Input, podCIDR netip.Prefix) (*File, error) {
-	if in.Spec.CNI.Mode == "none" {
+	if in.Config.CNI.Mode == nodeconfig.CNINone {
 		return nil, nil
 	}
 	if !podCIDR.IsValid() {
 		return nil, fmt.Errorf("render CNI config: the Node has no podCIDR (is the controller manager allocating node CIDRs?)")
 	}
-	bridge := in.Bridge
-	if bridge == "" {
-		bridge = "cbr0"
-	}
+	bridge := in.Config.CNI.Bridge
 	dst := "0.0.0.0/0"
 	if podCIDR.Addr().Is6() {
 		dst = "::/0"

@@ -17,6 +17,8 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"berth.dev/berth/agent/api/v1alpha1"
+	"berth.dev/berth/agent/config"
+	"berth.dev/berth/agent/nodeconfig"
 	"berth.dev/berth/internal/node/bootstraptoken"
 	"berth.dev/berth/internal/node/distro"
 	"berth.dev/berth/internal/node/layout"
@@ -66,7 +68,11 @@ func input(t *testing.T, profile string, doc string) Input {
 		t.Fatal(err)
 	}
 	tok, _ := bootstraptoken.Parse(testToken)
-	return Input{Spec: c.Spec, Profile: p, NodeName: "node-a", Endpoint: c.Spec.ControlPlane.Endpoint,
+	nc, err := config.Internal(c, nodeconfig.Defaults{Hostname: "node-a"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return Input{Config: *nc, Profile: p, Endpoint: c.Spec.ControlPlane.Endpoint,
 		CA: []byte("-----BEGIN CERTIFICATE-----\nfake\n-----END CERTIFICATE-----\n"), Token: tok, Paths: layout.Default()}
 }
 
@@ -201,12 +207,17 @@ func TestCgroupDriverFollowsKubelet(t *testing.T) {
 
 func TestContainerdTOMLErrors(t *testing.T) {
 	in := input(t, "debian-12", fullConfig)
-	in.Spec.Containerd.ConfigTOML = "version = 3\n"
+	in.Config.Containerd.ConfigTOML = map[string]any{"version": int64(3)} // as parsed from "version = 3"
 	if _, err := Node(in); err == nil || !strings.Contains(err.Error(), "spec.containerd.configTOML: version = 3, but this image's containerd reads config version 2") {
 		t.Errorf("version mismatch: %v", err)
 	}
-	in.Spec.Containerd.ConfigTOML = "[grpc]\naddress = = 1\n"
-	if _, err := Node(in); err == nil || !strings.Contains(err.Error(), "spec.containerd.configTOML: line 2") {
+	// A syntax error is found where the TOML is parsed: validation, and the conversion to the internal config.
+	c, err := v1alpha1.Decode([]byte(fullConfig))
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Spec.Containerd.ConfigTOML = "[grpc]\naddress = = 1\n"
+	if _, err := config.Internal(c, nodeconfig.Defaults{Hostname: "node-a"}); err == nil || !strings.Contains(err.Error(), "spec.containerd.configTOML: line 2") {
 		t.Errorf("syntax error: %v", err)
 	}
 }
@@ -247,7 +258,7 @@ func TestCNI(t *testing.T) {
 	if conf.Plugins[0].Type != "bridge" || conf.Plugins[0].Bridge != "cbr0" || conf.Plugins[0].IPAM.Ranges[0][0].Subnet != "10.244.1.0/24" {
 		t.Errorf("CNI config: %s", f.Data)
 	}
-	in.Spec.CNI.Mode = "none"
+	in.Config.CNI.Mode = nodeconfig.CNINone
 	if f, err := CNI(in, netip.MustParsePrefix("10.244.1.0/24")); f != nil || err != nil {
 		t.Errorf("mode none rendered %v, %v", f, err)
 	}

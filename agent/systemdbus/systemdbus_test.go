@@ -10,6 +10,8 @@ import (
 	"time"
 
 	"berth.dev/berth/agent/api/v1alpha1"
+	"berth.dev/berth/agent/config"
+	"berth.dev/berth/agent/nodeconfig"
 	"berth.dev/berth/agent/render"
 	"berth.dev/berth/internal/node/bootstraptoken"
 	"berth.dev/berth/internal/node/distro"
@@ -41,12 +43,16 @@ func TestUnitsOverDBusInNspawn(t *testing.T) {
 
 	p, _ := distro.Get("debian-12")
 	tok, _ := bootstraptoken.Generate()
+	nc, err := config.Internal(&v1alpha1.NodeConfig{Spec: v1alpha1.NodeConfigSpec{
+		Node:    v1alpha1.Node{Labels: map[string]string{"pool": "a"}},
+		Kubelet: v1alpha1.Kubelet{ExtraArgs: map[string]string{"v": "2", "eviction-soft": "memory.available<10%"}},
+	}}, nodeconfig.Defaults{Hostname: "ns-node"})
+	if err != nil {
+		t.Fatal(err)
+	}
 	in := render.Input{
-		Spec: v1alpha1.NodeConfigSpec{
-			Node:    v1alpha1.Node{Labels: map[string]string{"pool": "a"}},
-			Kubelet: v1alpha1.Kubelet{ExtraArgs: map[string]string{"v": "2", "eviction-soft": "memory.available<10%"}},
-		},
-		Profile: p, NodeName: "ns-node", Endpoint: "https://192.0.2.1:6443", CA: []byte("ca"), Token: tok,
+		Config:  *nc,
+		Profile: p, Endpoint: "https://192.0.2.1:6443", CA: []byte("ca"), Token: tok,
 		Paths: layout.Default(),
 	}
 	out, err := render.Node(in)
@@ -138,7 +144,7 @@ func TestUnitsOverDBusInNspawn(t *testing.T) {
 	}
 
 	// A changed drop-in, daemon-reload and a restart: the new arguments, a new process, containerd untouched.
-	in.Spec.Kubelet.ExtraArgs["v"] = "4"
+	in.Config.Kubelet.ExtraArgs["v"] = "4"
 	out2, err := render.Node(in)
 	if err != nil {
 		t.Fatal(err)

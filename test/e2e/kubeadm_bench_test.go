@@ -16,6 +16,7 @@ import (
 
 	"berth.dev/berth/agent/config"
 	"berth.dev/berth/agent/join"
+	"berth.dev/berth/agent/nodeconfig"
 	"berth.dev/berth/agent/nodeready"
 	"berth.dev/berth/agent/render"
 	"berth.dev/berth/imagebuilder/qemu"
@@ -83,7 +84,11 @@ func BenchmarkJoinBerthVsKubeadm(b *testing.B) {
 		if err != nil {
 			b.Fatal(err)
 		}
-		in := render.Input{Spec: nc.Spec, Profile: p, NodeName: name, Endpoint: "https://" + apiInGuest, CA: ca, Paths: layout.Default()}
+		c, err := config.Internal(nc, nodeconfig.Defaults{Hostname: name})
+		if err != nil {
+			b.Fatal(err)
+		}
+		in := render.Input{Config: *c, Profile: p, Endpoint: "https://" + apiInGuest, CA: ca, Paths: layout.Default()}
 		out, err := render.Node(in)
 		if err != nil {
 			b.Fatal(err)

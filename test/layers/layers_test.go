@@ -92,6 +92,14 @@ func TestRulesCatchWrongWayImports(t *testing.T) {
 			[]string{"the versioned API depends on no implementation: " + m + "agent/api/v1alpha1 depends on " + m + "agent/bootstrap"}},
 		{"versioned API imports the contract's token: allowed", map[string][]string{
 			m + "agent/api/v1alpha1": {m + "internal/node/bootstraptoken"}, m + "internal/node/bootstraptoken": nil}, nil},
+		{"a renderer reads the versioned API", map[string][]string{
+			m + "agent/render": {m + "agent/api/v1alpha1"}, m + "agent/api/v1alpha1": nil},
+			[]string{"phases and renderers read only the internal NodeConfig: " + m + "agent/render depends on " + m + "agent/api/v1alpha1"}},
+		{"the join reaches the versioned API through the internal config", map[string][]string{
+			m + "agent/join": {m + "agent/nodeconfig"}, m + "agent/nodeconfig": {m + "agent/api/v1alpha1"}, m + "agent/api/v1alpha1": nil},
+			[]string{
+				"phases and renderers read only the internal NodeConfig: " + m + "agent/join depends on " + m + "agent/api/v1alpha1",
+				"phases and renderers read only the internal NodeConfig: " + m + "agent/nodeconfig depends on " + m + "agent/api/v1alpha1"}},
 		{"cloud-init imports the agent", map[string][]string{
 			m + "cloud-init": {m + "agent/bootstrap"}, m + "agent/bootstrap": nil},
 			[]string{"the node contract depends on neither half: " + m + "cloud-init depends on " + m + "agent/bootstrap"}},

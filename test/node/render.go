@@ -7,7 +7,9 @@ import (
 	"github.com/pelletier/go-toml/v2"
 
 	"berth.dev/berth/agent/api/v1alpha1"
+	"berth.dev/berth/agent/config"
 	"berth.dev/berth/agent/mergepatch"
+	"berth.dev/berth/agent/nodeconfig"
 	"berth.dev/berth/agent/render"
 	"berth.dev/berth/internal/node/atomicfile"
 	"berth.dev/berth/internal/node/distro"
@@ -109,6 +111,11 @@ func (n *Node) Tune(spec *v1alpha1.NodeConfigSpec) error {
 	return nil
 }
 
+// Defaults are what this node supplies where a NodeConfig is silent: its name and its own CNI bridge.
+func (n *Node) Defaults() nodeconfig.Defaults {
+	return nodeconfig.Defaults{Hostname: n.cfg.Name, Bridge: n.host.Bridge}
+}
+
 // writeConfigs renders the node's files with the agent's renderers (for Start, which runs without the agent).
 func (n *Node) writeConfigs() error {
 	spec := v1alpha1.NodeConfigSpec{ControlPlane: v1alpha1.ControlPlane{Endpoint: n.cfg.Server}}
@@ -119,8 +126,12 @@ func (n *Node) writeConfigs() error {
 	if err != nil {
 		return err
 	}
-	in := render.Input{Spec: spec, Profile: profile, NodeName: n.cfg.Name, Endpoint: n.cfg.Server, CA: n.cfg.CACert,
-		Token: n.cfg.Token, Paths: n.Paths(), Bridge: n.host.Bridge}
+	nc, err := config.Internal(&v1alpha1.NodeConfig{Spec: spec}, n.Defaults())
+	if err != nil {
+		return err
+	}
+	in := render.Input{Config: *nc, Profile: profile, Endpoint: n.cfg.Server, CA: n.cfg.CACert,
+		Token: n.cfg.Token, Paths: n.Paths()}
 	out, err := render.Node(in)
 	if err != nil {
 		return err

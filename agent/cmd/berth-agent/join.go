@@ -20,6 +20,7 @@ import (
 	"berth.dev/berth/agent/config"
 	agentdaemon "berth.dev/berth/agent/daemon"
 	"berth.dev/berth/agent/join"
+	"berth.dev/berth/agent/nodeconfig"
 	"berth.dev/berth/agent/systemdbus"
 	"berth.dev/berth/internal/node/distro"
 	"berth.dev/berth/internal/node/exitcode"
@@ -90,14 +91,23 @@ func (n *node) open(ctx context.Context, stderr io.Writer) int {
 
 func (n *node) joined() bool { _, err := os.Stat(n.paths.Kubeconfig); return err == nil }
 
-func (n *node) load() (*v1alpha1.NodeConfig, error) {
-	return loadSources(*n.flags.userData, *n.flags.dropIns, n.joined())
+func (n *node) load() (*nodeconfig.Config, error) {
+	c, err := loadSources(*n.flags.userData, *n.flags.dropIns, n.joined())
+	if err != nil {
+		return nil, err
+	}
+	return config.Internal(c, nodeDefaults())
 }
 
-func (n *node) join(ctx context.Context, c *v1alpha1.NodeConfig, stdout io.Writer) error {
+// nodeDefaults are what this machine supplies where the NodeConfig is silent: its hostname as the node name.
+func nodeDefaults() nodeconfig.Defaults {
 	hostname, _ := os.Hostname()
+	return nodeconfig.Defaults{Hostname: strings.ToLower(hostname)}
+}
+
+func (n *node) join(ctx context.Context, c *nodeconfig.Config, stdout io.Writer) error {
 	st, err := join.Run(ctx, join.Config{
-		NodeConfig: c, Profile: n.p, Paths: n.paths, NodeName: strings.ToLower(hostname), StateDir: *n.flags.stateDir,
+		NodeConfig: c, Profile: n.p, Paths: n.paths, StateDir: *n.flags.stateDir,
 		DropInDir: *n.flags.dropIns, Services: n.mgr, Timeout: *n.flags.timeout, Log: n.log,
 		Notify:      func(state string) error { _, err := daemon.SdNotify(false, state); return err },
 		BeforePhase: n.beforePhase(),
@@ -166,12 +176,11 @@ func runCmd(args []string, stdout, stderr io.Writer) int {
 	}
 	defer n.mgr.Close()
 	wd, _ := daemon.SdWatchdogEnabled(false)
-	hostname, _ := os.Hostname()
-	routes := &routeController{ctx: ctx, hostname: strings.ToLower(hostname), run: n.podRoutes}
+	routes := &routeController{ctx: ctx, run: n.podRoutes}
 	defer routes.stop()
 	err := agentdaemon.Run(ctx, agentdaemon.Config{
 		DropInDir: *f.dropIns, Load: n.load, Joined: n.joined, Applied: routes.follow,
-		Apply: func(ctx context.Context, c *v1alpha1.NodeConfig) error {
+		Apply: func(ctx context.Context, c *nodeconfig.Config) error {
 			ctx, cancel := context.WithTimeout(ctx, *f.timeout+time.Minute)
 			defer cancel()
 			return n.join(ctx, c, stdout)

@@ -21,6 +21,8 @@ import (
 	"time"
 
 	"berth.dev/berth/agent/api/v1alpha1"
+	"berth.dev/berth/agent/config"
+	"berth.dev/berth/agent/nodeconfig"
 	"berth.dev/berth/agent/preflight"
 	"berth.dev/berth/internal/node/exitcode"
 )
@@ -99,7 +101,7 @@ func fileFlag(name string, args []string, stderr io.Writer) (string, int) {
 }
 
 // load reads, decodes and validates a NodeConfig, printing every problem.
-func load(file string, stderr io.Writer) (*v1alpha1.NodeConfig, int) {
+func load(file string, stderr io.Writer) (*nodeconfig.Config, int) {
 	var data []byte
 	var err error
 	if file == "-" {
@@ -126,19 +128,24 @@ func load(file string, stderr io.Writer) (*v1alpha1.NodeConfig, int) {
 		fmt.Fprintf(stderr, "%s: %d problem(s); the node was not changed\n", file, len(errs))
 		return nil, exitInvalidConfig
 	}
-	return c, exitOK
+	nc, err := config.Internal(c, nodeDefaults())
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", file, err)
+		return nil, exitInvalidConfig
+	}
+	return nc, exitOK
 }
 
 // preflightCmd runs the checks; a failure prints one line (check, cause, what to do) and exits with its class.
-func preflightCmd(c *v1alpha1.NodeConfig, stdout, stderr io.Writer) int {
-	tok, err := preflight.Token(c.Spec.ControlPlane.Discovery)
+func preflightCmd(c *nodeconfig.Config, stdout, stderr io.Writer) int {
+	tok, err := preflight.Token(c.ControlPlane.Discovery)
 	if err != nil {
 		fmt.Fprintf(stderr, "berth-agent: spec.controlPlane.discovery: %v\n", err)
 		return exitInvalidConfig
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	res, err := preflight.Run(ctx, c.Spec.ControlPlane, tok, preflight.Options{})
+	res, err := preflight.Run(ctx, c.ControlPlane, tok, preflight.Options{})
 	for _, p := range res.Passed {
 		fmt.Fprintf(stdout, "preflight %-6s ok\n", p)
 	}

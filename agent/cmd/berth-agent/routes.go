@@ -9,8 +9,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"berth.dev/berth/agent/api/v1alpha1"
-	"berth.dev/berth/agent/join"
+	"berth.dev/berth/agent/nodeconfig"
 	"berth.dev/berth/agent/podroutes"
 )
 
@@ -18,9 +17,8 @@ import (
 // cni.mode bridge: routes to the other Nodes' pod CIDRs, with the kubelet's credentials. The daemon calls follow
 // after every successful apply (so the node has joined), on its own goroutine.
 type routeController struct {
-	ctx      context.Context
-	hostname string
-	run      func(ctx context.Context, nodeName string) // until ctx ends: node.podRoutes
+	ctx context.Context
+	run func(ctx context.Context, nodeName string) // until ctx ends: node.podRoutes
 
 	name   string // the node name the running controller serves; "" when none runs
 	cancel context.CancelFunc
@@ -29,9 +27,9 @@ type routeController struct {
 
 // follow starts, stops or restarts the controller to match c: a switch to cni.mode none (a CNI DaemonSet routes)
 // stops it, leaving its routes to that CNI; a switch back or a new node name starts it again.
-func (r *routeController) follow(c *v1alpha1.NodeConfig) {
-	name := join.NodeNameOf(c.Spec, r.hostname)
-	if c.Spec.CNI.Mode == "none" {
+func (r *routeController) follow(c *nodeconfig.Config) {
+	name := c.Node.Name
+	if c.CNI.Mode == nodeconfig.CNINone {
 		name = ""
 	}
 	if name == r.name {

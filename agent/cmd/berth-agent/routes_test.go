@@ -8,6 +8,8 @@ import (
 	"time"
 
 	"berth.dev/berth/agent/api/v1alpha1"
+	"berth.dev/berth/agent/config"
+	"berth.dev/berth/agent/nodeconfig"
 )
 
 // The route controller follows the applied NodeConfig: it runs for cni.mode bridge under the node's name, stops on
@@ -16,7 +18,7 @@ import (
 func TestRouteControllerFollowsTheAppliedConfig(t *testing.T) {
 	var mu sync.Mutex
 	var events []string
-	r := &routeController{ctx: context.Background(), hostname: "host-a", run: func(ctx context.Context, name string) {
+	r := &routeController{ctx: context.Background(), run: func(ctx context.Context, name string) {
 		mu.Lock()
 		events = append(events, "start "+name)
 		mu.Unlock()
@@ -25,10 +27,14 @@ func TestRouteControllerFollowsTheAppliedConfig(t *testing.T) {
 		events = append(events, "stop "+name)
 		mu.Unlock()
 	}}
-	cfg := func(mode, name string) *v1alpha1.NodeConfig {
+	cfg := func(mode, name string) *nodeconfig.Config {
 		c := &v1alpha1.NodeConfig{}
 		c.Spec.CNI.Mode, c.Spec.Node.Name = mode, name
-		return c
+		nc, err := config.Internal(c, nodeconfig.Defaults{Hostname: "host-a"})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return nc
 	}
 	// Each step waits for what it started to have started, so the log's order is the controller's.
 	started := func(name string) {
