@@ -14,11 +14,10 @@ import (
 	"time"
 
 	"berth.dev/berth/imagebuilder/bootcheck"
-	"berth.dev/berth/imagebuilder/deb"
 	"berth.dev/berth/imagebuilder/disk"
 	"berth.dev/berth/imagebuilder/distro"
+	"berth.dev/berth/imagebuilder/install"
 	"berth.dev/berth/imagebuilder/payload"
-	"berth.dev/berth/imagebuilder/precache"
 	"berth.dev/berth/imagebuilder/rootfs"
 )
 
@@ -152,44 +151,24 @@ func Extract(ctx context.Context, s *Spec, st *State) error {
 	return run(ctx, "tar", "-x", "-p", "--numeric-owner", "--xattrs", "--xattrs-include=*", "-f", st.RootfsTar, "-C", st.Root)
 }
 
-// Install writes the payload into the tree, installs its packages with the tree's dpkg (as a user would on a
-// running machine; no systemd runs in the chroot, so their scripts enable but start nothing) and imports its
-// images into the tree's containerd store.
+// Install runs the one install sequence (imagebuilder/install) into the tree: packages dpkg lacks (none, after
+// mmdebstrap), the payload's files, its .deb packages with the tree's dpkg and starts denied (no systemd runs in
+// the chroot either), and its images into the tree's containerd store; the sandbox image must be among them.
 func Install(ctx context.Context, s *Spec, st *State) error {
 	pl, err := payload.Build(s.Profile, s.Inputs)
 	if err != nil {
 		return err
 	}
 	st.Payload = pl
-	if err := pl.InstallTo(ctx, st.Root); err != nil {
-		return err
-	}
-	for _, pkg := range pl.Packages {
-		if err := deb.InstallInto(ctx, st.Root, pkg); err != nil {
-			return err
-		}
-	}
-	var tarballs []string
-	for _, img := range pl.Images {
-		tarballs = append(tarballs, filepath.Join(st.Root, img))
-	}
-	st.Images, err = precache.Import(ctx, st.Root, tarballs)
-	if err != nil {
-		return err
-	}
-	found := false
-	for _, n := range st.Images {
-		found = found || n == s.SandboxImage
-	}
-	if !found {
-		return fmt.Errorf("sandbox_image: %s is not among the pre-cached images %v", s.SandboxImage, st.Images)
-	}
-	return nil
+	res, err := install.Run(ctx, install.Tree{Root: st.Root}, pl, s.Profile, install.Options{InstallPackages: true, SandboxImage: s.SandboxImage,
+		Say: func(msg string) { s.Log.Info("install: " + msg) }})
+	st.Images = res.Images
+	return err
 }
 
 // Seal runs the hygiene script in the tree and checks its result offline.
 func Seal(ctx context.Context, s *Spec, st *State) error {
-	if err := run(ctx, "chroot", st.Root, "/bin/sh", "-c", payload.SealScript); err != nil {
+	if err := (install.Tree{Root: st.Root}).Shell(ctx, payload.SealScript); err != nil {
 		return err
 	}
 	var errs []error

@@ -11,8 +11,10 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strings"
 
 	"berth.dev/berth/imagebuilder/distro"
+	"berth.dev/berth/internal/node/atomicfile"
 	"berth.dev/berth/internal/node/layout"
 	"berth.dev/berth/systemd"
 )
@@ -73,8 +75,11 @@ kernel.panic = 10
 kernel.panic_on_oops = 1
 `
 
-// Modules are loaded at boot (systemd-modules-load).
+// Modules are loaded at boot (systemd-modules-load) and, by the provisioner, on the machine being baked.
 const Modules = "overlay\nbr_netfilter\n"
+
+// ModuleList is Modules, one name each.
+func ModuleList() []string { return strings.Fields(Modules) }
 
 // Validate returns every problem with the inputs.
 func (in Inputs) Validate() error {
@@ -185,35 +190,48 @@ func (pl Payload) Units() []string {
 	return units
 }
 
-// InstallTo writes the payload's files into root (a directory holding the image's tree).
+// InstallTo writes the payload's files into root (a directory holding the image's tree). The bake installs through
+// imagebuilder/install, whose tree target writes each file with WriteUnder too.
 func (pl Payload) InstallTo(ctx context.Context, root string) error {
 	for _, f := range pl.Files {
-		dst := filepath.Join(root, f.Path)
-		if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
-			return err
-		}
-		os.RemoveAll(dst)
-		switch {
-		case f.Link != "":
-			if err := os.Symlink(f.Link, dst); err != nil {
-				return fmt.Errorf("install %s: %w", f.Path, err)
-			}
-			continue
-		case f.Source != "":
-			data, err := os.ReadFile(f.Source)
-			if err != nil {
-				return fmt.Errorf("install %s: %w", f.Path, err)
-			}
-			f.Data = data
-		}
-		if err := os.WriteFile(dst, f.Data, f.Mode); err != nil {
-			return fmt.Errorf("install %s: %w", f.Path, err)
-		}
-		if err := os.Chmod(dst, f.Mode); err != nil {
+		if err := f.WriteUnder(root); err != nil {
 			return err
 		}
 	}
 	return ctx.Err()
+}
+
+// WriteUnder writes the file into the tree at root, atomically: data (or its Source's content) with its mode, or a
+// symlink made under a temporary name and renamed (a directory in its place is removed first).
+func (f File) WriteUnder(root string) error {
+	dst := filepath.Join(root, f.Path)
+	if err := os.MkdirAll(filepath.Dir(dst), 0o755); err != nil {
+		return err
+	}
+	if f.Link != "" {
+		if fi, err := os.Lstat(dst); err == nil && fi.IsDir() {
+			if err := os.RemoveAll(dst); err != nil {
+				return err
+			}
+		}
+		tmp := dst + ".berth-tmp"
+		os.Remove(tmp)
+		if err := os.Symlink(f.Link, tmp); err != nil {
+			return fmt.Errorf("install %s: %w", f.Path, err)
+		}
+		return os.Rename(tmp, dst)
+	}
+	data := f.Data
+	if f.Source != "" {
+		var err error
+		if data, err = os.ReadFile(f.Source); err != nil {
+			return fmt.Errorf("install %s: %w", f.Path, err)
+		}
+	}
+	if err := atomicfile.Write(dst, data, f.Mode); err != nil {
+		return fmt.Errorf("install %s: %w", f.Path, err)
+	}
+	return nil
 }
 
 // SealScript is the hygiene run last, in the image (chroot) or over a communicator: no machine identity, no SSH
