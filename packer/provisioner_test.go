@@ -97,7 +97,8 @@ build {
 	if err != nil {
 		t.Fatalf("packer build: %v\n%s", err, log)
 	}
-	for _, want := range []string{"berth-node: installing missing packages", "payload files", "installing berth-agent_", "importing images", "berth-node: sealing"} {
+	for _, want := range []string{"berth-node: installing missing packages", "payload files", "installing berth-agent_",
+		"applying sysctls and modules, starting containerd", "berth-node: importing 2 images", "berth-node: sealing"} {
 		if !strings.Contains(log, want) {
 			t.Errorf("build log lacks %q:\n%s", want, log)
 		}

@@ -91,11 +91,16 @@ disabled_plugins = ["io.containerd.grpc.v1.cri"]
 	if err != nil {
 		return nil, err
 	}
+	return ImageNames(out), nil
+}
+
+// ImageNames reads `ctr images ls -q` output: the image names, without the bare digests it also lists.
+func ImageNames(out string) []string {
 	var names []string
 	for _, l := range strings.Fields(out) {
 		if !strings.HasPrefix(l, "sha256:") {
 			names = append(names, l)
 		}
 	}
-	return names, nil
+	return names
 }

@@ -17,6 +17,7 @@ import (
 	"berth.dev/berth/imagebuilder/distro"
 	"berth.dev/berth/imagebuilder/install"
 	"berth.dev/berth/imagebuilder/payload"
+	"berth.dev/berth/imagebuilder/precache"
 )
 
 // Provisioner is the berth-node provisioner.
@@ -87,13 +88,7 @@ func (r *remote) ImportImages(_ context.Context, tarballs []string) ([]string, e
 	if err != nil {
 		return nil, err
 	}
-	var names []string
-	for _, l := range strings.Fields(out) {
-		if !strings.HasPrefix(l, "sha256:") {
-			names = append(names, l)
-		}
-	}
-	return names, nil
+	return precache.ImageNames(out), nil
 }
 
 func upload(comm packersdk.Communicator, dst string, f payload.File) error {
