@@ -92,7 +92,7 @@ generate: go-check
 	BERTH_CACHE=$(BERTH_CACHE) imagebuilder/generate.sh
 	go run ./cmd/apidocs -pkg agent/api/v1alpha1 -root NodeConfig -o docs/nodeconfig.md
 
-$(DEV_BIN): go-check $(shell find test agent imagebuilder -name '*.go' -not -name '*_test.go') go.mod go.sum
+$(DEV_BIN): go-check $(shell find test agent imagebuilder internal cloud-init systemd -type f -not -name '*_test.go') go.mod go.sum
 	@mkdir -p $(dir $@)
 	go build -o $@ ./test/cmd/berth-dev
 
