@@ -5,7 +5,6 @@
 package payload
 
 import (
-	"context"
 	"errors"
 	"fmt"
 	"os"
@@ -188,17 +187,6 @@ func (pl Payload) Units() []string {
 	}
 	sort.Strings(units)
 	return units
-}
-
-// InstallTo writes the payload's files into root (a directory holding the image's tree). The bake installs through
-// imagebuilder/install, whose tree target writes each file with WriteUnder too.
-func (pl Payload) InstallTo(ctx context.Context, root string) error {
-	for _, f := range pl.Files {
-		if err := f.WriteUnder(root); err != nil {
-			return err
-		}
-	}
-	return ctx.Err()
 }
 
 // WriteUnder writes the file into the tree at root, atomically: data (or its Source's content) with its mode, or a

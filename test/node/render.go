@@ -42,9 +42,6 @@ func (n *Node) Paths() layout.Paths {
 	}
 }
 
-// Bridge is the node's CNI bridge.
-func (n *Node) Bridge() string { return n.host.Bridge }
-
 // Tune merges what this host needs into a NodeConfig spec; these are test-host facts, not production defaults:
 // cgroup v1 with the cgroupfs driver and a cgroup root inside the node's tree, free ports, the node's own
 // resolv.conf, containerd without negative OOM scores (no CAP_SYS_RESOURCE) and with its ttrpc socket and
