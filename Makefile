@@ -31,7 +31,7 @@ PLUGIN_VERSION := $(shell sed -n 's/^\tVersion = "\(.*\)"$$/\1/p' imagebuilder/v
 PLUGIN_BIN := $(PACKER_PLUGIN_PATH)/github.com/berth-dev/berth/packer-plugin-berth_v$(PLUGIN_VERSION)_x5.0_linux_amd64
 PAUSE_TAR := $(BERTH_CACHE)/images/pause.oci.tar
 
-.PHONY: all deps go-check tools agent plugin deb generate demo down test unit e2e lint bench clean-cache
+.PHONY: all deps go-check tools agent plugin pause-image deb generate demo down test unit unit-nocaps e2e lint bench clean-cache
 
 all: test
 
@@ -53,9 +53,10 @@ deps:
 	fi
 
 # Pinned tools, each built once per machine into $(BERTH_CACHE)/<tool> (tools/build.sh): Kubernetes v1.37.2 +
-# etcd, Packer v1.9.4, packer-sdc v0.6.10, the static runtime (containerd v2.3.2, runc v1.4.3, CNI v1.8.0).
+# etcd, CoreDNS v1.13.1 (the local cloud's cluster DNS), Packer v1.9.4, packer-sdc v0.6.10, the static runtime
+# (containerd v2.3.2, runc v1.4.3, CNI v1.8.0).
 tools: go-check
-	@for t in k8s packer packer-sdc runtime; do echo "$$t: $$(BERTH_CACHE=$(BERTH_CACHE) tools/build.sh $$t)"; done
+	@for t in k8s coredns packer packer-sdc runtime; do echo "$$t: $$(BERTH_CACHE=$(BERTH_CACHE) tools/build.sh $$t)"; done
 
 # The berth-agent binary images ship (static, so one binary fits every distro profile); prints its path.
 agent: go-check
@@ -78,6 +79,11 @@ plugin: go-check
 	  if [ -e $(BINDIR)/packer ] && [ "$${cur#$(BERTH_CACHE)/packer/}" = "$$cur" ]; then \
 	    echo "warning: $(BINDIR)/packer is not berth's pinned Packer; left alone (berth's is $$packer)" >&2; \
 	  else mkdir -p $(BINDIR) && ln -sfn $$packer $(BINDIR)/packer && echo "packer: $(BINDIR)/packer -> $$packer" >&2; fi
+	@$(MAKE) -s pause-image
+
+# The pause image (berth.dev/pause, the agent's default sandbox image), which berth-pause writes of itself.
+pause-image: go-check
+	@mkdir -p $(dir $(PAUSE_TAR)) $(BERTH_CACHE)/bin
 	@CGO_ENABLED=0 go build -trimpath -ldflags='-s -w' -o $(BERTH_CACHE)/bin/berth-pause ./imagebuilder/cmd/berth-pause
 	@$(BERTH_CACHE)/bin/berth-pause image -o $(PAUSE_TAR)
 
@@ -92,17 +98,24 @@ generate: go-check
 	BERTH_CACHE=$(BERTH_CACHE) imagebuilder/generate.sh
 	go run ./cmd/apidocs -pkg agent/api/v1alpha1 -root NodeConfig -o docs/nodeconfig.md
 
-$(DEV_BIN): go-check $(shell find test agent imagebuilder internal cloud-init systemd -type f -not -name '*_test.go') go.mod go.sum
+$(DEV_BIN): go-check $(shell find cmd agent imagebuilder internal cloud-init systemd -type f -not -name '*_test.go') go.mod go.sum
 	@mkdir -p $(dir $@)
-	go build -o $@ ./test/cmd/berth-dev
+	go build -o $@ ./cmd/berth-dev
 
-# It builds only the tool it runs (Kubernetes; Packer, packer-sdc and the static runtime are not needed). A second
-# run reuses what it can: the image when its inputs are unchanged (a new bake replaces the file by
-# rename, so running guests keep theirs), and the running cloud when it came up from that same image file.
-demo: deps go-check agent $(DEV_BIN)
-	export BERTH_K8S_BIN=$$(BERTH_CACHE=$(BERTH_CACHE) tools/build.sh k8s) && \
-	  image=$$($(DEV_BIN) image -agent $(AGENT_BIN)) && \
-	  $(DEV_BIN) cloud up -reuse -image $$image -nodes 2 && \
+# It builds only the tools it runs (Kubernetes and CoreDNS; Packer, packer-sdc and the static runtime are not
+# needed), and links the pinned kubectl as $(BINDIR)/kubectl unless another kubectl is there (left alone, with a
+# warning). A second run reuses what it can: the image when its inputs are unchanged (a new bake replaces the file
+# by rename, so running guests keep theirs), and the running cloud when it came up from that same image file.
+demo: deps go-check agent pause-image $(DEV_BIN)
+	@set -e; \
+	  k8s=$$(BERTH_CACHE=$(BERTH_CACHE) tools/build.sh k8s); coredns=$$(BERTH_CACHE=$(BERTH_CACHE) tools/build.sh coredns); \
+	  cur=$$(readlink $(BINDIR)/kubectl || true); \
+	  if [ -e $(BINDIR)/kubectl ] && [ "$${cur#$(BERTH_CACHE)/k8s/}" = "$$cur" ]; then \
+	    echo "warning: $(BINDIR)/kubectl is not berth's pinned kubectl; left alone (berth's is $$k8s/kubectl)" >&2; \
+	  else mkdir -p $(BINDIR); ln -sfn $$k8s/kubectl $(BINDIR)/kubectl; fi; \
+	  export BERTH_K8S_BIN=$$k8s BERTH_COREDNS_BIN=$$coredns; \
+	  image=$$($(DEV_BIN) image -agent $(AGENT_BIN) -pause $(PAUSE_TAR)); \
+	  $(DEV_BIN) cloud up -reuse -image $$image -nodes 2; \
 	  $(DEV_BIN) cloud demo
 
 down: $(DEV_BIN)
@@ -115,7 +128,7 @@ lint: go-check
 	BERTH_CACHE=$(BERTH_CACHE) imagebuilder/generate.sh --check
 	go run ./cmd/apidocs -pkg agent/api/v1alpha1 -root NodeConfig -o docs/nodeconfig.md -check
 
-test: deps tools lint
+test: deps tools lint unit-nocaps
 	BERTH_K8S_BIN=$$(BERTH_CACHE=$(BERTH_CACHE) tools/build.sh k8s) go test -count=1 -timeout $(TEST_TIMEOUT) ./...
 
 # The unit tier: every test that needs no root, network namespace, Kubernetes binaries, qemu, systemd-nspawn or
@@ -124,18 +137,24 @@ test: deps tools lint
 unit: go-check
 	go test -short -count=1 ./...
 
+# The unit tier with every capability dropped (setpriv: none inherited, ambient or in the bounding set, no new
+# privileges), which is what running as an unprivileged user takes away; make test runs it (CI runs as root), so a
+# unit test that needs privilege fails there.
+unit-nocaps: go-check
+	setpriv --inh-caps=-all --ambient-caps=-all --bounding-set=-all --no-new-privs -- go test -short -count=1 ./...
+
 # The end-to-end suite on real guests: the e2e join (user network; SIGKILLs in every phase), the local cloud (two
 # nodes, pod traffic across them, NodePort, a killed node) and berth-dev cloud as make demo runs it.
 e2e: deps tools
 	BERTH_K8S_BIN=$$(BERTH_CACHE=$(BERTH_CACHE) tools/build.sh k8s) go test -count=1 -timeout $(TEST_TIMEOUT) \
-	  -run 'TestJoinInQemu|TestCloud' ./test/e2e ./test/cloud ./test/cmd/berth-dev
+	  -run 'TestJoinInQemu|TestCloud' ./test/e2e ./internal/dev/cloud ./cmd/berth-dev
 
 bench: deps tools
-	BERTH_K8S_BIN=$$(BERTH_CACHE=$(BERTH_CACHE) tools/build.sh k8s) go test -run '^$$' -bench . -benchtime 5x $$(go list ./test/... | grep -v -e /test/e2e -e /test/cloud)
+	BERTH_K8S_BIN=$$(BERTH_CACHE=$(BERTH_CACHE) tools/build.sh k8s) go test -run '^$$' -bench . -benchtime 5x ./internal/dev/controlplane $$(go list ./test/... | grep -v -e /test/e2e)
 	go test -run '^$$' -bench Bake -benchtime 1x -timeout 40m ./imagebuilder/bake
 	go test -run '^$$' -bench WriteAgentDeb -benchtime 3x ./imagebuilder/deb
 	go test -run '^$$' -bench JoinBerthVsKubeadm -benchtime 1x -count 2 -timeout 60m ./test/e2e
-	go test -run '^$$' -bench BootToReady -benchtime 1x -timeout 40m ./test/cloud
+	go test -run '^$$' -bench BootToReady -benchtime 1x -timeout 40m ./internal/dev/cloud
 
 clean-cache:
 	rm -rf $(BERTH_CACHE)

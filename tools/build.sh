@@ -4,7 +4,7 @@
 #   tools/build.sh k8s      Kubernetes v1.37.2 binaries + etcd (tools/k8s)
 #   tools/build.sh packer   Packer v1.9.4 (tools/packer)
 #
-#   cache: ${BERTH_CACHE:-$HOME/.cache/berth}/<tool>/v<version>-<hash of go.mod, go.sum, build.inc, this script, go version>/bin
+#   cache: ${BERTH_CACHE:-$HOME/.cache/berth}/<tool>/v<version>-<hash of go.mod, go.sum, build.inc, *.go, this script, go version>/bin
 #
 # Each tool directory is a Go module with a build.inc that sets VERSION and BINS and defines build_into <bin dir>.
 # Only the first run on a machine pays for the build. It runs under a lock (flock) into a temporary directory that
@@ -18,9 +18,23 @@ here=$(cd "$(dirname "$0")/$tool" && pwd)
 cd "$here"
 # shellcheck source=/dev/null
 source ./build.inc
-key=$(cat go.mod go.sum build.inc "$self" <(go version) | sha256sum | cut -c1-12)
+shopt -s nullglob
+key=$(cat go.mod go.sum build.inc ./*.go "$self" <(go version) | sha256sum | cut -c1-12)
 root=${BERTH_CACHE:-$HOME/.cache/berth}/$tool
 dest=$root/v$VERSION-$key
+
+# progress <label> <total>: a filter for `go build -v` output (on stdin) that prints, every 200 packages compiled,
+# how far the build is (total is what `go list -deps` names for its packages: an upper bound, since packages in Go's
+# build cache are not compiled again), and passes every other line (downloads, errors) through. Output: stderr.
+progress() {
+  awk -v label="$1" -v total="$2" '
+    /^[[:alnum:]._~\/-]+$/ {
+      n++
+      if (n % 200 == 0) { printf "tools/build.sh: %s: %d packages compiled (of at most %d)\n", label, n, total; fflush() }
+      next
+    }
+    { print; fflush() }' >&2
+}
 
 complete() { [ -f "$dest/.complete" ]; }
 used() { touch "$dest/.complete" 2>/dev/null || true; echo "$dest/bin"; exit 0; }

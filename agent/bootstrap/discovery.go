@@ -7,11 +7,13 @@ import (
 	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
 	"net"
 	"net/http"
+	"slices"
 	"strings"
 	"time"
 
@@ -33,6 +35,12 @@ var (
 	ErrPinMismatch = errors.New("control plane CA does not match the pinned public key")
 	// ErrTLS: the endpoint's serving certificate does not verify against the trusted CA.
 	ErrTLS = errors.New("control plane TLS certificate does not verify")
+	// ErrNotSigned: cluster-info carries no signature for the token within SignatureWait. The bootstrap signer
+	// may not have signed a new token yet, or the token is unknown or expired: waiting may fix it.
+	ErrNotSigned = errors.New("cluster-info is not signed for the token")
+	// ErrCertTime: the control plane's certificate is not valid at this node's time, whose clock is then off
+	// (or the certificate expired): a clock problem, not a pin mismatch.
+	ErrCertTime = errors.New("the control plane's certificate is not valid at this node's time")
 	// ErrTampered: cluster-info changed between the unverified and the verified fetch.
 	ErrTampered = errors.New("cluster-info differs between the unverified and the verified fetch")
 )
@@ -49,6 +57,8 @@ type Discovery struct {
 	SignatureWait time.Duration
 	// Dial, if set, opens connections (tests reach namespaces with it).
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
+	// Now is the node's clock for certificate validity (default time.Now; tests skew it).
+	Now func() time.Time
 }
 
 // Result is the trusted outcome.
@@ -91,10 +101,16 @@ func Discover(ctx context.Context, d Discovery) (Result, error) {
 		if err != nil {
 			return Result{}, fmt.Errorf("%w: cluster-info CA: %v", ErrPinMismatch, err)
 		}
-		if !anyPinMatches(d.Pins, certs) {
+		matched := pinned(d.Pins, certs)
+		if len(matched) == 0 {
 			return Result{}, fmt.Errorf("%w: cluster-info's CA has pin %s", ErrPinMismatch, capin.Of(certs[0]))
 		}
-		trusted = cluster.ca
+		// Only the pinned certificates become trusted: another CA in the bundle (written by whoever can write
+		// cluster-info) must not vouch for a server later. kubeadm trusts the whole bundle once one pin matches.
+		trusted = nil
+		for _, c := range matched {
+			trusted = append(trusted, pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw})...)
+		}
 		again, err := d.fetch(ctx, trusted)
 		if err != nil {
 			return Result{}, err
@@ -124,7 +140,7 @@ func (d Discovery) signedClusterInfo(ctx context.Context, ca []byte) (string, er
 			return content, nil
 		}
 		if time.Now().After(deadline) {
-			return "", fmt.Errorf("%w: cluster-info has no signature for token %s after %v (unknown or expired token)", ErrTokenInvalid, d.Token.ID(), d.SignatureWait)
+			return "", fmt.Errorf("%w: no signature for token %s after %v (not signed yet, or an unknown or expired token)", ErrNotSigned, d.Token.ID(), d.SignatureWait)
 		}
 		select {
 		case <-ctx.Done():
@@ -136,7 +152,7 @@ func (d Discovery) signedClusterInfo(ctx context.Context, ca []byte) (string, er
 
 // fetch GETs cluster-info anonymously; ca nil means no verification (only signed content is used then).
 func (d Discovery) fetch(ctx context.Context, ca []byte) (*corev1.ConfigMap, error) {
-	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	tlsCfg := &tls.Config{MinVersion: tls.VersionTLS12, Time: d.Now}
 	if ca == nil {
 		tlsCfg.InsecureSkipVerify = true // nothing from this response is trusted before its signature and pin check
 	} else {
@@ -162,6 +178,10 @@ func (d Discovery) fetch(ctx context.Context, ca []byte) (*corev1.ConfigMap, err
 		var uae x509.UnknownAuthorityError
 		var hostErr x509.HostnameError
 		var verr *tls.CertificateVerificationError
+		var invalid x509.CertificateInvalidError
+		if errors.As(err, &invalid) && invalid.Reason == x509.Expired {
+			return nil, fmt.Errorf("%w: %v", ErrCertTime, err)
+		}
 		if errors.As(err, &uae) || errors.As(err, &hostErr) || errors.As(err, &verr) {
 			return nil, fmt.Errorf("%w: %v", ErrTLS, err)
 		}
@@ -182,13 +202,13 @@ func (d Discovery) fetch(ctx context.Context, ca []byte) (*corev1.ConfigMap, err
 	return &cm, nil
 }
 
-func anyPinMatches(pins []capin.Pin, certs []*x509.Certificate) bool {
+// pinned returns the certificates that match a pin, in the bundle's order.
+func pinned(pins []capin.Pin, certs []*x509.Certificate) []*x509.Certificate {
+	var out []*x509.Certificate
 	for _, c := range certs {
-		for _, p := range pins {
-			if p.Matches(c) {
-				return true
-			}
+		if slices.ContainsFunc(pins, func(p capin.Pin) bool { return p.Matches(c) }) {
+			out = append(out, c)
 		}
 	}
-	return false
+	return out
 }

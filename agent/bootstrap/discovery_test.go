@@ -55,7 +55,7 @@ func TestDiscoverAgainstRealControlPlane(t *testing.T) {
 		{"wrong pin", bootstrap.Discovery{Endpoint: ji.Endpoint, Token: ji.Token, Pins: []capin.Pin{otherPin}}, bootstrap.ErrPinMismatch},
 		{"wrong CA bundle", bootstrap.Discovery{Endpoint: ji.Endpoint, Token: ji.Token, CABundle: otherCA}, bootstrap.ErrTLS},
 		{"wrong secret", bootstrap.Discovery{Endpoint: ji.Endpoint, Token: wrongSecret, Pins: []capin.Pin{ji.CACertPin}}, bootstrap.ErrTokenInvalid},
-		{"unknown token", bootstrap.Discovery{Endpoint: ji.Endpoint, Token: unknown, Pins: []capin.Pin{ji.CACertPin}, SignatureWait: 2 * time.Second}, bootstrap.ErrTokenInvalid},
+		{"unknown token", bootstrap.Discovery{Endpoint: ji.Endpoint, Token: unknown, Pins: []capin.Pin{ji.CACertPin}, SignatureWait: 2 * time.Second}, bootstrap.ErrNotSigned},
 		{"nothing listens", bootstrap.Discovery{Endpoint: "https://127.0.0.1:1", Token: ji.Token, Pins: []capin.Pin{ji.CACertPin}}, bootstrap.ErrUnreachable},
 	} {
 		t.Run(c.name, func(t *testing.T) {

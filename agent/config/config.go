@@ -20,7 +20,9 @@ import (
 	"os"
 	"path/filepath"
 	"sort"
+	"strconv"
 	"strings"
+	"syscall"
 
 	"k8s.io/apimachinery/pkg/util/validation/field"
 	"sigs.k8s.io/yaml"
@@ -39,60 +41,134 @@ type Source struct {
 	Data []byte
 }
 
+// MaxSize bounds a drop-in and the NodeConfig part of user data (decoded): a NodeConfig is a few KiB, and a
+// bigger source is refused rather than cut short or read into memory whole.
+const MaxSize = 1 << 20
+
+// maxNesting bounds how deep multipart user data may nest (cloud-init accepts nested multipart).
+const maxNesting = 4
+
 // FromUserData returns the NodeConfig part of multipart user data, or nil when the user data has none (plain
-// #cloud-config delivers the NodeConfig as a drop-in with write_files instead).
+// #cloud-config delivers the NodeConfig as a drop-in with write_files instead). User data that starts as a MIME
+// document but does not parse, a part cut short, a part over MaxSize, and a second NodeConfig part are errors
+// that name the part ("part 2", or "part 2.1" inside a nested multipart), never "no NodeConfig".
 func FromUserData(userData []byte) ([]byte, error) {
 	msg, err := mail.ReadMessage(bufio.NewReader(bytes.NewReader(userData)))
 	if err != nil {
+		if looksLikeMIME(userData) {
+			return nil, fmt.Errorf("user-data: MIME header: %w", err)
+		}
 		return nil, nil // not a MIME document
 	}
-	mediaType, params, err := mime.ParseMediaType(msg.Header.Get("Content-Type"))
-	if err != nil || !strings.HasPrefix(mediaType, "multipart/") {
+	ct := msg.Header.Get("Content-Type")
+	mediaType, params, err := mime.ParseMediaType(ct)
+	if err != nil {
+		if ct != "" {
+			return nil, fmt.Errorf("user-data: Content-Type header %q: %w", ct, err)
+		}
 		return nil, nil
 	}
-	if params["boundary"] == "" {
-		return nil, errors.New("user-data: multipart without a boundary")
+	if !strings.HasPrefix(mediaType, "multipart/") {
+		return nil, nil
 	}
-	mr := multipart.NewReader(msg.Body, params["boundary"])
 	var found []byte
+	if err := findPart(msg.Body, params["boundary"], "", 1, &found); err != nil {
+		return nil, fmt.Errorf("user-data: %w", err)
+	}
+	return found, nil
+}
+
+// looksLikeMIME reports whether data begins with a MIME header (as multipart user data does).
+func looksLikeMIME(data []byte) bool {
+	head := strings.ToLower(string(data[:min(len(data), 64)]))
+	return strings.HasPrefix(head, "content-type:") || strings.HasPrefix(head, "mime-version:")
+}
+
+// findPart walks one multipart body (prefix names its parts: "" at the top, "2." inside the top's part 2), storing
+// the NodeConfig part's decoded body in found.
+func findPart(body io.Reader, boundary, prefix string, depth int, found *[]byte) error {
+	if boundary == "" {
+		return fmt.Errorf("%smultipart without a boundary", strings.TrimSuffix(prefix, "."))
+	}
+	mr := multipart.NewReader(body, boundary)
 	for i := 1; ; i++ {
+		name := fmt.Sprintf("part %s%d", prefix, i)
 		part, err := mr.NextRawPart()
 		if err == io.EOF {
-			return found, nil
+			return nil
 		}
 		if err != nil {
-			return nil, fmt.Errorf("user-data: part %d: %w", i, err)
+			return fmt.Errorf("%s: %w (cut short, or a malformed part header?)", name, err)
 		}
-		pt, _, _ := mime.ParseMediaType(part.Header.Get("Content-Type"))
+		pt, params, _ := mime.ParseMediaType(part.Header.Get("Content-Type"))
+		if strings.HasPrefix(pt, "multipart/") {
+			if depth >= maxNesting {
+				return fmt.Errorf("%s: multipart nested deeper than %d levels", name, maxNesting)
+			}
+			if err := findPart(part, params["boundary"], prefix+strconv.Itoa(i)+".", depth+1, found); err != nil {
+				return err
+			}
+			continue
+		}
 		if pt != MediaType {
 			continue
 		}
-		if found != nil {
-			return nil, fmt.Errorf("user-data: part %d: a second %s part (only one is allowed)", i, MediaType)
+		if *found != nil {
+			return fmt.Errorf("%s: a second %s part (only one is allowed)", name, MediaType)
 		}
-		var r io.Reader = io.LimitReader(part, 1<<20)
+		var r io.Reader = part
 		switch enc := strings.ToLower(part.Header.Get("Content-Transfer-Encoding")); enc {
 		case "", "7bit", "8bit", "binary":
 		case "base64":
 			r = base64.NewDecoder(base64.StdEncoding, r)
 		default:
-			return nil, fmt.Errorf("user-data: part %d: unsupported Content-Transfer-Encoding %q", i, enc)
+			return fmt.Errorf("%s: unsupported Content-Transfer-Encoding %q", name, enc)
 		}
-		body, err := io.ReadAll(r)
+		data, err := readBounded(r)
 		if err != nil {
-			return nil, fmt.Errorf("user-data: part %d: %w", i, err)
+			return fmt.Errorf("%s: %w", name, err)
 		}
-		if bytes.HasPrefix(body, []byte{0x1f, 0x8b}) {
-			zr, err := gzip.NewReader(bytes.NewReader(body))
+		if bytes.HasPrefix(data, []byte{0x1f, 0x8b}) {
+			zr, err := gzip.NewReader(bytes.NewReader(data))
 			if err != nil {
-				return nil, fmt.Errorf("user-data: part %d: gzip: %w", i, err)
+				return fmt.Errorf("%s: gzip: %w", name, err)
 			}
-			if body, err = io.ReadAll(io.LimitReader(zr, 1<<20)); err != nil {
-				return nil, fmt.Errorf("user-data: part %d: gzip: %w", i, err)
+			if data, err = readBounded(zr); err != nil {
+				return fmt.Errorf("%s: gzip: %w", name, err)
 			}
 		}
-		found = body
+		*found = data
 	}
+}
+
+// readBounded reads r whole, refusing more than MaxSize bytes.
+func readBounded(r io.Reader) ([]byte, error) {
+	data, err := io.ReadAll(io.LimitReader(r, MaxSize+1))
+	if err != nil {
+		return nil, err
+	}
+	if len(data) > MaxSize {
+		return nil, fmt.Errorf("larger than %d bytes (a NodeConfig is a few KiB)", MaxSize)
+	}
+	return data, nil
+}
+
+// readDropIn reads a drop-in that is a regular file (or a symlink to one) of at most MaxSize bytes. It opens
+// without blocking, so a FIFO is refused rather than waited on.
+func readDropIn(path string) ([]byte, error) {
+	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
+	if err != nil {
+		return nil, err
+	}
+	defer f.Close()
+	st, err := f.Stat()
+	if err != nil {
+		return nil, err
+	}
+	if !st.Mode().IsRegular() {
+		return nil, fmt.Errorf("not a regular file (%s)", st.Mode().Type())
+	}
+	return readBounded(f)
 }
 
 // ErrNoConfig is Merge's error when there is no source at all: no user data part and no drop-in.
@@ -120,7 +196,7 @@ func DropIns(dir string) ([]Source, error) {
 	var out []Source
 	for _, n := range names {
 		path := filepath.Join(dir, n)
-		data, err := os.ReadFile(path)
+		data, err := readDropIn(path)
 		if err != nil {
 			return nil, fmt.Errorf("read %s: %w", path, err)
 		}
@@ -144,12 +220,22 @@ func merge(sources []Source, validate func(*v1alpha1.NodeConfig) field.ErrorList
 	if len(sources) == 0 {
 		return nil, ErrNoConfig
 	}
+	// One pass: every source's unknown and duplicate fields, and then the merged document's invalid values, are
+	// reported together, so a user fixes everything at once (kubeadm stops at the first).
+	var problems []error
 	var merged map[string]any
 	for _, s := range sources {
-		if _, err := v1alpha1.Decode(s.Data); err != nil {
+		_, err := v1alpha1.Decode(s.Data)
+		var strict *v1alpha1.StrictError
+		if errors.As(err, &strict) {
+			problems = append(problems, fmt.Errorf("%s: %w", s.Name, err))
+		} else if err != nil {
 			return nil, fmt.Errorf("%s: %w", s.Name, err)
 		}
-		js, _ := yaml.YAMLToJSONStrict(s.Data) // Decode accepted it
+		js, err := yaml.YAMLToJSON(s.Data) // Decode parsed it
+		if err != nil {
+			return nil, fmt.Errorf("%s: %w", s.Name, err)
+		}
 		var doc map[string]any
 		if err := json.Unmarshal(js, &doc); err != nil {
 			return nil, fmt.Errorf("%s: %w", s.Name, err)
@@ -161,11 +247,15 @@ func merge(sources []Source, validate func(*v1alpha1.NodeConfig) field.ErrorList
 		return nil, err
 	}
 	c, err := v1alpha1.Decode(js)
-	if err != nil {
+	var strict *v1alpha1.StrictError
+	if err != nil && !errors.As(err, &strict) {
 		return nil, err
 	}
 	if errs := validate(c); len(errs) > 0 {
-		return nil, fmt.Errorf("merged NodeConfig (%d sources): %w", len(sources), errs.ToAggregate())
+		problems = append(problems, fmt.Errorf("merged NodeConfig (%d sources): %w", len(sources), errs.ToAggregate()))
+	}
+	if len(problems) > 0 {
+		return nil, errors.Join(problems...)
 	}
 	return c, nil
 }

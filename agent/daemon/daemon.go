@@ -21,6 +21,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"sync/atomic"
 	"time"
@@ -129,7 +130,7 @@ func Run(ctx context.Context, cfg Config) error {
 		notify("STATUS=applying NodeConfig (" + reason + ")")
 		h.applying.Store(time.Now().UnixNano())
 		defer h.applying.Store(0)
-		if err := cfg.Apply(ctx, c); err != nil {
+		if err := safeApply(ctx, cfg.Apply, c); err != nil {
 			return err
 		}
 		last = fp
@@ -175,7 +176,9 @@ func Run(ctx context.Context, cfg Config) error {
 			changed = nil
 			joined := cfg.Joined()
 			if err := apply(reason); err != nil {
-				if !joined {
+				var pe *PanicError
+				if !joined || errors.As(err, &pe) {
+					// A panic leaves the process in a state nobody planned: exit and let systemd start afresh.
 					return err
 				}
 				cfg.Log.Error("re-apply failed; the node keeps its current configuration", "err", err)
@@ -202,6 +205,24 @@ func fingerprint(c *nodeconfig.Config) string {
 type ConfigError struct{ Err error }
 
 func (e *ConfigError) Error() string { return e.Err.Error() }
+
+// PanicError is a panic recovered in an apply, with the goroutine's stack at the panic.
+type PanicError struct {
+	Value any
+	Stack []byte
+}
+
+func (e *PanicError) Error() string { return fmt.Sprintf("panic in apply: %v", e.Value) }
+
+// safeApply runs apply, turning a panic into a PanicError.
+func safeApply(ctx context.Context, apply func(context.Context, *nodeconfig.Config) error, c *nodeconfig.Config) (err error) {
+	defer func() {
+		if v := recover(); v != nil {
+			err = &PanicError{Value: v, Stack: debug.Stack()}
+		}
+	}()
+	return apply(ctx, c)
+}
 func (e *ConfigError) Unwrap() error { return e.Err }
 
 func watchdog(ctx context.Context, h *health, every, stale, applyTimeout time.Duration, notify func(string)) {

@@ -25,7 +25,8 @@ type recorder struct {
 	notes   []string
 	joined  bool
 	fail    error
-	block   chan struct{} // Apply waits on it when set
+	block   chan struct{}          // Apply waits on it when set
+	panics  func(applied int) bool // Apply panics when it returns true
 }
 
 func (r *recorder) load() (*nodeconfig.Config, error) {
@@ -55,6 +56,10 @@ func (r *recorder) apply(ctx context.Context, c *nodeconfig.Config) error {
 	defer r.mu.Unlock()
 	if r.fail != nil {
 		return r.fail
+	}
+	if r.panics != nil && r.panics(len(r.applied)) {
+		var m map[string]int
+		m["nil map"]++ // a real runtime panic: assignment to a nil map
 	}
 	r.applied = append(r.applied, string(c.Kubelet.Config))
 	r.joined = true
@@ -239,6 +244,37 @@ func TestApplyFailureBeforeJoinEnds(t *testing.T) {
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("Run did not end")
+	}
+}
+
+// A panic in an apply, first or after the join, is recovered and ends Run with a PanicError that carries the
+// stack: the command maps it to exit 1, which systemd restarts, never to the invalid-configuration code it does not.
+func TestPanicInApplyEndsRunWithItsStack(t *testing.T) {
+	for name, panics := range map[string]func(int) bool{
+		"first apply": func(int) bool { return true },
+		"re-apply":    func(applied int) bool { return applied > 0 },
+	} {
+		r := &recorder{dir: t.TempDir(), panics: panics}
+		write(t, r.dir, "10-user-data.yaml", base)
+		done, _ := start(t, r, 0)
+		if name == "re-apply" {
+			eventually(t, "the join", func() bool { a, _ := r.snapshot(); return len(a) == 1 })
+			write(t, r.dir, "20-more.yaml", maxPods("70"))
+		}
+		select {
+		case err := <-done:
+			var pe *PanicError
+			if !errors.As(err, &pe) || !strings.Contains(err.Error(), "assignment to entry in nil map") ||
+				!strings.Contains(string(pe.Stack), "daemon.(*recorder).apply") {
+				t.Errorf("%s: Run = %v, want a PanicError with the recorder's frame in its stack", name, err)
+			}
+			var ce *ConfigError
+			if errors.As(err, &ce) {
+				t.Errorf("%s: a panic reported as a config error", name)
+			}
+		case <-time.After(10 * time.Second):
+			t.Fatalf("%s: Run did not end", name)
+		}
 	}
 }
 

@@ -249,7 +249,8 @@ func discover(ctx context.Context, s *state) (string, error) {
 		if !errors.As(err, &pe) {
 			return "", err
 		}
-		retry := pe.Class == preflight.ClassDNS || pe.Class == preflight.ClassTCP || pe.Class == preflight.ClassClock
+		retry := pe.Class == preflight.ClassDNS || pe.Class == preflight.ClassTCP || pe.Class == preflight.ClassClock ||
+			pe.Class == preflight.ClassPending
 		if !retry {
 			return "", &Error{Code: int(pe.Class), Err: pe}
 		}
@@ -423,6 +424,7 @@ func waitTLSBootstrap(ctx context.Context, s *state) (string, error) {
 	for {
 		cfg, err := clientcmd.BuildConfigFromFlags("", s.cfg.Paths.Kubeconfig)
 		if err == nil {
+			cfg.Timeout = 10 * time.Second // every call of this client is a single request (Get, Patch), never a watch
 			cs, cerr := s.cfg.NewClient(cfg)
 			if cerr == nil {
 				if _, err = cs.CoreV1().Nodes().Get(ctx, s.name, metav1.GetOptions{}); err == nil || apierrors.IsNotFound(err) {
@@ -494,33 +496,45 @@ func waitReady(ctx context.Context, s *state) (string, error) {
 }
 
 // cleanup removes the bootstrap credentials: the bootstrap kubeconfig, the token file and inline tokens in the
-// drop-ins. The kubelet renews its own certificate from now on.
+// drop-ins. The kubelet renews its own certificate from now on. It is best effort: the node has joined, so a file
+// that cannot be removed or a drop-in that cannot be parsed is a warning (logged and named in the phase's detail),
+// never a failure that would have systemd restart a Ready node's agent forever.
 func cleanup(ctx context.Context, s *state) (string, error) {
-	var removed []string
-	if err := os.Remove(s.cfg.Paths.BootstrapKubeconfig); err == nil {
-		removed = append(removed, s.cfg.Paths.BootstrapKubeconfig)
-	} else if !os.IsNotExist(err) {
-		return "", err
+	var removed, failed []string
+	warn := func(what string, err error) {
+		s.log.Warn("could not remove a bootstrap credential", "file", what, "err", err)
+		failed = append(failed, fmt.Sprintf("%s (%v)", what, err))
 	}
-	if tf := s.cfg.NodeConfig.ControlPlane.Discovery.TokenFile; tf != "" {
-		if err := os.Remove(tf); err == nil {
-			removed = append(removed, tf)
+	remove := func(p string) {
+		if err := os.Remove(p); err == nil {
+			removed = append(removed, p)
 		} else if !os.IsNotExist(err) {
-			return "", err
+			warn(p, err)
 		}
+	}
+	remove(s.cfg.Paths.BootstrapKubeconfig)
+	if tf := s.cfg.NodeConfig.ControlPlane.Discovery.TokenFile; tf != "" {
+		remove(tf)
 	}
 	if s.cfg.DropInDir != "" {
-		scrubbed, err := scrubTokens(s.cfg.DropInDir)
-		if err != nil {
-			return "", err
-		}
+		scrubbed, problems := scrubTokens(s.cfg.DropInDir)
 		removed = append(removed, scrubbed...)
+		for _, p := range problems {
+			warn(p.path, p.err)
+		}
 	}
-	if len(removed) == 0 {
+	var detail []string
+	if len(removed) > 0 {
+		s.log.Info("bootstrap credentials removed", "files", removed)
+		detail = append(detail, "removed the token from "+strings.Join(removed, ", "))
+	}
+	if len(failed) > 0 {
+		detail = append(detail, "could not remove it from "+strings.Join(failed, ", "))
+	}
+	if len(detail) == 0 {
 		return "nothing to remove", nil
 	}
-	s.log.Info("bootstrap credentials removed", "files", removed)
-	return "removed the token from " + strings.Join(removed, ", "), nil
+	return strings.Join(detail, "; "), nil
 }
 
 func notReadyReason(n *corev1.Node) string {

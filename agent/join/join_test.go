@@ -13,6 +13,8 @@ import (
 	"testing"
 	"time"
 
+	devcp "berth.dev/berth/internal/dev/controlplane"
+
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"berth.dev/berth/agent/config"
@@ -21,13 +23,13 @@ import (
 	"berth.dev/berth/agent/nodeconfig"
 	"berth.dev/berth/agent/nodeready"
 	"berth.dev/berth/agent/preflight"
+	"berth.dev/berth/internal/dev/proc"
 	"berth.dev/berth/internal/node/distro"
 	"berth.dev/berth/internal/node/exitcode"
 	"berth.dev/berth/internal/node/layout"
 	"berth.dev/berth/test/controlplane"
 	"berth.dev/berth/test/images"
 	"berth.dev/berth/test/node"
-	"berth.dev/berth/test/proc"
 	"berth.dev/berth/test/toolbin"
 )
 
@@ -283,7 +285,7 @@ func TestJoinWaitsForControlPlane(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	cpCfg := controlplane.Config{Dir: t.TempDir(), BinDir: toolbin.Kubernetes.ForTest(t), Log: logger()}
-	cp, err := controlplane.Start(ctx, cpCfg)
+	cp, err := devcp.Start(ctx, cpCfg)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -318,7 +320,7 @@ func TestJoinWaitsForControlPlane(t *testing.T) {
 		t.Fatalf("join finished while the control plane was down: %v", r.err)
 	default:
 	}
-	cp, err = controlplane.Start(ctx, cpCfg)
+	cp, err = devcp.Start(ctx, cpCfg)
 	if err != nil {
 		t.Fatal(err)
 	}

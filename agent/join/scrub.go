@@ -2,53 +2,64 @@ package join
 
 import (
 	"bytes"
-	"fmt"
 	"os"
 	"path/filepath"
+	"strings"
 
 	yaml "go.yaml.in/yaml/v3"
 
 	"berth.dev/berth/internal/node/atomicfile"
 )
 
+// scrubProblem is a drop-in the scrub could not read, parse or rewrite.
+type scrubProblem struct {
+	path string
+	err  error
+}
+
 // scrubTokens removes spec.controlPlane.discovery.token from every drop-in that has one, keeping the rest of the
-// file (comments included) and its mode. A .json drop-in comes back as YAML, which the loader reads the same. The merged config stays valid: a joined node needs no token.
-func scrubTokens(dir string) ([]string, error) {
+// file (comments included) and its mode. A .json drop-in comes back as YAML, which the loader reads the same. The
+// merged config stays valid: a joined node needs no token. Hidden files are skipped, as the config loader skips
+// them. A drop-in it cannot handle is reported and the others are still scrubbed.
+func scrubTokens(dir string) (scrubbed []string, problems []scrubProblem) {
 	entries, err := os.ReadDir(dir)
 	if os.IsNotExist(err) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, err
+		return nil, []scrubProblem{{dir, err}}
 	}
-	var scrubbed []string
 	for _, e := range entries {
 		ext := filepath.Ext(e.Name())
-		if e.IsDir() || (ext != ".yaml" && ext != ".yml" && ext != ".json") {
+		if e.IsDir() || strings.HasPrefix(e.Name(), ".") || (ext != ".yaml" && ext != ".yml" && ext != ".json") {
 			continue
 		}
 		p := filepath.Join(dir, e.Name())
-		data, err := os.ReadFile(p)
+		changed, err := scrubFile(p)
 		if err != nil {
-			return scrubbed, err
+			problems = append(problems, scrubProblem{p, err})
+		} else if changed {
+			scrubbed = append(scrubbed, p)
 		}
-		out, changed, err := scrubToken(data)
-		if err != nil {
-			return scrubbed, fmt.Errorf("remove the token from %s: %w", p, err)
-		}
-		if !changed {
-			continue
-		}
-		fi, err := os.Stat(p)
-		if err != nil {
-			return scrubbed, err
-		}
-		if err := atomicfile.Write(p, out, fi.Mode().Perm()); err != nil {
-			return scrubbed, err
-		}
-		scrubbed = append(scrubbed, p)
 	}
-	return scrubbed, nil
+	return scrubbed, problems
+}
+
+// scrubFile removes the token from the drop-in at p; changed is false when it holds none.
+func scrubFile(p string) (changed bool, err error) {
+	data, err := os.ReadFile(p)
+	if err != nil {
+		return false, err
+	}
+	out, changed, err := scrubToken(data)
+	if err != nil || !changed {
+		return false, err
+	}
+	fi, err := os.Stat(p)
+	if err != nil {
+		return false, err
+	}
+	return true, atomicfile.Write(p, out, fi.Mode().Perm())
 }
 
 func scrubToken(data []byte) ([]byte, bool, error) {

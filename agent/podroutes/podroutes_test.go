@@ -18,8 +18,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/util/retry"
 
+	"berth.dev/berth/internal/dev/netns"
 	"berth.dev/berth/test/controlplane"
-	"berth.dev/berth/test/netns"
 	"berth.dev/berth/test/tier"
 )
 

@@ -32,6 +32,8 @@ const (
 	ClassTLS   Class = exitcode.TLS
 	ClassToken Class = exitcode.Token
 	ClassClock Class = exitcode.ClockSkew
+	// ClassPending: the control plane has not (yet) signed cluster-info for the token; retried like 10, 11, 14.
+	ClassPending Class = exitcode.Timeout
 )
 
 // Error is a failed check.
@@ -109,9 +111,13 @@ func Run(ctx context.Context, spec nodeconfig.ControlPlane, tok bootstraptoken.T
 	res.Passed = append(res.Passed, "tcp")
 
 	disc := bootstrap.Discovery{Endpoint: spec.Endpoint, Token: tok, CABundle: spec.Discovery.CABundle,
-		Pins: spec.Discovery.Pins, SignatureWait: o.SignatureWait}
+		Pins: spec.Discovery.Pins, SignatureWait: o.SignatureWait, Now: o.Now}
 	found, err := bootstrap.Discover(ctx, disc)
 	switch {
+	case errors.Is(err, bootstrap.ErrNotSigned):
+		return res, &Error{ClassPending, "token", err, "the bootstrap signer signs a new token within seconds; if this persists, the token is unknown or expired: create a new one"}
+	case errors.Is(err, bootstrap.ErrCertTime):
+		return res, &Error{ClassClock, "clock", err, fmt.Sprintf("check this node's clock (now %s) and time synchronisation (systemd-timesyncd, chrony)", o.Now().UTC().Format(time.RFC3339))}
 	case errors.Is(err, bootstrap.ErrTokenInvalid):
 		return res, &Error{ClassToken, "token", err, "create a new bootstrap token on the control plane and put it in the NodeConfig"}
 	case errors.Is(err, bootstrap.ErrPinMismatch), errors.Is(err, bootstrap.ErrTLS), errors.Is(err, bootstrap.ErrTampered):

@@ -33,6 +33,10 @@ func TestPreflightClasses(t *testing.T) {
 		return (&net.Dialer{}).DialContext(ctx, "udp", deadDNS)
 	}}
 	unknown, _ := bootstraptoken.Generate()
+	wrongSecret, err := bootstraptoken.Parse(ji.Token.ID() + ".0000000000000000")
+	if err != nil {
+		t.Fatal(err)
+	}
 	spec := func(endpoint string, pin string) nodeconfig.ControlPlane {
 		p, err := capin.Parse(pin)
 		if err != nil {
@@ -51,7 +55,8 @@ func TestPreflightClasses(t *testing.T) {
 		{"dns", spec("https://berth-nonexistent.invalid:"+port, string(ji.CACertPin)), ji.Token, Options{Resolver: noDNS}, ClassDNS},
 		{"tcp", spec("https://127.0.0.1:1", string(ji.CACertPin)), ji.Token, Options{}, ClassTCP},
 		{"pin", spec(ji.Endpoint, "sha256:"+strings.Repeat("ab", 32)), ji.Token, Options{}, ClassTLS},
-		{"token", spec(ji.Endpoint, string(ji.CACertPin)), unknown, Options{SignatureWait: time.Second}, ClassToken},
+		{"unsigned token", spec(ji.Endpoint, string(ji.CACertPin)), unknown, Options{SignatureWait: time.Second}, ClassPending},
+		{"wrong secret", spec(ji.Endpoint, string(ji.CACertPin)), wrongSecret, Options{}, ClassToken},
 		{"clock", spec(ji.Endpoint, string(ji.CACertPin)), ji.Token, Options{Now: func() time.Time { return time.Now().Add(10 * time.Minute) }}, ClassClock},
 	} {
 		t.Run(c.name, func(t *testing.T) {

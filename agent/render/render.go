@@ -94,7 +94,8 @@ func Node(in Input) (Output, error) {
 	if err != nil {
 		return Output{}, err
 	}
-	add(in.Paths.ContainerdConfig, 0o644, cd, layout.ContainerdUnit)
+	// 0600: configTOML may carry registry credentials (auth sections), and only containerd (root) reads it.
+	add(in.Paths.ContainerdConfig, 0o600, cd, layout.ContainerdUnit)
 	out.Files = append(out.Files, registryHosts(in)...)
 
 	kp, err := kubeProxyConfig(in)

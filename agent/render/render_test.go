@@ -149,6 +149,10 @@ func TestRenderedFilesParse(t *testing.T) {
 			t.Errorf("%s: taints: %v", name, kc.RegisterWithTaints)
 		}
 
+		// The containerd config may carry registry credentials (configTOML): only root reads it.
+		if cd := file(t, out, p.ContainerdConfig); cd.Mode != 0o600 {
+			t.Errorf("%s: containerd config mode %o, want 0600", name, cd.Mode)
+		}
 		boot := file(t, out, p.BootstrapKubeconfig)
 		if boot.Mode != 0o600 {
 			t.Errorf("%s: bootstrap kubeconfig mode %o, want 0600", name, boot.Mode)

@@ -8,6 +8,7 @@ import (
 	"fmt"
 	"os"
 	"strconv"
+	"time"
 
 	"github.com/coreos/go-systemd/v22/dbus"
 	godbus "github.com/godbus/dbus/v5"
@@ -132,7 +133,10 @@ func (m *Manager) State(ctx context.Context, unit string) (State, error) {
 }
 
 func (m *Manager) describe(ctx context.Context, unit string) string {
-	s, err := m.State(context.WithoutCancel(ctx), unit)
+	// Its own deadline: it runs after ctx may have ended, and a hung bus must not hang the error path.
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
+	defer cancel()
+	s, err := m.State(ctx, unit)
 	if err != nil {
 		return "state unknown: " + err.Error()
 	}

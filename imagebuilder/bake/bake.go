@@ -98,8 +98,9 @@ var Phases = []Phase{
 // RunAll runs every phase; on error the partial outputs are removed.
 func RunAll(ctx context.Context, s *Spec) (*State, error) {
 	st := &State{}
-	for _, p := range Phases {
+	for i, p := range Phases {
 		t0 := time.Now()
+		s.Log.Info("bake phase", "step", fmt.Sprintf("%d/%d", i+1, len(Phases)), "phase", p.Name)
 		if err := p.Run(ctx, s, st); err != nil {
 			Cleanup(s, st, true)
 			return st, fmt.Errorf("%s: %w", p.Name, err)

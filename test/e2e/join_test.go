@@ -4,6 +4,7 @@
 package e2e
 
 import (
+	"berth.dev/berth/internal/node/exitcode"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -17,6 +18,8 @@ import (
 	"testing"
 	"time"
 
+	devcp "berth.dev/berth/internal/dev/controlplane"
+
 	cloudinit "berth.dev/berth/cloud-init"
 	"berth.dev/berth/internal/node/bootstraptoken"
 	"berth.dev/berth/internal/node/capin"
@@ -27,12 +30,12 @@ import (
 	"berth.dev/berth/agent/join"
 	"berth.dev/berth/agent/nodeready"
 	"berth.dev/berth/imagebuilder/qemu"
+	"berth.dev/berth/internal/dev/ports"
+	"berth.dev/berth/internal/dev/proc"
 	"berth.dev/berth/test/controlplane"
 	"berth.dev/berth/test/images"
 	"berth.dev/berth/test/nodeimage"
 	"berth.dev/berth/test/podwait"
-	"berth.dev/berth/test/ports"
-	"berth.dev/berth/test/proc"
 	"berth.dev/berth/test/toolbin"
 	"berth.dev/berth/test/vm"
 )
@@ -62,7 +65,7 @@ func TestJoinInQemu(t *testing.T) {
 			return
 		}
 		if t.Failed() {
-			for _, c := range controlplane.Components {
+			for _, c := range devcp.Components {
 				t.Logf("--- %s log (tail):\n%s", c, proc.Tail(cp.LogPath(c), 20))
 			}
 		}
@@ -73,7 +76,7 @@ func TestJoinInQemu(t *testing.T) {
 	start := func() {
 		t.Helper()
 		var err error
-		if cp, err = controlplane.Start(ctx, cfg); err != nil {
+		if cp, err = devcp.Start(ctx, cfg); err != nil {
 			t.Fatalf("start control plane: %v", err)
 		}
 	}
@@ -196,7 +199,7 @@ func TestJoinInQemu(t *testing.T) {
 		tok  bootstraptoken.Token
 		pin  capin.Pin
 		code int
-	}{{"wrong CA pin", info.Token, wrongPin, 12}, {"expired token", expired, info.CACertPin, 13}} {
+	}{{"wrong CA pin", info.Token, wrongPin, exitcode.TLS}, {"expired token", expired, info.CACertPin, exitcode.Timeout}} { // unsigned: retried
 		cfgFile := fmt.Sprintf("apiVersion: node.berth.dev/v1alpha1\nkind: NodeConfig\nspec:\n  controlPlane:\n    endpoint: https://%s\n    discovery:\n      tokenFile: /root/token\n      caCertHashes: [%q]\n", apiInGuest, string(c.pin))
 		out, err := g.Try(fmt.Sprintf("umask 077; printf %%s %s > /root/token; echo %s | base64 -d > /root/bad.yaml; berth-agent preflight -f /root/bad.yaml 2>&1; echo exit=$?",
 			c.tok.Value(), base64.StdEncoding.EncodeToString([]byte(cfgFile))))

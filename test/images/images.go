@@ -1,5 +1,5 @@
-// Package images builds the container images that node tests pre-import (no registry is reachable here): the
-// pause image from berth's own pause program, and busybox from Debian's busybox-static.
+// Package images builds, for tests, the images the local cloud's node image carries: the pause image from this
+// tree's berth-pause (built by import path, so it works from any package directory of the module) and busybox.
 package images
 
 import (
@@ -7,35 +7,25 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 
-	"berth.dev/berth/imagebuilder/ociimage"
-	"berth.dev/berth/internal/node/layout"
+	devimages "berth.dev/berth/internal/dev/images"
 )
 
 const (
-	// Pause is the pod sandbox image reference: the agent's default sandbox image.
-	Pause = layout.PauseImage
-	// Busybox is a small image with a shell and the usual applets.
-	Busybox = "berth.dev/busybox:1.35"
+	// Pause is the pod sandbox image reference.
+	Pause = devimages.Pause
+	// Busybox is the small image with a shell.
+	Busybox = devimages.Busybox
 )
 
-// busyboxApplets are linked to /bin/busybox in the image.
-var busyboxApplets = []string{"sh", "echo", "cat", "sleep", "ls", "hostname", "wget", "nc", "httpd", "env", "true", "false", "ip", "ps"}
-
-// Built are OCI image-layout tarballs, ready for `ctr images import`.
-type Built struct {
-	Pause, Busybox string
-}
+// Built are the image tarballs.
+type Built = devimages.Built
 
 // Build writes both images into dir.
 func Build(dir string) (Built, error) {
 	b := Built{Pause: filepath.Join(dir, "pause.oci.tar"), Busybox: filepath.Join(dir, "busybox.oci.tar")}
 	pauseBin := filepath.Join(dir, "berth-pause")
-	_, file, _, _ := runtime.Caller(0)
-	src := filepath.Join(filepath.Dir(file), "..", "..", "imagebuilder", "cmd", "berth-pause")
-	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", pauseBin, ".")
-	cmd.Dir = src
+	cmd := exec.Command("go", "build", "-trimpath", "-ldflags=-s -w", "-o", pauseBin, "berth.dev/berth/imagebuilder/cmd/berth-pause")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return Built{}, fmt.Errorf("build pause: %w: %s", err, out)
@@ -44,17 +34,5 @@ func Build(dir string) (Built, error) {
 	if out, err := exec.Command(pauseBin, "image", "-o", b.Pause).CombinedOutput(); err != nil {
 		return Built{}, fmt.Errorf("berth-pause image: %w: %s", err, out)
 	}
-	bb, err := ociimage.FromHostFile("/bin/busybox", "/bin/busybox")
-	if err != nil {
-		return Built{}, fmt.Errorf("busybox (apt package busybox-static; `make deps` installs it): %w", err)
-	}
-	files := []ociimage.File{bb}
-	for _, a := range busyboxApplets {
-		files = append(files, ociimage.File{Path: "/bin/" + a, Link: "busybox"})
-	}
-	if _, err := ociimage.WriteFile(b.Busybox, ociimage.Image{Name: Busybox, Cmd: []string{"sh"}, Files: files,
-		Env: []string{"PATH=/bin"}}); err != nil {
-		return Built{}, err
-	}
-	return b, nil
+	return b, devimages.WriteBusybox(b.Busybox)
 }

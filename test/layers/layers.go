@@ -55,7 +55,9 @@ var Rules = []Rule{
 	{Name: "the product never depends on test code", From: []string{"..."}, Except: []string{"test/..."},
 		Forbid: []string{"test/..."}},
 	{Name: "no product package links testing", From: []string{"..."}, Except: []string{"test/..."}, NoTesting: true},
-	{Name: "no dev tool links testing", From: []string{"cmd/...", "test/cmd/..."}, NoTesting: true},
+	{Name: "no dev tool links testing", From: []string{"cmd/...", "internal/dev/..."}, NoTesting: true},
+	{Name: "the agent and the image builder never depend on the dev environment",
+		From: []string{"agent/...", "imagebuilder/...", "packer/..."}, Forbid: []string{"internal/dev/...", "cmd/..."}},
 }
 
 // Violation is one package breaking one rule.

@@ -10,8 +10,8 @@ import (
 	"path/filepath"
 	"strings"
 
+	"berth.dev/berth/internal/dev/proc"
 	"berth.dev/berth/internal/node/atomicfile"
-	"berth.dev/berth/test/proc"
 )
 
 // hostState is what a node changes on the host besides the processes it starts: its cgroup tree (which also holds

@@ -32,9 +32,9 @@ import (
 
 	"berth.dev/berth/agent/imagestore"
 	"berth.dev/berth/agent/nodeready"
+	"berth.dev/berth/internal/dev/proc"
 	"berth.dev/berth/internal/node/bootstraptoken"
 	"berth.dev/berth/internal/node/layout"
-	"berth.dev/berth/test/proc"
 )
 
 // Config describes one node.

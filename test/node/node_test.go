@@ -15,8 +15,8 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"berth.dev/berth/internal/dev/proc"
 	"berth.dev/berth/test/images"
-	"berth.dev/berth/test/proc"
 )
 
 // The real proof of the foundation: the pinned kubelet with Debian's containerd and runc TLS-bootstraps from a

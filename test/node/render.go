@@ -11,10 +11,10 @@ import (
 	"berth.dev/berth/agent/mergepatch"
 	"berth.dev/berth/agent/nodeconfig"
 	"berth.dev/berth/agent/render"
+	"berth.dev/berth/internal/dev/ports"
 	"berth.dev/berth/internal/node/atomicfile"
 	"berth.dev/berth/internal/node/distro"
 	"berth.dev/berth/internal/node/layout"
-	"berth.dev/berth/test/ports"
 )
 
 // Profile is the distro profile the host tier renders with: this host is Debian 12 with its containerd 1.6.

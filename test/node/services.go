@@ -9,8 +9,8 @@ import (
 	"strings"
 	"time"
 
+	"berth.dev/berth/internal/dev/proc"
 	"berth.dev/berth/internal/node/layout"
-	"berth.dev/berth/test/proc"
 )
 
 // The node is the agent's Services in the host tier: it runs containerd and the kubelet as processes in the node's

@@ -18,9 +18,9 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"berth.dev/berth/internal/dev/proc"
 	"berth.dev/berth/internal/node/bootstraptoken"
 	"berth.dev/berth/test/images"
-	"berth.dev/berth/test/proc"
 	"berth.dev/berth/test/toolbin"
 )
 

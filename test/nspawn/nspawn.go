@@ -19,7 +19,7 @@ import (
 	"berth.dev/berth/imagebuilder/bake"
 	"berth.dev/berth/imagebuilder/distro"
 	"berth.dev/berth/imagebuilder/rootfs"
-	"berth.dev/berth/test/proc"
+	"berth.dev/berth/internal/dev/proc"
 )
 
 // Config describes one container.

@@ -4,7 +4,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"testing"
 )
 
@@ -13,11 +12,8 @@ import (
 // repeated builds a relink.
 func Agent(tb testing.TB) string {
 	tb.Helper()
-	_, file, _, _ := runtime.Caller(0)
-	root := filepath.Join(filepath.Dir(file), "..", "..")
 	out := filepath.Join(tb.TempDir(), "berth-agent")
-	cmd := exec.Command("go", "build", "-trimpath", "-o", out, "./agent/cmd/berth-agent")
-	cmd.Dir = root
+	cmd := exec.Command("go", "build", "-trimpath", "-o", out, "berth.dev/berth/agent/cmd/berth-agent")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
 		tb.Fatalf("build berth-agent: %v\n%s", err, b)

@@ -4,7 +4,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"testing"
 	"time"
@@ -14,8 +13,11 @@ import (
 // unused for 7 days and a killed build's directory, keeping a recently used cache; a second run is a cache hit
 // that marks its cache used.
 func TestBuildScriptPrunesStaleCaches(t *testing.T) {
-	_, file, _, _ := runtime.Caller(0)
-	script, err := os.ReadFile(filepath.Join(filepath.Dir(file), "..", "..", "tools", "build.sh"))
+	modRoot, err := ModuleRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	script, err := os.ReadFile(filepath.Join(modRoot, "tools", "build.sh"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,15 +1,15 @@
 // Package toolbin finds the pinned tools that tools/build.sh builds from the module proxy and caches: Kubernetes
-// v1.37.2 with etcd, Packer v1.9.4, and the static container runtime. It runs that script, which returns at once when the cache is complete and
+// v1.37.2 with etcd, Packer v1.9.4, CoreDNS v1.13.1 and the static container runtime. It runs that script, which returns at once when the cache is complete and
 // builds under a lock otherwise, so tests on a fresh machine need no manual step. The tools are a real
 // prerequisite: when they cannot be had, tests fail instead of skipping.
 package toolbin
 
 import (
+	"errors"
 	"fmt"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"runtime"
 	"strings"
 	"sync"
 	"testing"
@@ -32,6 +32,8 @@ var (
 	Packer = &Tool{name: "packer", env: "BERTH_PACKER_BIN", need: tier.Packer}
 	// PackerSDC is the SDK's generator and checker ($BERTH_PACKER_SDC_BIN overrides).
 	PackerSDC = &Tool{name: "packer-sdc", env: "BERTH_PACKER_SDC_BIN", need: tier.Built("packer-sdc")}
+	// CoreDNS is the coredns binary of the local cloud's cluster DNS ($BERTH_COREDNS_BIN overrides).
+	CoreDNS = &Tool{name: "coredns", env: "BERTH_COREDNS_BIN", need: tier.Built("coredns")}
 	// Runtime is static containerd, containerd-shim-runc-v2, ctr, runc and cni/<plugin> ($BERTH_RUNTIME_BIN
 	// overrides).
 	Runtime = &Tool{name: "runtime", env: "BERTH_RUNTIME_BIN", need: tier.Built("runtime")}
@@ -54,8 +56,12 @@ func (t *Tool) Dir() (string, error) {
 			r.dir = d
 			return
 		}
-		_, file, _, _ := runtime.Caller(0)
-		script := filepath.Join(filepath.Dir(file), "..", "..", "tools", "build.sh")
+		root, err := ModuleRoot()
+		if err != nil {
+			r.err = err
+			return
+		}
+		script := filepath.Join(root, "tools", "build.sh")
 		cmd := exec.Command("bash", script, t.name)
 		cmd.Stderr = os.Stderr
 		out, err := cmd.Output()
@@ -66,6 +72,20 @@ func (t *Tool) Dir() (string, error) {
 		r.dir = strings.TrimSpace(string(out))
 	})
 	return r.dir, r.err
+}
+
+// ModuleRoot is the directory of berth's go.mod, as the go command finds it from a test's working directory
+// (its package directory).
+func ModuleRoot() (string, error) {
+	out, err := exec.Command("go", "env", "GOMOD").Output()
+	if err != nil {
+		return "", fmt.Errorf("go env GOMOD: %w", err)
+	}
+	mod := strings.TrimSpace(string(out))
+	if mod == "" || mod == os.DevNull {
+		return "", errors.New("not inside berth's module: tests find tools/build.sh from it")
+	}
+	return filepath.Dir(mod), nil
 }
 
 // ForTest returns Dir or fails the test; the unit tier skips it (tier.Require).

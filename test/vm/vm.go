@@ -12,9 +12,9 @@ import (
 	"time"
 
 	"berth.dev/berth/imagebuilder/qemu"
-	"berth.dev/berth/test/guestssh"
-	"berth.dev/berth/test/ports"
-	"berth.dev/berth/test/proc"
+	"berth.dev/berth/internal/dev/guestssh"
+	"berth.dev/berth/internal/dev/ports"
+	"berth.dev/berth/internal/dev/proc"
 	"berth.dev/berth/test/tier"
 )
 

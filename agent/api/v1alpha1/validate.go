@@ -10,6 +10,7 @@ import (
 	"path/filepath"
 	"regexp"
 	"slices"
+	"strconv"
 	"strings"
 
 	"berth.dev/berth/internal/node/bootstraptoken"
@@ -52,6 +53,20 @@ func (c *NodeConfig) Validate() field.ErrorList {
 			errs = append(errs, field.Invalid(p, c.Spec.Sysctls[k], "must be one line"))
 		}
 	}
+	return cutValues(errs)
+}
+
+// maxShownValue bounds how much of a bad value an error shows: messages go to the journal, and a value may be
+// megabytes long.
+const maxShownValue = 256
+
+// cutValues shortens long bad values in errs, saying how long they were.
+func cutValues(errs field.ErrorList) field.ErrorList {
+	for _, e := range errs {
+		if v, ok := e.BadValue.(string); ok && len(v) > maxShownValue {
+			e.BadValue = fmt.Sprintf("%s… (%d bytes)", strings.ToValidUTF8(v[:maxShownValue], ""), len(v))
+		}
+	}
 	return errs
 }
 
@@ -73,8 +88,8 @@ func (cp ControlPlane) validate(p *field.Path) field.ErrorList {
 	var errs field.ErrorList
 	if cp.Endpoint == "" {
 		errs = append(errs, field.Required(p.Child("endpoint"), "the apiserver URL, https://host:port"))
-	} else if u, err := url.Parse(cp.Endpoint); err != nil || u.Scheme != "https" || u.Host == "" || u.Path != "" && u.Path != "/" {
-		errs = append(errs, field.Invalid(p.Child("endpoint"), cp.Endpoint, "want https://host[:port] with no path"))
+	} else if shown, msg := checkEndpoint(cp.Endpoint); msg != "" {
+		errs = append(errs, field.Invalid(p.Child("endpoint"), shown, msg))
 	}
 	d := p.Child("discovery")
 	switch {
@@ -86,6 +101,9 @@ func (cp ControlPlane) validate(p *field.Path) field.ErrorList {
 		if _, err := bootstraptoken.Parse(cp.Discovery.Token.Reveal()); err != nil {
 			errs = append(errs, field.Invalid(d.Child("token"), cp.Discovery.Token, err.Error()))
 		}
+	case looksLikeToken(cp.Discovery.TokenFile):
+		// Never echo it: it is the secret itself, pasted into the wrong field.
+		errs = append(errs, field.Invalid(d.Child("tokenFile"), "<redacted>", "holds a bootstrap token itself: put the token in token, or name a file that holds it"))
 	case !filepath.IsAbs(cp.Discovery.TokenFile):
 		errs = append(errs, field.Invalid(d.Child("tokenFile"), cp.Discovery.TokenFile, "must be an absolute path"))
 	}
@@ -106,6 +124,47 @@ func (cp ControlPlane) validate(p *field.Path) field.ErrorList {
 		}
 	}
 	return errs
+}
+
+// looksLikeToken reports whether s holds a bootstrap token (alone, or within other text).
+func looksLikeToken(s string) bool { return tokenShaped.MatchString(s) }
+
+var tokenShaped = regexp.MustCompile(`[a-z0-9]{6}\.[a-z0-9]{16}`)
+
+// checkEndpoint returns "" when endpoint is https://host[:port][/] and nothing else, or else the value to show
+// (user info replaced: it would be sent on the first, unverified fetch, and may hold a secret) and what is wrong.
+func checkEndpoint(endpoint string) (shown, msg string) {
+	u, err := url.Parse(endpoint)
+	if err != nil {
+		if looksLikeToken(endpoint) || strings.Contains(endpoint, "@") {
+			return "<redacted>", "not a URL; want https://host[:port]"
+		}
+		return endpoint, "not a URL; want https://host[:port]"
+	}
+	shown = endpoint
+	if u.User != nil {
+		c := *u
+		c.User = url.User("REDACTED")
+		shown = c.String()
+	}
+	switch {
+	case u.Scheme != "https":
+		return shown, "want https://host[:port]: the scheme must be https"
+	case u.User != nil:
+		return shown, "must not carry user info: the node authenticates with its bootstrap token, and user info would be sent before the control plane is verified"
+	case u.Hostname() == "":
+		return shown, "want https://host[:port]: no host"
+	case u.Path != "" && u.Path != "/", u.RawQuery != "", u.ForceQuery, u.Fragment != "", u.RawFragment != "":
+		return shown, "want https://host[:port] with no path, query or fragment"
+	}
+	if port := u.Port(); port != "" {
+		if n, err := strconv.Atoi(port); err != nil || n < 1 || n > 65535 {
+			return shown, "the port must be 1-65535"
+		}
+	} else if strings.HasSuffix(u.Host, ":") {
+		return shown, "empty port"
+	}
+	return "", ""
 }
 
 func (n Node) validate(p *field.Path) field.ErrorList {
@@ -174,6 +233,10 @@ func kubeletMaySetLabel(key string) bool {
 	return false
 }
 
+// flagName is a kubelet flag's name as extraArgs takes it: no leading dashes, nothing that could end the flag or
+// the drop-in's line.
+var flagName = regexp.MustCompile(`^[a-z0-9]([a-z0-9.-]*[a-z0-9])?$`)
+
 // kubeletOwnedFields are set by berth from the rest of the NodeConfig and the join; a partial config may not
 // override them.
 var kubeletOwnedFields = []string{"apiVersion", "kind", "staticPodPath", "authentication", "rotateCertificates"}
@@ -196,12 +259,15 @@ func (k Kubelet) validate(p *field.Path) field.ErrorList {
 			var kc kubeletv1beta1.KubeletConfiguration
 			if err := dec.Decode(&kc); err != nil {
 				errs = append(errs, field.Invalid(cp, "<config>", "not a valid KubeletConfiguration: "+err.Error()))
+			} else {
+				errs = append(errs, validateKubeletValues(&kc, fields, cp)...)
 			}
 		}
 	}
 	for _, name := range slices.Sorted(maps.Keys(k.ExtraArgs)) {
-		if name == "" || strings.HasPrefix(name, "-") || strings.ContainsAny(name, " =") {
-			errs = append(errs, field.Invalid(p.Child("extraArgs").Key(name), name, "want a flag name without dashes, e.g. v"))
+		if !flagName.MatchString(name) {
+			errs = append(errs, field.Invalid(p.Child("extraArgs").Key(name), name, "want a kubelet flag name without dashes, e.g. v or max-pods (lower-case letters, digits, inner dashes and dots)"))
+			continue
 		}
 		switch name {
 		case "kubeconfig", "bootstrap-kubeconfig", "config", "cert-dir", "hostname-override", "node-labels", "register-with-taints":

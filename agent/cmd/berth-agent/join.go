@@ -123,9 +123,12 @@ func (n *node) join(ctx context.Context, c *nodeconfig.Config, stdout io.Writer)
 func exitCode(err error) int {
 	var je *join.Error
 	var ce *agentdaemon.ConfigError
+	var pe *agentdaemon.PanicError
 	switch {
 	case err == nil:
 		return exitOK
+	case errors.As(err, &pe):
+		return exitInternal // a bug, restarted by systemd; never the invalid-configuration code
 	case errors.As(err, &je):
 		return je.Code
 	case errors.As(err, &ce):
@@ -190,8 +193,18 @@ func runCmd(args []string, stdout, stderr io.Writer) int {
 		ApplyTimeout: *f.timeout + 2*time.Minute,
 		Log:          n.log,
 	})
+	if err != nil && ctx.Err() != nil {
+		// SIGTERM (systemctl stop) during the first join: a requested stop, not a failure of the phase it
+		// interrupted. The join resumes from its status at the next start.
+		fmt.Fprintf(stderr, "berth-agent: stopped during the join (%v)\n", err)
+		return exitOK
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "berth-agent: %v\n", err)
+		var pe *agentdaemon.PanicError
+		if errors.As(err, &pe) {
+			fmt.Fprintf(stderr, "%s", pe.Stack) // a bug: the stack goes to the journal for the report
+		}
 	}
 	return exitCode(err)
 }
@@ -235,11 +248,17 @@ func statusCmd(args []string, stdout, stderr io.Writer) int {
 		return exitInternal
 	}
 	fmt.Fprint(stdout, st.Format())
-	switch {
-	case st.Result == "joined":
+	if st.Result == "joined" {
 		return exitOK
-	case st.ExitCode != 0:
-		return st.ExitCode
 	}
-	return exitInternal
+	if st.ExitCode == exitOK {
+		return exitInternal // running, or stopped before it ended
+	}
+	if _, known := exitcode.Lookup(st.ExitCode); !known {
+		// An exit status carries 0-255 only: 256 would read as success. A code the agent never uses is a
+		// damaged status file.
+		fmt.Fprintf(stderr, "berth-agent: the last run failed with exit code %d, which the agent does not use\n", st.ExitCode)
+		return exitInternal
+	}
+	return st.ExitCode
 }

@@ -93,6 +93,10 @@ func fileFlag(name string, args []string, stderr io.Writer) (string, int) {
 	if err := fs.Parse(args); err != nil {
 		return "", exitUsage
 	}
+	if fs.NArg() > 0 {
+		fmt.Fprintf(stderr, "%s: unexpected argument %q\n", name, fs.Arg(0))
+		return "", exitUsage
+	}
 	if *file == "" {
 		fmt.Fprintf(stderr, "%s: -f FILE is required\n", name)
 		return "", exitUsage
@@ -116,16 +120,24 @@ func load(file string, stderr io.Writer) (*nodeconfig.Config, int) {
 		}
 		return nil, exitInternal
 	}
+	// Every problem in one pass: unknown and duplicate fields, then the values.
 	c, err := v1alpha1.Decode(data)
-	if err != nil {
+	var strict *v1alpha1.StrictError
+	var problems []string
+	if errors.As(err, &strict) {
+		problems = append(problems, strict.Problems...)
+	} else if err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", file, err)
 		return nil, exitInvalidConfig
 	}
-	if errs := c.Validate(); len(errs) > 0 {
-		for _, e := range errs {
-			fmt.Fprintf(stderr, "%s: %v\n", file, e)
+	for _, e := range c.Validate() {
+		problems = append(problems, e.Error())
+	}
+	if len(problems) > 0 {
+		for _, p := range problems {
+			fmt.Fprintf(stderr, "%s: %s\n", file, p)
 		}
-		fmt.Fprintf(stderr, "%s: %d problem(s); the node was not changed\n", file, len(errs))
+		fmt.Fprintf(stderr, "%s: %d problem(s); the node was not changed\n", file, len(problems))
 		return nil, exitInvalidConfig
 	}
 	nc, err := config.Internal(c, nodeDefaults())

@@ -40,6 +40,12 @@ spec:
 	os.WriteFile(closed, []byte(strings.Replace(strings.Replace(mustRead(t, good), "https://127.0.0.1:6443", "https://127.0.0.1:1", 1),
 		"/etc/berth/token", tokenFile, 1)), 0o600)
 
+	// A status file whose code no exit status can carry (exit codes are 0-255): status must not exit 0 (300 mod 256
+	// is 44, and 256 would be 0).
+	outOfRange := filepath.Join(dir, "state-300")
+	os.MkdirAll(outOfRange, 0o700)
+	os.WriteFile(filepath.Join(outOfRange, "status.json"), []byte(`{"node":"n","result":"failed","exitCode":300,"error":"x","started":"2026-01-01T00:00:00Z"}`), 0o600)
+
 	for _, c := range []struct {
 		name string
 		args []string
@@ -47,15 +53,19 @@ spec:
 		want []string
 	}{
 		{"valid", []string{"config", "validate", "-f", good}, 0, []string{"valid"}},
-		{"invalid", []string{"config", "validate", "-f", bad}, 2, []string{"spec.controlPlane.endpoint", "spec.controlPlane.discovery.token",
+		{"invalid", []string{"config", "validate", "-f", bad}, exitInvalidConfig, []string{"spec.controlPlane.endpoint", "spec.controlPlane.discovery.token",
 			"spec.controlPlane.discovery.caCertHashes", "spec.cni.mode", "4 problem(s)"}},
-		{"typo", []string{"config", "validate", "-f", typo}, 2, []string{`unknown field "endpiont"`}},
-		{"missing file", []string{"config", "validate", "-f", filepath.Join(dir, "nope")}, 2, []string{"no such file"}},
+		{"typo", []string{"config", "validate", "-f", typo}, exitInvalidConfig, []string{`unknown field "spec.controlPlane.endpiont"`, "spec.controlPlane.endpoint: Required value", "spec.controlPlane.discovery.token: Required value", "4 problem(s)"}},
+		{"missing file", []string{"config", "validate", "-f", filepath.Join(dir, "nope")}, exitInvalidConfig, []string{"no such file"}},
 		{"usage", []string{"leave"}, 64, []string{"usage:"}},
-		{"join: a bad drop-in is named with its field", []string{"join", "-config-dir", dir, "-user-data", filepath.Join(dir, "none"), "-state-dir", filepath.Join(dir, "state")}, 2, []string{"typo.yaml", `unknown field "endpiont"`}},
+		{"join: a bad drop-in is named with its field", []string{"join", "-config-dir", dir, "-user-data", filepath.Join(dir, "none"), "-state-dir", filepath.Join(dir, "state")}, exitInvalidConfig, []string{"typo.yaml", `unknown field "spec.controlPlane.endpiont"`, `spec.cni.mode: Unsupported value: "calico"`}},
 		{"status without a run", []string{"status", "-state-dir", filepath.Join(dir, "state")}, 1, []string{"no status"}},
 		{"preflight unreachable", []string{"preflight", "-f", closed}, 11, []string{"preflight dns    ok", "preflight tcp:", "check routes and firewalls"}},
-		{"preflight missing token file", []string{"preflight", "-f", good}, 2, []string{"tokenFile"}},
+		{"preflight missing token file", []string{"preflight", "-f", good}, exitInvalidConfig, []string{"tokenFile"}},
+		{"validate with an extra argument", []string{"config", "validate", "-f", good, "extra"}, exitUsage, []string{"unexpected argument \"extra\""}},
+		{"preflight with an extra argument", []string{"preflight", "-f", good, "x"}, exitUsage, []string{"unexpected argument \"x\""}},
+		{"config without validate", []string{"config"}, exitUsage, []string{"usage:"}},
+		{"status of a run with an out-of-range code", []string{"status", "-state-dir", outOfRange}, exitInternal, []string{"exit code 300"}},
 	} {
 		var out, errOut bytes.Buffer
 		code := run(c.args, &out, &errOut)

@@ -1,10 +1,12 @@
 package main
 
 import (
+	"bytes"
 	"context"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"strings"
 	"testing"
 	"time"
 
@@ -20,8 +22,9 @@ import (
 // The systemd tier for the agent binary itself: berth-agent.service as the image installs it (its package, enabled), run by a
 // real systemd 252 under systemd-nspawn. With no NodeConfig the agent reports READY (Type=notify) and a STATUS
 // saying what it waits for; it feeds a short watchdog without being restarted; a drop-in written later is picked
-// up by its fsnotify watch, and an invalid one before the join ends the unit with exit 2, which the unit does not
-// restart (waiting cannot fix a config).
+// up by its fsnotify watch, and an invalid one before the join ends the unit with exit 78 (EX_CONFIG), which the
+// unit does not restart (waiting cannot fix a config). A crash (SIGQUIT: the Go runtime dumps its goroutines and
+// exits 2, as on a fatal error) is restarted like any failure.
 func TestAgentUnitInNspawn(t *testing.T) {
 	tier.Require(t, tier.Root, tier.Nspawn)
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
@@ -81,21 +84,51 @@ func TestAgentUnitInNspawn(t *testing.T) {
 		t.Fatalf("after 3 watchdog periods: %+v (err %v), want the same pid %d active", s2, err, s.MainPID)
 	}
 
-	// A drop-in without a control plane: the watch picks it up, the config is refused before anything is
-	// touched, and the unit ends with exit 2 and stays down.
-	bad := "apiVersion: node.berth.dev/v1alpha1\nkind: NodeConfig\nspec:\n  kubelet:\n    config:\n      maxPods: 10\n"
-	if err := os.WriteFile(filepath.Join(m.Root, "etc/berth/config.d/10-user-data.yaml"), []byte(bad), 0o600); err != nil {
+	// A crash: systemd restarts the agent (another pid, active again), since exit 2 is not a config error.
+	if out, err := m.Sh(ctx, "systemctl kill --signal=SIGQUIT --kill-whom=main "+u); err != nil {
+		t.Fatalf("systemctl kill: %v\n%s", err, out)
+	}
+	crashed := s.MainPID
+	s = waitFor("restarted after a crash", func(s systemdbus.State) bool { return s.Active == "active" && s.MainPID != 0 && s.MainPID != crashed })
+	if out, err := m.Sh(ctx, "journalctl -u "+u+" -o cat | grep -c '^SIGQUIT: quit'"); err != nil || strings.TrimSpace(out) == "0" {
+		t.Errorf("the journal does not show the crash's goroutine dump (%v): %s", err, out)
+	}
+
+	// `systemctl stop` during the first join (discovery retrying a closed port on loopback) is a clean stop: exit
+	// 0, the unit inactive, not failed.
+	dropIn := filepath.Join(m.Root, "etc/berth/config.d/10-user-data.yaml")
+	unreachable := "apiVersion: node.berth.dev/v1alpha1\nkind: NodeConfig\nspec:\n  controlPlane:\n    endpoint: https://127.0.0.1:1\n" +
+		"    discovery:\n      token: abcdef.0123456789abcdef\n      caCertHashes: [\"sha256:" + strings.Repeat("0", 64) + "\"]\n"
+	if err := os.WriteFile(dropIn, []byte(unreachable), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	waitFor("joining", func(s systemdbus.State) bool { return strings.HasPrefix(s.StatusText, "applying NodeConfig") })
+	if out, err := m.Sh(ctx, "systemctl stop "+u); err != nil {
+		t.Fatalf("systemctl stop: %v\n%s", err, out)
+	}
+	s = waitFor("stopped", func(s systemdbus.State) bool { return s.Active == "inactive" || s.Active == "failed" })
+	if s.Active != "inactive" || s.Result != "success" || s.ExecMainStatus != 0 {
+		t.Errorf("stop during the join: %s, result %s, exit %d; want inactive, success, 0", s.Active, s.Result, s.ExecMainStatus)
+	}
+
+	// A drop-in without a control plane: the config is refused before anything is touched, and the unit ends
+	// with exit 78 and stays down.
+	statusFile := filepath.Join(m.Root, "var/lib/berth/status.json")
+	before, _ := os.ReadFile(statusFile) // the stopped join's
+	bad := "apiVersion: node.berth.dev/v1alpha1\nkind: NodeConfig\nspec:\n  kubelet:\n    config:\n      maxPods: 10\n"
+	if err := os.WriteFile(dropIn, []byte(bad), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	_ = mgr.Start(ctx, u) // the start job fails: the agent exits at once
 	s = waitFor("failed on a bad config", func(s systemdbus.State) bool { return s.Active == "failed" })
 	if s.ExecMainStatus != exitInvalidConfig || s.Result != "exit-code" {
 		t.Errorf("exit status %d, result %q; want %d, exit-code", s.ExecMainStatus, s.Result, exitInvalidConfig)
 	}
 	time.Sleep(3 * time.Second) // RestartSec=1s: a restart would have happened by now
 	if s2, _ := mgr.State(ctx, u); s2.Active != "failed" || s2.ActiveEnter != s.ActiveEnter {
-		t.Errorf("the unit was restarted after exit 2: %+v", s2)
+		t.Errorf("the unit was restarted after exit %d: %+v", exitInvalidConfig, s2)
 	}
-	if st, err := os.Stat(filepath.Join(m.Root, "var/lib/berth/status.json")); err == nil {
-		t.Errorf("a refused config left a status file: %v", st)
+	if after, _ := os.ReadFile(statusFile); !bytes.Equal(after, before) {
+		t.Errorf("a refused config changed the status file:\n%s", after)
 	}
 }

@@ -14,7 +14,11 @@ import (
 // slog and JSON all show only the public id, so a token that reaches a log line or a status file leaks nothing.
 // Call Value to get the full token for the one place that needs it (a 0600 kubeconfig).
 type Token struct {
-	id, secret string
+	id string
+	// secret is a closure over the secret: fmt prints a struct's unexported fields without calling their methods,
+	// so a Token held in one would show a string field whole (under any verb, a wrong one too); a func it prints
+	// only as an address.
+	secret func() string
 }
 
 // ParseToken checks s is "<6 chars>.<16 chars>" of [a-z0-9].
@@ -23,7 +27,8 @@ func Parse(s string) (Token, error) {
 		// Never echo s: it may be a mistyped but real secret.
 		return Token{}, fmt.Errorf("bootstrap token is not of the form [a-z0-9]{6}.[a-z0-9]{16}")
 	}
-	return Token{id: s[:6], secret: s[7:]}, nil
+	sec := s[7:]
+	return Token{id: s[:6], secret: func() string { return sec }}, nil
 }
 
 // GenerateToken returns a new random token.
@@ -39,10 +44,20 @@ func Generate() (Token, error) {
 func (t Token) ID() string { return t.id }
 
 // Secret is the token's secret part.
-func (t Token) Secret() string { return t.secret }
+func (t Token) Secret() string {
+	if t.secret == nil {
+		return ""
+	}
+	return t.secret()
+}
 
 // Value is the full token, secret included.
-func (t Token) Value() string { return t.id + "." + t.secret }
+func (t Token) Value() string {
+	if t.id == "" {
+		return ""
+	}
+	return t.id + "." + t.Secret()
+}
 
 // IsZero reports whether t is unset.
 func (t Token) IsZero() bool { return t.id == "" }

@@ -45,3 +45,28 @@ func TestParseTokenRejectsAndDoesNotEcho(t *testing.T) {
 		}
 	}
 }
+
+// fmt cannot call a method on an unexported field, so it prints such a field's insides: a Token held that way must
+// still not show its secret, under any verb, nor in a nested pointer.
+func TestTokenInAnUnexportedFieldNeverPrintsSecret(t *testing.T) {
+	tok, err := Parse("abcdef.0123456789abcdef")
+	if err != nil {
+		t.Fatal(err)
+	}
+	type holder struct {
+		name string
+		tok  Token
+		ptr  *Token
+	}
+	h := holder{name: "n", tok: tok, ptr: &tok}
+	for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%q", "%x", "%X"} {
+		for _, v := range []any{h, &h, []holder{h}, map[string]holder{"k": h}} {
+			if out := fmt.Sprintf(verb, v); strings.Contains(out, "0123456789abcdef") || strings.Contains(out, fmt.Sprintf("%x", "0123456789abcdef")) {
+				t.Errorf("%s of %T leaks the secret: %s", verb, v, out)
+			}
+		}
+	}
+	if tok.Value() != "abcdef.0123456789abcdef" || tok.Secret() != "0123456789abcdef" {
+		t.Errorf("Value/Secret = %q/%q", tok.Value(), tok.Secret())
+	}
+}

@@ -5,11 +5,13 @@ package exitcode
 
 import "slices"
 
-// The codes. 10-14 are preflight's failure classes.
+// The codes. 10-14 are preflight's failure classes. 64 and 78 are sysexits.h's EX_USAGE and EX_CONFIG. No code is
+// 2: a Go panic or fatal runtime error exits 2, and a crash must never look like a bad configuration (which systemd
+// does not restart).
 const (
 	OK            = 0
 	Internal      = 1
-	InvalidConfig = 2
+	InvalidConfig = 78
 	DNS           = 10
 	Unreachable   = 11
 	TLS           = 12
@@ -33,7 +35,6 @@ type Info struct {
 var table = []Info{
 	{OK, "success", false},
 	{Internal, "internal error", false},
-	{InvalidConfig, "invalid configuration", true},
 	{DNS, "DNS", false},
 	{Unreachable, "unreachable", false},
 	{TLS, "TLS / CA pin", true},
@@ -43,6 +44,7 @@ var table = []Info{
 	{Timeout, "timed out waiting", false},
 	{Services, "systemd job failed", false},
 	{Usage, "usage", true},
+	{InvalidConfig, "invalid configuration", true},
 }
 
 // All lists every code, in increasing order.

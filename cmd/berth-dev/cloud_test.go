@@ -1,17 +1,19 @@
 package main
 
 import (
-	"bytes"
 	"context"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
 
-	"berth.dev/berth/test/cloud"
-	"berth.dev/berth/test/proc"
+	"berth.dev/berth/test/images"
+
+	"berth.dev/berth/internal/dev/cloud"
+	"berth.dev/berth/internal/dev/proc"
 	"berth.dev/berth/test/tier"
 	"berth.dev/berth/test/toolbin"
 )
@@ -23,14 +25,20 @@ import (
 func TestCloudUpStatusDown(t *testing.T) {
 	tier.Require(t, tier.Root, tier.NetNS, tier.QEMU, tier.Kubernetes) // mmdebstrap chroot, dpkg in the tree, qemu, taps
 	// The image as `make demo` bakes it; a second `image` with the same inputs keeps the very same file.
-	agent, k8s, imgDir := toolbin.Agent(t), toolbin.Kubernetes.ForTest(t), t.TempDir()
+	// berth-dev as a user has it: copied elsewhere, the pinned binaries found in its tool cache.
+	agent, imgDir := toolbin.Agent(t), t.TempDir()
+	dev := newDevTool(t, map[string]string{"k8s": toolbin.Kubernetes.ForTest(t), "coredns": toolbin.CoreDNS.ForTest(t)})
+	imgs, err := images.Build(t.TempDir())
+	if err != nil {
+		t.Fatal(err)
+	}
 	bakeImage := func() (string, string) {
 		t.Helper()
-		var out bytes.Buffer
-		if err := run(context.Background(), []string{"image", "-agent", agent, "-k8s-bin", k8s, "-o", imgDir}, &out, slog.New(slog.DiscardHandler)); err != nil {
+		out, err := dev.run(t, "image", "-agent", agent, "-pause", imgs.Pause, "-o", imgDir)
+		if err != nil {
 			t.Fatalf("image: %v", err)
 		}
-		path := strings.TrimSpace(out.String())
+		path := strings.TrimSpace(out)
 		id, err := cloud.ImageID(path)
 		if err != nil {
 			t.Fatal(err)
@@ -45,9 +53,7 @@ func TestCloudUpStatusDown(t *testing.T) {
 	dir := filepath.Join(os.TempDir(), "berth-dev-cloud-test")
 	log := slog.New(slog.NewTextHandler(os.Stderr, &slog.HandlerOptions{Level: slog.LevelInfo}))
 	do := func(args ...string) (string, error) {
-		var out bytes.Buffer
-		err := run(context.Background(), append([]string{"cloud"}, append(args, "-dir", dir)...), &out, log)
-		return out.String(), err
+		return dev.run(t, append([]string{"cloud"}, append(args, "-dir", dir)...)...)
 	}
 	t.Cleanup(func() {
 		if _, err := do("down"); err != nil {
@@ -60,10 +66,17 @@ func TestCloudUpStatusDown(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, want := range []string{"node-1 Ready", "node-2 Ready", "ip netns exec berth-devtest", "get nodes", "cloud down --dir " + dir} {
+	for _, want := range []string{"node-1 Ready", "node-2 Ready", "cluster DNS ready: kube-dns.kube-system at 10.96.0.10",
+		"export KUBECONFIG=" + filepath.Join(dir, "kubeconfig"), "get nodes", "ip netns exec berth-devtest", "cloud down --dir " + dir} {
 		if !strings.Contains(out, want) {
 			t.Errorf("up output lacks %q", want)
 		}
+	}
+	// The printed kubeconfig works from this host's own network namespace, with a plain kubectl.
+	kubectl := exec.Command(filepath.Join(dev.k8sBin, "kubectl"), "get", "nodes", "-o", "name")
+	kubectl.Env = append(os.Environ(), "KUBECONFIG="+filepath.Join(dir, "kubeconfig"))
+	if got, err := kubectl.CombinedOutput(); err != nil || string(got) != "node/node-1\nnode/node-2\n" {
+		t.Errorf("kubectl get nodes with the printed kubeconfig: %v\n%s", err, got)
 	}
 	out, err = do("demo")
 	t.Logf("demo:\n%s", out)
@@ -71,9 +84,12 @@ func TestCloudUpStatusDown(t *testing.T) {
 		t.Errorf("demo: %v", err)
 	}
 	for _, via := range []string{"via node-1", "via node-2"} {
-		if !strings.Contains(out, via) || strings.Count(out, "(on node-") != 4 {
+		if !strings.Contains(out, via) || strings.Count(out, "(on node-") != 5 {
 			t.Errorf("demo output does not show two pods answering %s", via)
 		}
+	}
+	if !regexp.MustCompile(`(?m)^by name from a pod: hello\.default\.svc\.cluster\.local answered by hello-\S+ \(on node-[12]\)$`).MatchString(out) {
+		t.Error("demo output does not show a pod reaching the Service by its name")
 	}
 	// The summary names each node with its boot → Ready and its agent's join time.
 	if rows := regexp.MustCompile(`(?m)^node-[12] +10\.88\.0\.1[12] +v1\.37\.2 +\S+ +[0-9m.]+s +[0-9m.]+s$`).FindAllString(out, -1); len(rows) != 2 {
@@ -87,7 +103,7 @@ func TestCloudUpStatusDown(t *testing.T) {
 		t.Errorf("reusable with 3 nodes: %q", why)
 	}
 	// A second demo on the same cloud replaces its objects and passes again.
-	if out, err := do("demo"); err != nil || strings.Count(out, "(on node-") != 4 {
+	if out, err := do("demo"); err != nil || strings.Count(out, "(on node-") != 5 {
 		t.Errorf("second demo: %v\n%s", err, out)
 	}
 	out, err = do("status")

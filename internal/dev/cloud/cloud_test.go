@@ -18,12 +18,12 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"berth.dev/berth/agent/nodeready"
-	"berth.dev/berth/test/cloud"
-	"berth.dev/berth/test/controlplane"
+	"berth.dev/berth/internal/dev/cloud"
+	"berth.dev/berth/internal/dev/controlplane"
+	"berth.dev/berth/internal/dev/proc"
 	"berth.dev/berth/test/images"
 	"berth.dev/berth/test/nodeimage"
 	"berth.dev/berth/test/podwait"
-	"berth.dev/berth/test/proc"
 	"berth.dev/berth/test/toolbin"
 )
 

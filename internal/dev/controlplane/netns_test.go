@@ -1,14 +1,21 @@
-package controlplane
+package controlplane_test
 
 import (
+	"context"
 	"fmt"
 	"net/netip"
 	"os"
+	"strings"
 	"syscall"
 	"testing"
+	"time"
 
-	"berth.dev/berth/test/netns"
-	"berth.dev/berth/test/proc"
+	"berth.dev/berth/internal/dev/controlplane"
+	cptest "berth.dev/berth/test/controlplane"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"berth.dev/berth/internal/dev/netns"
+	"berth.dev/berth/internal/dev/proc"
 	"berth.dev/berth/test/tier"
 )
 
@@ -36,7 +43,7 @@ func TestControlPlaneInNetworkNamespace(t *testing.T) {
 		}
 	}
 	reg := proc.DefaultRegistry(nil)
-	cp := ForTest(t, Config{NetNS: ns.Path(), BindAddress: netip.MustParseAddr("10.77.0.1"), Registry: &reg})
+	cp := cptest.ForTest(t, controlplane.Config{NetNS: ns.Path(), BindAddress: netip.MustParseAddr("10.77.0.1"), Registry: &reg})
 	if cp.Endpoint != "https://10.77.0.1:6443" {
 		t.Errorf("endpoint = %s, want https://10.77.0.1:6443", cp.Endpoint)
 	}
@@ -46,6 +53,31 @@ func TestControlPlaneInNetworkNamespace(t *testing.T) {
 	}
 	if ji.Endpoint != cp.Endpoint {
 		t.Errorf("join info endpoint = %s, want %s", ji.Endpoint, cp.Endpoint)
+	}
+	// The kubernetes Service leads to the advertised address, as pods (CoreDNS) reach the API through it.
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	var got []string
+	for {
+		slices, err := cp.Client.DiscoveryV1().EndpointSlices("default").List(ctx, metav1.ListOptions{LabelSelector: "kubernetes.io/service-name=kubernetes"})
+		got = nil
+		if err == nil {
+			for _, s := range slices.Items {
+				for _, e := range s.Endpoints {
+					for _, p := range s.Ports {
+						got = append(got, fmt.Sprintf("%s:%d", strings.Join(e.Addresses, ","), *p.Port))
+					}
+				}
+			}
+		}
+		if len(got) == 1 && got[0] == "10.77.0.1:6443" {
+			break
+		}
+		select {
+		case <-ctx.Done():
+			t.Fatalf("the kubernetes Service's endpoints are %v (%v), want 10.77.0.1:6443", got, err)
+		case <-time.After(500 * time.Millisecond):
+		}
 	}
 
 	var want syscall.Stat_t
@@ -70,7 +102,7 @@ func TestControlPlaneInNetworkNamespace(t *testing.T) {
 			t.Errorf("%s (pid %d) runs outside the namespace", r.Name, r.PID)
 		}
 	}
-	if n != len(Components) {
-		t.Errorf("found %d components, want %d", n, len(Components))
+	if n != len(controlplane.Components) {
+		t.Errorf("found %d components, want %d", n, len(controlplane.Components))
 	}
 }

@@ -1,10 +1,12 @@
-package controlplane
+package controlplane_test
 
 import (
 	"context"
 	"log/slog"
 	"testing"
 	"time"
+
+	"berth.dev/berth/internal/dev/controlplane"
 
 	"berth.dev/berth/test/toolbin"
 )
@@ -13,12 +15,12 @@ import (
 // to /readyz ("readyz-s"), then the controller manager and scheduler, provisioning, and the first signed
 // cluster-info ("up-s"). Stopping is not timed.
 //
-//	go test -run '^$' -bench ControlPlaneStart -benchtime 5x ./test/controlplane
+//	go test -run '^$' -bench ControlPlaneStart -benchtime 5x ./internal/dev/controlplane
 func BenchmarkControlPlaneStart(b *testing.B) {
 	bin := toolbin.Kubernetes.ForTest(b)
 	var readyz, up time.Duration
 	for b.Loop() {
-		cp, err := Start(context.Background(), Config{Dir: b.TempDir(), BinDir: bin, Log: slog.New(slog.DiscardHandler)})
+		cp, err := controlplane.Start(context.Background(), controlplane.Config{Dir: b.TempDir(), BinDir: bin, Log: slog.New(slog.DiscardHandler)})
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -27,9 +27,9 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
-	"berth.dev/berth/test/netns"
-	"berth.dev/berth/test/ports"
-	"berth.dev/berth/test/proc"
+	"berth.dev/berth/internal/dev/netns"
+	"berth.dev/berth/internal/dev/ports"
+	"berth.dev/berth/internal/dev/proc"
 )
 
 // Config says where and how to run the control plane. Zero values get defaults (see setDefaults).
@@ -332,12 +332,17 @@ func (c *ControlPlane) etcdArgs() []string {
 }
 
 func (c *ControlPlane) apiserverArgs() []string {
+	// The kubernetes Service's endpoints are the apiserver's advertised address, as a hosted control plane
+	// publishes them (pods such as CoreDNS reach the API through that Service). The reconciler refuses a loopback
+	// address, and pods could not reach one anyway: on loopback there are none.
+	reconciler := "lease"
+	if c.cfg.BindAddress.IsLoopback() {
+		reconciler = "none"
+	}
 	return []string{
 		"--bind-address=" + c.cfg.BindAddress.String(), "--advertise-address=" + c.cfg.BindAddress.String(),
 		"--secure-port=" + strconv.Itoa(c.cfg.APIServerPort),
-		// The endpoint reconciler refuses a loopback advertise address; a hosted control plane has no
-		// in-cluster apiserver endpoints to reconcile anyway.
-		"--endpoint-reconciler-type=none",
+		"--endpoint-reconciler-type=" + reconciler,
 		"--etcd-servers=http://127.0.0.1:" + strconv.Itoa(c.cfg.EtcdClientPort),
 		"--client-ca-file=" + c.pki("ca.crt"),
 		"--tls-cert-file=" + c.pki("apiserver.crt"), "--tls-private-key-file=" + c.pki("apiserver.key"),

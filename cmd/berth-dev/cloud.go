@@ -9,15 +9,17 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"berth.dev/berth/agent/nodeready"
-	"berth.dev/berth/test/cloud"
-	"berth.dev/berth/test/proc"
-	"berth.dev/berth/test/toolbin"
+	"berth.dev/berth/internal/dev/cloud"
+	"berth.dev/berth/internal/dev/clusterdns"
+	"berth.dev/berth/internal/dev/guestssh"
+	"berth.dev/berth/internal/dev/proc"
 )
 
 const cloudUsage = `usage: berth-dev cloud <up|down|status|demo> [flags]
@@ -45,7 +47,7 @@ func cloudCmd(ctx context.Context, args []string, out io.Writer, log *slog.Logge
 		image := fs.String("image", "", "the node image every guest boots (qcow2), e.g. output-debian-12/node.qcow2 (required)")
 		nodes := fs.Int("nodes", 2, "how many guests")
 		name := fs.String("name", "cloud", "the namespace is berth-<name>")
-		bin := fs.String("k8s-bin", os.Getenv("BERTH_K8S_BIN"), "directory with the control plane's binaries (env BERTH_K8S_BIN; default: tools/build.sh k8s)")
+		bin := fs.String("k8s-bin", os.Getenv("BERTH_K8S_BIN"), k8sBinUsage)
 		reuse := fs.Bool("reuse", false, "keep a cloud already running in -dir from the same image file with -nodes Ready nodes")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
@@ -57,15 +59,14 @@ func cloudCmd(ctx context.Context, args []string, out io.Writer, log *slog.Logge
 			return fmt.Errorf("cloud up: -nodes: %d: want at least 1", *nodes)
 		}
 		var err error
-		if *bin == "" {
-			if *bin, err = toolbin.Kubernetes.Dir(); err != nil {
-				return err
-			}
+		if *bin, err = k8sBin(*bin); err != nil {
+			return err
 		}
 		if *reuse {
 			why := reusable(ctx, *dir, *image, *nodes, reg)
 			if why == "" {
 				fmt.Fprintf(out, "reusing the cloud in %s: %d nodes Ready, booted from this image\n", *dir, *nodes)
+				fmt.Fprintf(out, "  export KUBECONFIG=%s\n", filepath.Join(*dir, "kubeconfig"))
 				return nil
 			}
 			fmt.Fprintf(out, "not reusing the cloud in %s: %s\n", *dir, why)
@@ -74,7 +75,7 @@ func cloudCmd(ctx context.Context, args []string, out io.Writer, log *slog.Logge
 		if err := cloud.Down(*dir, reg); err != nil {
 			return fmt.Errorf("cloud up: stop the earlier cloud in %s: %w", *dir, err)
 		}
-		return cloudUp(ctx, out, cloud.Config{Name: *name, Dir: *dir, BinDir: *bin, Image: *image, Detached: true, Registry: &reg, Log: log}, *nodes)
+		return cloudUp(ctx, out, cloud.Config{Name: *name, Dir: *dir, BinDir: *bin, Image: *image, Detached: true, Registry: &reg, Log: log}, reg, *nodes)
 	case "down":
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
@@ -94,6 +95,8 @@ func cloudCmd(ctx context.Context, args []string, out io.Writer, log *slog.Logge
 			return err
 		}
 		return cloudDemo(ctx, out, *dir)
+	case "forward":
+		return forwardCmd(ctx, args[1:], log)
 	default:
 		fmt.Fprint(os.Stderr, cloudUsage)
 		return fmt.Errorf("unknown cloud command %q", args[0])
@@ -102,7 +105,7 @@ func cloudCmd(ctx context.Context, args []string, out io.Writer, log *slog.Logge
 
 // cloudUp boots the guests one at a time (TCG guests share two cores), then waits for every Node to be Ready,
 // printing progress, and prints how to use and stop the cloud.
-func cloudUp(ctx context.Context, out io.Writer, cfg cloud.Config, nodes int) (err error) {
+func cloudUp(ctx context.Context, out io.Writer, cfg cloud.Config, reg proc.Registry, nodes int) (err error) {
 	c, err := cloud.Up(ctx, cfg)
 	if err != nil {
 		return err
@@ -110,6 +113,7 @@ func cloudUp(ctx context.Context, out io.Writer, cfg cloud.Config, nodes int) (e
 	defer func() {
 		if err != nil {
 			c.Down()
+			reg.StopGroup(c.Config().Dir, 5*time.Second) // the apiserver forward, when it started
 		}
 	}()
 	fmt.Fprintf(out, "control plane up at %s in namespace %s\n", c.CP.Endpoint, c.NS.Name)
@@ -118,15 +122,24 @@ func cloudUp(ctx context.Context, out io.Writer, cfg cloud.Config, nodes int) (e
 		if err != nil {
 			return err
 		}
-		fmt.Fprintf(out, "%s (%s) booting...\n", n.Name, n.IP)
-		if err := n.WaitSSH(ctx); err != nil {
+		fmt.Fprintf(out, "%s (%s) booting (a TCG guest takes about a minute)...\n", n.Name, n.IP)
+		stop := every(30*time.Second, func(took time.Duration) {
+			fmt.Fprintf(out, "%s still booting (%v; console %s)\n", n.Name, took.Round(time.Second), n.Serial)
+		})
+		err = n.WaitSSH(ctx)
+		stop()
+		if err != nil {
 			return err
 		}
 		fmt.Fprintf(out, "%s booted in %v\n", n.Name, time.Since(n.Started).Round(time.Second))
 	}
 	for _, n := range c.Nodes {
 		wctx, cancel := context.WithTimeout(ctx, 10*time.Minute)
+		stop := every(20*time.Second, func(took time.Duration) {
+			fmt.Fprintf(out, "%s joining: %s\n", n.Name, joinProgress(ctx, n.SSH))
+		})
 		node, err := nodeready.Wait(wctx, c.CP.Client.CoreV1().Nodes(), n.Name, 2*time.Second)
+		stop()
 		cancel()
 		if err != nil {
 			return fmt.Errorf("%w; its console:\n%s", err, n.Tail(20))
@@ -135,13 +148,67 @@ func cloudUp(ctx context.Context, out io.Writer, cfg cloud.Config, nodes int) (e
 		fmt.Fprintf(out, "%s Ready %v after its guest started (kubelet %s)\n", n.Name,
 			nodeready.Condition(node).LastTransitionTime.Sub(n.Started).Round(time.Second), node.Status.NodeInfo.KubeletVersion)
 	}
+	// The cloud's route table: pods' replies from the control plane (CoreDNS watches the API) find their node.
+	if err := c.RoutePods(ctx); err != nil {
+		return err
+	}
+	wctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	err = clusterdns.WaitAvailable(wctx, c.CP.Client)
+	cancel()
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "cluster DNS ready: %s.%s at %s (CoreDNS)\n", clusterdns.Service, metav1.NamespaceSystem,
+		clusterdns.ServiceIP(c.CP.Config().ServiceCIDR))
+	kubeconfig, err := publishAPIServer(ctx, c, reg)
+	if err != nil {
+		return err
+	}
 	self, _ := os.Executable()
-	fmt.Fprintf(out, "\nThe cloud keeps running. The control plane is reachable only inside the namespace:\n")
-	fmt.Fprintf(out, "  ip netns exec %s %s --kubeconfig %s get nodes -o wide\n", c.NS.Name,
-		filepath.Join(cfg.BinDir, "kubectl"), c.CP.KubeconfigPath())
+	fmt.Fprintf(out, "\nThe cloud keeps running. Its apiserver is forwarded to this host's loopback:\n")
+	fmt.Fprintf(out, "  export KUBECONFIG=%s\n", kubeconfig)
+	fmt.Fprintf(out, "  %s get nodes -o wide\n", kubectlCommand(filepath.Join(cfg.BinDir, "kubectl")))
+	fmt.Fprintf(out, "The nodes are reachable inside its namespace:\n")
 	fmt.Fprintf(out, "  ip netns exec %s ssh -i %s root@%s\n", c.NS.Name, c.Nodes[0].SSH.Key, c.Nodes[0].IP)
 	fmt.Fprintf(out, "Stop it with: %s cloud down --dir %s\n", self, c.Config().Dir)
 	return nil
+}
+
+// every calls say with the time since it started, every period, until stop is called; stop returns once say is
+// no longer running.
+func every(period time.Duration, say func(took time.Duration)) (stop func()) {
+	start, done, exited := time.Now(), make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(exited)
+		t := time.NewTicker(period)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				return
+			case <-t.C:
+				say(time.Since(start))
+			}
+		}
+	}()
+	return func() { close(done); <-exited }
+}
+
+// joinProgress summarizes the node's `berth-agent status`: the last phase it reached and that phase's result.
+func joinProgress(ctx context.Context, ssh guestssh.Target) string {
+	ctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	defer cancel()
+	st, err := ssh.Run(ctx, "berth-agent status", nil)
+	if err != nil {
+		return "the agent has no status yet"
+	}
+	lines := strings.Split(strings.TrimSpace(st), "\n")
+	header := slices.IndexFunc(lines, func(l string) bool { return strings.HasPrefix(l, "PHASE") })
+	if header < 0 || header == len(lines)-1 {
+		return "the agent has started no phase yet"
+	}
+	last := strings.Fields(lines[len(lines)-1])
+	return fmt.Sprintf("agent phase %s: %s (%d phases so far)", last[0], strings.Join(last[1:2], ""), len(lines)-1-header)
 }
 
 // reusable says why the cloud in dir cannot serve as one of nodes guests from image, or "" when it can: it runs,

@@ -21,11 +21,13 @@ import (
 
 	cloudinit "berth.dev/berth/cloud-init"
 	"berth.dev/berth/imagebuilder/qemu"
+	"berth.dev/berth/internal/dev/clusterdns"
+	"berth.dev/berth/internal/dev/controlplane"
+	"berth.dev/berth/internal/dev/guestssh"
+	"berth.dev/berth/internal/dev/netns"
+	"berth.dev/berth/internal/dev/proc"
 	"berth.dev/berth/internal/node/atomicfile"
-	"berth.dev/berth/test/controlplane"
-	"berth.dev/berth/test/guestssh"
-	"berth.dev/berth/test/netns"
-	"berth.dev/berth/test/proc"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 )
@@ -161,6 +163,10 @@ func Up(ctx context.Context, cfg Config) (_ *Cloud, err error) {
 	if c.Join, err = c.CP.JoinInfo(); err != nil {
 		return nil, err
 	}
+	// Cluster DNS, as kubeadm's add-on: its pods start once nodes are Ready (their image is in the node image).
+	if err := clusterdns.Apply(ctx, c.CP.Client, clusterdns.ServiceIP(c.CP.Config().ServiceCIDR), 2); err != nil {
+		return nil, fmt.Errorf("cloud: %w", err)
+	}
 	if err := c.save(); err != nil {
 		return nil, err
 	}
@@ -228,6 +234,35 @@ func (c *Cloud) addGuest(ctx context.Context, join bool) (*Node, error) {
 	}
 	c.cfg.Log.Info("node started", "node", n.Name, "ip", ip, "mac", n.MAC)
 	return n, nil
+}
+
+// RoutePods routes each Node's pod CIDR to its address in the namespace, as a cloud's route table does for kubenet
+// nodes (AKS writes one route per node): replies from the control plane to pods (CoreDNS and other in-cluster
+// clients reach the apiserver through the kubernetes Service, keeping the pod's address) find their node. Nodes
+// without a pod CIDR yet are left out; run it again once they have one. It is idempotent.
+func (c *Cloud) RoutePods(ctx context.Context) error {
+	byName := map[string]netip.Addr{}
+	for _, n := range c.Nodes {
+		byName[n.Name] = n.IP
+	}
+	nodes, err := c.CP.Client.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
+	if err != nil {
+		return fmt.Errorf("cloud: route pods: %w", err)
+	}
+	for _, n := range nodes.Items {
+		ip, ok := byName[n.Name]
+		if !ok || n.Spec.PodCIDR == "" {
+			continue
+		}
+		cidr, err := netip.ParsePrefix(n.Spec.PodCIDR)
+		if err != nil {
+			return fmt.Errorf("cloud: route pods: node %s: podCIDR %q: %w", n.Name, n.Spec.PodCIDR, err)
+		}
+		if err := c.NS.Run("ip", "route", "replace", cidr.Masked().String(), "via", ip.String(), "dev", "br0"); err != nil {
+			return fmt.Errorf("cloud: route pods: %w", err)
+		}
+	}
+	return nil
 }
 
 // WaitSSH waits until the node answers SSH (its boot is done enough to log in), or fails with its console tail.

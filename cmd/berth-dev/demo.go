@@ -20,16 +20,17 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/kubernetes"
 
 	"berth.dev/berth/agent/nodeready"
 	"berth.dev/berth/imagebuilder/deb"
 	"berth.dev/berth/imagebuilder/payload"
-	"berth.dev/berth/test/cloud"
-	"berth.dev/berth/test/guestssh"
-	"berth.dev/berth/test/images"
-	"berth.dev/berth/test/netns"
-	"berth.dev/berth/test/nodeimage"
-	"berth.dev/berth/test/toolbin"
+	"berth.dev/berth/internal/dev/cloud"
+	"berth.dev/berth/internal/dev/guestssh"
+	"berth.dev/berth/internal/dev/images"
+	"berth.dev/berth/internal/dev/netns"
+	"berth.dev/berth/internal/dev/nodeimage"
+	"berth.dev/berth/internal/dev/toolcache"
 )
 
 // imageCmd runs `berth-dev image`: bake the local cloud's node image (Debian 12, the pinned kubelet, the given
@@ -38,26 +39,36 @@ func imageCmd(ctx context.Context, args []string, out io.Writer, log *slog.Logge
 	fs := flag.NewFlagSet("berth-dev image", flag.ContinueOnError)
 	dir := fs.String("o", filepath.Join(filepath.Dir(defaultDir()), "image"), "output directory (node.qcow2, node.manifest.json)")
 	agent := fs.String("agent", "", "the static berth-agent binary (`make agent` prints it) (required)")
-	bin := fs.String("k8s-bin", os.Getenv("BERTH_K8S_BIN"), "directory with the pinned kubelet and kube-proxy (env BERTH_K8S_BIN; default: tools/build.sh k8s)")
+	pause := fs.String("pause", filepath.Join(toolcache.Dir(), "images", "pause.oci.tar"), "the pause image tarball (`make plugin` or `berth-pause image -o` writes it)")
+	bin := fs.String("k8s-bin", os.Getenv("BERTH_K8S_BIN"), k8sBinUsage)
+	corednsBin := fs.String("coredns-bin", os.Getenv("BERTH_COREDNS_BIN"), "directory with the coredns binary (env BERTH_COREDNS_BIN; default: its newest complete build in the tool cache, which `make tools` fills)")
 	if err := fs.Parse(args); err != nil {
 		return err
 	}
 	if *agent == "" {
 		return errors.New("image: -agent: required")
 	}
-	var err error
-	if *bin == "" {
-		if *bin, err = toolbin.Kubernetes.Dir(); err != nil {
-			return err
+	if *corednsBin == "" {
+		var err error
+		if *corednsBin, err = toolcache.Find(toolcache.Dir(), "coredns", toolcache.CoreDNSVersion); err != nil {
+			return fmt.Errorf("image: -coredns-bin: %w", err)
 		}
 	}
+	if _, err := os.Stat(*pause); err != nil {
+		return fmt.Errorf("image: -pause: %w (`make plugin` writes it)", err)
+	}
+	k8s, err := k8sBin(*bin)
+	if err != nil {
+		return err
+	}
 	start := time.Now()
-	img, reused, err := nodeimage.Bake(ctx, *bin, *agent, *dir, log)
+	img, reused, err := nodeimage.Bake(ctx, nodeimage.Sources{K8sBin: k8s, Agent: *agent, PauseImage: *pause,
+		CoreDNS: filepath.Join(*corednsBin, "coredns")}, *dir, log)
 	if err != nil {
 		return fmt.Errorf("image: %w", err)
 	}
 	if reused {
-		log.Info("node image unchanged (same berth-dev, agent, kubelet and kube-proxy); reusing it", "path", img)
+		log.Info("node image unchanged (same berth-dev, agent, pause image, CoreDNS, kubelet and kube-proxy); reusing it", "path", img)
 	} else {
 		log.Info("node image baked", "path", img, "took", time.Since(start).Round(time.Second))
 	}
@@ -186,6 +197,9 @@ func cloudDemo(ctx context.Context, out io.Writer, dir string) error {
 	if err := errors.Join(errs...); err != nil {
 		return err
 	}
+	if err := byName(ctx, out, cs, podNode); err != nil {
+		return err
+	}
 	nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return err
@@ -207,13 +221,80 @@ func cloudDemo(ctx context.Context, out io.Writer, dir string) error {
 			if c := nodeready.Condition(&n); c != nil && nodeready.Ready(&n) && !g.Started.IsZero() {
 				boot = c.LastTransitionTime.Sub(g.Started).Round(time.Second).String()
 			}
-			if d, err := agentJoinTime(ctx, st.SSH(g)); err == nil {
+			// Read over SSH from a guest that may be slow under load: retried, not dropped.
+			var d time.Duration
+			var err error
+			for try := 0; try < 5; try++ {
+				if d, err = agentJoinTime(ctx, st.SSH(g)); err == nil {
+					break
+				}
+				time.Sleep(2 * time.Second)
+			}
+			if err == nil {
 				join = d.Round(100 * time.Millisecond).String()
+			} else {
+				fmt.Fprintf(out, "(%s: agent join time unknown: %v)\n", n.Name, err)
 			}
 		}
 		fmt.Fprintf(out, "%-8s %-12s %-9s %-14s %-12s %s\n", n.Name, ip, n.Status.NodeInfo.KubeletVersion, n.Spec.PodCIDR, boot, join)
 	}
 	fmt.Fprintln(out, "BOOT→READY: guest start to the Node's Ready; AGENT JOIN: berth-agent's start to its READY (the Node Ready).")
+	return nil
+}
+
+// byName runs a pod that finds the demo Service by its name through cluster DNS (busybox's nslookup asks the
+// nameserver the kubelet wrote into the pod's resolv.conf, the kube-dns Service) and fetches from the address it
+// got; it fails unless a hello pod answers.
+func byName(ctx context.Context, out io.Writer, cs kubernetes.Interface, podNode map[string]string) error {
+	const name, fqdn = "hello-by-name", "hello.default.svc.cluster.local"
+	// busybox's image has no /tmp: the answer stays in a variable. Debian's static busybox wget crashes with -T; the
+	// pod's deadline bounds it instead.
+	script := `out=$(nslookup -type=a ` + fqdn + ` 2>&1)
+ip=$(echo "$out" | awk '/^Name:/ { n = 1 } n && /^Address/ { print $2; exit }')
+[ -n "$ip" ] || { echo "$out"; exit 1; }
+echo "` + fqdn + ` is $ip"
+echo "answered by $(wget -q -O - http://$ip/hostname)"`
+	pods := cs.CoreV1().Pods("default")
+	_ = pods.Delete(ctx, name, metav1.DeleteOptions{})
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(time.Second) {
+		if _, err := pods.Get(ctx, name, metav1.GetOptions{}); apierrors.IsNotFound(err) {
+			break
+		} else if time.Now().After(deadline) {
+			return fmt.Errorf("the previous demo's pod %s is still being deleted (%v)", name, err)
+		}
+	}
+	deadline := int64(90)
+	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: corev1.PodSpec{RestartPolicy: corev1.RestartPolicyNever,
+		ActiveDeadlineSeconds: &deadline,
+		Containers: []corev1.Container{{Name: "client", Image: images.Busybox, ImagePullPolicy: corev1.PullNever,
+			Command: []string{"sh", "-c", script}}}}}
+	if _, err := pods.Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	var phase corev1.PodPhase
+	for deadline := time.Now().Add(2 * time.Minute); phase != corev1.PodSucceeded && phase != corev1.PodFailed; time.Sleep(time.Second) {
+		p, err := pods.Get(ctx, name, metav1.GetOptions{})
+		if err == nil {
+			phase = p.Status.Phase
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("pod %s did not finish in 2 minutes (phase %q, %v)", name, phase, err)
+		}
+	}
+	logs, err := pods.GetLogs(name, &corev1.PodLogOptions{}).DoRaw(ctx)
+	if err != nil {
+		return fmt.Errorf("pod %s: logs: %w", name, err)
+	}
+	answered := ""
+	for _, line := range strings.Split(string(logs), "\n") {
+		if pod, ok := strings.CutPrefix(line, "answered by "); ok && podNode[pod] != "" {
+			answered = fmt.Sprintf("%s (on %s)", pod, podNode[pod])
+		}
+	}
+	if phase != corev1.PodSucceeded || answered == "" {
+		return fmt.Errorf("pod %s could not reach the Service by name (%s):\n%s", name, phase, logs)
+	}
+	fmt.Fprintf(out, "by name from a pod: %s answered by %s\n", fqdn, answered)
 	return nil
 }
 

@@ -1,4 +1,4 @@
-package controlplane
+package controlplane_test
 
 import (
 	"context"
@@ -13,6 +13,9 @@ import (
 	"strings"
 	"testing"
 	"time"
+
+	"berth.dev/berth/internal/dev/controlplane"
+	cptest "berth.dev/berth/test/controlplane"
 
 	"berth.dev/berth/internal/node/bootstraptoken"
 	"berth.dev/berth/internal/node/capin"
@@ -30,13 +33,13 @@ import (
 
 // nodeConfig returns a client config that trusts the cluster CA and presents nothing but what the caller adds,
 // dialing the way the admin config does.
-func (c *ControlPlane) nodeConfig(t *testing.T) *rest.Config {
+func nodeConfig(t *testing.T, c *controlplane.ControlPlane) *rest.Config {
 	t.Helper()
 	return &rest.Config{Host: c.Endpoint, TLSClientConfig: rest.TLSClientConfig{CAFile: c.CACertPath()}, Dial: c.Admin.Dial}
 }
 
 func TestControlPlaneServesNodeJoin(t *testing.T) {
-	cp := ForTest(t, Config{})
+	cp := cptest.ForTest(t, controlplane.Config{})
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
 
@@ -56,7 +59,7 @@ func TestControlPlaneServesNodeJoin(t *testing.T) {
 	}
 
 	t.Run("cluster-info is readable anonymously and its JWS verifies with the token", func(t *testing.T) {
-		anon, err := kubernetes.NewForConfig(cp.nodeConfig(t))
+		anon, err := kubernetes.NewForConfig(nodeConfig(t, cp))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -93,13 +96,13 @@ func TestControlPlaneServesNodeJoin(t *testing.T) {
 		if err := cp.EnableKubeadmJoin(ctx, []byte("apiVersion: kubelet.config.k8s.io/v1beta1\nkind: KubeletConfiguration\ncgroupDriver: systemd\n")); err != nil {
 			t.Fatal(err)
 		}
-		cfg := cp.nodeConfig(t)
+		cfg := nodeConfig(t, cp)
 		cfg.BearerToken = tok.Value()
 		boot, err := kubernetes.NewForConfig(cfg)
 		if err != nil {
 			t.Fatal(err)
 		}
-		anon, err := kubernetes.NewForConfig(cp.nodeConfig(t))
+		anon, err := kubernetes.NewForConfig(nodeConfig(t, cp))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -108,8 +111,8 @@ func TestControlPlaneServesNodeJoin(t *testing.T) {
 			t.Fatal(err)
 		}
 		for name, want := range map[string]string{
-			KubeadmConfigMap: "kubernetesVersion: " + version.GitVersion + "\n",
-			KubeletConfigMap: "cgroupDriver: systemd\n",
+			controlplane.KubeadmConfigMap: "kubernetesVersion: " + version.GitVersion + "\n",
+			controlplane.KubeletConfigMap: "cgroupDriver: systemd\n",
 		} {
 			cm, err := boot.CoreV1().ConfigMaps(metav1.NamespaceSystem).Get(ctx, name, metav1.GetOptions{})
 			if err != nil {
@@ -127,7 +130,7 @@ func TestControlPlaneServesNodeJoin(t *testing.T) {
 				t.Errorf("anonymous get kube-system/%s = %v, want 403", name, err)
 			}
 		}
-		cm, _ := cp.Client.CoreV1().ConfigMaps(metav1.NamespaceSystem).Get(ctx, KubeadmConfigMap, metav1.GetOptions{})
+		cm, _ := cp.Client.CoreV1().ConfigMaps(metav1.NamespaceSystem).Get(ctx, controlplane.KubeadmConfigMap, metav1.GetOptions{})
 		if host := strings.TrimPrefix(cp.Endpoint, "https://"); cm == nil || !strings.Contains(cm.Data["ClusterConfiguration"], "controlPlaneEndpoint: "+host+"\n") {
 			t.Errorf("ClusterConfiguration's controlPlaneEndpoint is not %s: %v", host, cm)
 		}
@@ -135,7 +138,7 @@ func TestControlPlaneServesNodeJoin(t *testing.T) {
 
 	var nodeCert, nodeKey []byte
 	t.Run("a bootstrap token's node-client CSR is approved and issued", func(t *testing.T) {
-		cfg := cp.nodeConfig(t)
+		cfg := nodeConfig(t, cp)
 		cfg.BearerToken = tok.Value()
 		boot, err := kubernetes.NewForConfig(cfg)
 		if err != nil {
@@ -155,7 +158,7 @@ func TestControlPlaneServesNodeJoin(t *testing.T) {
 		if nodeCert == nil {
 			t.Skip("no node certificate: the bootstrap CSR subtest failed")
 		}
-		cfg := cp.nodeConfig(t)
+		cfg := nodeConfig(t, cp)
 		cfg.CertData, cfg.KeyData = nodeCert, nodeKey
 		node, err := kubernetes.NewForConfig(cfg)
 		if err != nil {
@@ -168,7 +171,7 @@ func TestControlPlaneServesNodeJoin(t *testing.T) {
 		if nodeCert == nil {
 			t.Skip("no node certificate: the bootstrap CSR subtest failed")
 		}
-		cfg := cp.nodeConfig(t)
+		cfg := nodeConfig(t, cp)
 		cfg.CertData, cfg.KeyData = nodeCert, nodeKey
 		node, err := kubernetes.NewForConfig(cfg)
 		if err != nil {
@@ -198,7 +201,7 @@ func TestControlPlaneServesNodeJoin(t *testing.T) {
 		unknown, _ := bootstraptoken.Generate()
 		wrongSecret, _ := bootstraptoken.Parse(tok.ID() + "." + unknown.Secret())
 		for name, bad := range map[string]bootstraptoken.Token{"expired": expired, "unknown": unknown, "wrong secret": wrongSecret} {
-			cfg := cp.nodeConfig(t)
+			cfg := nodeConfig(t, cp)
 			cfg.BearerToken = bad.Value()
 			cs, err := kubernetes.NewForConfig(cfg)
 			if err != nil {
@@ -268,7 +271,7 @@ func requestNodeCert(t *testing.T, ctx context.Context, cs kubernetes.Interface,
 
 func TestRestartKeepsCAAndToken(t *testing.T) {
 	dir := t.TempDir()
-	cp := ForTest(t, Config{Dir: dir})
+	cp := cptest.ForTest(t, controlplane.Config{Dir: dir})
 	first, err := cp.JoinInfo()
 	if err != nil {
 		t.Fatal(err)
@@ -276,7 +279,7 @@ func TestRestartKeepsCAAndToken(t *testing.T) {
 	if err := cp.Stop(); err != nil {
 		t.Fatal(err)
 	}
-	cp2 := ForTest(t, Config{Dir: dir})
+	cp2 := cptest.ForTest(t, controlplane.Config{Dir: dir})
 	second, err := cp2.JoinInfo()
 	if err != nil {
 		t.Fatal(err)
@@ -292,7 +295,7 @@ func TestRestartKeepsCAAndToken(t *testing.T) {
 
 func TestStartRefusesABadAdvertiseURL(t *testing.T) {
 	for _, u := range []string{"10.0.2.100:6443", "http://10.0.2.100:6443", "https://", "https://h:1/path"} {
-		_, err := Start(context.Background(), Config{Dir: t.TempDir(), BinDir: t.TempDir(), AdvertiseURL: u})
+		_, err := controlplane.Start(context.Background(), controlplane.Config{Dir: t.TempDir(), BinDir: t.TempDir(), AdvertiseURL: u})
 		if err == nil || !strings.Contains(err.Error(), "AdvertiseURL: \""+u+"\"") {
 			t.Errorf("AdvertiseURL %q: Start = %v, want an error naming the field", u, err)
 		}

@@ -32,9 +32,9 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
-	"berth.dev/berth/test/controlplane"
-	"berth.dev/berth/test/proc"
-	"berth.dev/berth/test/toolbin"
+	"berth.dev/berth/internal/dev/controlplane"
+	"berth.dev/berth/internal/dev/proc"
+	"berth.dev/berth/internal/dev/toolcache"
 )
 
 const usage = `usage: berth-dev controlplane <up|down|status|join-info> [flags]
@@ -71,6 +71,17 @@ func defaultDir() string {
 	return filepath.Join(home, ".local", "state", "berth", "controlplane")
 }
 
+const k8sBinUsage = "directory with the pinned Kubernetes binaries and etcd (env BERTH_K8S_BIN; default: the newest complete build of v" +
+	toolcache.KubernetesVersion + " in the tool cache, $BERTH_CACHE or ~/.cache/berth, which `make tools` fills)"
+
+// k8sBin returns dir, or the pinned Kubernetes build in the tool cache when dir is empty.
+func k8sBin(dir string) (string, error) {
+	if dir != "" {
+		return dir, nil
+	}
+	return toolcache.Find(toolcache.Dir(), "k8s", toolcache.KubernetesVersion)
+}
+
 func run(ctx context.Context, args []string, out io.Writer, log *slog.Logger) error {
 	if len(args) > 0 && args[0] == "cloud" {
 		return cloudCmd(ctx, args[1:], out, log)
@@ -94,7 +105,7 @@ func run(ctx context.Context, args []string, out io.Writer, log *slog.Logger) er
 		bind := fs.String("bind", "127.0.0.1", "address the apiserver binds to and advertises")
 		port := fs.Int("port", 6443, "apiserver port")
 		nsPath := fs.String("netns", "", "network namespace to run in (e.g. /run/netns/berth); default: this one")
-		bin := fs.String("k8s-bin", os.Getenv("BERTH_K8S_BIN"), "directory with etcd, kube-apiserver, kube-controller-manager (env BERTH_K8S_BIN; default: build them with tools/build.sh k8s)")
+		bin := fs.String("k8s-bin", os.Getenv("BERTH_K8S_BIN"), k8sBinUsage)
 		if err := fs.Parse(args[2:]); err != nil {
 			return err
 		}
@@ -102,10 +113,8 @@ func run(ctx context.Context, args []string, out io.Writer, log *slog.Logger) er
 		if err != nil {
 			return fmt.Errorf("--bind: %w", err)
 		}
-		if *bin == "" {
-			if *bin, err = toolbin.Kubernetes.Dir(); err != nil {
-				return err
-			}
+		if *bin, err = k8sBin(*bin); err != nil {
+			return err
 		}
 		cp, err := controlplane.Start(ctx, controlplane.Config{Dir: *dir, BinDir: *bin, BindAddress: addr,
 			APIServerPort: *port, NetNS: *nsPath, Detached: true, Registry: &reg, Log: log})

@@ -1,4 +1,4 @@
-package controlplane
+package controlplane_test
 
 import (
 	"bufio"
@@ -12,7 +12,10 @@ import (
 	"syscall"
 	"testing"
 
-	"berth.dev/berth/test/proc"
+	"berth.dev/berth/internal/dev/controlplane"
+	cptest "berth.dev/berth/test/controlplane"
+
+	"berth.dev/berth/internal/dev/proc"
 	"berth.dev/berth/test/toolbin"
 )
 
@@ -35,7 +38,7 @@ func runHelper(dir string) int {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
 	}
-	cp, err := Start(context.Background(), Config{Dir: dir, BinDir: bin, Log: slog.New(slog.DiscardHandler)})
+	cp, err := controlplane.Start(context.Background(), controlplane.Config{Dir: dir, BinDir: bin, Log: slog.New(slog.DiscardHandler)})
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		return 1
@@ -78,8 +81,8 @@ func TestKilledRunIsCleanedUp(t *testing.T) {
 			orphans = append(orphans, r)
 		}
 	}
-	if len(orphans) != len(Components) {
-		t.Fatalf("helper's control plane has %d process records, want one per component %v: %+v", len(orphans), Components, orphans)
+	if len(orphans) != len(controlplane.Components) {
+		t.Fatalf("helper's control plane has %d process records, want one per component %v: %+v", len(orphans), controlplane.Components, orphans)
 	}
 
 	cmd.Process.Signal(syscall.SIGKILL)
@@ -91,7 +94,7 @@ func TestKilledRunIsCleanedUp(t *testing.T) {
 	}
 
 	// A new control plane in another directory on the very same ports: it only starts if the orphans are gone.
-	ForTest(t, Config{APIServerPort: ports.API, EtcdClientPort: ports.EtcdClient, EtcdPeerPort: ports.EtcdPeer,
+	cptest.ForTest(t, controlplane.Config{APIServerPort: ports.API, EtcdClientPort: ports.EtcdClient, EtcdPeerPort: ports.EtcdPeer,
 		ControllerManagerPort: ports.KCM, SchedulerPort: ports.Scheduler})
 	var left []string
 	for _, r := range orphans {

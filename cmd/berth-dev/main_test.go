@@ -1,8 +1,6 @@
 package main
 
 import (
-	"bytes"
-	"context"
 	"encoding/json"
 	"log/slog"
 	"net"
@@ -12,28 +10,25 @@ import (
 	"strings"
 	"testing"
 
+	"berth.dev/berth/internal/dev/proc"
 	"berth.dev/berth/internal/node/bootstraptoken"
 	"berth.dev/berth/internal/node/capin"
-	"berth.dev/berth/test/proc"
 	"berth.dev/berth/test/toolbin"
 )
 
-// The dev command's whole life cycle against real components: up (detached), status, join-info in every format,
-// a second up that restarts with the same join material, down, and nothing left running.
+// The dev command's whole life cycle against real components, run as a user has it (built, copied elsewhere, the
+// pinned binaries found in its tool cache): up (detached), status, join-info in every format, a second up that
+// restarts with the same join material, down, and nothing left running.
 func TestControlPlaneUpStatusJoinInfoDown(t *testing.T) {
-	bin := toolbin.Kubernetes.ForTest(t)
+	k8s := toolbin.Kubernetes.ForTest(t)
 	// A fixed directory: processes that a killed run of this test left (they are detached) are stopped by the
 	// first `down` of the next run.
 	base := filepath.Join(os.TempDir(), "berth-dev-cli-test")
-	t.Setenv("BERTH_DEV_DIR", base)
 	dir := filepath.Join(base, "controlplane")
 	log := slog.New(slog.DiscardHandler)
-	ctx := context.Background()
-	do := func(args ...string) (string, error) {
-		var out bytes.Buffer
-		err := run(ctx, args, &out, log)
-		return out.String(), err
-	}
+	dev := newDevTool(t, map[string]string{"k8s": k8s}, "BERTH_DEV_DIR="+base)
+	bin := dev.k8sBin
+	do := func(args ...string) (string, error) { return dev.run(t, args...) }
 	if _, err := do("controlplane", "down"); err != nil {
 		t.Fatal(err)
 	}
@@ -50,7 +45,7 @@ func TestControlPlaneUpStatusJoinInfoDown(t *testing.T) {
 	port := strconv.Itoa(l.Addr().(*net.TCPAddr).Port)
 	l.Close()
 
-	out, err := do("controlplane", "up", "--port", port, "--k8s-bin", bin)
+	out, err := do("controlplane", "up", "--port", port)
 	if err != nil {
 		t.Fatalf("up: %v", err)
 	}
@@ -83,7 +78,7 @@ func TestControlPlaneUpStatusJoinInfoDown(t *testing.T) {
 	}
 
 	// up again: restarts in place (no "port in use" from its own earlier processes), same CA and token.
-	if _, err := do("controlplane", "up", "--port", port, "--k8s-bin", bin); err != nil {
+	if _, err := do("controlplane", "up", "--port", port, "--k8s-bin", k8s); err != nil {
 		t.Fatalf("second up: %v", err)
 	}
 	out, _ = do("controlplane", "join-info", "-o", "json")

@@ -20,10 +20,10 @@ import (
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	bootstrapapi "k8s.io/cluster-bootstrap/token/api"
 
+	"berth.dev/berth/internal/dev/proc"
 	"berth.dev/berth/internal/node/atomicfile"
 	"berth.dev/berth/internal/node/bootstraptoken"
 	"berth.dev/berth/internal/node/capin"
-	"berth.dev/berth/test/proc"
 )
 
 const (

@@ -10,7 +10,7 @@ import (
 	"time"
 
 	"berth.dev/berth/agent/nodeready"
-	"berth.dev/berth/test/cloud"
+	"berth.dev/berth/internal/dev/cloud"
 	"berth.dev/berth/test/nodeimage"
 	"berth.dev/berth/test/toolbin"
 )
