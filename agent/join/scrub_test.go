@@ -1,12 +1,16 @@
 package join
 
 import (
+	"reflect"
+
 	"context"
 	"log/slog"
 	"os"
 	"path/filepath"
 	"strings"
 	"testing"
+
+	yamlv3 "go.yaml.in/yaml/v3"
 
 	"berth.dev/berth/agent/nodeconfig"
 	"berth.dev/berth/internal/node/layout"
@@ -84,4 +88,47 @@ func TestCleanupIsBestEffort(t *testing.T) {
 	if strings.Contains(detail+logs.String(), ".swp") {
 		t.Errorf("the hidden backup was read: %s %s", detail, logs.String())
 	}
+}
+
+// The scrub's properties on any drop-in: when it changes one, the result parses, holds no
+// spec.controlPlane.discovery.token, keeps every other value of the document, and a second scrub changes nothing.
+func FuzzScrubToken(f *testing.F) {
+	f.Add([]byte("apiVersion: node.berth.dev/v1alpha1\nkind: NodeConfig\nspec:\n  controlPlane:\n    discovery:\n      token: abcdef.0123456789abcdef # c\n      caCertHashes: [x]\n"))
+	f.Add([]byte(`{"spec":{"controlPlane":{"discovery":{"token":"abcdef.0123456789abcdef","tokenFile":""}}}}`))
+	f.Add([]byte("spec:\n  controlPlane: {discovery: {token: a}}\n  node: {name: n}\n"))
+	f.Add([]byte("spec: [1, 2]\n"))
+	f.Add([]byte("# only a comment\n"))
+	f.Fuzz(func(t *testing.T, data []byte) {
+		out, changed, err := scrubToken(data)
+		if err != nil || !changed {
+			return
+		}
+		var before, after map[string]any
+		if err := yamlv3.Unmarshal(data, &before); err != nil {
+			t.Fatalf("scrubbed a document that does not parse: %v", err)
+		}
+		if err := yamlv3.Unmarshal(out, &after); err != nil {
+			t.Fatalf("the scrubbed document does not parse: %v\n%s", err, out)
+		}
+		disc := func(m map[string]any) map[string]any {
+			spec, _ := m["spec"].(map[string]any)
+			cp, _ := spec["controlPlane"].(map[string]any)
+			d, _ := cp["discovery"].(map[string]any)
+			return d
+		}
+		if d := disc(after); d != nil {
+			if _, ok := d["token"]; ok {
+				t.Fatalf("token left:\n%s", out)
+			}
+		}
+		if d := disc(before); d != nil {
+			delete(d, "token")
+		}
+		if !reflect.DeepEqual(before, after) {
+			t.Fatalf("the scrub changed more than the token:\nbefore %v\nafter  %v", before, after)
+		}
+		if _, again, err := scrubToken(out); again || err != nil {
+			t.Fatalf("a second scrub: changed %v, err %v", again, err)
+		}
+	})
 }

@@ -2,6 +2,7 @@ package mergepatch
 
 import (
 	"encoding/json"
+	"reflect"
 	"testing"
 )
 
@@ -31,4 +32,54 @@ func TestRFC7386Examples(t *testing.T) {
 			t.Errorf("Apply(%s, %s) = %s, want %s", c.target, c.patch, got, c.want)
 		}
 	}
+}
+
+// The RFC 7386 properties on any pair of documents: every key the patch nulls is gone, every object merges, every
+// other value of the patch is in the result as given; applying the same patch again changes nothing; an empty
+// patch changes nothing.
+func FuzzApply(f *testing.F) {
+	f.Add(`{"a":{"b":1,"c":[1]},"x":null}`, `{"a":{"b":null,"d":{"e":null,"f":"g"}},"c":[{"k":null}]}`)
+	f.Add(`{"spec":{"kubelet":{"config":{"maxPods":10}}}}`, `{"spec":{"kubelet":{"config":null}}}`)
+	f.Add(`{}`, `{"a":"b"}`)
+	f.Fuzz(func(t *testing.T, target, patch string) {
+		var tg, p map[string]any
+		if json.Unmarshal([]byte(target), &tg) != nil || json.Unmarshal([]byte(patch), &p) != nil || tg == nil || p == nil {
+			return
+		}
+		clone := func(m map[string]any) map[string]any {
+			var out map[string]any
+			b, _ := json.Marshal(m)
+			json.Unmarshal(b, &out)
+			return out
+		}
+		once := Apply(clone(tg), p)
+		var check func(res, p map[string]any, path string)
+		check = func(res, p map[string]any, path string) {
+			for k, v := range p {
+				switch pv := v.(type) {
+				case nil:
+					if _, ok := res[k]; ok {
+						t.Fatalf("%s%s: nulled by the patch but still there", path, k)
+					}
+				case map[string]any:
+					rm, ok := res[k].(map[string]any)
+					if !ok {
+						t.Fatalf("%s%s: the patch's object did not become an object", path, k)
+					}
+					check(rm, pv, path+k+".")
+				default:
+					if !reflect.DeepEqual(res[k], v) {
+						t.Fatalf("%s%s = %v, want the patch's %v", path, k, res[k], v)
+					}
+				}
+			}
+		}
+		check(once, p, "")
+		if twice := Apply(clone(once), p); !reflect.DeepEqual(once, twice) {
+			t.Fatalf("not idempotent:\nonce  %v\ntwice %v", once, twice)
+		}
+		if same := Apply(clone(tg), map[string]any{}); !reflect.DeepEqual(same, tg) {
+			t.Fatalf("an empty patch changed %v into %v", tg, same)
+		}
+	})
 }

@@ -3,6 +3,7 @@ package v1alpha1
 import (
 	"bytes"
 	"encoding/json"
+	"errors"
 	"fmt"
 	"log/slog"
 	"strings"
@@ -166,8 +167,9 @@ func TestSecretNeverPrints(t *testing.T) {
 	}
 }
 
-// go test -fuzz FuzzDecode ./agent/api/v1alpha1: decoding and validating arbitrary input never panics. The
-// seeds run as ordinary tests.
+// go test -fuzz FuzzDecode ./agent/api/v1alpha1: decoding and validating arbitrary input never panics; a document
+// that decodes cleanly encodes to JSON that decodes cleanly to the same document (round trip), and a document with
+// strict problems still comes back for validation. The seeds run as ordinary tests.
 func FuzzDecode(f *testing.F) {
 	f.Add([]byte(valid))
 	f.Add([]byte("apiVersion: node.berth.dev/v1alpha1\nkind: NodeConfig\n"))
@@ -175,9 +177,28 @@ func FuzzDecode(f *testing.F) {
 	f.Add([]byte("spec:\n  sysctls: {a: b}\n  node: {taints: [{}]}\n"))
 	f.Fuzz(func(t *testing.T, data []byte) {
 		c, err := Decode(data)
+		var strict *StrictError
+		if errors.As(err, &strict) {
+			if c == nil || len(strict.Problems) == 0 {
+				t.Fatalf("a StrictError without the document or a problem: %v", err)
+			}
+			_ = c.Validate()
+			return
+		}
 		if err != nil {
 			return
 		}
 		_ = c.Validate()
+		first, err := json.Marshal(c)
+		if err != nil {
+			t.Fatal(err)
+		}
+		again, err := Decode(first)
+		if err != nil {
+			t.Fatalf("the JSON encoding of a decoded document does not decode: %v\n%s", err, first)
+		}
+		if second, _ := json.Marshal(again); !bytes.Equal(first, second) {
+			t.Fatalf("round trip changed the document:\n%s\n%s", first, second)
+		}
 	})
 }
