@@ -99,7 +99,7 @@ func Render(dir, root string) ([]byte, error) {
 		if !ok {
 			continue
 		}
-		b.WriteString("\n| field | type | description |\n|---|---|---|\n")
+		var rows strings.Builder
 		for _, f := range st.Fields.List {
 			if len(f.Names) == 0 || !f.Names[0].IsExported() {
 				continue
@@ -122,7 +122,10 @@ func Render(dir, root string) ([]byte, error) {
 			for _, l := range local {
 				queue = append(queue, l)
 			}
-			fmt.Fprintf(&b, "| `%s` | %s | %s |\n", json, typ, oneLine(text))
+			fmt.Fprintf(&rows, "| `%s` | %s | %s |\n", json, typ, oneLine(text))
+		}
+		if rows.Len() > 0 { // a struct with only unexported fields (Secret) is described by its doc alone
+			b.WriteString("\n| field | type | description |\n|---|---|---|\n" + rows.String())
 		}
 	}
 	return b.Bytes(), nil

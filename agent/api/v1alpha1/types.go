@@ -6,6 +6,7 @@ package v1alpha1
 
 import (
 	"encoding/json"
+	"fmt"
 	"log/slog"
 
 	corev1 "k8s.io/api/core/v1"
@@ -62,7 +63,7 @@ type ControlPlane struct {
 type Discovery struct {
 	// Token is the bootstrap token "<id>.<secret>" (kubeadm's format). Exactly one of token and tokenFile is set.
 	// The agent removes it from the drop-ins once the node has joined.
-	Token Secret `json:"token,omitempty"`
+	Token Secret `json:"token,omitzero"`
 	// TokenFile names a file holding the bootstrap token; the agent deletes it once the node has joined.
 	TokenFile string `json:"tokenFile,omitempty"`
 	// CACertHashes are "sha256:<hex>" pins of the CA's public key; any match passes.
@@ -108,19 +109,49 @@ type CNI struct {
 	Mode string `json:"mode,omitempty"`
 }
 
-// Secret is a string that never prints: fmt, slog and JSON show "<redacted>".
-type Secret string
+// Secret is a string in YAML and JSON that never prints: fmt (any verb, also when the Secret sits in an
+// unexported field, which fmt prints without calling methods), slog and JSON show "<redacted>".
+type Secret struct {
+	// reveal is a closure over the value: fmt prints a func as an address only.
+	reveal func() string
+}
+
+// NewSecret holds s.
+func NewSecret(s string) Secret {
+	if s == "" {
+		return Secret{}
+	}
+	return Secret{reveal: func() string { return s }}
+}
 
 func (s Secret) String() string               { return s.redacted() }
 func (s Secret) GoString() string             { return s.redacted() }
 func (s Secret) LogValue() slog.Value         { return slog.StringValue(s.redacted()) }
 func (s Secret) MarshalJSON() ([]byte, error) { return json.Marshal(s.redacted()) }
 
+// UnmarshalJSON reads the secret from a JSON string.
+func (s *Secret) UnmarshalJSON(data []byte) error {
+	var v string
+	if err := json.Unmarshal(data, &v); err != nil {
+		return fmt.Errorf("want a string")
+	}
+	*s = NewSecret(v)
+	return nil
+}
+
+// IsZero reports whether no secret is held.
+func (s Secret) IsZero() bool { return s.reveal == nil }
+
 // Reveal returns the secret, for the one place that needs it.
-func (s Secret) Reveal() string { return string(s) }
+func (s Secret) Reveal() string {
+	if s.reveal == nil {
+		return ""
+	}
+	return s.reveal()
+}
 
 func (s Secret) redacted() string {
-	if s == "" {
+	if s.IsZero() {
 		return ""
 	}
 	return "<redacted>"

@@ -160,10 +160,20 @@ func TestSecretNeverPrints(t *testing.T) {
 	var logs bytes.Buffer
 	slog.New(slog.NewJSONHandler(&logs, nil)).Info("config", "discovery", c.Spec.ControlPlane.Discovery)
 	js, _ := json.Marshal(c)
-	for name, out := range map[string]string{"%v": fmt.Sprintf("%v", c), "%+v": fmt.Sprintf("%+v", c), "%#v": fmt.Sprintf("%#v", c), "slog": logs.String(), "json": string(js)} {
-		if strings.Contains(out, "0123456789abcdef") {
+	// fmt prints an unexported field without calling its methods: the holder must not show the token either.
+	type holder struct{ d Discovery }
+	h := holder{c.Spec.ControlPlane.Discovery}
+	out := map[string]string{"%v": fmt.Sprintf("%v", c), "%+v": fmt.Sprintf("%+v", c), "%#v": fmt.Sprintf("%#v", c), "slog": logs.String(), "json": string(js)}
+	for _, verb := range []string{"%v", "%+v", "%#v", "%s", "%q", "%x"} {
+		out["unexported field "+verb] = fmt.Sprintf(verb, h)
+	}
+	for name, out := range out {
+		if strings.Contains(out, "0123456789abcdef") || strings.Contains(out, fmt.Sprintf("%x", "0123456789abcdef")) {
 			t.Errorf("%s leaks the token: %s", name, out)
 		}
+	}
+	if c.Spec.ControlPlane.Discovery.Token.Reveal() != "abcdef.0123456789abcdef" {
+		t.Error("Reveal lost the token")
 	}
 }
 

@@ -93,11 +93,11 @@ func (cp ControlPlane) validate(p *field.Path) field.ErrorList {
 	}
 	d := p.Child("discovery")
 	switch {
-	case cp.Discovery.Token == "" && cp.Discovery.TokenFile == "":
+	case cp.Discovery.Token.IsZero() && cp.Discovery.TokenFile == "":
 		errs = append(errs, field.Required(d.Child("token"), "a bootstrap token (or tokenFile)"))
-	case cp.Discovery.Token != "" && cp.Discovery.TokenFile != "":
+	case !cp.Discovery.Token.IsZero() && cp.Discovery.TokenFile != "":
 		errs = append(errs, field.Forbidden(d.Child("tokenFile"), "set token or tokenFile, not both"))
-	case cp.Discovery.Token != "":
+	case !cp.Discovery.Token.IsZero():
 		if _, err := bootstraptoken.Parse(cp.Discovery.Token.Reveal()); err != nil {
 			errs = append(errs, field.Invalid(d.Child("token"), cp.Discovery.Token, err.Error()))
 		}
