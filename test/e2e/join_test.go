@@ -46,7 +46,7 @@ const apiInGuest = "10.0.2.100:6443"
 // The e2e join. The control plane is down when the guest boots and comes up 60 s after the guest started; the
 // agent retries and joins without help. Then: the Node is Ready, a pod from a pre-cached image runs to
 // completion on it, the bootstrap credentials are gone from the guest, the agent unit says it joined, and in the
-// guest `berth-agent preflight` refuses a wrong CA pin (12) and an expired token (13).
+// guest `berth-agent preflight` refuses a wrong CA pin (12) and an expired token (16: unsigned, retried).
 func TestJoinInQemu(t *testing.T) {
 	image := nodeimage.QCOW2(t)
 	k8s := toolbin.Kubernetes.ForTest(t)
@@ -155,8 +155,8 @@ func TestJoinInQemu(t *testing.T) {
 	}
 	t.Logf("guest join: discovery (with the control plane late) %v, then to kubelet started %v, kubelet started → Ready %v",
 		seen["discover"].Duration.Round(time.Millisecond), (toKubelet - seen["discover"].Duration).Round(time.Millisecond), toReady.Round(time.Millisecond))
-	if d := seen["images"].Detail; !strings.Contains(d, "2 shipped image(s) present, 0 imported") || !strings.Contains(d, "sandbox image pinned") {
-		t.Errorf("images phase in the guest: %q (the image pre-caches both)", d)
+	if d := seen["images"].Detail; !strings.Contains(d, "3 shipped image(s) present, 0 imported") || !strings.Contains(d, "sandbox image pinned") {
+		t.Errorf("images phase in the guest: %q, want all 3 (pause, busybox, CoreDNS) pre-cached and the sandbox pinned", d)
 	}
 	if out := tryRun(g, "ctr -n k8s.io images ls name=="+images.Pause); !strings.Contains(out, "io.cri-containerd.pinned=pinned") {
 		t.Errorf("the pause image is not pinned in the guest:\n%s", out)
