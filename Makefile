@@ -35,6 +35,16 @@ PAUSE_TAR := $(BERTH_CACHE)/images/pause.oci.tar
 
 all: test
 
+# link_pinned,<tool>,<link>: links berth's pinned build of a tool (a path in the tool cache) as <link>, unless
+# something that is not one of berth's pinned builds is there already, which is left alone with a warning. Shell
+# text for one recipe line; says what it did on stderr.
+define link_pinned
+cur=$$(readlink $(2) || true); \
+	  if [ -e $(2) ] && [ "$${cur#$(BERTH_CACHE)/}" = "$$cur" ]; then \
+	    echo "warning: $(2) is not berth's pinned $(notdir $(2)); left alone (berth's is $(1))" >&2; \
+	  else mkdir -p $(dir $(2)) && ln -sfn $(1) $(2) && echo "$(notdir $(2)): $(2) -> $(1)" >&2; fi
+endef
+
 go-check:
 	@command -v go >/dev/null || { echo "Go $(GO_MIN)+ is required (expected at /usr/local/go)"; exit 1; }
 	@v=$$(go env GOVERSION | sed 's/^go//'); \
@@ -75,10 +85,7 @@ plugin: go-check
 	@go build -trimpath -o $(PLUGIN_BIN).tmp ./imagebuilder && mv $(PLUGIN_BIN).tmp $(PLUGIN_BIN)
 	@sha256sum $(PLUGIN_BIN) | cut -d' ' -f1 > $(PLUGIN_BIN)_SHA256SUM
 	@echo "building (or finding) the pinned Packer" >&2
-	@packer=$$(BERTH_CACHE=$(BERTH_CACHE) tools/build.sh packer)/packer; cur=$$(readlink $(BINDIR)/packer || true); \
-	  if [ -e $(BINDIR)/packer ] && [ "$${cur#$(BERTH_CACHE)/packer/}" = "$$cur" ]; then \
-	    echo "warning: $(BINDIR)/packer is not berth's pinned Packer; left alone (berth's is $$packer)" >&2; \
-	  else mkdir -p $(BINDIR) && ln -sfn $$packer $(BINDIR)/packer && echo "packer: $(BINDIR)/packer -> $$packer" >&2; fi
+	@packer=$$(BERTH_CACHE=$(BERTH_CACHE) tools/build.sh packer)/packer; $(call link_pinned,$$packer,$(BINDIR)/packer)
 	@$(MAKE) -s pause-image
 
 # The pause image (berth.dev/pause, the agent's default sandbox image), which berth-pause writes of itself.
@@ -109,10 +116,7 @@ $(DEV_BIN): go-check $(shell find cmd agent imagebuilder internal cloud-init sys
 demo: deps go-check agent pause-image $(DEV_BIN)
 	@set -e; \
 	  k8s=$$(BERTH_CACHE=$(BERTH_CACHE) tools/build.sh k8s); coredns=$$(BERTH_CACHE=$(BERTH_CACHE) tools/build.sh coredns); \
-	  cur=$$(readlink $(BINDIR)/kubectl || true); \
-	  if [ -e $(BINDIR)/kubectl ] && [ "$${cur#$(BERTH_CACHE)/k8s/}" = "$$cur" ]; then \
-	    echo "warning: $(BINDIR)/kubectl is not berth's pinned kubectl; left alone (berth's is $$k8s/kubectl)" >&2; \
-	  else mkdir -p $(BINDIR); ln -sfn $$k8s/kubectl $(BINDIR)/kubectl; fi; \
+	  $(call link_pinned,$$k8s/kubectl,$(BINDIR)/kubectl); \
 	  export BERTH_K8S_BIN=$$k8s BERTH_COREDNS_BIN=$$coredns; \
 	  image=$$($(DEV_BIN) image -agent $(AGENT_BIN) -pause $(PAUSE_TAR)); \
 	  $(DEV_BIN) cloud up -reuse -image $$image -nodes 2; \

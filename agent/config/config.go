@@ -25,7 +25,6 @@ import (
 	"syscall"
 
 	"k8s.io/apimachinery/pkg/util/validation/field"
-	"sigs.k8s.io/yaml"
 
 	"berth.dev/berth/agent/api/v1alpha1"
 	"berth.dev/berth/agent/mergepatch"
@@ -124,7 +123,7 @@ func findPart(body io.Reader, boundary, prefix string, depth int, found *[]byte)
 		default:
 			return fmt.Errorf("%s: unsupported Content-Transfer-Encoding %q", name, enc)
 		}
-		data, err := readBounded(r)
+		data, err := ReadBounded(r)
 		if err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
@@ -133,7 +132,7 @@ func findPart(body io.Reader, boundary, prefix string, depth int, found *[]byte)
 			if err != nil {
 				return fmt.Errorf("%s: gzip: %w", name, err)
 			}
-			if data, err = readBounded(zr); err != nil {
+			if data, err = ReadBounded(zr); err != nil {
 				return fmt.Errorf("%s: gzip: %w", name, err)
 			}
 		}
@@ -141,21 +140,24 @@ func findPart(body io.Reader, boundary, prefix string, depth int, found *[]byte)
 	}
 }
 
-// readBounded reads r whole, refusing more than MaxSize bytes.
-func readBounded(r io.Reader) ([]byte, error) {
+// ErrNotAConfig is a file that cannot be a NodeConfig whatever it holds: not a regular file, or too large.
+var ErrNotAConfig = errors.New("not a NodeConfig file")
+
+// ReadBounded reads r whole, refusing more than MaxSize bytes.
+func ReadBounded(r io.Reader) ([]byte, error) {
 	data, err := io.ReadAll(io.LimitReader(r, MaxSize+1))
 	if err != nil {
 		return nil, err
 	}
 	if len(data) > MaxSize {
-		return nil, fmt.Errorf("larger than %d bytes (a NodeConfig is a few KiB)", MaxSize)
+		return nil, fmt.Errorf("%w: larger than %d bytes (a NodeConfig is a few KiB)", ErrNotAConfig, MaxSize)
 	}
 	return data, nil
 }
 
-// readDropIn reads a drop-in that is a regular file (or a symlink to one) of at most MaxSize bytes. It opens
-// without blocking, so a FIFO is refused rather than waited on.
-func readDropIn(path string) ([]byte, error) {
+// ReadFile reads a NodeConfig file (a drop-in, or a file given to berth-agent config validate): a regular file (or
+// a symlink to one) of at most MaxSize bytes. It opens without blocking, so a FIFO is refused rather than waited on.
+func ReadFile(path string) ([]byte, error) {
 	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
 	if err != nil {
 		return nil, err
@@ -166,9 +168,9 @@ func readDropIn(path string) ([]byte, error) {
 		return nil, err
 	}
 	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("not a regular file (%s)", st.Mode().Type())
+		return nil, fmt.Errorf("%w: not a regular file (%s)", ErrNotAConfig, st.Mode().Type())
 	}
-	return readBounded(f)
+	return ReadBounded(f)
 }
 
 // ErrNoConfig is Merge's error when there is no source at all: no user data part and no drop-in.
@@ -196,7 +198,7 @@ func DropIns(dir string) ([]Source, error) {
 	var out []Source
 	for _, n := range names {
 		path := filepath.Join(dir, n)
-		data, err := readDropIn(path)
+		data, err := ReadFile(path)
 		if err != nil {
 			return nil, fmt.Errorf("read %s: %w", path, err)
 		}
@@ -225,15 +227,11 @@ func merge(sources []Source, validate func(*v1alpha1.NodeConfig) field.ErrorList
 	var problems []error
 	var merged map[string]any
 	for _, s := range sources {
-		_, err := v1alpha1.Decode(s.Data)
+		_, js, err := v1alpha1.DecodeJSON(s.Data)
 		var strict *v1alpha1.StrictError
 		if errors.As(err, &strict) {
 			problems = append(problems, fmt.Errorf("%s: %w", s.Name, err))
 		} else if err != nil {
-			return nil, fmt.Errorf("%s: %w", s.Name, err)
-		}
-		js, err := yaml.YAMLToJSON(s.Data) // Decode parsed it
-		if err != nil {
 			return nil, fmt.Errorf("%s: %w", s.Name, err)
 		}
 		var doc map[string]any

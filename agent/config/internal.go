@@ -28,7 +28,8 @@ func Internal(in *v1alpha1.NodeConfig, d nodeconfig.Defaults) (*nodeconfig.Confi
 	if len(c.ControlPlane.Discovery.CABundle) == 0 {
 		c.ControlPlane.Discovery.CABundle = nil
 	}
-	if t := s.ControlPlane.Discovery.Token.Reveal(); t != "" {
+	// A scrubbed token (a copy cleaned after the join) is no token: only a joined node's config validates with one.
+	if t := s.ControlPlane.Discovery.Token.Reveal(); t != "" && !bootstraptoken.Scrubbed(t) {
 		tok, err := bootstraptoken.Parse(t)
 		if err != nil {
 			return nil, fmt.Errorf("spec.controlPlane.discovery.token: %w", err)

@@ -23,6 +23,7 @@ type recorder struct {
 	applied []string // maxPods of each applied config
 	follow  []string // maxPods of each config Applied was called with
 	notes   []string
+	loads   int // Load calls: one per handled batch of changes, applied or not
 	joined  bool
 	fail    error
 	block   chan struct{}          // Apply waits on it when set
@@ -36,6 +37,7 @@ func (r *recorder) load() (*nodeconfig.Config, error) {
 	}
 	r.mu.Lock()
 	joined := r.joined
+	r.loads++
 	r.mu.Unlock()
 	merge := config.Merge
 	if joined {
@@ -90,6 +92,8 @@ func (r *recorder) snapshot() (applied, notes []string) {
 	defer r.mu.Unlock()
 	return append([]string(nil), r.applied...), append([]string(nil), r.notes...)
 }
+
+func (r *recorder) loaded() int { r.mu.Lock(); defer r.mu.Unlock(); return r.loads }
 
 func (r *recorder) isJoined() bool { r.mu.Lock(); defer r.mu.Unlock(); return r.joined }
 
@@ -179,8 +183,14 @@ func TestReappliesChanges(t *testing.T) {
 	write(t, r.dir, "30-more.yaml", maxPods("70"))
 	os.WriteFile(filepath.Join(r.dir, ".20-pods.yaml.swp"), []byte("junk"), 0o600)
 	os.WriteFile(filepath.Join(r.dir, "README"), []byte("junk"), 0o600)
-	eventually(t, "one re-apply", func() bool { a, _ := r.snapshot(); return len(a) == 2 })
-	time.Sleep(200 * time.Millisecond)
+	eventually(t, "one re-apply", func() bool { a, _ := r.snapshot(); return len(a) >= 2 })
+
+	write(t, r.dir, "40-bad.yaml", "apiVersion: node.berth.dev/v1alpha1\nkind: NodeConfig\nspec:\n  kubelet:\n    confg: {}\n")
+	eventually(t, "the failure in STATUS", func() bool {
+		_, notes := r.snapshot()
+		return strings.Contains(notes[len(notes)-1], "STATUS=re-apply failed:") && strings.Contains(notes[len(notes)-1], "confg")
+	})
+	// The loop handles changes in order, so the burst before the bad drop-in has been handled in full: one re-apply.
 	applied, notes := r.snapshot()
 	if len(applied) != 2 || applied[1] != `{"maxPods":70}` {
 		t.Fatalf("applied = %q, want the start config then one re-apply with maxPods 70", applied)
@@ -192,31 +202,26 @@ func TestReappliesChanges(t *testing.T) {
 	if f := r.followed(); !slices.Equal(f, applied) {
 		t.Errorf("Applied saw %q, want %q", f, applied)
 	}
-
-	write(t, r.dir, "40-bad.yaml", "apiVersion: node.berth.dev/v1alpha1\nkind: NodeConfig\nspec:\n  kubelet:\n    confg: {}\n")
-	eventually(t, "the failure in STATUS", func() bool {
-		_, notes := r.snapshot()
-		return strings.Contains(notes[len(notes)-1], "STATUS=re-apply failed:") && strings.Contains(notes[len(notes)-1], "confg")
-	})
 	select {
 	case err := <-done:
 		t.Fatalf("Run ended on a bad drop-in of a joined node: %v", err)
 	default:
 	}
-	if f := r.followed(); len(f) != 2 {
-		t.Errorf("Applied called for a failed re-apply: %q", f)
-	}
-	// Removing the bad drop-in brings back the config applied last: nothing to apply.
+	// Removing the bad drop-in brings back the config applied last, and the agent's scrub of the token out of the
+	// drop-in after the join leaves the same config: each is handled (loaded) and applies nothing.
+	loads := r.loaded()
 	os.Remove(filepath.Join(r.dir, "40-bad.yaml"))
-	time.Sleep(300 * time.Millisecond)
-	// The agent scrubs the token out of the drop-in after the join: the same config without it applies nothing.
+	eventually(t, "the removal handled", func() bool { return r.loaded() == loads+1 })
 	write(t, r.dir, "10-user-data.yaml", strings.Replace(base, "      token: abcdef.0123456789abcdef\n", "", 1))
-	time.Sleep(300 * time.Millisecond)
+	eventually(t, "the scrub handled", func() bool { return r.loaded() == loads+2 })
 	if a, _ := r.snapshot(); len(a) != 2 {
 		t.Fatalf("applied %d times; a removed bad drop-in or a scrubbed token must not re-apply: %q", len(a), a)
 	}
 	write(t, r.dir, "30-more.yaml", maxPods("80"))
 	eventually(t, "a re-apply of a real change", func() bool { a, _ := r.snapshot(); return len(a) == 3 })
+	if f := r.followed(); len(f) != 3 || f[2] != `{"maxPods":80}` {
+		t.Errorf("Applied saw %q, want the failed re-apply left out and the last one with maxPods 80", f)
+	}
 }
 
 // Before the join, a failed apply ends Run with its error (systemd shows the exit code and restarts the unit).
@@ -303,7 +308,10 @@ func TestWatchdog(t *testing.T) {
 		_, notes := r.snapshot()
 		return strings.HasPrefix(notes[len(notes)-1], "STATUS=applying") || strings.Contains(strings.Join(notes, "|"), "STATUS=applying")
 	})
-	time.Sleep(400 * time.Millisecond) // past ApplyTimeout (300 ms)
+	// The one window here is a span of time by nature: the watchdog starves only once the apply is older than
+	// ApplyTimeout (300 ms), and starving is the absence of pings over a span. 400 ms is past the timeout; 200 ms is
+	// ten watchdog ticks (20 ms), in which a fed watchdog pings ten times.
+	time.Sleep(400 * time.Millisecond)
 	before := count()
 	time.Sleep(200 * time.Millisecond)
 	if after := count(); after != before {

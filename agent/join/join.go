@@ -69,7 +69,10 @@ type Config struct {
 	// Discover checks the control plane and returns its CA (default preflight.Run); NewClient makes a Kubernetes
 	// client (default kubernetes.NewForConfig); Images makes sure containerd has the shipped images and pins the
 	// sandbox image (default imagestore.Ensure). With Services they are the join's seams to the outside world.
-	Discover  func(context.Context, nodeconfig.ControlPlane, bootstraptoken.Token, preflight.Options) (preflight.Result, error)
+	Discover func(context.Context, nodeconfig.ControlPlane, bootstraptoken.Token, preflight.Options) (preflight.Result, error)
+	// Recheck verifies a joined node's control plane from the CA on its disk when the endpoint changed (default
+	// preflight.Recheck).
+	Recheck   func(context.Context, nodeconfig.ControlPlane, []byte, preflight.Options) error
 	NewClient func(*rest.Config) (kubernetes.Interface, error)
 	Images    func(context.Context, imagestore.Config) (imagestore.Result, error)
 	// Timeout bounds the whole run (default 15 minutes): discovery retries until then, then the waits.
@@ -150,6 +153,9 @@ func Run(ctx context.Context, cfg Config) (*Status, error) {
 	if cfg.Discover == nil {
 		cfg.Discover = preflight.Run
 	}
+	if cfg.Recheck == nil {
+		cfg.Recheck = preflight.Recheck
+	}
 	if cfg.NewClient == nil {
 		cfg.NewClient = func(c *rest.Config) (kubernetes.Interface, error) { return kubernetes.NewForConfig(c) }
 	}
@@ -164,6 +170,7 @@ func Run(ctx context.Context, cfg Config) (*Status, error) {
 	if err := os.MkdirAll(cfg.StateDir, 0o755); err != nil {
 		return st, &Error{Phase: "state", Code: exitcode.Internal, Err: err}
 	}
+	s.sweep(cfg.StateDir, cfg.DropInDir)
 	var err error
 	if s.pending, err = readPending(cfg.StateDir); err != nil {
 		return st, &Error{Phase: "state", Code: exitcode.Internal, Err: err}
@@ -210,8 +217,7 @@ func Run(ctx context.Context, cfg Config) (*Status, error) {
 	if err := writeStatus(cfg.StateDir, st); err != nil {
 		return st, &Error{Phase: "state", Code: exitcode.Internal, Err: err}
 	}
-	marker := fmt.Sprintf("%s %s\n", s.name, now.Format(time.RFC3339))
-	if err := atomicfile.Write(filepath.Join(cfg.StateDir, JoinedFile), []byte(marker), 0o644); err != nil {
+	if err := writeMarker(cfg.StateDir, Marker{Node: s.name, Endpoint: cfg.NodeConfig.ControlPlane.Endpoint, Joined: now}); err != nil {
 		return st, &Error{Phase: "state", Code: exitcode.Internal, Err: err}
 	}
 	if cfg.Notify != nil {
@@ -229,7 +235,7 @@ func discover(ctx context.Context, s *state) (string, error) {
 		if ca, err := os.ReadFile(s.cfg.Paths.CACert); err == nil {
 			s.joined, s.ca = true, ca
 			s.setInput()
-			return "skipped: joined earlier; the CA and the kubelet's credentials are on disk", nil
+			return recheck(ctx, s)
 		}
 	}
 	tok, err := preflight.Token(s.cfg.NodeConfig.ControlPlane.Discovery)
@@ -237,30 +243,70 @@ func discover(ctx context.Context, s *state) (string, error) {
 		return "", &Error{Code: int(preflight.ClassToken), Err: err, Hint: "put a bootstrap token in spec.controlPlane.discovery"}
 	}
 	s.token = tok
+	var res preflight.Result
+	attempts, err := s.retry(ctx, func() (err error) {
+		res, err = s.cfg.Discover(ctx, s.cfg.NodeConfig.ControlPlane, tok, s.cfg.Preflight)
+		return err
+	})
+	if err != nil {
+		return "", err
+	}
+	s.ca = res.CA
+	s.setInput()
+	return fmt.Sprintf("%s passed (attempt %d)", strings.Join(res.Passed, ", "), attempts), nil
+}
+
+// recheck verifies a joined node's trust in its control plane from what it has on disk (the token is gone): the
+// CA it joined with must still be pinned by the NodeConfig (a local check, every run), and an endpoint other than
+// the one it joined through (the joined marker's) must serve a certificate signed by that CA (preflight.Recheck,
+// retried like discovery). A node whose control plane is down at boot is not held up: an unchanged endpoint needs
+// no network.
+func recheck(ctx context.Context, s *state) (string, error) {
+	cp := s.cfg.NodeConfig.ControlPlane
+	if err := preflight.Pinned(s.ca, cp.Discovery); err != nil {
+		return "", &Error{Code: int(preflight.ClassTLS), Err: err, Hint: preflight.PinHint}
+	}
+	m, err := ReadMarker(s.cfg.StateDir)
+	if err == nil && m.Endpoint == cp.Endpoint {
+		return "skipped: joined earlier through this endpoint; the CA on disk is still pinned", nil
+	}
+	was := "unknown: " + fmt.Sprint(err)
+	if err == nil {
+		was = m.Endpoint
+	}
+	attempts, err := s.retry(ctx, func() error { return s.cfg.Recheck(ctx, cp, s.ca, s.cfg.Preflight) })
+	if err != nil {
+		return "", err
+	}
+	return fmt.Sprintf("re-verified (attempt %d): %s serves a certificate signed by the CA this node joined with, which is still pinned (joined through %s)",
+		attempts, cp.Endpoint, was), nil
+}
+
+// retry runs check until it passes, retrying with backoff the failures that may pass (DNS, TCP, clock, a token
+// not signed yet) until the run's deadline, and returns how many attempts it took.
+func (s *state) retry(ctx context.Context, check func() error) (int, error) {
 	wait := s.cfg.BackoffInitial
 	for attempt := 1; ; attempt++ {
-		res, err := s.cfg.Discover(ctx, s.cfg.NodeConfig.ControlPlane, tok, s.cfg.Preflight)
+		err := check()
 		if err == nil {
-			s.ca = res.CA
-			s.setInput()
-			return fmt.Sprintf("%s passed (attempt %d)", strings.Join(res.Passed, ", "), attempt), nil
+			return attempt, nil
 		}
 		var pe *preflight.Error
 		if !errors.As(err, &pe) {
-			return "", err
+			return 0, err
 		}
 		retry := pe.Class == preflight.ClassDNS || pe.Class == preflight.ClassTCP || pe.Class == preflight.ClassClock ||
 			pe.Class == preflight.ClassPending
 		if !retry {
-			return "", &Error{Code: int(pe.Class), Err: pe}
+			return 0, &Error{Code: int(pe.Class), Err: pe}
 		}
 		if time.Now().Add(wait).After(s.deadline) {
-			return "", &Error{Code: int(pe.Class), Err: fmt.Errorf("gave up after %d attempts: %w", attempt, pe)}
+			return 0, &Error{Code: int(pe.Class), Err: fmt.Errorf("gave up after %d attempts: %w", attempt, pe)}
 		}
 		s.log.Warn("control plane not reachable yet; retrying", "attempt", attempt, "in", wait, "check", pe.Check, "err", pe.Err)
 		select {
 		case <-ctx.Done():
-			return "", &Error{Code: int(pe.Class), Err: fmt.Errorf("gave up after %d attempts: %w", attempt, pe)}
+			return 0, &Error{Code: int(pe.Class), Err: fmt.Errorf("gave up after %d attempts: %w", attempt, pe)}
 		case <-time.After(wait):
 		}
 		wait = min(2*wait, s.cfg.BackoffMax)
@@ -321,6 +367,11 @@ func writeFiles(ctx context.Context, s *state) (string, error) {
 	if err != nil {
 		return "", &Error{Code: exitcode.InvalidConfig, Err: err}
 	}
+	dirs := []string{s.cfg.Paths.CNIConfDir}
+	for _, f := range out.Files {
+		dirs = append(dirs, filepath.Dir(f.Path))
+	}
+	s.sweep(dirs...)
 	var changed []render.File
 	for _, f := range out.Files {
 		if !sameFile(f) {
@@ -350,6 +401,25 @@ func writeFiles(ctx context.Context, s *state) (string, error) {
 	}
 	s.log.Info("files written", "files", names)
 	return fmt.Sprintf("%d of %d files changed", len(changed), len(out.Files)), nil
+}
+
+// sweep removes the temporary files that writes into dirs left when an earlier run was killed (atomicfile.Sweep):
+// a kill between a temporary file's creation and its rename leaves a 0600 copy, of a credential maybe. Only one
+// run writes at a time, so none of them is in use. It is best effort: a directory it cannot sweep is a warning.
+func (s *state) sweep(dirs ...string) {
+	slices.Sort(dirs)
+	for _, dir := range slices.Compact(dirs) {
+		if dir == "" {
+			continue
+		}
+		removed, err := atomicfile.Sweep(dir)
+		if len(removed) > 0 {
+			s.log.Info("removed temporary files a killed run left", "files", removed)
+		}
+		if err != nil {
+			s.log.Warn("could not sweep temporary files", "err", err)
+		}
+	}
 }
 
 func sameFile(f render.File) bool {
@@ -495,8 +565,8 @@ func waitReady(ctx context.Context, s *state) (string, error) {
 	}
 }
 
-// cleanup removes the bootstrap credentials: the bootstrap kubeconfig, the token file and inline tokens in the
-// drop-ins. The kubelet renews its own certificate from now on. It is best effort: the node has joined, so a file
+// cleanup removes the bootstrap credentials: the bootstrap kubeconfig, the token file, inline tokens in the
+// drop-ins, and the token's secret in the provisioning agents' copies of the user data (scrubCopies). The kubelet renews its own certificate from now on. It is best effort: the node has joined, so a file
 // that cannot be removed or a drop-in that cannot be parsed is a warning (logged and named in the phase's detail),
 // never a failure that would have systemd restart a Ready node's agent forever.
 func cleanup(ctx context.Context, s *state) (string, error) {
@@ -511,6 +581,17 @@ func cleanup(ctx context.Context, s *state) (string, error) {
 		} else if !os.IsNotExist(err) {
 			warn(p, err)
 		}
+	}
+	// The secret first, while the token file still holds it: a run that joined earlier (killed before this phase)
+	// skipped discovery and has no token of its own.
+	tok := s.token
+	if tok.IsZero() {
+		tok, _ = preflight.Token(s.cfg.NodeConfig.ControlPlane.Discovery)
+	}
+	copies, problems := scrubCopies(s.cfg.Paths.UserDataCopies, tok.Secret())
+	removed = append(removed, copies...)
+	for _, p := range problems {
+		warn(p.path, p.err)
 	}
 	remove(s.cfg.Paths.BootstrapKubeconfig)
 	if tf := s.cfg.NodeConfig.ControlPlane.Discovery.TokenFile; tf != "" {

@@ -304,6 +304,8 @@ func TestJoinWaitsForControlPlane(t *testing.T) {
 	h := prepare(t, ctx, "join-late", imgs)
 	h.cfg.NodeConfig = h.load(t, map[string]string{"10-user-data.yaml": nodeConfig(ji, "join-late", string(ji.CACertPin))})
 	h.cfg.BackoffInitial, h.cfg.BackoffMax = 200*time.Millisecond, time.Second
+	retries := make(chan struct{}, 100)
+	h.cfg.Log = slog.New(onMessage{slog.NewTextHandler(os.Stderr, nil), "control plane not reachable yet; retrying", retries})
 
 	type result struct {
 		st  *join.Status
@@ -314,11 +316,15 @@ func TestJoinWaitsForControlPlane(t *testing.T) {
 		st, err := join.Run(ctx, h.cfg)
 		done <- result{st, err}
 	}()
-	time.Sleep(5 * time.Second)
-	select {
-	case r := <-done:
-		t.Fatalf("join finished while the control plane was down: %v", r.err)
-	default:
+	// Three failed attempts, each reported as one to retry: the join waits rather than failing.
+	for range 3 {
+		select {
+		case r := <-done:
+			t.Fatalf("join finished while the control plane was down: %v", r.err)
+		case <-retries:
+		case <-ctx.Done():
+			t.Fatal("no retry while the control plane was down")
+		}
 	}
 	cp, err = devcp.Start(ctx, cpCfg)
 	if err != nil {
@@ -355,4 +361,29 @@ func assertNoToken(t *testing.T, dir, secret string) {
 		}
 		return nil
 	})
+}
+
+// onMessage is a slog handler that also signals on ch each time a record with message msg is handled.
+type onMessage struct {
+	slog.Handler
+	msg string
+	ch  chan<- struct{}
+}
+
+func (h onMessage) Handle(ctx context.Context, r slog.Record) error {
+	if r.Message == h.msg {
+		select {
+		case h.ch <- struct{}{}:
+		default:
+		}
+	}
+	return h.Handler.Handle(ctx, r)
+}
+
+func (h onMessage) WithAttrs(as []slog.Attr) slog.Handler {
+	return onMessage{h.Handler.WithAttrs(as), h.msg, h.ch}
+}
+
+func (h onMessage) WithGroup(name string) slog.Handler {
+	return onMessage{h.Handler.WithGroup(name), h.msg, h.ch}
 }

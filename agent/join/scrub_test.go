@@ -8,11 +8,13 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 
 	yamlv3 "go.yaml.in/yaml/v3"
 
 	"berth.dev/berth/agent/nodeconfig"
+	"berth.dev/berth/internal/node/bootstraptoken"
 	"berth.dev/berth/internal/node/layout"
 )
 
@@ -131,4 +133,87 @@ func FuzzScrubToken(f *testing.F) {
 			t.Fatalf("a second scrub: changed %v, err %v", again, err)
 		}
 	})
+}
+
+// cloud-init's copies of the user data, as a NoCloud guest keeps them: the instance directory (the user data, its
+// processed copy, the pickled datasource with a length-prefixed string), the instance link, the seed and the run
+// directory. Every copy of the secret goes, lengths and modes stay; links and FIFOs are not followed or opened; a
+// file too large to rewrite that holds the secret is reported, and one that does not is left alone quietly.
+func TestScrubCopiesOfTheUserData(t *testing.T) {
+	const secret = "0123456789abcdef"
+	root := t.TempDir()
+	lib, run, outside := filepath.Join(root, "var/lib/cloud"), filepath.Join(root, "run/cloud-init"), filepath.Join(root, "elsewhere")
+	userData := "#cloud-config\nwrite_files:\n  - path: /etc/berth/config.d/10-user-data.yaml\n    content: |\n      spec: {controlPlane: {discovery: {token: abcdef." + secret + "}}}\n"
+	pickle := "\x80\x04\x95\x00\x8c" + string(rune(len(userData))) + userData + "\x94."
+	files := map[string]struct {
+		data string
+		mode os.FileMode
+	}{
+		"var/lib/cloud/instances/iid-1/user-data.txt":   {userData, 0o600},
+		"var/lib/cloud/instances/iid-1/user-data.txt.i": {"Content-Type: multipart/mixed\n\n" + userData, 0o600},
+		"var/lib/cloud/instances/iid-1/obj.pkl":         {pickle, 0o400},
+		"var/lib/cloud/seed/nocloud/user-data":          {userData, 0o600},
+		"var/lib/cloud/instances/iid-1/boot-finished":   {"no secret here", 0o644},
+		"run/cloud-init/instance-data-sensitive.json":   {`{"userdata": "` + secret + `"}`, 0o600},
+		"elsewhere/not-ours":                            {secret, 0o600},
+	}
+	for p, f := range files {
+		p = filepath.Join(root, p)
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, []byte(f.data), f.mode); err != nil {
+			t.Fatal(err)
+		}
+	}
+	os.Symlink(filepath.Join(lib, "instances/iid-1"), filepath.Join(lib, "instance"))
+	os.Symlink(filepath.Join(outside, "not-ours"), filepath.Join(lib, "link-out"))
+	if err := syscall.Mkfifo(filepath.Join(lib, "fifo"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	big := filepath.Join(lib, "big-with-secret")
+	f, _ := os.Create(big)
+	f.WriteAt([]byte(secret), maxCopySize-5)
+	f.Truncate(maxCopySize + 100)
+	f.Close()
+	quiet := filepath.Join(lib, "big-without")
+	os.WriteFile(quiet, nil, 0o600)
+	os.Truncate(quiet, maxCopySize+1)
+
+	scrubbed, problems := scrubCopies([]string{lib, run, filepath.Join(root, "var/lib/waagent")}, secret)
+	if len(problems) != 1 || problems[0].path != big || !strings.Contains(problems[0].err.Error(), "holds the token's secret") {
+		t.Errorf("problems %v, want only %s reported as too large to rewrite", problems, big)
+	}
+	if len(scrubbed) != 5 {
+		t.Errorf("scrubbed %v, want the 5 copies", scrubbed)
+	}
+	for p, f := range files {
+		data, err := os.ReadFile(filepath.Join(root, p))
+		if err != nil {
+			t.Fatal(err)
+		}
+		fi, _ := os.Stat(filepath.Join(root, p))
+		want := f.data
+		if !strings.HasPrefix(p, "elsewhere/") {
+			want = strings.ReplaceAll(f.data, secret, bootstraptoken.ScrubbedSecret)
+		}
+		if string(data) != want || fi.Mode().Perm() != f.mode {
+			t.Errorf("%s: %q (%v), want %q (%v)", p, data, fi.Mode().Perm(), want, f.mode)
+		}
+	}
+	if again, problems := scrubCopies([]string{lib, run}, secret); len(again) != 0 || len(problems) != 1 {
+		t.Errorf("a second scrub: changed %v, problems %v", again, problems)
+	}
+}
+
+func TestHoldsFindsTheNeedleAcrossReads(t *testing.T) {
+	p := filepath.Join(t.TempDir(), "f")
+	for _, at := range []int{0, 1<<20 - 3, 1 << 20, 3<<20 + 7} {
+		os.WriteFile(p, append(make([]byte, at), "needle-xyz"...), 0o600)
+		if found, err := holds(p, []byte("needle-xyz")); !found || err != nil {
+			t.Errorf("needle at %d: found %v, err %v", at, found, err)
+		}
+	}
+	os.WriteFile(p, make([]byte, 3<<20), 0o600)
+	if found, err := holds(p, []byte("needle-xyz")); found || err != nil {
+		t.Errorf("no needle: found %v, err %v", found, err)
+	}
 }

@@ -2,13 +2,21 @@ package join_test
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"log/slog"
+	"math/big"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
+	"sync"
 	"syscall"
 	"testing"
 	"time"
@@ -31,6 +39,7 @@ import (
 	"berth.dev/berth/agent/nodeconfig"
 	"berth.dev/berth/agent/preflight"
 	"berth.dev/berth/internal/node/bootstraptoken"
+	"berth.dev/berth/internal/node/capin"
 	"berth.dev/berth/internal/node/distro"
 	"berth.dev/berth/internal/node/exitcode"
 	"berth.dev/berth/internal/node/layout"
@@ -41,6 +50,26 @@ import (
 // and containerd. The host tier (join_test.go) and the e2e tier run the same phases against the real ones.
 
 const seamToken = "abcdef.0123456789abcdef"
+
+// seamCA is the fake control plane's CA (a real certificate: a joined node checks the one on its disk against the
+// pins) and its pin, made once per test binary.
+var seamCA = sync.OnceValues(func() ([]byte, capin.Pin) { return newCA("seam CA") })
+
+func newCA(name string) ([]byte, capin.Pin) {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		panic(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(1), Subject: pkix.Name{CommonName: name}, IsCA: true,
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), BasicConstraintsValid: true,
+		KeyUsage: x509.KeyUsageCertSign}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		panic(err)
+	}
+	cert, _ := x509.ParseCertificate(der)
+	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: der}), capin.Of(cert)
+}
 
 // services records the calls the join makes; starting the kubelet "finishes its TLS bootstrap" by writing the
 // kubelet's kubeconfig, as the real kubelet does once its CSR is approved.
@@ -131,7 +160,8 @@ func newSeamNode(t *testing.T, labels string) *seamNode {
 		Log: slog.New(slog.DiscardHandler), NewClient: n.cluster.client,
 		Discover: func(context.Context, nodeconfig.ControlPlane, bootstraptoken.Token, preflight.Options) (preflight.Result, error) {
 			n.discovers++
-			return preflight.Result{CA: []byte("-----BEGIN CERTIFICATE-----\nfake\n-----END CERTIFICATE-----\n"), Passed: []string{"fake"}}, nil
+			ca, _ := seamCA()
+			return preflight.Result{CA: ca, Passed: []string{"fake"}}, nil
 		},
 		Images: func(context.Context, imagestore.Config) (imagestore.Result, error) {
 			return imagestore.Result{Pinned: true}, nil
@@ -142,6 +172,7 @@ func newSeamNode(t *testing.T, labels string) *seamNode {
 
 func nodeConfigFor(t *testing.T, labels string) *nodeconfig.Config {
 	t.Helper()
+	_, pin := seamCA()
 	doc := `apiVersion: node.berth.dev/v1alpha1
 kind: NodeConfig
 spec:
@@ -149,7 +180,7 @@ spec:
     endpoint: https://cp.invalid:6443
     discovery:
       token: ` + seamToken + `
-      caCertHashes: ["sha256:` + strings.Repeat("ab", 32) + `"]
+      caCertHashes: ["` + string(pin) + `"]
   node:
     name: node-1
     labels: {` + labels + `}
@@ -355,5 +386,92 @@ func failDiscover(n *seamNode, class preflight.Class) func(context.Context, node
 	return func(context.Context, nodeconfig.ControlPlane, bootstraptoken.Token, preflight.Options) (preflight.Result, error) {
 		n.discovers++
 		return preflight.Result{}, &preflight.Error{Class: class, Check: "fake", Err: errors.New("fake failure"), Hint: "none"}
+	}
+}
+
+// A joined node trusts its control plane through what it has on disk, but not blindly: the CA it joined with must
+// still be pinned (checked every run, locally), and an endpoint other than the one in the joined marker is verified
+// again (Recheck, retried while unreachable) before the node's files point at it; an old agent's marker, which
+// names no endpoint, counts as changed.
+func TestJoinedNodeReverifiesAChangedPinOrEndpoint(t *testing.T) {
+	n := newSeamNode(t, "a: b")
+	var rechecks []string
+	fails := 0
+	n.cfg.Recheck = func(_ context.Context, cp nodeconfig.ControlPlane, ca []byte, _ preflight.Options) error {
+		rechecks = append(rechecks, cp.Endpoint)
+		if want, _ := seamCA(); string(ca) != string(want) {
+			t.Errorf("Recheck got CA %q, want the one on disk", ca)
+		}
+		if fails > 0 {
+			fails--
+			return &preflight.Error{Class: preflight.ClassTCP, Check: "tcp", Err: errors.New("connection refused")}
+		}
+		return nil
+	}
+	n.mustJoin(t)
+	discover := func(st *join.Status) join.PhaseStatus { return st.Phases[0] }
+
+	if st := n.mustJoin(t); discover(st).Result != "skipped" || len(rechecks) != 0 {
+		t.Errorf("unchanged: discover %+v, rechecks %v", discover(st), rechecks)
+	}
+
+	n.cfg.NodeConfig.ControlPlane.Endpoint = "https://cp2.invalid:6443"
+	fails = 1
+	st := n.mustJoin(t)
+	if d := discover(st); d.Result != "ok" || !strings.Contains(d.Detail, "re-verified (attempt 2)") || !strings.Contains(d.Detail, "https://cp.invalid:6443") {
+		t.Errorf("a new endpoint: discover %+v", d)
+	}
+	if !slices.Equal(rechecks, []string{"https://cp2.invalid:6443", "https://cp2.invalid:6443"}) {
+		t.Errorf("rechecks %v, want the new endpoint twice (one failure, retried)", rechecks)
+	}
+	if m, err := join.ReadMarker(n.cfg.StateDir); err != nil || m.Endpoint != "https://cp2.invalid:6443" || m.Node != "node-1" {
+		t.Errorf("marker after the change: %+v, %v", m, err)
+	}
+	rechecks = nil
+	if st := n.mustJoin(t); discover(st).Result != "skipped" || len(rechecks) != 0 {
+		t.Errorf("after the change was verified: discover %+v, rechecks %v", discover(st), rechecks)
+	}
+
+	os.WriteFile(filepath.Join(n.cfg.StateDir, join.JoinedFile), []byte("node-1 2026-01-01T00:00:00Z\n"), 0o644)
+	if st := n.mustJoin(t); discover(st).Result != "ok" || len(rechecks) != 1 {
+		t.Errorf("an old marker: discover %+v, rechecks %v", discover(st), rechecks)
+	}
+
+	_, other := newCA("another CA")
+	n.cfg.NodeConfig.ControlPlane.Discovery.Pins = []capin.Pin{other}
+	st, err := n.run(t)
+	var je *join.Error
+	if !errors.As(err, &je) || je.Code != exitcode.TLS || je.Phase != "discover" || !strings.Contains(err.Error(), `"seam CA"`) {
+		t.Fatalf("the CA on disk no longer pinned: %v (%s)", err, phaseResults(st))
+	}
+	if len(n.svc.calls) != 0 {
+		t.Errorf("a node whose CA is not pinned went on: %v", n.svc.calls)
+	}
+}
+
+// A run killed inside an atomic write leaves a 0600 temporary file next to the target; the next run removes those
+// of every directory it writes into, and nothing else.
+func TestRunSweepsKilledWritesTemporaryFiles(t *testing.T) {
+	n := newSeamNode(t, "a: b")
+	n.mustJoin(t)
+	var left []string
+	for _, dir := range []string{n.cfg.StateDir, filepath.Dir(n.cfg.Paths.KubeletConfig), n.cfg.Paths.CNIConfDir} {
+		f, err := os.CreateTemp(dir, ".some-file.tmp-*")
+		if err != nil {
+			t.Fatal(err)
+		}
+		f.Close()
+		left = append(left, f.Name())
+	}
+	keep := filepath.Join(n.cfg.StateDir, ".keep.tmp-x")
+	os.WriteFile(keep, nil, 0o600)
+	n.mustJoin(t)
+	for _, p := range left {
+		if _, err := os.Stat(p); !os.IsNotExist(err) {
+			t.Errorf("%s is left (%v)", p, err)
+		}
+	}
+	if _, err := os.Stat(keep); err != nil {
+		t.Errorf("a file that is not a temporary one was removed: %v", err)
 	}
 }

@@ -39,6 +39,37 @@ type PhaseStatus struct {
 	Detail   string        `json:"detail,omitempty"`
 }
 
+// Marker is the joined marker: what a join that reached Ready joined as and through. A later run compares the
+// NodeConfig's endpoint with it to decide whether the control plane must be verified again.
+type Marker struct {
+	Node     string    `json:"node"`
+	Endpoint string    `json:"endpoint"`
+	Joined   time.Time `json:"joined"`
+}
+
+// ReadMarker reads the joined marker of a state directory. A marker of an older agent ("<node> <time>") has no
+// endpoint, which a later run treats as changed.
+func ReadMarker(stateDir string) (Marker, error) {
+	p := filepath.Join(stateDir, JoinedFile)
+	data, err := os.ReadFile(p)
+	if err != nil {
+		return Marker{}, err
+	}
+	var m Marker
+	if err := json.Unmarshal(data, &m); err != nil {
+		return Marker{}, fmt.Errorf("%s: %w", p, err)
+	}
+	return m, nil
+}
+
+func writeMarker(stateDir string, m Marker) error {
+	data, err := json.Marshal(m)
+	if err != nil {
+		return err
+	}
+	return atomicfile.Write(filepath.Join(stateDir, JoinedFile), append(data, '\n'), 0o644)
+}
+
 // ReadStatus reads the status file of a state directory.
 func ReadStatus(stateDir string) (*Status, error) {
 	data, err := os.ReadFile(filepath.Join(stateDir, StatusFile))

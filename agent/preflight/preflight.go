@@ -14,12 +14,14 @@ import (
 	"net/http"
 	"net/url"
 	"os"
+	"slices"
 	"strings"
 	"time"
 
 	"berth.dev/berth/agent/bootstrap"
 	"berth.dev/berth/agent/nodeconfig"
 	"berth.dev/berth/internal/node/bootstraptoken"
+	"berth.dev/berth/internal/node/capin"
 	"berth.dev/berth/internal/node/exitcode"
 )
 
@@ -88,27 +90,9 @@ func Run(ctx context.Context, spec nodeconfig.ControlPlane, tok bootstraptoken.T
 		o.Resolver = net.DefaultResolver
 	}
 	var res Result
-	u, err := url.Parse(spec.Endpoint)
-	if err != nil {
-		return res, &Error{ClassDNS, "endpoint", err, "fix spec.controlPlane.endpoint"}
+	if err := reach(ctx, spec.Endpoint, o, &res.Passed); err != nil {
+		return res, err
 	}
-	host, port := u.Hostname(), u.Port()
-	if port == "" {
-		port = "443"
-	}
-	if net.ParseIP(host) == nil {
-		if _, err := o.Resolver.LookupHost(ctx, host); err != nil {
-			return res, &Error{ClassDNS, "dns", err, fmt.Sprintf("check that %s resolves from this node (resolv.conf, DNS servers)", host)}
-		}
-	}
-	res.Passed = append(res.Passed, "dns")
-	d := net.Dialer{Timeout: 5 * time.Second}
-	conn, err := d.DialContext(ctx, "tcp", net.JoinHostPort(host, port))
-	if err != nil {
-		return res, &Error{ClassTCP, "tcp", err, fmt.Sprintf("check routes and firewalls between this node and %s:%s, and that the control plane is up", host, port)}
-	}
-	conn.Close()
-	res.Passed = append(res.Passed, "tcp")
 
 	disc := bootstrap.Discovery{Endpoint: spec.Endpoint, Token: tok, CABundle: spec.Discovery.CABundle,
 		Pins: spec.Discovery.Pins, SignatureWait: o.SignatureWait, Now: o.Now}
@@ -130,17 +114,111 @@ func Run(ctx context.Context, spec nodeconfig.ControlPlane, tok bootstraptoken.T
 	res.CA = found.CA
 	res.Passed = append(res.Passed, "tls", "token")
 
-	skew, err := clockSkew(ctx, spec.Endpoint, found.CA, o.Now)
-	if err != nil {
-		return res, &Error{ClassTCP, "clock", err, "the apiserver did not answer /healthz"}
-	}
-	if skew > MaxClockSkew || skew < -MaxClockSkew {
-		return res, &Error{ClassClock, "clock", fmt.Errorf("this node's clock is %v off the control plane's (at most %v)", skew.Round(time.Second), MaxClockSkew),
-			"fix time synchronisation (systemd-timesyncd, chrony) on this node"}
+	if err := checkClock(ctx, spec.Endpoint, found.CA, o); err != nil {
+		return res, err
 	}
 	res.Passed = append(res.Passed, "clock")
 	return res, nil
 }
+
+// reach checks that the endpoint's name resolves and its port accepts TCP, adding each check that passed to passed.
+func reach(ctx context.Context, endpoint string, o Options, passed *[]string) error {
+	u, err := url.Parse(endpoint)
+	if err != nil {
+		return &Error{ClassDNS, "endpoint", err, "fix spec.controlPlane.endpoint"}
+	}
+	host, port := u.Hostname(), u.Port()
+	if port == "" {
+		port = "443"
+	}
+	if net.ParseIP(host) == nil {
+		if _, err := o.Resolver.LookupHost(ctx, host); err != nil {
+			return &Error{ClassDNS, "dns", err, fmt.Sprintf("check that %s resolves from this node (resolv.conf, DNS servers)", host)}
+		}
+	}
+	*passed = append(*passed, "dns")
+	d := net.Dialer{Timeout: 5 * time.Second}
+	conn, err := d.DialContext(ctx, "tcp", net.JoinHostPort(host, port))
+	if err != nil {
+		return &Error{ClassTCP, "tcp", err, fmt.Sprintf("check routes and firewalls between this node and %s:%s, and that the control plane is up", host, port)}
+	}
+	*passed = append(*passed, "tcp")
+	return conn.Close()
+}
+
+// checkClock compares the node's clock with the apiserver's, over TLS verified against ca.
+func checkClock(ctx context.Context, endpoint string, ca []byte, o Options) error {
+	skew, err := clockSkew(ctx, endpoint, ca, o.Now)
+	var unknown x509.UnknownAuthorityError
+	var host x509.HostnameError
+	var invalid x509.CertificateInvalidError
+	switch {
+	case errors.As(err, &invalid) && invalid.Reason == x509.Expired:
+		return &Error{ClassClock, "clock", err, fmt.Sprintf("the apiserver's certificate is not valid at this node's time (%s): check its clock and time synchronisation", o.Now().UTC().Format(time.RFC3339))}
+	case errors.As(err, &unknown), errors.As(err, &host), errors.As(err, &invalid):
+		return &Error{ClassTLS, "tls", err, "the endpoint does not present a certificate for its address signed by the trusted CA; check the endpoint and that nothing intercepts the connection"}
+	case err != nil:
+		return &Error{ClassTCP, "https", err, "the apiserver did not answer /healthz"}
+	}
+	if skew > MaxClockSkew || skew < -MaxClockSkew {
+		return &Error{ClassClock, "clock", fmt.Errorf("this node's clock is %v off the control plane's (at most %v)", skew.Round(time.Second), MaxClockSkew),
+			"fix time synchronisation (systemd-timesyncd, chrony) on this node"}
+	}
+	return nil
+}
+
+// Pinned checks that every certificate of the CA a node joined with (ca, from its disk) is still trusted by the
+// NodeConfig: its key matches one of the pins, or it is one of the caBundle's certificates. A control plane whose CA
+// changed, or a pin removed after a CA rotation, is caught here rather than trusted on because the node joined
+// once.
+func Pinned(ca []byte, d nodeconfig.Discovery) error {
+	certs, err := capin.ParseCerts(ca)
+	if err != nil {
+		return fmt.Errorf("the CA this node joined with: %w", err)
+	}
+	if len(certs) == 0 {
+		return errors.New("the CA this node joined with holds no certificate")
+	}
+	allowed := d.Pins
+	if len(allowed) == 0 {
+		bundle, err := capin.ParseCerts(d.CABundle)
+		if err != nil {
+			return fmt.Errorf("spec.controlPlane.discovery.caBundle: %w", err)
+		}
+		for _, c := range bundle {
+			allowed = append(allowed, capin.Of(c))
+		}
+	}
+	for _, c := range certs {
+		if p := capin.Of(c); !slices.Contains(allowed, p) {
+			return fmt.Errorf("the CA this node joined with (%q, %s) is not in spec.controlPlane.discovery (caCertHashes or caBundle)", c.Subject.CommonName, p)
+		}
+	}
+	return nil
+}
+
+// Recheck verifies a joined node's control plane again, from what the node trusts since its join (the CA on its
+// disk) rather than a bootstrap token, which it no longer has: the CA is still pinned (Pinned), the endpoint
+// resolves and accepts TCP, serves a certificate signed by that CA, and agrees on the time. The agent runs it when
+// the endpoint differs from the one the node joined through.
+func Recheck(ctx context.Context, spec nodeconfig.ControlPlane, ca []byte, o Options) error {
+	if o.Now == nil {
+		o.Now = time.Now
+	}
+	if o.Resolver == nil {
+		o.Resolver = net.DefaultResolver
+	}
+	if err := Pinned(ca, spec.Discovery); err != nil {
+		return &Error{ClassTLS, "pin", err, PinHint}
+	}
+	if err := reach(ctx, spec.Endpoint, o, new([]string)); err != nil {
+		return err
+	}
+	return checkClock(ctx, spec.Endpoint, ca, o)
+}
+
+// PinHint is what to do when a joined node's CA is no longer pinned.
+const PinHint = "if the control plane's CA changed, join the node again: give it a new token and remove /var/lib/kubelet/kubeconfig; otherwise restore the pin"
 
 // clockSkew compares the node's clock with the Date header of the apiserver's anonymous /healthz.
 func clockSkew(ctx context.Context, endpoint string, ca []byte, now func() time.Time) (time.Duration, error) {

@@ -2,8 +2,18 @@ package preflight
 
 import (
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"crypto/tls"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"encoding/pem"
 	"errors"
+	"math/big"
 	"net"
+	"net/http"
+	"net/http/httptest"
 	"os"
 	"strings"
 	"testing"
@@ -97,4 +107,67 @@ func TestTokenFromFile(t *testing.T) {
 	if _, err := Token(nodeconfig.Discovery{}); err == nil || !strings.Contains(err.Error(), "neither token nor tokenFile") {
 		t.Errorf("no token: %v", err)
 	}
+}
+
+// A joined node's recheck, against a TLS server on loopback whose certificate is its own CA (httptest's): the CA
+// it trusts must be pinned, and the endpoint must serve a certificate that CA signed, at a time the node agrees on.
+func TestRecheckClasses(t *testing.T) {
+	srv := httptest.NewTLSServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) { w.Write([]byte("ok")) }))
+	defer srv.Close()
+	other := httptest.NewUnstartedServer(nil)
+	other.TLS = &tls.Config{Certificates: []tls.Certificate{otherCert(t)}}
+	other.StartTLS()
+	defer other.Close()
+	ca := pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: srv.Certificate().Raw})
+	pin := capin.Of(srv.Certificate())
+	closed, _ := net.Listen("tcp", "127.0.0.1:0")
+	closedURL := "https://" + closed.Addr().String()
+	closed.Close()
+	for _, c := range []struct {
+		name     string
+		endpoint string
+		pins     []capin.Pin
+		bundle   []byte
+		o        Options
+		class    Class // 0: passes
+		check    string
+	}{
+		{"ok", srv.URL, []capin.Pin{pin}, nil, Options{}, 0, ""},
+		{"ok by bundle", srv.URL, nil, ca, Options{}, 0, ""},
+		{"not pinned", srv.URL, []capin.Pin{"sha256:" + capin.Pin(strings.Repeat("ab", 32))}, nil, Options{}, ClassTLS, "pin"},
+		{"another CA's server", other.URL, []capin.Pin{pin}, nil, Options{}, ClassTLS, "tls"},
+		{"closed port", closedURL, []capin.Pin{pin}, nil, Options{}, ClassTCP, "tcp"},
+		{"clock", srv.URL, []capin.Pin{pin}, nil, Options{Now: func() time.Time { return time.Now().Add(10 * time.Minute) }}, ClassClock, "clock"},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			cp := nodeconfig.ControlPlane{Endpoint: c.endpoint, Discovery: nodeconfig.Discovery{Pins: c.pins, CABundle: c.bundle}}
+			err := Recheck(context.Background(), cp, ca, c.o)
+			var pe *Error
+			switch {
+			case c.class == 0 && err != nil:
+				t.Fatalf("failed: %v", err)
+			case c.class == 0:
+			case !errors.As(err, &pe):
+				t.Fatalf("err = %v, want a preflight error of class %d", err, c.class)
+			case pe.Class != c.class || pe.Check != c.check || pe.Hint == "":
+				t.Errorf("class %d, check %q (%v), want %d, %q, with a hint", pe.Class, pe.Check, err, c.class, c.check)
+			}
+		})
+	}
+}
+
+// otherCert is a self-signed certificate for 127.0.0.1 of a CA the node does not trust.
+func otherCert(t *testing.T) tls.Certificate {
+	key, err := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	if err != nil {
+		t.Fatal(err)
+	}
+	tmpl := &x509.Certificate{SerialNumber: big.NewInt(2), Subject: pkix.Name{CommonName: "impostor"}, IsCA: true,
+		NotBefore: time.Now().Add(-time.Hour), NotAfter: time.Now().Add(time.Hour), BasicConstraintsValid: true,
+		IPAddresses: []net.IP{net.IPv4(127, 0, 0, 1)}, KeyUsage: x509.KeyUsageCertSign | x509.KeyUsageDigitalSignature}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, &key.PublicKey, key)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: key}
 }

@@ -100,22 +100,30 @@ type State struct {
 	Result         string
 	// StatusText is what the service last sent as sd_notify STATUS=.
 	StatusText string
+	// WatchdogPing is when the service last sent sd_notify WATCHDOG=1 (µs since the epoch; 0 before the first).
+	WatchdogPing uint64
+	// NRestarts counts the restarts systemd made of it (Restart=) since it was last started by hand.
+	NRestarts uint32
 }
 
-// State reads a unit's state (GetUnitProperty works on systemd 229; ListUnitsByNames needs 230).
+// State reads a unit's state (GetUnitProperty works on systemd 229; ListUnitsByNames needs 230). NRestarts needs
+// systemd 235: on older ones (Ubuntu 16.04's 229) it reads 0.
 func (m *Manager) State(ctx context.Context, unit string) (State, error) {
 	var s State
 	for _, p := range []struct {
 		iface, name string
 		into        func(godbus.Variant)
+		optional    bool // a property older systemd versions lack: left zero there
 	}{
-		{"", "ActiveState", func(v godbus.Variant) { s.Active, _ = v.Value().(string) }},
-		{"", "SubState", func(v godbus.Variant) { s.Sub, _ = v.Value().(string) }},
-		{"", "ActiveEnterTimestamp", func(v godbus.Variant) { s.ActiveEnter, _ = v.Value().(uint64) }},
-		{"Service", "MainPID", func(v godbus.Variant) { s.MainPID, _ = v.Value().(uint32) }},
-		{"Service", "ExecMainStatus", func(v godbus.Variant) { s.ExecMainStatus, _ = v.Value().(int32) }},
-		{"Service", "Result", func(v godbus.Variant) { s.Result, _ = v.Value().(string) }},
-		{"Service", "StatusText", func(v godbus.Variant) { s.StatusText, _ = v.Value().(string) }},
+		{"", "ActiveState", func(v godbus.Variant) { s.Active, _ = v.Value().(string) }, false},
+		{"", "SubState", func(v godbus.Variant) { s.Sub, _ = v.Value().(string) }, false},
+		{"", "ActiveEnterTimestamp", func(v godbus.Variant) { s.ActiveEnter, _ = v.Value().(uint64) }, false},
+		{"Service", "MainPID", func(v godbus.Variant) { s.MainPID, _ = v.Value().(uint32) }, false},
+		{"Service", "ExecMainStatus", func(v godbus.Variant) { s.ExecMainStatus, _ = v.Value().(int32) }, false},
+		{"Service", "Result", func(v godbus.Variant) { s.Result, _ = v.Value().(string) }, false},
+		{"Service", "StatusText", func(v godbus.Variant) { s.StatusText, _ = v.Value().(string) }, false},
+		{"Service", "WatchdogTimestamp", func(v godbus.Variant) { s.WatchdogPing, _ = v.Value().(uint64) }, false},
+		{"Service", "NRestarts", func(v godbus.Variant) { s.NRestarts, _ = v.Value().(uint32) }, true},
 	} {
 		var prop *dbus.Property
 		var err error
@@ -123,6 +131,9 @@ func (m *Manager) State(ctx context.Context, unit string) (State, error) {
 			prop, err = m.conn.GetUnitPropertyContext(ctx, unit, p.name)
 		} else {
 			prop, err = m.conn.GetUnitTypePropertyContext(ctx, unit, p.iface, p.name)
+		}
+		if err != nil && p.optional {
+			continue
 		}
 		if err != nil {
 			return s, fmt.Errorf("%s %s: %w", unit, p.name, err)

@@ -138,11 +138,11 @@ func cloudUp(ctx context.Context, out io.Writer, cfg cloud.Config, reg proc.Regi
 		stop := every(20*time.Second, func(took time.Duration) {
 			fmt.Fprintf(out, "%s joining: %s\n", n.Name, joinProgress(ctx, n.SSH))
 		})
-		node, err := nodeready.Wait(wctx, c.CP.Client.CoreV1().Nodes(), n.Name, 2*time.Second)
+		node, err := c.WaitJoined(wctx, n, 2*time.Second)
 		stop()
 		cancel()
 		if err != nil {
-			return fmt.Errorf("%w; its console:\n%s", err, n.Tail(20))
+			return err
 		}
 		// The condition's transition, not now: the nodes are waited for in turn.
 		fmt.Fprintf(out, "%s Ready %v after its guest started (kubelet %s)\n", n.Name,

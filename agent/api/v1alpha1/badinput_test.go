@@ -4,6 +4,8 @@ import (
 	"errors"
 	"strings"
 	"testing"
+
+	"berth.dev/berth/internal/node/bootstraptoken"
 )
 
 // problems decodes doc, validates it, and returns every message (decode error or field errors) as one string.
@@ -133,5 +135,26 @@ func TestDecodeReportsEveryStrictProblem(t *testing.T) {
 	}
 	if errs := c.Validate(); !strings.Contains(errs.ToAggregate().Error(), "spec.controlPlane.endpoint: Required") {
 		t.Errorf("the leniently decoded document does not validate as missing its endpoint: %v", errs)
+	}
+}
+
+// A token the agent scrubbed from cloud-init's copies after the join: a joined node's config stays valid (the token
+// is never used again), a node that has not joined is told the copy was scrubbed, and a token that is merely
+// invalid still fails a joined node's other checks as before.
+func TestScrubbedTokenIsValidOnlyOnceJoined(t *testing.T) {
+	c, err := Decode([]byte(strings.Replace(valid, "abcdef.0123456789abcdef", "abcdef."+bootstraptoken.ScrubbedSecret, 1)))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if errs := c.ValidateJoined(); len(errs) > 0 {
+		t.Errorf("joined: %v", errs)
+	}
+	errs := c.Validate()
+	if len(errs) != 1 || errs[0].Field != "spec.controlPlane.discovery.token" || !strings.Contains(errs[0].Error(), "scrubbed") {
+		t.Errorf("not joined: %v, want one error on the token saying it was scrubbed", errs)
+	}
+	c.Spec.Node.Name = "Not_A_Name"
+	if errs := c.ValidateJoined(); len(errs) != 1 || errs[0].Field != "spec.node.name" {
+		t.Errorf("joined with a bad name: %v, want the name's error only", errs)
 	}
 }

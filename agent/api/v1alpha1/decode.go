@@ -23,32 +23,42 @@ func (e *StrictError) Error() string { return "parse NodeConfig: " + strings.Joi
 // *StrictError, with the leniently decoded document). A syntax error, an empty document or a second document is
 // an error without a document. It does not validate; call Validate.
 func Decode(data []byte) (*NodeConfig, error) {
+	c, _, err := DecodeJSON(data)
+	return c, err
+}
+
+// DecodeJSON is Decode that also returns the document as JSON (duplicates resolved, the last one winning), for a
+// caller that merges documents as they were written (config's merge patches): the YAML is parsed once.
+func DecodeJSON(data []byte) (*NodeConfig, []byte, error) {
 	if line := secondDocument(data); line > 0 {
-		return nil, fmt.Errorf("parse NodeConfig: line %d: a second YAML document starts here; a NodeConfig is one document", line)
+		return nil, nil, fmt.Errorf("parse NodeConfig: line %d: a second YAML document starts here; a NodeConfig is one document", line)
 	}
 	problems, err := duplicateKeys(data)
 	if err != nil {
-		return nil, fmt.Errorf("parse NodeConfig: %w", err)
+		return nil, nil, fmt.Errorf("parse NodeConfig: %w", err)
 	}
 	js, err := yaml.YAMLToJSON(data) // duplicates are reported above; the last one wins here
 	if err != nil {
-		return nil, fmt.Errorf("parse NodeConfig: %w", err)
+		return nil, nil, fmt.Errorf("parse NodeConfig: %w", err)
 	}
 	if bytes.Equal(bytes.TrimSpace(js), []byte("null")) {
-		return nil, fmt.Errorf("parse NodeConfig: empty document")
+		return nil, nil, fmt.Errorf("parse NodeConfig: empty document")
 	}
 	var c NodeConfig
 	strict, err := sigsjson.UnmarshalStrict(js, &c, sigsjson.DisallowUnknownFields)
 	if err != nil {
-		return nil, fmt.Errorf("parse NodeConfig: %w", err)
+		return nil, nil, fmt.Errorf("parse NodeConfig: %w", err)
 	}
 	for _, e := range strict {
 		problems = append(problems, e.Error())
 	}
 	if len(problems) > 0 {
-		return &c, &StrictError{Problems: problems}
+		for i, p := range problems {
+			problems[i] = cutString(p) // an unknown key may be megabytes long
+		}
+		return &c, js, &StrictError{Problems: problems}
 	}
-	return &c, nil
+	return &c, js, nil
 }
 
 // duplicateKeys returns every key that repeats within one mapping, with its line and path; err is a syntax error.

@@ -62,7 +62,9 @@ type ControlPlane struct {
 // the signed cluster-info, or the full CA bundle.
 type Discovery struct {
 	// Token is the bootstrap token "<id>.<secret>" (kubeadm's format). Exactly one of token and tokenFile is set.
-	// The agent removes it from the drop-ins once the node has joined.
+	// The agent removes it from the drop-ins once the node has joined, and replaces its secret with
+	// SCRUBBED-BYBERTH in cloud-init's copies of the user data; a joined node accepts such a token (it never uses
+	// one again), a node that has not joined refuses it.
 	Token Secret `json:"token,omitzero"`
 	// TokenFile names a file holding the bootstrap token; the agent deletes it once the node has joined.
 	TokenFile string `json:"tokenFile,omitempty"`

@@ -63,20 +63,29 @@ const maxShownValue = 256
 // cutValues shortens long bad values in errs, saying how long they were.
 func cutValues(errs field.ErrorList) field.ErrorList {
 	for _, e := range errs {
-		if v, ok := e.BadValue.(string); ok && len(v) > maxShownValue {
-			e.BadValue = fmt.Sprintf("%s… (%d bytes)", strings.ToValidUTF8(v[:maxShownValue], ""), len(v))
+		if v, ok := e.BadValue.(string); ok {
+			e.BadValue = cutString(v)
 		}
 	}
 	return errs
 }
 
-// ValidateJoined is Validate for a node that has joined: the agent removed the bootstrap token after the join, and
-// the kubelet's own credentials replace it, so a missing token is no error.
+// cutString shortens s to maxShownValue bytes, saying how long it was.
+func cutString(s string) string {
+	if len(s) <= maxShownValue {
+		return s
+	}
+	return fmt.Sprintf("%s… (%d bytes)", strings.ToValidUTF8(s[:maxShownValue], ""), len(s))
+}
+
+// ValidateJoined is Validate for a node that has joined: the agent removed the bootstrap token after the join (from
+// the drop-ins, and scrubbed it from cloud-init's copies of the user data), and the kubelet's own credentials
+// replace it, so a missing or scrubbed token is no error: a joined node never uses it.
 func (c *NodeConfig) ValidateJoined() field.ErrorList {
 	var errs field.ErrorList
 	token := field.NewPath("spec", "controlPlane", "discovery", "token").String()
 	for _, e := range c.Validate() {
-		if e.Type == field.ErrorTypeRequired && e.Field == token {
+		if e.Field == token {
 			continue
 		}
 		errs = append(errs, e)

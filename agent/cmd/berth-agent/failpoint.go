@@ -41,6 +41,7 @@ type killPlan struct {
 	phase      string
 	phaseStart time.Time
 	killing    bool
+	armed      int // delayed steps armed (timers started) by this process
 }
 
 // loadKillPlan reads the plan in dir; nil when dir is empty. A plan that cannot be read is logged and ignored:
@@ -97,6 +98,9 @@ func (k *killPlan) beforePhase(phase string) {
 			k.fire(i)
 			return
 		}
+		k.mu.Lock()
+		k.armed++
+		k.mu.Unlock()
 		time.AfterFunc(s.after, func() { k.fire(i) })
 		return
 	}

@@ -109,13 +109,13 @@ func load(file string, stderr io.Writer) (*nodeconfig.Config, int) {
 	var data []byte
 	var err error
 	if file == "-" {
-		data, err = io.ReadAll(os.Stdin)
+		data, err = config.ReadBounded(os.Stdin)
 	} else {
-		data, err = os.ReadFile(file)
+		data, err = config.ReadFile(file)
 	}
 	if err != nil {
 		fmt.Fprintf(stderr, "berth-agent: read config: %v\n", err)
-		if errors.Is(err, os.ErrNotExist) {
+		if errors.Is(err, os.ErrNotExist) || errors.Is(err, config.ErrNotAConfig) {
 			return nil, exitInvalidConfig
 		}
 		return nil, exitInternal

@@ -5,7 +5,10 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
+
+	"berth.dev/berth/agent/config"
 )
 
 func TestCommands(t *testing.T) {
@@ -46,12 +49,28 @@ spec:
 	os.MkdirAll(outOfRange, 0o700)
 	os.WriteFile(filepath.Join(outOfRange, "status.json"), []byte(`{"node":"n","result":"failed","exitCode":300,"error":"x","started":"2026-01-01T00:00:00Z"}`), 0o600)
 
+	// Files that cannot be a NodeConfig: a FIFO (which a plain read would wait on forever), one over MaxSize, and one
+	// whose unknown key is a megabyte long (cut short in the message).
+	files := filepath.Join(dir, "files") // not the drop-in directory the join case reads
+	os.Mkdir(files, 0o700)
+	fifo := filepath.Join(files, "fifo.yaml")
+	if err := syscall.Mkfifo(fifo, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	huge := filepath.Join(files, "huge.yaml")
+	os.WriteFile(huge, bytes.Repeat([]byte("#"), config.MaxSize+1), 0o600)
+	longKey := filepath.Join(files, "long-key.yaml")
+	os.WriteFile(longKey, []byte("apiVersion: node.berth.dev/v1alpha1\nkind: NodeConfig\n? "+strings.Repeat("k", 1<<19)+"\n: 1\n"), 0o600)
+
 	for _, c := range []struct {
 		name string
 		args []string
 		code int
 		want []string
 	}{
+		{"a FIFO", []string{"config", "validate", "-f", fifo}, exitInvalidConfig, []string{"not a regular file"}},
+		{"too large", []string{"config", "validate", "-f", huge}, exitInvalidConfig, []string{"larger than 1048576 bytes"}},
+		{"a megabyte-long unknown key", []string{"config", "validate", "-f", longKey}, exitInvalidConfig, []string{"kkk… (", "bytes)"}},
 		{"valid", []string{"config", "validate", "-f", good}, 0, []string{"valid"}},
 		{"invalid", []string{"config", "validate", "-f", bad}, exitInvalidConfig, []string{"spec.controlPlane.endpoint", "spec.controlPlane.discovery.token",
 			"spec.controlPlane.discovery.caCertHashes", "spec.cni.mode", "4 problem(s)"}},
@@ -70,6 +89,9 @@ spec:
 		var out, errOut bytes.Buffer
 		code := run(c.args, &out, &errOut)
 		all := out.String() + errOut.String()
+		if len(all) > 8<<10 {
+			t.Errorf("%s: %d bytes of output; bad values are cut short", c.name, len(all))
+		}
 		if code != c.code {
 			t.Errorf("%s: exit %d, want %d\n%s", c.name, code, c.code, all)
 		}

@@ -46,7 +46,7 @@ func BenchmarkBootToReady(b *testing.B) {
 			}
 			done := cloudInitDone(b, ctx, n)
 			wctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
-			node, err := nodeready.Wait(wctx, c.CP.Client.CoreV1().Nodes(), n.Name, time.Second)
+			node, err := c.WaitJoined(wctx, n, time.Second)
 			cancel()
 			if err != nil {
 				b.Fatal(err)

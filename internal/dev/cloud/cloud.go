@@ -19,6 +19,11 @@ import (
 	"syscall"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	bootstrapapi "k8s.io/cluster-bootstrap/token/api"
+
+	"berth.dev/berth/agent/nodeready"
 	cloudinit "berth.dev/berth/cloud-init"
 	"berth.dev/berth/imagebuilder/qemu"
 	"berth.dev/berth/internal/dev/clusterdns"
@@ -27,6 +32,7 @@ import (
 	"berth.dev/berth/internal/dev/netns"
 	"berth.dev/berth/internal/dev/proc"
 	"berth.dev/berth/internal/node/atomicfile"
+	"berth.dev/berth/internal/node/bootstraptoken"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
@@ -49,6 +55,10 @@ type Config struct {
 	GuestMemoryMiB int
 	// NodeMonitorGracePeriod is how long a silent node stays Ready (default: the controller manager's, 50s).
 	NodeMonitorGracePeriod time.Duration
+	// JoinTokenTTL is how long each node's bootstrap token lives (default 30 minutes): every node gets a token of
+	// its own, which WaitJoined deletes once the node is Ready, as a provisioning service retires a node's
+	// credential after it joined.
+	JoinTokenTTL time.Duration
 	// Detached guests and control plane outlive this process (berth-dev cloud up); stop them with Down.
 	Detached bool
 	// Registry records the guests and the control plane's processes (default proc.DefaultRegistry): a test
@@ -82,7 +92,9 @@ type Node struct {
 	Serial string
 	// Started is when its qemu started.
 	Started time.Time
-	qemu    *proc.Process
+	// Token is its own bootstrap token (zero for a bare guest); WaitJoined deletes it on the control plane.
+	Token bootstraptoken.Token
+	qemu  *proc.Process
 }
 
 func (c *Config) setDefaults() error {
@@ -97,6 +109,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.GuestMemoryMiB == 0 {
 		c.GuestMemoryMiB = 2048
+	}
+	if c.JoinTokenTTL == 0 {
+		c.JoinTokenTTL = 30 * time.Minute
 	}
 	c.Log, c.Registry = proc.Defaults(c.Log, c.Registry)
 	var errs []error
@@ -209,7 +224,15 @@ func (c *Cloud) addGuest(ctx context.Context, join bool) (*Node, error) {
 	}
 	userData := guestssh.UserData(c.pub, "")
 	if join {
-		userData = guestssh.UserData(c.pub, cloudinit.UserData(cloudinit.Join{Endpoint: c.CP.Endpoint, Token: c.Join.Token,
+		tok, err := c.CP.MintToken(ctx, c.cfg.JoinTokenTTL)
+		if err != nil {
+			return nil, fmt.Errorf("cloud: %s: %w", n.Name, err)
+		}
+		if err := c.CP.WaitTokenSigned(ctx, tok.ID()); err != nil {
+			return nil, fmt.Errorf("cloud: %s: %w", n.Name, err)
+		}
+		n.Token = tok
+		userData = guestssh.UserData(c.pub, cloudinit.UserData(cloudinit.Join{Endpoint: c.CP.Endpoint, Token: tok,
 			CACertPin: c.Join.CACertPin, NodeName: n.Name}))
 	}
 	seed := qemu.Seed{
@@ -263,6 +286,24 @@ func (c *Cloud) RoutePods(ctx context.Context) error {
 		}
 	}
 	return nil
+}
+
+// WaitJoined waits until the node's Node is Ready (polling every poll), then deletes the node's bootstrap token on
+// the control plane: the token was the node's alone, and a joined node renews its own certificate, so a copy of it
+// left anywhere (the seed, a log) no longer authenticates anyone.
+func (c *Cloud) WaitJoined(ctx context.Context, n *Node, poll time.Duration) (*corev1.Node, error) {
+	node, err := nodeready.Wait(ctx, c.CP.Client.CoreV1().Nodes(), n.Name, poll)
+	if err != nil {
+		return nil, fmt.Errorf("%w; %s's console:\n%s", err, n.Name, n.Tail(20))
+	}
+	if n.Token.IsZero() {
+		return node, nil
+	}
+	err = c.CP.Client.CoreV1().Secrets(metav1.NamespaceSystem).Delete(ctx, bootstrapapi.BootstrapTokenSecretPrefix+n.Token.ID(), metav1.DeleteOptions{})
+	if err != nil && !apierrors.IsNotFound(err) {
+		return node, fmt.Errorf("cloud: %s joined, but its bootstrap token %s stays: %w", n.Name, n.Token.ID(), err)
+	}
+	return node, nil
 }
 
 // WaitSSH waits until the node answers SSH (its boot is done enough to log in), or fails with its console tail.

@@ -13,8 +13,12 @@ import (
 	"time"
 
 	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	bootstrapapi "k8s.io/cluster-bootstrap/token/api"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"berth.dev/berth/agent/nodeready"
@@ -73,18 +77,14 @@ func TestCloudTwoNodes(t *testing.T) {
 	}
 	var cidrs []string
 	for _, n := range c.Nodes {
-		var node *corev1.Node
-		for deadline := time.Now().Add(5 * time.Minute); ; time.Sleep(2 * time.Second) {
-			got, err := c.CP.Client.CoreV1().Nodes().Get(ctx, n.Name, metav1.GetOptions{})
-			if err == nil && nodeready.Ready(got) {
-				node = got
-				break
-			}
-			if time.Now().After(deadline) {
-				t.Fatalf("%s not Ready (err %v)", n.Name, err)
-			}
+		wctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+		node, err := c.WaitJoined(wctx, n, 2*time.Second)
+		cancel()
+		if err != nil {
+			t.Fatal(err)
 		}
 		t.Logf("%s Ready %v after start, podCIDR %s", n.Name, time.Since(n.Started).Round(time.Second), node.Spec.PodCIDR)
+		retiredToken(t, ctx, c, n)
 		out, err := n.Run(ctx, "berth-agent status")
 		t.Logf("%s boot and join:\n%s%v", n.Name, out, err)
 		var internal []string
@@ -224,5 +224,27 @@ func waitNode(t *testing.T, ctx context.Context, n *cloud.Node, what, cmd string
 	defer cancel()
 	if _, err := n.SSH.Wait(ctx, cmd, time.Second, ok); err != nil {
 		t.Fatalf("%s: %s: %v", n.Name, what, err)
+	}
+}
+
+// retiredToken fails t unless the node's own bootstrap token is gone from the control plane once it joined: its
+// Secret is deleted, and the token no longer authenticates (401), so a copy left in the seed is worthless.
+func retiredToken(t *testing.T, ctx context.Context, c *cloud.Cloud, n *cloud.Node) {
+	t.Helper()
+	if n.Token.IsZero() || n.Token.ID() == c.Join.Token.ID() {
+		t.Fatalf("%s has no token of its own (%v; the control plane's is %v)", n.Name, n.Token, c.Join.Token)
+	}
+	_, err := c.CP.Client.CoreV1().Secrets(metav1.NamespaceSystem).Get(ctx, bootstrapapi.BootstrapTokenSecretPrefix+n.Token.ID(), metav1.GetOptions{})
+	if !apierrors.IsNotFound(err) {
+		t.Errorf("%s's bootstrap token Secret after the join: %v, want it deleted", n.Name, err)
+	}
+	rc := rest.AnonymousClientConfig(c.CP.Admin) // keeps the CA and the namespace's dialer
+	rc.BearerToken = n.Token.Value()
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := cs.CoreV1().Nodes().Get(ctx, n.Name, metav1.GetOptions{}); !apierrors.IsUnauthorized(err) {
+		t.Errorf("%s's bootstrap token after the join: %v, want 401 Unauthorized", n.Name, err)
 	}
 }

@@ -53,3 +53,34 @@ func TestWriteFailureLeavesOldContent(t *testing.T) {
 		t.Errorf("content = %q after a failed write elsewhere, want %q", got, "old")
 	}
 }
+
+// A write killed before its rename leaves its temporary file (0600, maybe a secret); Sweep removes exactly those:
+// not the targets, not other hidden files, not directories, not names that only look similar.
+func TestSweepRemovesOnlyKilledWritesTemporaryFiles(t *testing.T) {
+	dir := t.TempDir()
+	if err := Write(filepath.Join(dir, "kubeconfig"), []byte("target"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	f, err := os.CreateTemp(dir, ".kubeconfig.tmp-*") // what Write leaves when killed after CreateTemp
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.Close()
+	keep := []string{"kubeconfig", ".kubeconfig.swp", ".tmp-123", ".x.tmp-", ".x.tmp-12a", "y.tmp-123"}
+	for _, k := range keep[1:] {
+		os.WriteFile(filepath.Join(dir, k), nil, 0o600)
+	}
+	os.Mkdir(filepath.Join(dir, ".d.tmp-42"), 0o755)
+	removed, err := Sweep(dir)
+	if err != nil || len(removed) != 1 || removed[0] != f.Name() {
+		t.Errorf("Sweep = %v, %v; want [%s]", removed, err, f.Name())
+	}
+	for _, k := range append(keep, ".d.tmp-42") {
+		if _, err := os.Stat(filepath.Join(dir, k)); err != nil {
+			t.Errorf("%s: %v", k, err)
+		}
+	}
+	if removed, err := Sweep(filepath.Join(dir, "missing")); removed != nil || err != nil {
+		t.Errorf("a missing dir: %v, %v", removed, err)
+	}
+}

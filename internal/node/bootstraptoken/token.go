@@ -21,8 +21,21 @@ type Token struct {
 	secret func() string
 }
 
-// ParseToken checks s is "<6 chars>.<16 chars>" of [a-z0-9].
+// ScrubbedSecret replaces a token's secret in copies the agent scrubs after the join (cloud-init's copies of the
+// user data): as long as the secret, so a length-prefixed copy (cloud-init's pickled datasource) stays readable,
+// and not of the secret's alphabet, so a scrubbed copy can never pass for a token.
+const ScrubbedSecret = "SCRUBBED-BYBERTH"
+
+// Scrubbed reports whether s is a token whose secret the agent scrubbed (ScrubbedSecret).
+func Scrubbed(s string) bool {
+	return len(s) == 7+len(ScrubbedSecret) && s[6] == '.' && s[7:] == ScrubbedSecret
+}
+
+// Parse checks s is "<6 chars>.<16 chars>" of [a-z0-9].
 func Parse(s string) (Token, error) {
+	if Scrubbed(s) {
+		return Token{}, fmt.Errorf("bootstrap token %s was scrubbed from this copy after the node joined: a new join needs a new token", s[:6])
+	}
 	if !bootstraputil.IsValidBootstrapToken(s) {
 		// Never echo s: it may be a mistyped but real secret.
 		return Token{}, fmt.Errorf("bootstrap token is not of the form [a-z0-9]{6}.[a-z0-9]{16}")

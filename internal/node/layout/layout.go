@@ -51,6 +51,10 @@ type Paths struct {
 	Sysctls             string
 	// ShippedImages holds the image tarballs the image builder shipped (imported again if containerd lacks them).
 	ShippedImages string
+	// UserDataCopies are where provisioning agents keep copies of the instance's user data (cloud-init's instance
+	// directories, seed and run-time data; the Azure Linux agent's custom data), which the agent scrubs of the
+	// bootstrap token after the join.
+	UserDataCopies []string
 }
 
 // Default are the paths on a node.
@@ -70,5 +74,6 @@ func Default() Paths {
 		CNIConfDir:          "/etc/cni/net.d",
 		Sysctls:             "/etc/sysctl.d/90-berth.conf",
 		ShippedImages:       ImageDir,
+		UserDataCopies:      []string{"/var/lib/cloud", "/run/cloud-init", "/var/lib/waagent"},
 	}
 }
