@@ -100,10 +100,11 @@ deb: agent $(DEV_BIN)
 	@$(DEV_BIN) deb -agent $(AGENT_BIN) -o $(BERTH_CACHE)/deb
 
 # Regenerates the plugin's packer-sdc outputs (hcl2 spec, docs partials, rendered docs) and the NodeConfig
-# reference (docs/nodeconfig.md, from the API's doc comments).
+# and LoadBalancerConfig references (docs/nodeconfig.md, docs/lbconfig.md, from the APIs' doc comments).
 generate: go-check
 	BERTH_CACHE=$(BERTH_CACHE) imagebuilder/generate.sh
 	go run ./cmd/apidocs -pkg agent/api/v1alpha1 -root NodeConfig -o docs/nodeconfig.md
+	go run ./cmd/apidocs -pkg agent/api/lb/v1alpha1 -root LoadBalancerConfig -o docs/lbconfig.md
 
 $(DEV_BIN): go-check $(shell find cmd agent imagebuilder internal cloud-init systemd -type f -not -name '*_test.go') go.mod go.sum
 	@mkdir -p $(dir $@)
@@ -131,6 +132,7 @@ lint: go-check
 	go vet ./...
 	BERTH_CACHE=$(BERTH_CACHE) imagebuilder/generate.sh --check
 	go run ./cmd/apidocs -pkg agent/api/v1alpha1 -root NodeConfig -o docs/nodeconfig.md -check
+	go run ./cmd/apidocs -pkg agent/api/lb/v1alpha1 -root LoadBalancerConfig -o docs/lbconfig.md -check
 
 test: deps tools lint unit-nocaps
 	BERTH_K8S_BIN=$$(BERTH_CACHE=$(BERTH_CACHE) tools/build.sh k8s) go test -count=1 -timeout $(TEST_TIMEOUT) ./...

@@ -13,6 +13,7 @@ import (
 	"strconv"
 	"strings"
 
+	"berth.dev/berth/agent/api/strict"
 	"berth.dev/berth/internal/node/bootstraptoken"
 	"berth.dev/berth/internal/node/capin"
 	"github.com/pelletier/go-toml/v2"
@@ -53,29 +54,7 @@ func (c *NodeConfig) Validate() field.ErrorList {
 			errs = append(errs, field.Invalid(p, c.Spec.Sysctls[k], "must be one line"))
 		}
 	}
-	return cutValues(errs)
-}
-
-// maxShownValue bounds how much of a bad value an error shows: messages go to the journal, and a value may be
-// megabytes long.
-const maxShownValue = 256
-
-// cutValues shortens long bad values in errs, saying how long they were.
-func cutValues(errs field.ErrorList) field.ErrorList {
-	for _, e := range errs {
-		if v, ok := e.BadValue.(string); ok {
-			e.BadValue = cutString(v)
-		}
-	}
-	return errs
-}
-
-// cutString shortens s to maxShownValue bytes, saying how long it was.
-func cutString(s string) string {
-	if len(s) <= maxShownValue {
-		return s
-	}
-	return fmt.Sprintf("%s… (%d bytes)", strings.ToValidUTF8(s[:maxShownValue], ""), len(s))
+	return strict.CutValues(errs)
 }
 
 // ValidateJoined is Validate for a node that has joined: the agent removed the bootstrap token after the join (from

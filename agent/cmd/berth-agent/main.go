@@ -6,9 +6,12 @@
 //	berth-agent run                       daemon mode (berth-agent.service): join, then re-apply drop-in changes
 //	berth-agent status                    print the last join's phases with their durations
 //
-// Exit codes (docs/exit-codes.md): 0 success, 1 internal error, 2 invalid configuration, 10-14 preflight failure
-// classes, 15 node name held by a Ready node, 16 timed out waiting (TLS bootstrap, podCIDR, Ready), 17 systemd
-// job failed, 64 usage error.
+//	berth-agent lb validate -f FILE       decode strictly and validate a LoadBalancerConfig
+//	berth-agent lb controller             the shared load balancer's controller: frontend IPs for LoadBalancer Services
+//
+// Exit codes (docs/exit-codes.md): 0 success, 1 internal error, 10-14 preflight failure classes, 15 node name held
+// by a Ready node, 16 timed out waiting (TLS bootstrap, podCIDR, Ready), 17 systemd job failed, 64 usage error, 78
+// invalid configuration.
 package main
 
 import (
@@ -20,11 +23,13 @@ import (
 	"os"
 	"time"
 
+	"berth.dev/berth/agent/api/strict"
 	"berth.dev/berth/agent/api/v1alpha1"
 	"berth.dev/berth/agent/config"
 	"berth.dev/berth/agent/nodeconfig"
 	"berth.dev/berth/agent/preflight"
 	"berth.dev/berth/internal/node/exitcode"
+	"k8s.io/apimachinery/pkg/util/validation/field"
 )
 
 // Exit codes (internal/node/exitcode).
@@ -40,6 +45,8 @@ const usage = `usage: berth-agent config validate -f FILE
        berth-agent join [-config-dir DIR] [-user-data FILE] [-state-dir DIR] [-profile NAME] [-timeout D]
        berth-agent run [-config-dir DIR] [-user-data FILE] [-state-dir DIR] [-profile NAME] [-timeout D]
        berth-agent status [-state-dir DIR]
+       berth-agent lb validate -f FILE
+       berth-agent lb controller -config FILE [-kubeconfig FILE] [-identity NAME]
 
   config validate   check a NodeConfig (node.berth.dev/v1alpha1): strict decoding, every problem with its field path
   preflight         check that this node can join: DNS, TCP, TLS and CA pin, bootstrap token, clock skew
@@ -48,6 +55,8 @@ const usage = `usage: berth-agent config validate -f FILE
   run               daemon mode (berth-agent.service): join as above, then watch -config-dir and re-apply
                     changes; sd_notify READY/STATUS and the systemd watchdog; with no NodeConfig yet, wait for one
   status            the last run, phase by phase
+  lb validate       check a LoadBalancerConfig (lb.berth.dev/v1alpha1)
+  lb controller     the shared load balancer's controller (leader-elected): a frontend IP per LoadBalancer Service
 `
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
@@ -80,6 +89,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return runCmd(args[1:], stdout, stderr)
 	case len(args) >= 1 && args[0] == "status":
 		return statusCmd(args[1:], stdout, stderr)
+	case len(args) >= 1 && args[0] == "lb":
+		return lbCmd(args[1:], stdout, stderr)
 	default:
 		fmt.Fprint(stderr, usage)
 		return exitUsage
@@ -106,6 +117,22 @@ func fileFlag(name string, args []string, stderr io.Writer) (string, int) {
 
 // load reads, decodes and validates a NodeConfig, printing every problem.
 func load(file string, stderr io.Writer) (*nodeconfig.Config, int) {
+	c, code := check(file, stderr, v1alpha1.Decode, (*v1alpha1.NodeConfig).Validate)
+	if code != exitOK {
+		return nil, code
+	}
+	nc, err := config.Internal(c, nodeDefaults())
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", file, err)
+		return nil, exitInvalidConfig
+	}
+	return nc, exitOK
+}
+
+// check reads a config file of any kind ("-": standard input; a regular file of at most config.MaxSize bytes),
+// decodes it strictly and validates it, printing every problem (unknown and duplicate fields, then the values) in
+// one pass, each on its own line.
+func check[T any](file string, stderr io.Writer, decode func([]byte) (*T, error), validate func(*T) field.ErrorList) (*T, int) {
 	var data []byte
 	var err error
 	if file == "-" {
@@ -120,32 +147,26 @@ func load(file string, stderr io.Writer) (*nodeconfig.Config, int) {
 		}
 		return nil, exitInternal
 	}
-	// Every problem in one pass: unknown and duplicate fields, then the values.
-	c, err := v1alpha1.Decode(data)
-	var strict *v1alpha1.StrictError
+	c, err := decode(data)
+	var se *strict.Error
 	var problems []string
-	if errors.As(err, &strict) {
-		problems = append(problems, strict.Problems...)
+	if errors.As(err, &se) {
+		problems = append(problems, se.Problems...)
 	} else if err != nil {
 		fmt.Fprintf(stderr, "%s: %v\n", file, err)
 		return nil, exitInvalidConfig
 	}
-	for _, e := range c.Validate() {
+	for _, e := range validate(c) {
 		problems = append(problems, e.Error())
 	}
 	if len(problems) > 0 {
 		for _, p := range problems {
 			fmt.Fprintf(stderr, "%s: %s\n", file, p)
 		}
-		fmt.Fprintf(stderr, "%s: %d problem(s); the node was not changed\n", file, len(problems))
+		fmt.Fprintf(stderr, "%s: %d problem(s); nothing was changed\n", file, len(problems))
 		return nil, exitInvalidConfig
 	}
-	nc, err := config.Internal(c, nodeDefaults())
-	if err != nil {
-		fmt.Fprintf(stderr, "%s: %v\n", file, err)
-		return nil, exitInvalidConfig
-	}
-	return nc, exitOK
+	return c, exitOK
 }
 
 // preflightCmd runs the checks; a failure prints one line (check, cause, what to do) and exits with its class.

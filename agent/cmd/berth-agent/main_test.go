@@ -62,12 +62,21 @@ spec:
 	longKey := filepath.Join(files, "long-key.yaml")
 	os.WriteFile(longKey, []byte("apiVersion: node.berth.dev/v1alpha1\nkind: NodeConfig\n? "+strings.Repeat("k", 1<<19)+"\n: 1\n"), 0o600)
 
+	lbGood, lbBad := filepath.Join(files, "lb.yaml"), filepath.Join(files, "lb-bad.yaml")
+	os.WriteFile(lbGood, []byte("apiVersion: lb.berth.dev/v1alpha1\nkind: LoadBalancerConfig\nspec:\n  pools:\n    - name: public\n      addresses: [203.0.113.0/28]\n"), 0o600)
+	os.WriteFile(lbBad, []byte("apiVersion: lb.berth.dev/v1alpha1\nkind: LoadBalancerConfig\nspec:\n  pool: []\n  pools:\n    - name: public\n      addresses: [203.0.113.1/28]\n"), 0o600)
+
 	for _, c := range []struct {
 		name string
 		args []string
 		code int
 		want []string
 	}{
+		{"lb validate", []string{"lb", "validate", "-f", lbGood}, 0, []string{"valid"}},
+		{"lb validate: every problem", []string{"lb", "validate", "-f", lbBad}, exitInvalidConfig, []string{`unknown field "spec.pool"`, "spec.pools[0].addresses[0]", "host bits", "2 problem(s)"}},
+		{"lb controller with a bad config", []string{"lb", "controller", "-config", lbBad}, exitInvalidConfig, []string{"spec.pools[0].addresses[0]"}},
+		{"lb controller without a config", []string{"lb", "controller"}, exitUsage, []string{"-config FILE is required"}},
+		{"lb alone", []string{"lb"}, exitUsage, []string{"usage:"}},
 		{"a FIFO", []string{"config", "validate", "-f", fifo}, exitInvalidConfig, []string{"not a regular file"}},
 		{"too large", []string{"config", "validate", "-f", huge}, exitInvalidConfig, []string{"larger than 1048576 bytes"}},
 		{"a megabyte-long unknown key", []string{"config", "validate", "-f", longKey}, exitInvalidConfig, []string{"kkk… (", "bytes)"}},

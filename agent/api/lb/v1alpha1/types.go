@@ -1,0 +1,56 @@
+// Package v1alpha1 is berth's load-balancer configuration API, lb.berth.dev/v1alpha1 LoadBalancerConfig: the
+// frontend address pools of the one shared L4 load balancer and how it balances, read by `berth-agent lb`. Like
+// NodeConfig it is decoded strictly and validated with every problem reported at once, each with its field path.
+package v1alpha1
+
+const (
+	// Group and Version of the API.
+	Group   = "lb.berth.dev"
+	Version = "v1alpha1"
+	// APIVersion is Group/Version.
+	APIVersion = Group + "/" + Version
+	// Kind of the only object.
+	Kind = "LoadBalancerConfig"
+
+	// DefaultClassName is the spec.loadBalancerClass berth serves unless ClassName says otherwise.
+	DefaultClassName = "berth.dev/lb"
+	// PoolAnnotation on a Service names the pool its frontend IP comes from.
+	PoolAnnotation = "lb.berth.dev/pool"
+	// AddressAnnotation on a Service asks for one frontend IP (spec.loadBalancerIP, which Kubernetes deprecated,
+	// is honoured too; when both are set they must agree).
+	AddressAnnotation = "lb.berth.dev/address"
+)
+
+// LoadBalancerConfig is the load balancer's configuration.
+type LoadBalancerConfig struct {
+	// APIVersion is lb.berth.dev/v1alpha1.
+	APIVersion string `json:"apiVersion"`
+	// Kind is LoadBalancerConfig.
+	Kind string `json:"kind"`
+	// Spec is the configuration.
+	Spec LoadBalancerConfigSpec `json:"spec"`
+}
+
+// LoadBalancerConfigSpec is what the operator decides.
+type LoadBalancerConfigSpec struct {
+	// ClassName is the spec.loadBalancerClass of the Services berth serves (default berth.dev/lb).
+	ClassName string `json:"className,omitempty"`
+	// DefaultClass makes berth also serve Services of type LoadBalancer without a loadBalancerClass, as a cloud's
+	// own load balancer does. Leave it off when another implementation serves those.
+	DefaultClass bool `json:"defaultClass,omitempty"`
+	// Pools are where frontend IPs come from, in order: a Service without a pool annotation or a requested address
+	// gets the first free address of the first pool with autoAssign. At least one.
+	Pools []Pool `json:"pools"`
+}
+
+// Pool is a named set of frontend addresses.
+type Pool struct {
+	// Name is what the lb.berth.dev/pool annotation names (a DNS label). Unique.
+	Name string `json:"name"`
+	// Addresses are IPv4 CIDRs ("203.0.113.0/28": every address, network and broadcast included, as a cloud's
+	// public IPs are) or ranges ("203.0.113.10-203.0.113.20", both ends included). No two may overlap, in this pool
+	// or another.
+	Addresses []string `json:"addresses"`
+	// AutoAssign lets Services that name no pool and no address get addresses from this pool (default true).
+	AutoAssign *bool `json:"autoAssign,omitempty"`
+}

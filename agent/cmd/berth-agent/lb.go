@@ -1,0 +1,110 @@
+package main
+
+import (
+	"context"
+	"crypto/rand"
+	"encoding/hex"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
+	lbv1 "berth.dev/berth/agent/api/lb/v1alpha1"
+	"berth.dev/berth/agent/lb/controller"
+	"berth.dev/berth/agent/lb/ipam"
+)
+
+// lbCmd is the load balancer's commands: validate a LoadBalancerConfig, or run the controller.
+func lbCmd(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitUsage
+	}
+	switch args[0] {
+	case "validate":
+		file, code := fileFlag("berth-agent lb validate", args[1:], stderr)
+		if code != exitOK {
+			return code
+		}
+		if _, code := check(file, stderr, lbv1.Decode, (*lbv1.LoadBalancerConfig).Validate); code != exitOK {
+			return code
+		}
+		fmt.Fprintf(stdout, "%s: valid\n", file)
+		return exitOK
+	case "controller":
+		return lbControllerCmd(args[1:], stderr)
+	}
+	fmt.Fprint(stderr, usage)
+	return exitUsage
+}
+
+// lbControllerCmd runs the controller until SIGTERM (exit 0) or until it loses its lease (exit 1: its supervisor
+// starts a new candidate).
+func lbControllerCmd(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("berth-agent lb controller", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	file := fs.String("config", "", "LoadBalancerConfig file (required)")
+	kubeconfig := fs.String("kubeconfig", "", "kubeconfig of the control plane (default: in-cluster)")
+	identity := fs.String("identity", "", "this candidate's identity in the leader election (default: hostname_random)")
+	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
+		return exitUsage
+	}
+	if *file == "" {
+		fmt.Fprintln(stderr, "berth-agent lb controller: -config FILE is required")
+		return exitUsage
+	}
+	c, code := check(*file, stderr, lbv1.Decode, (*lbv1.LoadBalancerConfig).Validate)
+	if code != exitOK {
+		return code
+	}
+	rc, err := clientcmd.BuildConfigFromFlags("", *kubeconfig)
+	if err != nil {
+		fmt.Fprintf(stderr, "berth-agent: kubeconfig: %v\n", err)
+		return exitInvalidConfig
+	}
+	rc.Timeout = 30 * time.Second
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		fmt.Fprintf(stderr, "berth-agent: %v\n", err)
+		return exitInvalidConfig
+	}
+	if *identity == "" {
+		host, _ := os.Hostname()
+		b := make([]byte, 4)
+		rand.Read(b)
+		*identity = host + "_" + hex.EncodeToString(b)
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	err = controller.Run(ctx, controllerConfig(c, cs, *identity, slog.New(slog.NewTextHandler(stderr, nil))))
+	if err != nil {
+		fmt.Fprintf(stderr, "berth-agent: %v\n", err)
+		return exitInternal
+	}
+	return exitOK
+}
+
+// controllerConfig converts a validated LoadBalancerConfig into the controller's input.
+func controllerConfig(c *lbv1.LoadBalancerConfig, cs kubernetes.Interface, identity string, log *slog.Logger) controller.Config {
+	cfg := controller.Config{Client: cs, ClassName: c.Spec.ClassName, DefaultClass: c.Spec.DefaultClass,
+		PoolAnnotation: lbv1.PoolAnnotation, AddressAnnotation: lbv1.AddressAnnotation, Identity: identity, Log: log}
+	if cfg.ClassName == "" {
+		cfg.ClassName = lbv1.DefaultClassName
+	}
+	for _, p := range c.Spec.Pools {
+		pool := ipam.Pool{Name: p.Name, AutoAssign: p.AutoAssigns()}
+		for _, a := range p.Addresses {
+			r, _ := lbv1.ParseRange(a) // validated
+			pool.Ranges = append(pool.Ranges, ipam.Range{First: r.First, Last: r.Last})
+		}
+		cfg.Pools = append(cfg.Pools, pool)
+	}
+	return cfg
+}
