@@ -76,33 +76,48 @@ func (n NS) DialContext(ctx context.Context, network, addr string) (net.Conn, er
 	return DialIn(ctx, n.Path(), network, addr)
 }
 
-// DialIn dials addr with a socket created in the network namespace at path. The socket is made on an OS thread
-// switched into the namespace; that thread is never returned to the scheduler (the goroutine exits locked, so the
-// runtime destroys the thread) and no other goroutine can run in the namespace by accident.
+// DialIn dials addr with a socket created in the network namespace at path (In).
 func DialIn(ctx context.Context, path, network, addr string) (net.Conn, error) {
-	type result struct {
-		c   net.Conn
-		err error
-	}
-	ch := make(chan result, 1)
+	var c net.Conn
+	err := In(path, func() (err error) {
+		var d net.Dialer
+		c, err = d.DialContext(ctx, network, addr)
+		return err
+	})
+	return c, err
+}
+
+// Listen listens on addr with a socket created in the network namespace at path (In); the listener serves from
+// any goroutine.
+func (n NS) Listen(network, addr string) (net.Listener, error) {
+	var ln net.Listener
+	err := In(n.Path(), func() (err error) {
+		ln, err = net.Listen(network, addr)
+		return err
+	})
+	return ln, err
+}
+
+// In runs f on an OS thread switched into the network namespace at path: sockets f creates belong to the
+// namespace for good. The thread is never returned to the scheduler (the goroutine exits locked, so the runtime
+// destroys the thread), so no other goroutine can run in the namespace by accident.
+func In(path string, f func() error) error {
+	ch := make(chan error, 1)
 	go func() {
 		runtime.LockOSThread() // never unlocked: the thread dies with this goroutine
-		f, err := os.Open(path)
+		ns, err := os.Open(path)
 		if err != nil {
-			ch <- result{nil, fmt.Errorf("open netns %s: %w", path, err)}
+			ch <- fmt.Errorf("open netns %s: %w", path, err)
 			return
 		}
-		defer f.Close()
-		if err := unix.Setns(int(f.Fd()), unix.CLONE_NEWNET); err != nil {
-			ch <- result{nil, fmt.Errorf("enter netns %s: %w", path, err)}
+		defer ns.Close()
+		if err := unix.Setns(int(ns.Fd()), unix.CLONE_NEWNET); err != nil {
+			ch <- fmt.Errorf("enter netns %s: %w", path, err)
 			return
 		}
-		var d net.Dialer
-		c, err := d.DialContext(ctx, network, addr)
-		ch <- result{c, err}
+		ch <- f()
 	}()
-	r := <-ch
-	return r.c, r.err
+	return <-ch
 }
 
 func run(name string, args ...string) error {

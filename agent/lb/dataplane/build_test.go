@@ -1,0 +1,29 @@
+package dataplane
+
+import (
+	"net/netip"
+	"testing"
+)
+
+// Frontends with the same healthy nodes share one backend set (one Maglev table); another node set gets its own;
+// a frontend without a healthy node gets no element; IPv6 is refused.
+func TestBuildSharesBackendSets(t *testing.T) {
+	a := Backend{Name: "node-1", IP: netip.MustParseAddr("10.0.2.11")}
+	b := Backend{Name: "node-2", IP: netip.MustParseAddr("10.0.2.12")}
+	vip := func(s string) netip.Addr { return netip.MustParseAddr(s) }
+	tab, err := Build([]Frontend{
+		{IP: vip("203.0.113.1"), Protocol: TCP, Port: 80, NodePort: 30080, Backends: []Backend{a, b}},
+		{IP: vip("203.0.113.2"), Protocol: UDP, Port: 53, NodePort: 30053, Backends: []Backend{b, a}}, // same set, other order
+		{IP: vip("203.0.113.3"), Protocol: TCP, Port: 80, NodePort: 30081, Backends: []Backend{a}},    // Local: its own set
+		{IP: vip("203.0.113.4"), Protocol: TCP, Port: 80, NodePort: 30082},                            // no healthy node
+	}, 7)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if tab.Sets != 2 || len(tab.Slots) != 14 || len(tab.Frontends) != 3 {
+		t.Errorf("%d sets, %d slot elements, %d frontend elements; want 2, 14 (2×7), 3", tab.Sets, len(tab.Slots), len(tab.Frontends))
+	}
+	if _, err := Build([]Frontend{{IP: vip("2001:db8::1"), Protocol: TCP, Port: 80, NodePort: 30080, Backends: []Backend{a}}}, 7); err == nil {
+		t.Error("an IPv6 frontend was accepted")
+	}
+}

@@ -1,0 +1,226 @@
+// Package dataplane programs an LB host's share of the shared load balancer: berth's own nftables table (it never
+// touches another component's), in which each frontend IP:port/protocol is DNATed to one healthy node's
+// nodeIP:nodePort. The node for a new flow is a stateless function of the flow: a hash of its source address and
+// port picks a slot of the frontend's Maglev table (package maglev), so every LB host picks the same node for the
+// same flow, and a change of the node set moves few flows. conntrack keeps established flows where they are (a
+// nat chain sees only a connection's first packet).
+//
+// The per-packet cost does not grow with the number of Services: one rule and two map lookups, whatever the
+// number of frontends.
+//
+//	table ip berth-lb {
+//	  map frontends { type ipv4_addr . inet_proto . inet_service : inet_service . mark }   # → nodePort . backend set
+//	  map slots     { type mark . mark : ipv4_addr }                                      # backend set . slot → node
+//	  chain prerouting {
+//	    type nat hook prerouting priority dstnat; policy accept;
+//	    dnat ip to (ip daddr . meta l4proto . th dport map @frontends) → set, slot = jhash(ip saddr . th sport) mod M
+//	  }
+//	}
+//
+// Frontends with the same set of healthy nodes share one backend set (and one Maglev table), so a cluster's
+// Services with externalTrafficPolicy Cluster, which all go to every healthy node, cost one table of M slots
+// together, not one each.
+package dataplane
+
+import (
+	"encoding/binary"
+	"fmt"
+	"net/netip"
+	"slices"
+	"strings"
+
+	"github.com/google/nftables"
+	"github.com/google/nftables/binaryutil"
+	"github.com/google/nftables/expr"
+	"github.com/mdlayher/netlink"
+	"golang.org/x/sys/unix"
+
+	"berth.dev/berth/agent/lb/maglev"
+)
+
+// TableName is berth's nftables table (family ip).
+const TableName = "berth-lb"
+
+// Frontend is one frontend IP:port/protocol and the healthy nodes its new flows go to.
+type Frontend struct {
+	IP       netip.Addr
+	Protocol Protocol
+	Port     uint16
+	// NodePort is where the Service listens on every node (DNAT mode sends there).
+	NodePort uint16
+	Backends []Backend
+}
+
+// Protocol is a frontend's transport protocol.
+type Protocol uint8
+
+const (
+	TCP Protocol = unix.IPPROTO_TCP
+	UDP Protocol = unix.IPPROTO_UDP
+)
+
+func (p Protocol) String() string {
+	switch p {
+	case TCP:
+		return "TCP"
+	case UDP:
+		return "UDP"
+	}
+	return fmt.Sprintf("protocol %d", uint8(p))
+}
+
+// Backend is a node a frontend's flows may go to.
+type Backend struct {
+	Name string
+	IP   netip.Addr
+}
+
+// Table is the desired content of berth's table: the map elements the Frontends make.
+type Table struct {
+	Frontends []nftables.SetElement
+	Slots     []nftables.SetElement
+	// Sets is how many backend sets (Maglev tables) there are.
+	Sets int
+}
+
+// Build computes the table's elements for frontends, with Maglev tables of size slots. Frontends without a healthy
+// backend get no element: their packets are not DNATed (and find nothing on the LB host).
+func Build(frontends []Frontend, slots int) (Table, error) {
+	var t Table
+	setIDs := map[string]uint32{}
+	for _, f := range frontends {
+		if !f.IP.Is4() {
+			return Table{}, fmt.Errorf("frontend %s: not IPv4", f.IP)
+		}
+		if len(f.Backends) == 0 {
+			continue
+		}
+		names := make([]string, len(f.Backends))
+		for i, b := range f.Backends {
+			names[i] = b.Name + "=" + b.IP.String()
+		}
+		slices.Sort(names)
+		setKey := strings.Join(names, ",")
+		id, ok := setIDs[setKey]
+		if !ok {
+			id = uint32(len(setIDs) + 1)
+			setIDs[setKey] = id
+			tab, err := maglev.Table(names, slots)
+			if err != nil {
+				return Table{}, fmt.Errorf("frontend %s:%d/%s: %w", f.IP, f.Port, f.Protocol, err)
+			}
+			for slot, b := range tab {
+				_, ip, _ := strings.Cut(names[b], "=")
+				addr := netip.MustParseAddr(ip).As4()
+				t.Slots = append(t.Slots, nftables.SetElement{Key: concat(native(id), native(uint32(slot))), Val: addr[:]})
+			}
+		}
+		ip := f.IP.As4()
+		t.Frontends = append(t.Frontends, nftables.SetElement{
+			Key: concat(ip[:], pad([]byte{byte(f.Protocol)}), pad(binaryutil.BigEndian.PutUint16(f.Port))),
+			Val: concat(pad(binaryutil.BigEndian.PutUint16(f.NodePort)), native(id)),
+		})
+	}
+	t.Sets = len(setIDs)
+	return t, nil
+}
+
+// sendBuffer is the netlink socket's send buffer: Apply sends the whole table in one batch (one sendmsg), about
+// 50 bytes per element, so 10,000 Services take about 1 MB, more than the default limit (net.core.wmem_max).
+const sendBuffer = 64 << 20
+
+// Open connects to nftables in the network namespace netnsFd refers to (-1: this process's), with a send buffer
+// large enough for Apply's batches (SO_SNDBUFFORCE, which needs CAP_NET_ADMIN, as nftables does).
+func Open(netnsFd int) (*nftables.Conn, error) {
+	opts := []nftables.ConnOption{nftables.WithSockOptions(func(c *netlink.Conn) error {
+		raw, err := c.SyscallConn()
+		if err != nil {
+			return err
+		}
+		var serr error
+		if err := raw.Control(func(fd uintptr) {
+			serr = unix.SetsockoptInt(int(fd), unix.SOL_SOCKET, unix.SO_SNDBUFFORCE, sendBuffer)
+		}); err != nil {
+			return err
+		}
+		return serr
+	})}
+	if netnsFd >= 0 {
+		opts = append(opts, nftables.WithNetNSFd(netnsFd))
+	}
+	c, err := nftables.New(opts...)
+	if err != nil {
+		return nil, fmt.Errorf("dataplane: nftables: %w", err)
+	}
+	return c, nil
+}
+
+// Apply replaces berth's table in the network namespace conn works in with t, in one netlink transaction: the
+// kernel switches from the old table to the new one atomically, and conntrack keeps established flows. It is also
+// the drift repair: whatever was changed by hand is replaced. slots must be the size t was built with.
+func Apply(conn *nftables.Conn, t Table, slots int) error {
+	table := &nftables.Table{Family: nftables.TableFamilyIPv4, Name: TableName}
+	conn.AddTable(table) // so that the delete below finds one on a first run
+	conn.DelTable(table)
+	conn.AddTable(table)
+	frontends := &nftables.Set{Table: table, Name: "frontends", IsMap: true, Concatenation: true,
+		KeyType:  nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetProto, nftables.TypeInetService),
+		DataType: nftables.MustConcatSetType(nftables.TypeInetService, nftables.TypeMark)}
+	slotMap := &nftables.Set{Table: table, Name: "slots", IsMap: true, Concatenation: true,
+		KeyType: nftables.MustConcatSetType(nftables.TypeMark, nftables.TypeMark), DataType: nftables.TypeIPAddr,
+		KeyByteOrder: binaryutil.NativeEndian}
+	for _, m := range []struct {
+		set   *nftables.Set
+		elems []nftables.SetElement
+	}{{frontends, t.Frontends}, {slotMap, t.Slots}} {
+		if err := conn.AddSet(m.set, nil); err != nil {
+			return fmt.Errorf("dataplane: map %s: %w", m.set.Name, err)
+		}
+		// In chunks: one netlink message holds a few thousand elements at most. They are all in one batch, so
+		// the kernel still applies the table at once.
+		for chunk := range slices.Chunk(m.elems, 512) {
+			if err := conn.SetAddElements(m.set, chunk); err != nil {
+				return fmt.Errorf("dataplane: map %s: %w", m.set.Name, err)
+			}
+		}
+	}
+	chain := conn.AddChain(&nftables.Chain{Name: "prerouting", Table: table, Type: nftables.ChainTypeNAT,
+		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityNATDest})
+	conn.AddRule(&nftables.Rule{Table: table, Chain: chain, Exprs: dnatExprs(frontends, slotMap, uint32(slots))})
+	if err := conn.Flush(); err != nil {
+		return fmt.Errorf("dataplane: apply table %s: %w", TableName, err)
+	}
+	return nil
+}
+
+// Registers (32-bit: 8 to 23). The frontends map's key is daddr . l4proto . dport in 8-10, its data nodePort . set
+// in 12-13; the hash of saddr . sport (16-17) goes to 14, so that set . slot is 13-14, the slots map's key; the node
+// goes to 15.
+const (
+	rDaddr, rProto, rDport = 8, 9, 10
+	rNodePort, rSet, rSlot = 12, 13, 14
+	rNode                  = 15
+	rSaddr, rSport         = 16, 17
+)
+
+func dnatExprs(frontends, slotMap *nftables.Set, slots uint32) []expr.Any {
+	return []expr.Any{
+		&expr.Payload{DestRegister: rDaddr, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
+		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: rProto},
+		&expr.Payload{DestRegister: rDport, Base: expr.PayloadBaseTransportHeader, Offset: 2, Len: 2},
+		&expr.Lookup{SourceRegister: rDaddr, DestRegister: rNodePort, IsDestRegSet: true, SetName: frontends.Name, SetID: frontends.ID},
+		&expr.Payload{DestRegister: rSaddr, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
+		&expr.Payload{DestRegister: rSport, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 2},
+		&expr.Hash{SourceRegister: rSaddr, Length: 8, Modulus: slots, Seed: 0xbe47, DestRegister: rSlot, Type: expr.HashTypeJenkins},
+		&expr.Lookup{SourceRegister: rSet, DestRegister: rNode, IsDestRegSet: true, SetName: slotMap.Name, SetID: slotMap.ID},
+		&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: rNode, RegProtoMin: rNodePort, Specified: true},
+	}
+}
+
+func concat(parts ...[]byte) []byte { return slices.Concat(parts...) }
+
+// pad pads b to a register's 4 bytes, as concatenations do.
+func pad(b []byte) []byte { return append(b, make([]byte, (4-len(b)%4)%4)...) }
+
+// native is v in host byte order, as the hash expression writes its result.
+func native(v uint32) []byte { return binary.NativeEndian.AppendUint32(nil, v) }
