@@ -18,7 +18,10 @@ import (
 
 	lbv1 "berth.dev/berth/agent/api/lb/v1alpha1"
 	"berth.dev/berth/agent/lb/controller"
+	"berth.dev/berth/agent/lb/dataplane"
+	"berth.dev/berth/agent/lb/host"
 	"berth.dev/berth/agent/lb/ipam"
+	"berth.dev/berth/agent/lb/lbsvc"
 )
 
 // lbCmd is the load balancer's commands: validate a LoadBalancerConfig, or run the controller.
@@ -40,6 +43,8 @@ func lbCmd(args []string, stdout, stderr io.Writer) int {
 		return exitOK
 	case "controller":
 		return lbControllerCmd(args[1:], stderr)
+	case "host":
+		return lbHostCmd(args[1:], stderr)
 	}
 	fmt.Fprint(stderr, usage)
 	return exitUsage
@@ -60,30 +65,19 @@ func lbControllerCmd(args []string, stderr io.Writer) int {
 		fmt.Fprintln(stderr, "berth-agent lb controller: -config FILE is required")
 		return exitUsage
 	}
-	c, code := check(*file, stderr, lbv1.Decode, (*lbv1.LoadBalancerConfig).Validate)
+	c, cs, code := lbSetup(*file, *kubeconfig, stderr)
 	if code != exitOK {
 		return code
 	}
-	rc, err := clientcmd.BuildConfigFromFlags("", *kubeconfig)
-	if err != nil {
-		fmt.Fprintf(stderr, "berth-agent: kubeconfig: %v\n", err)
-		return exitInvalidConfig
-	}
-	rc.Timeout = 30 * time.Second
-	cs, err := kubernetes.NewForConfig(rc)
-	if err != nil {
-		fmt.Fprintf(stderr, "berth-agent: %v\n", err)
-		return exitInvalidConfig
-	}
 	if *identity == "" {
-		host, _ := os.Hostname()
+		hostname, _ := os.Hostname()
 		b := make([]byte, 4)
 		rand.Read(b)
-		*identity = host + "_" + hex.EncodeToString(b)
+		*identity = hostname + "_" + hex.EncodeToString(b)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	err = controller.Run(ctx, controllerConfig(c, cs, *identity, slog.New(slog.NewTextHandler(stderr, nil))))
+	err := controller.Run(ctx, controllerConfig(c, cs, *identity, slog.New(slog.NewTextHandler(stderr, nil))))
 	if err != nil {
 		fmt.Fprintf(stderr, "berth-agent: %v\n", err)
 		return exitInternal
@@ -107,4 +101,60 @@ func controllerConfig(c *lbv1.LoadBalancerConfig, cs kubernetes.Interface, ident
 		cfg.Pools = append(cfg.Pools, pool)
 	}
 	return cfg
+}
+
+// lbSetup reads and checks the LoadBalancerConfig and connects to the control plane.
+func lbSetup(file, kubeconfig string, stderr io.Writer) (*lbv1.LoadBalancerConfig, kubernetes.Interface, int) {
+	c, code := check(file, stderr, lbv1.Decode, (*lbv1.LoadBalancerConfig).Validate)
+	if code != exitOK {
+		return nil, nil, code
+	}
+	rc, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		fmt.Fprintf(stderr, "berth-agent: kubeconfig: %v\n", err)
+		return nil, nil, exitInvalidConfig
+	}
+	rc.Timeout = 30 * time.Second
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		fmt.Fprintf(stderr, "berth-agent: %v\n", err)
+		return nil, nil, exitInvalidConfig
+	}
+	return c, cs, exitOK
+}
+
+// lbHostCmd runs the LB host role: berth's nftables table on this host, kept in line with the cluster, until
+// SIGTERM (exit 0).
+func lbHostCmd(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("berth-agent lb host", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	file := fs.String("config", "", "LoadBalancerConfig file (required)")
+	kubeconfig := fs.String("kubeconfig", "", "kubeconfig of the control plane (default: in-cluster)")
+	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
+		return exitUsage
+	}
+	if *file == "" {
+		fmt.Fprintln(stderr, "berth-agent lb host: -config FILE is required")
+		return exitUsage
+	}
+	c, cs, code := lbSetup(*file, *kubeconfig, stderr)
+	if code != exitOK {
+		return code
+	}
+	nft, err := dataplane.Open(-1)
+	if err != nil {
+		fmt.Fprintf(stderr, "berth-agent: %v\n", err)
+		return exitInternal
+	}
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	class := lbsvc.Class{Name: c.Spec.ClassName, Default: c.Spec.DefaultClass}
+	if class.Name == "" {
+		class.Name = lbv1.DefaultClassName
+	}
+	if err := host.Run(ctx, host.Config{Client: cs, Class: class, NFT: nft, Log: slog.New(slog.NewTextHandler(stderr, nil))}); err != nil {
+		fmt.Fprintf(stderr, "berth-agent: %v\n", err)
+		return exitInternal
+	}
+	return exitOK
 }

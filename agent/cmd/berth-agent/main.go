@@ -8,6 +8,7 @@
 //
 //	berth-agent lb validate -f FILE       decode strictly and validate a LoadBalancerConfig
 //	berth-agent lb controller             the shared load balancer's controller: frontend IPs for LoadBalancer Services
+//	berth-agent lb host                   an LB host: berth's nftables table, kept in line with the cluster
 //
 // Exit codes (docs/exit-codes.md): 0 success, 1 internal error, 10-14 preflight failure classes, 15 node name held
 // by a Ready node, 16 timed out waiting (TLS bootstrap, podCIDR, Ready), 17 systemd job failed, 64 usage error, 78
@@ -47,6 +48,7 @@ const usage = `usage: berth-agent config validate -f FILE
        berth-agent status [-state-dir DIR]
        berth-agent lb validate -f FILE
        berth-agent lb controller -config FILE [-kubeconfig FILE] [-identity NAME]
+       berth-agent lb host -config FILE [-kubeconfig FILE]
 
   config validate   check a NodeConfig (node.berth.dev/v1alpha1): strict decoding, every problem with its field path
   preflight         check that this node can join: DNS, TCP, TLS and CA pin, bootstrap token, clock skew
@@ -57,6 +59,7 @@ const usage = `usage: berth-agent config validate -f FILE
   status            the last run, phase by phase
   lb validate       check a LoadBalancerConfig (lb.berth.dev/v1alpha1)
   lb controller     the shared load balancer's controller (leader-elected): a frontend IP per LoadBalancer Service
+  lb host           an LB host: berth's nftables table, DNAT of each frontend to a healthy node's nodePort
 `
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }

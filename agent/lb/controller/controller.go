@@ -36,6 +36,7 @@ import (
 	"k8s.io/client-go/util/workqueue"
 
 	"berth.dev/berth/agent/lb/ipam"
+	"berth.dev/berth/agent/lb/lbsvc"
 )
 
 const (
@@ -247,17 +248,11 @@ func (c *controller) work(ctx context.Context) {
 	}
 }
 
-func key(svc *corev1.Service) string { return svc.Namespace + "/" + svc.Name }
+func key(svc *corev1.Service) string { return lbsvc.Key(svc) }
 
 // ours reports whether svc is a LoadBalancer Service of the controller's class.
 func (c *controller) ours(svc *corev1.Service) bool {
-	if svc.Spec.Type != corev1.ServiceTypeLoadBalancer {
-		return false
-	}
-	if svc.Spec.LoadBalancerClass == nil {
-		return c.cfg.DefaultClass
-	}
-	return *svc.Spec.LoadBalancerClass == c.cfg.ClassName
+	return lbsvc.Class{Name: c.cfg.ClassName, Default: c.cfg.DefaultClass}.Serves(svc)
 }
 
 // sync brings one Service's frontend IP and status in line with what it asks.

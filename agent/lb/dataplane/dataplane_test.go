@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"os"
@@ -17,120 +16,9 @@ import (
 	"berth.dev/berth/agent/lb/dataplane"
 	"berth.dev/berth/agent/lb/maglev"
 	"berth.dev/berth/internal/dev/netns"
+	"berth.dev/berth/test/lblab"
 	"berth.dev/berth/test/tier"
 )
-
-// lab is a client, an LB host and two nodes, each a network namespace this test creates: the client reaches the
-// frontend range through the LB host, which forwards to the nodes on a bridge; the nodes route back through it
-// (DNAT mode's return path). Nothing leaves the namespaces.
-type lab struct {
-	client, lb, n1, n2 netns.NS
-}
-
-func newLab(t *testing.T) *lab {
-	tier.Require(t, tier.Root, tier.NetNS)
-	id := fmt.Sprintf("%d", os.Getpid()%100000)
-	l := &lab{}
-	for _, p := range []struct {
-		ns   *netns.NS
-		name string
-	}{{&l.client, "blbc"}, {&l.lb, "blbl"}, {&l.n1, "blb1"}, {&l.n2, "blb2"}} {
-		ns, err := netns.Create(p.name + id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		*p.ns = ns
-		t.Cleanup(func() { ns.Delete() })
-	}
-	ip := func(args ...string) {
-		t.Helper()
-		if err := l.lb.Run("ip", args...); err != nil {
-			t.Fatal(err)
-		}
-	}
-	ip("link", "add", "br0", "type", "bridge")
-	ip("link", "set", "br0", "up")
-	ip("addr", "add", "10.0.2.1/24", "dev", "br0")
-	ip("link", "add", "c0", "type", "veth", "peer", "name", "eth0", "netns", l.client.Name)
-	ip("addr", "add", "10.0.1.1/24", "dev", "c0")
-	ip("link", "set", "c0", "up")
-	for i, n := range []netns.NS{l.n1, l.n2} {
-		dev := fmt.Sprintf("n%d", i+1)
-		ip("link", "add", dev, "type", "veth", "peer", "name", "eth0", "netns", n.Name)
-		ip("link", "set", dev, "master", "br0")
-		ip("link", "set", dev, "up")
-		for _, args := range [][]string{{"link", "set", "lo", "up"}, {"link", "set", "eth0", "up"},
-			{"addr", "add", fmt.Sprintf("10.0.2.%d/24", 11+i), "dev", "eth0"}, {"route", "add", "default", "via", "10.0.2.1"}} {
-			if err := n.Run("ip", args...); err != nil {
-				t.Fatal(err)
-			}
-		}
-	}
-	for _, args := range [][]string{{"link", "set", "lo", "up"}, {"link", "set", "eth0", "up"},
-		{"addr", "add", "10.0.1.2/24", "dev", "eth0"}, {"route", "add", "203.0.113.0/24", "via", "10.0.1.1"}} {
-		if err := l.client.Run("ip", args...); err != nil {
-			t.Fatal(err)
-		}
-	}
-	if err := l.lb.Run("sysctl", "-qw", "net.ipv4.ip_forward=1"); err != nil {
-		t.Fatal(err)
-	}
-	return l
-}
-
-// serve runs, in the node's namespace, a TCP server on port that writes the node's name on each connection and
-// then echoes what it reads.
-func serve(t *testing.T, n netns.NS, name string, port int) {
-	ln, err := n.Listen("tcp", fmt.Sprintf(":%d", port))
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				fmt.Fprintf(c, "%s\n", name)
-				io.Copy(c, c)
-			}()
-		}
-	}()
-}
-
-func conn(t *testing.T, l *lab) *nftables.Conn {
-	f, err := os.Open(l.lb.Path())
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { f.Close() })
-	c, err := dataplane.Open(int(f.Fd()))
-	if err != nil {
-		t.Fatal(err)
-	}
-	return c
-}
-
-// dial connects from the client to addr and returns the connection and the node that answered.
-func dial(t *testing.T, l *lab, addr string) (net.Conn, *bufio.Reader, string) {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	c, err := l.client.DialContext(ctx, "tcp", addr)
-	if err != nil {
-		t.Fatalf("dial %s: %v", addr, err)
-	}
-	c.SetDeadline(time.Now().Add(5 * time.Second))
-	r := bufio.NewReader(c)
-	name, err := r.ReadString('\n')
-	if err != nil {
-		t.Fatalf("%s: %v", addr, err)
-	}
-	return c, r, strings.TrimSpace(name)
-}
 
 var (
 	vip   = netip.MustParseAddr("203.0.113.1")
@@ -143,15 +31,15 @@ var (
 // new flows while an established connection to it carries on; and a rule deleted by hand comes back with the next
 // Apply.
 func TestDNATThroughTheTable(t *testing.T) {
-	l := newLab(t)
+	l := lblab.New(t)
 	for _, n := range []struct {
 		ns   netns.NS
 		name string
-	}{{l.n1, "node-1"}, {l.n2, "node-2"}} {
-		serve(t, n.ns, n.name, 30080)
-		serve(t, n.ns, n.name+"/other", 30081)
+	}{{l.N1, "node-1"}, {l.N2, "node-2"}} {
+		lblab.Serve(t, n.ns, n.name, 30080)
+		lblab.Serve(t, n.ns, n.name+"/other", 30081)
 	}
-	nft := conn(t, l)
+	nft := l.NFT(t)
 	apply := func(fs ...dataplane.Frontend) {
 		t.Helper()
 		tab, err := dataplane.Build(fs, maglev.DefaultSize)
@@ -168,14 +56,14 @@ func TestDNATThroughTheTable(t *testing.T) {
 
 	seen := map[string]int{}
 	for range 30 {
-		c, _, name := dial(t, l, "203.0.113.1:80")
+		c, _, name := l.Dial(t, "203.0.113.1:80")
 		c.Close()
 		seen[name]++
 	}
 	if seen["node-1"] == 0 || seen["node-2"] == 0 || len(seen) != 2 {
 		t.Errorf("30 connections reached %v; want both nodes", seen)
 	}
-	if c, _, name := dial(t, l, "203.0.113.1:8080"); !strings.HasSuffix(name, "/other") {
+	if c, _, name := l.Dial(t, "203.0.113.1:8080"); !strings.HasSuffix(name, "/other") {
 		t.Errorf("port 8080 reached %q, want the second nodePort", name)
 	} else {
 		c.Close()
@@ -185,7 +73,7 @@ func TestDNATThroughTheTable(t *testing.T) {
 	var kept net.Conn
 	var keptR *bufio.Reader
 	for kept == nil {
-		c, r, name := dial(t, l, "203.0.113.1:80")
+		c, r, name := l.Dial(t, "203.0.113.1:80")
 		if name == "node-2" {
 			kept, keptR = c, r
 		} else {
@@ -195,7 +83,7 @@ func TestDNATThroughTheTable(t *testing.T) {
 	defer kept.Close()
 	apply(dataplane.Frontend{IP: vip, Protocol: dataplane.TCP, Port: 80, NodePort: 30080, Backends: []dataplane.Backend{node1}})
 	for range 10 {
-		c, _, name := dial(t, l, "203.0.113.1:80")
+		c, _, name := l.Dial(t, "203.0.113.1:80")
 		c.Close()
 		if name != "node-1" {
 			t.Fatalf("a new connection reached %s after it left the set", name)
@@ -213,13 +101,13 @@ func TestDNATThroughTheTable(t *testing.T) {
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Second)
-	if c, err := l.client.DialContext(ctx, "tcp", "203.0.113.1:80"); err == nil {
+	if c, err := l.Client.DialContext(ctx, "tcp", "203.0.113.1:80"); err == nil {
 		c.Close()
 		t.Error("the frontend answered with its rule deleted")
 	}
 	cancel()
 	apply(dataplane.Frontend{IP: vip, Protocol: dataplane.TCP, Port: 80, NodePort: 30080, Backends: both})
-	c, _, _ := dial(t, l, "203.0.113.1:80")
+	c, _, _ := l.Dial(t, "203.0.113.1:80")
 	c.Close()
 }
 

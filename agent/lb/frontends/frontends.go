@@ -1,0 +1,116 @@
+// Package frontends turns what the cluster says (Services of berth's class with their frontend IP in their
+// status, Nodes, and which nodes have local endpoints) into the data plane's frontends: one per Service port, each
+// with the nodes its new flows may go to. It is a pure function: the data plane's sync calls it on every change
+// and on every periodic resync.
+package frontends
+
+import (
+	"net/netip"
+	"slices"
+	"strings"
+
+	corev1 "k8s.io/api/core/v1"
+
+	"berth.dev/berth/agent/lb/dataplane"
+	"berth.dev/berth/agent/lb/lbsvc"
+	"berth.dev/berth/agent/nodeready"
+)
+
+// ExcludeLabel takes a node out of every load balancer's backends (Kubernetes' well-known label).
+const ExcludeLabel = "node.kubernetes.io/exclude-from-external-load-balancers"
+
+// Input is the cluster as the data plane sees it.
+type Input struct {
+	Class    lbsvc.Class
+	Services []*corev1.Service
+	Nodes    []*corev1.Node
+	// Local is, for each Service (namespace/name) with externalTrafficPolicy Local, the nodes that have a ready
+	// endpoint of it: only those get its flows, so that the client's address reaches the pod unchanged.
+	Local map[string][]string
+	// Unhealthy are nodes whose health probe failed (interval × threshold): they get no new flows.
+	Unhealthy map[string]bool
+}
+
+// Skipped is a Service port the data plane cannot serve, and why.
+type Skipped struct {
+	Service, Reason string
+}
+
+// Build returns the frontends, sorted (frontend IP, protocol, port), and what it skipped.
+func Build(in Input) ([]dataplane.Frontend, []Skipped) {
+	var eligible []dataplane.Backend
+	for _, n := range in.Nodes {
+		if b, ok := backend(n, in.Unhealthy); ok {
+			eligible = append(eligible, b)
+		}
+	}
+	slices.SortFunc(eligible, func(a, b dataplane.Backend) int { return strings.Compare(a.Name, b.Name) })
+	var out []dataplane.Frontend
+	var skipped []Skipped
+	for _, svc := range in.Services {
+		if !in.Class.Serves(svc) {
+			continue
+		}
+		ip, ok := frontendIP(svc)
+		if !ok {
+			continue // no frontend IP yet: the controller has not assigned one
+		}
+		backends := eligible
+		if svc.Spec.ExternalTrafficPolicy == corev1.ServiceExternalTrafficPolicyLocal {
+			local := in.Local[lbsvc.Key(svc)]
+			backends = slices.DeleteFunc(slices.Clone(eligible), func(b dataplane.Backend) bool { return !slices.Contains(local, b.Name) })
+		}
+		for _, p := range svc.Spec.Ports {
+			var proto dataplane.Protocol
+			switch p.Protocol {
+			case corev1.ProtocolTCP, "":
+				proto = dataplane.TCP
+			case corev1.ProtocolUDP:
+				proto = dataplane.UDP
+			default:
+				skipped = append(skipped, Skipped{lbsvc.Key(svc), "port " + p.Name + ": protocol " + string(p.Protocol) + " is not supported (TCP and UDP are)"})
+				continue
+			}
+			if p.NodePort == 0 {
+				skipped = append(skipped, Skipped{lbsvc.Key(svc), "port " + p.Name + ": no nodePort (allocateLoadBalancerNodePorts: false is not supported)"})
+				continue
+			}
+			out = append(out, dataplane.Frontend{IP: ip, Protocol: proto, Port: uint16(p.Port), NodePort: uint16(p.NodePort), Backends: backends})
+		}
+	}
+	slices.SortFunc(out, func(a, b dataplane.Frontend) int {
+		if c := a.IP.Compare(b.IP); c != 0 {
+			return c
+		}
+		if a.Protocol != b.Protocol {
+			return int(a.Protocol) - int(b.Protocol)
+		}
+		return int(a.Port) - int(b.Port)
+	})
+	return out, skipped
+}
+
+// backend is a node that may take new flows: Ready, not being deleted, not excluded by label, not failing its
+// probe, with an InternalIP.
+func backend(n *corev1.Node, unhealthy map[string]bool) (dataplane.Backend, bool) {
+	if _, excluded := n.Labels[ExcludeLabel]; excluded || n.DeletionTimestamp != nil || !nodeready.Ready(n) || unhealthy[n.Name] {
+		return dataplane.Backend{}, false
+	}
+	for _, a := range n.Status.Addresses {
+		if a.Type == corev1.NodeInternalIP {
+			if ip, err := netip.ParseAddr(a.Address); err == nil && ip.Is4() {
+				return dataplane.Backend{Name: n.Name, IP: ip}, true
+			}
+		}
+	}
+	return dataplane.Backend{}, false
+}
+
+func frontendIP(svc *corev1.Service) (netip.Addr, bool) {
+	for _, in := range svc.Status.LoadBalancer.Ingress {
+		if ip, err := netip.ParseAddr(in.IP); err == nil && ip.Is4() {
+			return ip, true
+		}
+	}
+	return netip.Addr{}, false
+}

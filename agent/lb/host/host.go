@@ -1,0 +1,133 @@
+// Package host is the LB host role of the agent (`berth-agent lb host`): it watches Services, Nodes and
+// EndpointSlices, turns them into frontends (package frontends) and keeps berth's nftables table on this host in
+// line (package dataplane): after every change (a burst of changes is one apply) and on a periodic resync, which
+// also repairs drift, such as a rule deleted by hand.
+package host
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"time"
+
+	"github.com/google/nftables"
+	discoveryv1 "k8s.io/api/discovery/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/client-go/informers"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/cache"
+
+	"berth.dev/berth/agent/lb/dataplane"
+	"berth.dev/berth/agent/lb/frontends"
+	"berth.dev/berth/agent/lb/lbsvc"
+	"berth.dev/berth/agent/lb/maglev"
+)
+
+// Config is the role's input.
+type Config struct {
+	Client kubernetes.Interface
+	Class  lbsvc.Class
+	// NFT is the nftables connection (dataplane.Open), in the namespace the host's table lives in.
+	NFT *nftables.Conn
+	// Resync is the period of the full re-apply (default 30 s); Debounce gathers a burst of changes (default 100 ms).
+	Resync, Debounce time.Duration
+	// Applied, if set, is called after each apply with what was applied (tests and status wait on it).
+	Applied func([]dataplane.Frontend)
+	Log     *slog.Logger
+}
+
+// Run keeps the table in line until ctx ends.
+func Run(ctx context.Context, cfg Config) error {
+	if cfg.Client == nil || cfg.NFT == nil {
+		return errors.New("host: Client and NFT are required")
+	}
+	if cfg.Resync == 0 {
+		cfg.Resync = 30 * time.Second
+	}
+	if cfg.Debounce == 0 {
+		cfg.Debounce = 100 * time.Millisecond
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	factory := informers.NewSharedInformerFactory(cfg.Client, 0)
+	services, nodes := factory.Core().V1().Services(), factory.Core().V1().Nodes()
+	slices := factory.Discovery().V1().EndpointSlices()
+	changed := make(chan struct{}, 1)
+	poke := func(any) {
+		select {
+		case changed <- struct{}{}:
+		default:
+		}
+	}
+	handler := cache.ResourceEventHandlerFuncs{AddFunc: poke, UpdateFunc: func(_, o any) { poke(o) }, DeleteFunc: poke}
+	for _, inf := range []cache.SharedIndexInformer{services.Informer(), nodes.Informer(), slices.Informer()} {
+		if _, err := inf.AddEventHandler(handler); err != nil {
+			return err
+		}
+	}
+	factory.Start(ctx.Done())
+	defer factory.Shutdown()
+	if !cache.WaitForCacheSync(ctx.Done(), services.Informer().HasSynced, nodes.Informer().HasSynced, slices.Informer().HasSynced) {
+		return nil
+	}
+	apply := func(why string) {
+		svcs, _ := services.Lister().List(labels.Everything())
+		ns, _ := nodes.Lister().List(labels.Everything())
+		eps, _ := slices.Lister().List(labels.Everything())
+		fs, skipped := frontends.Build(frontends.Input{Class: cfg.Class, Services: svcs, Nodes: ns, Local: localNodes(eps)})
+		for _, s := range skipped {
+			cfg.Log.Debug("port not served", "service", s.Service, "reason", s.Reason)
+		}
+		start := time.Now()
+		t, err := dataplane.Build(fs, maglev.DefaultSize)
+		if err == nil {
+			err = dataplane.Apply(cfg.NFT, t, maglev.DefaultSize)
+		}
+		if err != nil {
+			cfg.Log.Error("apply failed; retried at the next change or resync", "why", why, "err", err)
+			return
+		}
+		cfg.Log.Info("table applied", "why", why, "frontends", len(fs), "backendSets", t.Sets, "took", time.Since(start).Round(time.Microsecond))
+		if cfg.Applied != nil {
+			cfg.Applied(fs)
+		}
+	}
+	apply("start")
+	resync := time.NewTicker(cfg.Resync)
+	defer resync.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-resync.C:
+			apply("resync")
+		case <-changed:
+			select { // gather the burst
+			case <-ctx.Done():
+				return nil
+			case <-time.After(cfg.Debounce):
+			}
+			apply("change")
+		}
+	}
+}
+
+// localNodes is, per Service, the nodes with a ready endpoint (from the EndpointSlices), for Local policy.
+func localNodes(eps []*discoveryv1.EndpointSlice) map[string][]string {
+	out := map[string][]string{}
+	for _, s := range eps {
+		svc := s.Labels[discoveryv1.LabelServiceName]
+		if svc == "" {
+			continue
+		}
+		key := fmt.Sprintf("%s/%s", s.Namespace, svc)
+		for _, e := range s.Endpoints {
+			if e.NodeName != nil && (e.Conditions.Ready == nil || *e.Conditions.Ready) {
+				out[key] = append(out[key], *e.NodeName)
+			}
+		}
+	}
+	return out
+}
