@@ -1,6 +1,7 @@
 package dataplane
 
 import (
+	"fmt"
 	"net/netip"
 	"testing"
 )
@@ -25,5 +26,20 @@ func TestBuildSharesBackendSets(t *testing.T) {
 	}
 	if _, err := Build([]Frontend{{IP: vip("2001:db8::1"), Protocol: TCP, Port: 80, NodePort: 30080, Backends: []Backend{a}}}, 7); err == nil {
 		t.Error("an IPv6 frontend was accepted")
+	}
+}
+
+func TestMergeRanges(t *testing.T) {
+	var ps []netip.Prefix
+	for _, s := range []string{"10.0.1.0/24", "10.0.0.0/16", "10.2.0.0/24", "10.2.1.0/24", "192.0.2.7/32", "2001:db8::/32", "10.3.0.5/24"} {
+		ps = append(ps, netip.MustParsePrefix(s))
+	}
+	var got []string
+	for _, r := range mergeRanges(ps) {
+		got = append(got, r[0].String()+"-"+r[1].String())
+	}
+	want := "[10.0.0.0-10.0.255.255 10.2.0.0-10.2.1.255 10.3.0.0-10.3.0.255 192.0.2.7-192.0.2.7]"
+	if fmt.Sprint(got) != want {
+		t.Errorf("merged %v, want %s", got, want)
 	}
 }

@@ -49,6 +49,9 @@ type Frontend struct {
 	// NodePort is where the Service listens on every node (DNAT mode sends there).
 	NodePort uint16
 	Backends []Backend
+	// SourceRanges are the client networks allowed to reach the frontend IP (loadBalancerSourceRanges, the
+	// network security group of a cloud); empty: every client. They apply to the frontend IP, all its ports.
+	SourceRanges []netip.Prefix
 }
 
 // Protocol is a frontend's transport protocol.
@@ -79,6 +82,8 @@ type Backend struct {
 type Table struct {
 	Frontends []nftables.SetElement
 	Slots     []nftables.SetElement
+	// Restricted are the frontend IPs with source ranges; Allowed their (frontend IP . client range) intervals.
+	Restricted, Allowed []nftables.SetElement
 	// Sets is how many backend sets (Maglev tables) there are.
 	Sets int
 }
@@ -122,7 +127,56 @@ func Build(frontends []Frontend, slots int) (Table, error) {
 		})
 	}
 	t.Sets = len(setIDs)
+	ranges := map[netip.Addr][]netip.Prefix{}
+	var restricted []netip.Addr
+	for _, f := range frontends {
+		if len(f.SourceRanges) == 0 {
+			continue
+		}
+		if _, seen := ranges[f.IP]; !seen {
+			restricted = append(restricted, f.IP)
+		}
+		ranges[f.IP] = append(ranges[f.IP], f.SourceRanges...)
+	}
+	slices.SortFunc(restricted, netip.Addr.Compare)
+	for _, ip := range restricted {
+		vip := ip.As4()
+		t.Restricted = append(t.Restricted, nftables.SetElement{Key: vip[:]})
+		for _, r := range mergeRanges(ranges[ip]) {
+			first, last := r[0].As4(), r[1].As4()
+			t.Allowed = append(t.Allowed, nftables.SetElement{Key: concat(vip[:], first[:]), KeyEnd: concat(vip[:], last[:])})
+		}
+	}
 	return t, nil
+}
+
+// mergeRanges turns IPv4 prefixes into sorted, disjoint [first, last] address ranges (an interval set refuses
+// overlaps). IPv6 prefixes are left out: frontends are IPv4.
+func mergeRanges(ps []netip.Prefix) [][2]netip.Addr {
+	var rs [][2]netip.Addr
+	for _, p := range ps {
+		if !p.Addr().Is4() {
+			continue
+		}
+		p = p.Masked()
+		first := p.Addr().As4()
+		n := binary.BigEndian.Uint32(first[:]) | (1<<(32-p.Bits()) - 1)
+		var last [4]byte
+		binary.BigEndian.PutUint32(last[:], n)
+		rs = append(rs, [2]netip.Addr{p.Addr(), netip.AddrFrom4(last)})
+	}
+	slices.SortFunc(rs, func(a, b [2]netip.Addr) int { return a[0].Compare(b[0]) })
+	var out [][2]netip.Addr
+	for _, r := range rs {
+		if n := len(out); n > 0 && (!out[n-1][1].Less(r[0]) || out[n-1][1].Next() == r[0]) {
+			if out[n-1][1].Less(r[1]) {
+				out[n-1][1] = r[1]
+			}
+			continue
+		}
+		out = append(out, r)
+	}
+	return out
 }
 
 // sendBuffer is the netlink socket's send buffer: Apply sends the whole table in one batch (one sendmsg), about
@@ -169,10 +223,13 @@ func Apply(conn *nftables.Conn, t Table, slots int) error {
 	slotMap := &nftables.Set{Table: table, Name: "slots", IsMap: true, Concatenation: true,
 		KeyType: nftables.MustConcatSetType(nftables.TypeMark, nftables.TypeMark), DataType: nftables.TypeIPAddr,
 		KeyByteOrder: binaryutil.NativeEndian}
+	restricted := &nftables.Set{Table: table, Name: "restricted", KeyType: nftables.TypeIPAddr}
+	allowed := &nftables.Set{Table: table, Name: "allowed", Interval: true, Concatenation: true,
+		KeyType: nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeIPAddr)}
 	for _, m := range []struct {
 		set   *nftables.Set
 		elems []nftables.SetElement
-	}{{frontends, t.Frontends}, {slotMap, t.Slots}} {
+	}{{frontends, t.Frontends}, {slotMap, t.Slots}, {restricted, t.Restricted}, {allowed, t.Allowed}} {
 		if err := conn.AddSet(m.set, nil); err != nil {
 			return fmt.Errorf("dataplane: map %s: %w", m.set.Name, err)
 		}
@@ -187,6 +244,18 @@ func Apply(conn *nftables.Conn, t Table, slots int) error {
 	chain := conn.AddChain(&nftables.Chain{Name: "prerouting", Table: table, Type: nftables.ChainTypeNAT,
 		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityNATDest})
 	conn.AddRule(&nftables.Rule{Table: table, Chain: chain, Exprs: dnatExprs(frontends, slotMap, uint32(slots))})
+	// loadBalancerSourceRanges, before the DNAT (its priority is the mangle one): a packet to a restricted frontend
+	// IP from a client outside its ranges is dropped.
+	filter := conn.AddChain(&nftables.Chain{Name: "source-ranges", Table: table, Type: nftables.ChainTypeFilter,
+		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityMangle})
+	conn.AddRule(&nftables.Rule{Table: table, Chain: filter, Exprs: []expr.Any{
+		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
+		&expr.Lookup{SourceRegister: 1, SetName: restricted.Name, SetID: restricted.ID},
+		&expr.Payload{DestRegister: rDaddr, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
+		&expr.Payload{DestRegister: rDaddr + 1, Base: expr.PayloadBaseNetworkHeader, Offset: 12, Len: 4},
+		&expr.Lookup{SourceRegister: rDaddr, SetName: allowed.Name, SetID: allowed.ID, Invert: true},
+		&expr.Verdict{Kind: expr.VerdictDrop},
+	}})
 	if err := conn.Flush(); err != nil {
 		return fmt.Errorf("dataplane: apply table %s: %w", TableName, err)
 	}

@@ -146,3 +146,52 @@ func BenchmarkApply10000(b *testing.B) {
 		}
 	}
 }
+
+// loadBalancerSourceRanges: a frontend IP with ranges answers only clients inside them; another frontend IP
+// without ranges answers everyone.
+func TestSourceRanges(t *testing.T) {
+	l := lblab.New(t)
+	lblab.Serve(t, l.N1, "node-1", 30080)
+	nft := l.NFT(t)
+	other := netip.MustParseAddr("203.0.113.2")
+	apply := func(ranges ...string) {
+		t.Helper()
+		var ps []netip.Prefix
+		for _, r := range ranges {
+			ps = append(ps, netip.MustParsePrefix(r))
+		}
+		tab, err := dataplane.Build([]dataplane.Frontend{
+			{IP: vip, Protocol: dataplane.TCP, Port: 80, NodePort: 30080, Backends: []dataplane.Backend{node1}, SourceRanges: ps},
+			{IP: other, Protocol: dataplane.TCP, Port: 80, NodePort: 30080, Backends: []dataplane.Backend{node1}},
+		}, maglev.DefaultSize)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := dataplane.Apply(nft, tab, maglev.DefaultSize); err != nil {
+			t.Fatal(err)
+		}
+	}
+	// A dropped SYN can only time out; one second is orders of magnitude above a round trip between namespaces.
+	blocked := func(addr string) bool {
+		ctx, cancel := context.WithTimeout(context.Background(), time.Second)
+		defer cancel()
+		c, err := l.Client.DialContext(ctx, "tcp", addr)
+		if err == nil {
+			c.Close()
+		}
+		return err != nil
+	}
+	apply("10.9.0.0/16", "192.0.2.0/24") // the client, 10.0.1.2, is outside
+	if !blocked("203.0.113.1:80") {
+		t.Error("a client outside the source ranges got through")
+	}
+	if c, _, _ := l.Dial(t, "203.0.113.2:80"); c != nil {
+		c.Close()
+	}
+	apply("10.9.0.0/16", "10.0.0.0/16", "10.0.1.0/24") // overlapping ranges, merged
+	if c, _, name := l.Dial(t, "203.0.113.1:80"); name != "node-1" {
+		t.Errorf("a client inside the ranges reached %q", name)
+	} else {
+		c.Close()
+	}
+}

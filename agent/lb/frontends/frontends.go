@@ -60,6 +60,24 @@ func Build(in Input) ([]dataplane.Frontend, []Skipped) {
 			local := in.Local[lbsvc.Key(svc)]
 			backends = slices.DeleteFunc(slices.Clone(eligible), func(b dataplane.Backend) bool { return !slices.Contains(local, b.Name) })
 		}
+		var ranges []netip.Prefix
+		for _, r := range svc.Spec.LoadBalancerSourceRanges {
+			p, err := netip.ParsePrefix(strings.TrimSpace(r))
+			if err != nil {
+				// The apiserver validates them; one that still fails to parse must not open the frontend to all.
+				skipped = append(skipped, Skipped{lbsvc.Key(svc), "loadBalancerSourceRanges: " + r + " is not a CIDR; the Service is not served"})
+				ranges = nil
+				backends = nil
+				break
+			}
+			if p.Addr().Is4() {
+				ranges = append(ranges, p)
+			}
+		}
+		if len(svc.Spec.LoadBalancerSourceRanges) > 0 && len(ranges) == 0 {
+			// Only IPv6 ranges: no IPv4 client may come in.
+			ranges = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/32")}
+		}
 		for _, p := range svc.Spec.Ports {
 			var proto dataplane.Protocol
 			switch p.Protocol {
@@ -75,7 +93,8 @@ func Build(in Input) ([]dataplane.Frontend, []Skipped) {
 				skipped = append(skipped, Skipped{lbsvc.Key(svc), "port " + p.Name + ": no nodePort (allocateLoadBalancerNodePorts: false is not supported)"})
 				continue
 			}
-			out = append(out, dataplane.Frontend{IP: ip, Protocol: proto, Port: uint16(p.Port), NodePort: uint16(p.NodePort), Backends: backends})
+			out = append(out, dataplane.Frontend{IP: ip, Protocol: proto, Port: uint16(p.Port), NodePort: uint16(p.NodePort),
+				Backends: backends, SourceRanges: ranges})
 		}
 	}
 	slices.SortFunc(out, func(a, b dataplane.Frontend) int {

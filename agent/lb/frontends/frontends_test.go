@@ -90,3 +90,29 @@ func TestBuild(t *testing.T) {
 		t.Errorf("skipped %+v", skipped)
 	}
 }
+
+// loadBalancerSourceRanges reach the frontends (IPv4 ones; only IPv6 ones admit no IPv4 client), and a range that
+// does not parse leaves the Service unserved rather than open to all.
+func TestSourceRanges(t *testing.T) {
+	in := Input{Class: lbsvc.Class{Name: "berth.dev/lb"}, Nodes: []*corev1.Node{node("node-1", "10.0.2.11", true, nil)}}
+	for name, ranges := range map[string][]string{"v4": {"10.0.0.0/8", "2001:db8::/32"}, "v6only": {"2001:db8::/32"}, "bad": {"10.0.0.0/8", "banana"}} {
+		s := service(name, "203.0.113.1", corev1.ServiceExternalTrafficPolicyCluster, corev1.ServicePort{Port: 80, NodePort: 30080})
+		s.Spec.LoadBalancerSourceRanges = ranges
+		in.Services = []*corev1.Service{s}
+		fs, skipped := Build(in)
+		switch name {
+		case "v4":
+			if len(fs) != 1 || fmt.Sprint(fs[0].SourceRanges) != "[10.0.0.0/8]" {
+				t.Errorf("v4: %+v", fs)
+			}
+		case "v6only":
+			if len(fs) != 1 || fmt.Sprint(fs[0].SourceRanges) != "[0.0.0.0/32]" {
+				t.Errorf("v6only: %+v", fs)
+			}
+		case "bad":
+			if len(fs) != 1 || len(fs[0].Backends) != 0 || len(skipped) != 1 || !strings.Contains(skipped[0].Reason, "banana") {
+				t.Errorf("bad: %+v, skipped %+v", fs, skipped)
+			}
+		}
+	}
+}
