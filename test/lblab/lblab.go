@@ -8,8 +8,10 @@ import (
 	"fmt"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -130,4 +132,32 @@ func (l *Lab) Dial(t testing.TB, addr string) (net.Conn, *bufio.Reader, string) 
 		t.Fatalf("%s: %v", addr, err)
 	}
 	return c, r, strings.TrimSpace(name)
+}
+
+// Health is an HTTP /healthz endpoint in a node's namespace (as kube-proxy's, or a Service's healthCheckNodePort)
+// whose answer the test sets.
+type Health struct {
+	mu   sync.Mutex
+	code int
+}
+
+// Set makes /healthz answer code from now on.
+func (h *Health) Set(code int) { h.mu.Lock(); h.code = code; h.mu.Unlock() }
+
+// ServeHealth serves /healthz on port in the node's namespace, answering 200 until Set says otherwise.
+func ServeHealth(t testing.TB, n netns.NS, port int) *Health {
+	h := &Health{code: http.StatusOK}
+	ln, err := n.Listen("tcp", fmt.Sprintf(":%d", port))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		h.mu.Lock()
+		code := h.code
+		h.mu.Unlock()
+		w.WriteHeader(code)
+	})}
+	go srv.Serve(ln)
+	t.Cleanup(func() { srv.Close() })
+	return h
 }

@@ -22,6 +22,7 @@ import (
 	"berth.dev/berth/agent/lb/host"
 	"berth.dev/berth/agent/lb/ipam"
 	"berth.dev/berth/agent/lb/lbsvc"
+	"berth.dev/berth/agent/lb/probe"
 )
 
 // lbCmd is the load balancer's commands: validate a LoadBalancerConfig, or run the controller.
@@ -152,7 +153,8 @@ func lbHostCmd(args []string, stderr io.Writer) int {
 	if class.Name == "" {
 		class.Name = lbv1.DefaultClassName
 	}
-	if err := host.Run(ctx, host.Config{Client: cs, Class: class, NFT: nft, Log: slog.New(slog.NewTextHandler(stderr, nil))}); err != nil {
+	if err := host.Run(ctx, host.Config{Client: cs, Class: class, NFT: nft, Log: slog.New(slog.NewTextHandler(stderr, nil)),
+		Probe: probe.Config{Interval: c.Spec.Health.Interval.Duration, Threshold: c.Spec.Health.Threshold}}); err != nil {
 		fmt.Fprintf(stderr, "berth-agent: %v\n", err)
 		return exitInternal
 	}

@@ -9,9 +9,12 @@ import (
 	"errors"
 	"fmt"
 	"log/slog"
+	"net"
+	"strconv"
 	"time"
 
 	"github.com/google/nftables"
+	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/client-go/informers"
@@ -22,6 +25,7 @@ import (
 	"berth.dev/berth/agent/lb/frontends"
 	"berth.dev/berth/agent/lb/lbsvc"
 	"berth.dev/berth/agent/lb/maglev"
+	"berth.dev/berth/agent/lb/probe"
 )
 
 // Config is the role's input.
@@ -34,7 +38,11 @@ type Config struct {
 	Resync, Debounce time.Duration
 	// Applied, if set, is called after each apply with what was applied (tests and status wait on it).
 	Applied func([]dataplane.Frontend)
-	Log     *slog.Logger
+	// Probe tunes the health probes (kube-proxy's /healthz on every node, each Local Service's
+	// healthCheckNodePort); its Changed is set by Run. KubeProxyHealthPort is kube-proxy's healthz port (10256).
+	Probe               probe.Config
+	KubeProxyHealthPort int
+	Log                 *slog.Logger
 }
 
 // Run keeps the table in line until ctx ends.
@@ -50,6 +58,9 @@ func Run(ctx context.Context, cfg Config) error {
 	}
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
+	}
+	if cfg.KubeProxyHealthPort == 0 {
+		cfg.KubeProxyHealthPort = 10256
 	}
 	factory := informers.NewSharedInformerFactory(cfg.Client, 0)
 	services, nodes := factory.Core().V1().Services(), factory.Core().V1().Nodes()
@@ -72,11 +83,19 @@ func Run(ctx context.Context, cfg Config) error {
 	if !cache.WaitForCacheSync(ctx.Done(), services.Informer().HasSynced, nodes.Informer().HasSynced, slices.Informer().HasSynced) {
 		return nil
 	}
+	probeCfg := cfg.Probe
+	probeCfg.Changed = func() { poke(nil) }
+	if probeCfg.Log == nil {
+		probeCfg.Log = cfg.Log
+	}
+	prober := probe.New(ctx, probeCfg)
 	apply := func(why string) {
 		svcs, _ := services.Lister().List(labels.Everything())
 		ns, _ := nodes.Lister().List(labels.Everything())
 		eps, _ := slices.Lister().List(labels.Everything())
-		fs, skipped := frontends.Build(frontends.Input{Class: cfg.Class, Services: svcs, Nodes: ns, Local: localNodes(eps)})
+		in := frontends.Input{Class: cfg.Class, Services: svcs, Nodes: ns, Local: localNodes(eps)}
+		probeTargets(&in, prober, cfg.KubeProxyHealthPort)
+		fs, skipped := frontends.Build(in)
 		for _, s := range skipped {
 			cfg.Log.Debug("port not served", "service", s.Service, "reason", s.Reason)
 		}
@@ -130,4 +149,51 @@ func localNodes(eps []*discoveryv1.EndpointSlice) map[string][]string {
 		}
 	}
 	return out
+}
+
+// probeTargets sets the prober's targets for in (kube-proxy's healthz on every node with an address; each Local
+// Service's healthCheckNodePort on each of its nodes) and applies what the probes found so far: a node failing
+// kube-proxy's probe is unhealthy, a node failing a Service's probe has no local endpoint of it. A target not yet
+// probed counts as passing: the EndpointSlices and the Nodes' conditions already vouch for it.
+func probeTargets(in *frontends.Input, p *probe.Prober, kubeProxyPort int) {
+	addr := map[string]string{}
+	for _, n := range in.Nodes {
+		for _, a := range n.Status.Addresses {
+			if a.Type == corev1.NodeInternalIP {
+				addr[n.Name] = a.Address
+				break
+			}
+		}
+	}
+	url := func(node string, port int32) string {
+		return "http://" + net.JoinHostPort(addr[node], strconv.Itoa(int(port))) + "/healthz"
+	}
+	var urls []string
+	in.Unhealthy = map[string]bool{}
+	for node := range addr {
+		u := url(node, int32(kubeProxyPort))
+		urls = append(urls, u)
+		if p.Down(u) {
+			in.Unhealthy[node] = true
+		}
+	}
+	for _, svc := range in.Services {
+		if !in.Class.Serves(svc) || svc.Spec.ExternalTrafficPolicy != corev1.ServiceExternalTrafficPolicyLocal || svc.Spec.HealthCheckNodePort == 0 {
+			continue
+		}
+		k := lbsvc.Key(svc)
+		var keep []string
+		for _, node := range in.Local[k] {
+			if _, ok := addr[node]; !ok {
+				continue
+			}
+			u := url(node, svc.Spec.HealthCheckNodePort)
+			urls = append(urls, u)
+			if !p.Down(u) {
+				keep = append(keep, node)
+			}
+		}
+		in.Local[k] = keep
+	}
+	p.Set(urls)
 }

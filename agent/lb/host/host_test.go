@@ -3,6 +3,7 @@ package host_test
 import (
 	"context"
 	"log/slog"
+	"net/http"
 	"net/netip"
 	"os"
 	"sync"
@@ -23,6 +24,7 @@ import (
 	"berth.dev/berth/agent/lb/host"
 	"berth.dev/berth/agent/lb/ipam"
 	"berth.dev/berth/agent/lb/lbsvc"
+	"berth.dev/berth/agent/lb/probe"
 	"berth.dev/berth/test/controlplane"
 	"berth.dev/berth/test/lblab"
 )
@@ -129,9 +131,12 @@ func TestLBHost(t *testing.T) {
 		}
 	}()
 	a := &applied{}
+	proxy1 := lblab.ServeHealth(t, l.N1, 10256) // kube-proxy's /healthz
+	lblab.ServeHealth(t, l.N2, 10256)
 	go func() {
 		defer wg.Done()
-		if err := host.Run(ctx, host.Config{Client: cs, Class: class, NFT: l.NFT(t), Resync: time.Hour, Applied: a.record, Log: log}); err != nil {
+		if err := host.Run(ctx, host.Config{Client: cs, Class: class, NFT: l.NFT(t), Resync: time.Hour, Applied: a.record, Log: log,
+			Probe: probe.Config{Interval: 200 * time.Millisecond, Threshold: 2, Dial: l.LB.DialContext}}); err != nil {
 			t.Errorf("host: %v", err)
 		}
 	}()
@@ -228,10 +233,30 @@ func TestLBHost(t *testing.T) {
 		t.Fatal(err)
 	}
 	local := ipOf("local")
+	lsvc, err := cs.CoreV1().Services("default").Get(ctx, "local", metav1.GetOptions{})
+	if err != nil || lsvc.Spec.HealthCheckNodePort == 0 {
+		t.Fatalf("local has no healthCheckNodePort: %v", err)
+	}
+	hc2 := lblab.ServeHealth(t, l.N2, int(lsvc.Spec.HealthCheckNodePort))
+	lblab.ServeHealth(t, l.N1, int(lsvc.Spec.HealthCheckNodePort))
 	a.wait(t, "local on node-2 only", func(fs []dataplane.Frontend) bool {
 		b := backends(fs, local)
 		return len(b) == 1 && b[0] == "node-2" && len(backends(fs, web)) == 2
 	})
 	reach(local+":80", "node-2/local")
 	reach(web+":80", "node-1", "node-2")
+
+	// Probes: node-1's kube-proxy fails its /healthz → node-1 leaves the Cluster Services within interval ×
+	// threshold, and comes back at its first success.
+	proxy1.Set(http.StatusServiceUnavailable)
+	a.wait(t, "node-1 out after failed probes", func(fs []dataplane.Frontend) bool { b := backends(fs, web); return len(b) == 1 && b[0] == "node-2" })
+	reach(web+":80", "node-2")
+	proxy1.Set(http.StatusOK)
+	a.wait(t, "node-1 back", func(fs []dataplane.Frontend) bool { return len(backends(fs, web)) == 2 })
+	// The Local Service's healthCheckNodePort on node-2 answers 503 (no local endpoint, as kube-proxy says when the
+	// pods are gone): the Service has no backend left, and its frontend takes no new flows.
+	hc2.Set(http.StatusServiceUnavailable)
+	a.wait(t, "local drained", func(fs []dataplane.Frontend) bool {
+		return len(backends(fs, local)) == 0 && len(backends(fs, web)) == 2
+	})
 }

@@ -3,6 +3,8 @@
 // NodeConfig it is decoded strictly and validated with every problem reported at once, each with its field path.
 package v1alpha1
 
+import metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
 const (
 	// Group and Version of the API.
 	Group   = "lb.berth.dev"
@@ -41,6 +43,18 @@ type LoadBalancerConfigSpec struct {
 	// Pools are where frontend IPs come from, in order: a Service without a pool annotation or a requested address
 	// gets the first free address of the first pool with autoAssign. At least one.
 	Pools []Pool `json:"pools"`
+	// Health tunes the LB hosts' probes: kube-proxy's /healthz on every node (port 10256) for Services with
+	// externalTrafficPolicy Cluster, and each Local Service's healthCheckNodePort.
+	Health Health `json:"health,omitzero"`
+}
+
+// Health tunes the probes. A node or Service endpoint leaves after Threshold consecutive failed probes, so within
+// Interval × Threshold, and comes back at its first success.
+type Health struct {
+	// Interval between two probes of a target, and each probe's timeout (default 5s, at least 100ms).
+	Interval metav1.Duration `json:"interval,omitzero"`
+	// Threshold is how many consecutive failures take a target out (default 2, at most 10).
+	Threshold int `json:"threshold,omitempty"`
 }
 
 // Pool is a named set of frontend addresses.

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"strings"
 	"testing"
+	"time"
 
 	"berth.dev/berth/agent/api/strict"
 )
@@ -20,6 +21,7 @@ spec:
     - name: reserved
       addresses: [198.51.100.7]
       autoAssign: false
+  health: {interval: 2s, threshold: 3}
 `
 
 func TestValidConfig(t *testing.T) {
@@ -29,6 +31,9 @@ func TestValidConfig(t *testing.T) {
 	}
 	if errs := c.Validate(); len(errs) > 0 {
 		t.Fatalf("valid config: %v", errs)
+	}
+	if c.Spec.Health.Interval.Duration != 2*time.Second || c.Spec.Health.Threshold != 3 {
+		t.Errorf("health %+v", c.Spec.Health)
 	}
 	if !c.Spec.Pools[0].AutoAssigns() || c.Spec.Pools[1].AutoAssigns() {
 		t.Errorf("autoAssign: %v %v, want true (default) and false", c.Spec.Pools[0].AutoAssigns(), c.Spec.Pools[1].AutoAssigns())
@@ -49,6 +54,7 @@ spec:
       addresses: [10.0.0.9]
     - name: ""
       addresses: []
+  health: {interval: 10ms, threshold: 11}
 `
 	c, err := Decode([]byte(doc))
 	if err != nil {
@@ -66,6 +72,8 @@ spec:
 		"spec.pools[1].addresses[0]: Invalid value: \"10.0.0.9\": overlaps spec.pools[0].addresses[1]",
 		"spec.pools[2].name: Invalid value: \"\"",
 		"spec.pools[2].addresses: Required value",
+		"spec.health.interval: Invalid value: \"10ms\": between 100ms and 5m",
+		"spec.health.threshold: Invalid value: 11",
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("missing %q in:\n%s", want, got)

@@ -5,6 +5,7 @@ import (
 	"net/netip"
 	"sort"
 	"strings"
+	"time"
 
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/validation/field"
@@ -60,6 +61,13 @@ func (c *LoadBalancerConfig) Validate() field.ErrorList {
 			}
 			all = append(all, owned{r, pp.Child("addresses").Index(j)})
 		}
+	}
+	h := spec.Child("health")
+	if d := c.Spec.Health.Interval.Duration; d != 0 && (d < 100*time.Millisecond || d > 5*time.Minute) {
+		errs = append(errs, field.Invalid(h.Child("interval"), d.String(), "between 100ms and 5m"))
+	}
+	if n := c.Spec.Health.Threshold; n < 0 || n > 10 {
+		errs = append(errs, field.Invalid(h.Child("threshold"), n, "between 1 and 10 (0: the default, 2)"))
 	}
 	sort.SliceStable(all, func(i, j int) bool { return all[i].r.First.Less(all[j].r.First) })
 	for i := 1; i < len(all); i++ {
