@@ -16,6 +16,8 @@ import (
 	"time"
 
 	"github.com/google/nftables"
+	"github.com/vishvananda/netlink"
+	vnetns "github.com/vishvananda/netns"
 
 	"berth.dev/berth/agent/lb/dataplane"
 	"berth.dev/berth/internal/dev/netns"
@@ -159,5 +161,20 @@ func ServeHealth(t testing.TB, n netns.NS, port int) *Health {
 	})}
 	go srv.Serve(ln)
 	t.Cleanup(func() { srv.Close() })
+	return h
+}
+
+// Netlink is a netlink handle in the LB host's namespace (routes and rules).
+func (l *Lab) Netlink(t testing.TB) *netlink.Handle {
+	ns, err := vnetns.GetFromPath(l.LB.Path())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { ns.Close() })
+	h, err := netlink.NewHandleAt(ns)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(h.Close)
 	return h
 }

@@ -13,6 +13,9 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/vishvananda/netlink"
+	"golang.org/x/sys/unix"
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
@@ -93,6 +96,9 @@ func controllerConfig(c *lbv1.LoadBalancerConfig, cs kubernetes.Interface, ident
 	if cfg.ClassName == "" {
 		cfg.ClassName = lbv1.DefaultClassName
 	}
+	if c.Spec.Mode == lbv1.ModeDNAT {
+		cfg.IPMode = corev1.LoadBalancerIPModeProxy
+	}
 	for _, p := range c.Spec.Pools {
 		pool := ipam.Pool{Name: p.Name, AutoAssign: p.AutoAssigns()}
 		for _, a := range p.Addresses {
@@ -147,13 +153,23 @@ func lbHostCmd(args []string, stderr io.Writer) int {
 		fmt.Fprintf(stderr, "berth-agent: %v\n", err)
 		return exitInternal
 	}
+	routes, err := netlink.NewHandle(unix.NETLINK_ROUTE)
+	if err != nil {
+		fmt.Fprintf(stderr, "berth-agent: netlink: %v\n", err)
+		return exitInternal
+	}
+	defer routes.Close()
+	mode := dataplane.FloatingIP
+	if c.Spec.Mode == lbv1.ModeDNAT {
+		mode = dataplane.DNAT
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	class := lbsvc.Class{Name: c.Spec.ClassName, Default: c.Spec.DefaultClass}
 	if class.Name == "" {
 		class.Name = lbv1.DefaultClassName
 	}
-	if err := host.Run(ctx, host.Config{Client: cs, Class: class, NFT: nft, Log: slog.New(slog.NewTextHandler(stderr, nil)),
+	if err := host.Run(ctx, host.Config{Client: cs, Class: class, NFT: nft, Mode: mode, Routes: routes, Log: slog.New(slog.NewTextHandler(stderr, nil)),
 		Probe: probe.Config{Interval: c.Spec.Health.Interval.Duration, Threshold: c.Spec.Health.Threshold}}); err != nil {
 		fmt.Fprintf(stderr, "berth-agent: %v\n", err)
 		return exitInternal

@@ -1,6 +1,6 @@
 // Package controller is the shared load balancer's controller, the part a cloud provider's service controller plays
 // on AKS: it watches Services of type LoadBalancer of berth's class, gives each one frontend IP from the configured
-// pools (ipam), and writes it to status.loadBalancer.ingress (ipMode VIP: kube-proxy on the nodes accepts it). It
+// pools (ipam), and writes it to status.loadBalancer.ingress (ipMode VIP, kube-proxy on the nodes accepts it; Proxy for the DNAT mode). It
 // releases the IP when the Service goes or stops being a LoadBalancer, and reports what it could not do (a pool
 // run out, an address another Service holds, a bad annotation) as an Event and as the Service's
 // FrontendIPAllocated condition. It runs leader-elected through a Lease; a new leader restores every address from
@@ -59,6 +59,9 @@ type Config struct {
 	Pools        []ipam.Pool
 	// PoolAnnotation and AddressAnnotation are the annotations a Service asks with.
 	PoolAnnotation, AddressAnnotation string
+	// IPMode is written with each frontend IP (default VIP, for the LB hosts' floating-IP mode; Proxy for their
+	// DNAT mode, so that kube-proxy does not short-circuit in-cluster traffic to the frontend IP).
+	IPMode corev1.LoadBalancerIPMode
 	// Lease is where the leader election happens (default kube-system/berth-lb-controller); Identity is this
 	// controller's (default the hostname and a random suffix, by the caller).
 	LeaseNamespace, LeaseName, Identity string
@@ -80,6 +83,9 @@ func (c *Config) setDefaults() error {
 	}
 	if c.Log == nil {
 		c.Log = slog.Default()
+	}
+	if c.IPMode == "" {
+		c.IPMode = corev1.LoadBalancerIPModeVIP
 	}
 	var errs []error
 	if c.Client == nil {
@@ -300,8 +306,8 @@ func (c *controller) sync(ctx context.Context, k string) error {
 		c.events.Eventf(svc, corev1.EventTypeNormal, "FrontendIPAllocated", "frontend IP %s from pool %s", as.Address, as.Pool)
 		c.cfg.Log.Info("frontend IP allocated", "service", k, "ip", as.Address, "pool", as.Pool)
 	}
-	vip := corev1.LoadBalancerIPModeVIP
-	ingress := []corev1.LoadBalancerIngress{{IP: as.Address.String(), IPMode: &vip}}
+	mode := c.cfg.IPMode
+	ingress := []corev1.LoadBalancerIngress{{IP: as.Address.String(), IPMode: &mode}}
 	cond := metav1.Condition{Type: ConditionType, Status: metav1.ConditionTrue, Reason: ReasonAllocated,
 		Message: fmt.Sprintf("frontend IP %s from pool %s", as.Address, as.Pool), ObservedGeneration: svc.Generation}
 	return c.writeStatus(ctx, svc, ingress, &cond)

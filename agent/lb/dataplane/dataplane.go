@@ -1,19 +1,31 @@
 // Package dataplane programs an LB host's share of the shared load balancer: berth's own nftables table (it never
-// touches another component's), in which each frontend IP:port/protocol is DNATed to one healthy node's
-// nodeIP:nodePort. The node for a new flow is a stateless function of the flow: a hash of its source address and
-// port picks a slot of the frontend's Maglev table (package maglev), so every LB host picks the same node for the
-// same flow, and a change of the node set moves few flows. conntrack keeps established flows where they are (a
-// nat chain sees only a connection's first packet).
+// touches another component's), in which each frontend IP:port/protocol is sent to one healthy node. The node for a
+// new flow is a stateless function of the flow: a hash of its source address and port picks a slot of the
+// frontend's Maglev table (package maglev), so every LB host picks the same node for the same flow, and a change of
+// the node set moves few flows. conntrack keeps established flows where they are.
+//
+// Two modes (Mode). DNAT rewrites the destination to nodeIP:nodePort (a nat chain sees a connection's first packet
+// only). Floating IP keeps the frontend IP as the destination, as Azure's load balancer does: the slot holds the
+// node's packet mark (Marks), kept in the flow's conntrack entry, and policy routing (ApplyRoutes: fwmark → a table
+// whose default route is the node) forwards the packet to the node unchanged, where kube-proxy accepts the frontend
+// IP. The node answers the client directly (its default route), so the LB host holds no state a flow needs: another
+// host that takes the frontend over picks the same node by the same hash.
 //
 // The per-packet cost does not grow with the number of Services: one rule and two map lookups, whatever the
 // number of frontends.
 //
 //	table ip berth-lb {
-//	  map frontends { type ipv4_addr . inet_proto . inet_service : inet_service . mark }   # → nodePort . backend set
-//	  map slots     { type mark . mark : ipv4_addr }                                      # backend set . slot → node
-//	  chain prerouting {
+//	  map frontends { type ipv4_addr . inet_proto . inet_service : inet_service . mark }  # → nodePort . backend set
+//	  map slots     { type mark . mark : ipv4_addr }     # backend set . slot → node (floating IP: → node's mark)
+//	  chain source-ranges { type filter hook prerouting priority mangle - 10; ... }  # loadBalancerSourceRanges
+//	  chain prerouting {  # DNAT mode
 //	    type nat hook prerouting priority dstnat; policy accept;
 //	    dnat ip to (ip daddr . meta l4proto . th dport map @frontends) → set, slot = jhash(ip saddr . th sport) mod M
+//	  }
+//	  chain prerouting {  # floating-IP mode
+//	    type filter hook prerouting priority mangle; policy accept;
+//	    ct direction original ct mark and 0xffff0000 == MarkBase meta mark set ct mark accept
+//	    meta mark set (the slot's mark) ct mark set meta mark
 //	  }
 //	}
 //
@@ -40,6 +52,29 @@ import (
 
 // TableName is berth's nftables table (family ip).
 const TableName = "berth-lb"
+
+// Mode is how a frontend's packets reach the chosen node.
+type Mode string
+
+const (
+	// FloatingIP keeps the frontend IP as the destination and routes the packet to the node (policy routing by a
+	// mark), as Azure's load balancer does by default: kube-proxy on the node accepts the frontend IP (ipMode VIP).
+	// The LB host keeps no NAT state, so another host can take a flow over: the node's conntrack holds it.
+	FloatingIP Mode = "floatingIP"
+	// DNAT rewrites the destination to the node's nodeIP:nodePort. The nodes must route replies to clients back
+	// through the LB host, whose conntrack undoes the NAT; a flow does not survive the move to another LB host.
+	DNAT Mode = "dnat"
+)
+
+// MarkBase is the first packet mark of the floating-IP mode (node i's packets carry MarkBase+i), and
+// RouteTableBase the first routing table (node i's is RouteTableBase+i). They stay clear of kube-proxy's mark bits
+// (0x4000, 0x8000) and the system's tables.
+const (
+	MarkBase       = 0x0b170000
+	RouteTableBase = 0xb170
+	// RulePriority is the priority of the fwmark rules (before the main table's 32766).
+	RulePriority = 1170
+)
 
 // Frontend is one frontend IP:port/protocol and the healthy nodes its new flows go to.
 type Frontend struct {
@@ -80,6 +115,7 @@ type Backend struct {
 
 // Table is the desired content of berth's table: the map elements the Frontends make.
 type Table struct {
+	Mode      Mode
 	Frontends []nftables.SetElement
 	Slots     []nftables.SetElement
 	// Restricted are the frontend IPs with source ranges; Allowed their (frontend IP . client range) intervals.
@@ -89,9 +125,16 @@ type Table struct {
 }
 
 // Build computes the table's elements for frontends, with Maglev tables of size slots. Frontends without a healthy
-// backend get no element: their packets are not DNATed (and find nothing on the LB host).
-func Build(frontends []Frontend, slots int) (Table, error) {
-	var t Table
+// backend get no element: their packets are not sent on (and find nothing on the LB host). In floating-IP mode
+// marks must hold every backend (Marks.Update with the known nodes first); DNAT mode does not use it.
+func Build(frontends []Frontend, slots int, mode Mode, marks *Marks) (Table, error) {
+	if mode != DNAT && mode != FloatingIP {
+		return Table{}, fmt.Errorf("dataplane: mode %q: want %s or %s", mode, FloatingIP, DNAT)
+	}
+	if mode == FloatingIP && marks == nil {
+		return Table{}, fmt.Errorf("dataplane: floating-IP mode without node marks")
+	}
+	t := Table{Mode: mode}
 	setIDs := map[string]uint32{}
 	for _, f := range frontends {
 		if !f.IP.Is4() {
@@ -116,8 +159,16 @@ func Build(frontends []Frontend, slots int) (Table, error) {
 			}
 			for slot, b := range tab {
 				_, ip, _ := strings.Cut(names[b], "=")
-				addr := netip.MustParseAddr(ip).As4()
-				t.Slots = append(t.Slots, nftables.SetElement{Key: concat(native(id), native(uint32(slot))), Val: addr[:]})
+				addr := netip.MustParseAddr(ip)
+				val := addr.AsSlice()
+				if mode == FloatingIP {
+					mark, ok := marks.Mark(addr)
+					if !ok {
+						return Table{}, fmt.Errorf("dataplane: node %s has no mark", addr)
+					}
+					val = native(mark)
+				}
+				t.Slots = append(t.Slots, nftables.SetElement{Key: concat(native(id), native(uint32(slot))), Val: val})
 			}
 		}
 		ip := f.IP.As4()
@@ -223,6 +274,9 @@ func Apply(conn *nftables.Conn, t Table, slots int) error {
 	slotMap := &nftables.Set{Table: table, Name: "slots", IsMap: true, Concatenation: true,
 		KeyType: nftables.MustConcatSetType(nftables.TypeMark, nftables.TypeMark), DataType: nftables.TypeIPAddr,
 		KeyByteOrder: binaryutil.NativeEndian}
+	if t.Mode == FloatingIP {
+		slotMap.DataType = nftables.TypeMark
+	}
 	restricted := &nftables.Set{Table: table, Name: "restricted", KeyType: nftables.TypeIPAddr}
 	allowed := &nftables.Set{Table: table, Name: "allowed", Interval: true, Concatenation: true,
 		KeyType: nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeIPAddr)}
@@ -241,13 +295,36 @@ func Apply(conn *nftables.Conn, t Table, slots int) error {
 			}
 		}
 	}
-	chain := conn.AddChain(&nftables.Chain{Name: "prerouting", Table: table, Type: nftables.ChainTypeNAT,
-		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityNATDest})
-	conn.AddRule(&nftables.Rule{Table: table, Chain: chain, Exprs: dnatExprs(frontends, slotMap, uint32(slots))})
-	// loadBalancerSourceRanges, before the DNAT (its priority is the mangle one): a packet to a restricted frontend
-	// IP from a client outside its ranges is dropped.
+	if t.Mode == DNAT {
+		chain := conn.AddChain(&nftables.Chain{Name: "prerouting", Table: table, Type: nftables.ChainTypeNAT,
+			Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityNATDest})
+		conn.AddRule(&nftables.Rule{Table: table, Chain: chain, Exprs: append(pickExprs(frontends, slotMap, uint32(slots)),
+			&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: rNode, RegProtoMin: rNodePort, Specified: true})})
+	} else {
+		// Before the routing decision (the mangle priority): a new flow's node mark is kept in its conntrack entry,
+		// so that it stays on its node when the node set changes; later packets take the mark back from there.
+		chain := conn.AddChain(&nftables.Chain{Name: "prerouting", Table: table, Type: nftables.ChainTypeFilter,
+			Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityMangle})
+		// Only the original direction: a node's reply (when it comes back through this host) must go to the
+		// client, not follow the mark back to the node.
+		conn.AddRule(&nftables.Rule{Table: table, Chain: chain, Exprs: []expr.Any{
+			&expr.Ct{Key: expr.CtKeyDIRECTION, Register: 1},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: []byte{0}}, // IP_CT_DIR_ORIGINAL,
+			&expr.Ct{Key: expr.CtKeyMARK, Register: 1},
+			&expr.Bitwise{SourceRegister: 1, DestRegister: 1, Len: 4, Mask: native(0xffff0000), Xor: native(0)},
+			&expr.Cmp{Op: expr.CmpOpEq, Register: 1, Data: native(MarkBase)},
+			&expr.Ct{Key: expr.CtKeyMARK, Register: 1},
+			&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: 1},
+			&expr.Verdict{Kind: expr.VerdictAccept},
+		}})
+		conn.AddRule(&nftables.Rule{Table: table, Chain: chain, Exprs: append(pickExprs(frontends, slotMap, uint32(slots)),
+			&expr.Meta{Key: expr.MetaKeyMARK, SourceRegister: true, Register: rNode},
+			&expr.Ct{Key: expr.CtKeyMARK, SourceRegister: true, Register: rNode})})
+	}
+	// loadBalancerSourceRanges, before everything else: a packet to a restricted frontend IP from a client outside
+	// its ranges is dropped.
 	filter := conn.AddChain(&nftables.Chain{Name: "source-ranges", Table: table, Type: nftables.ChainTypeFilter,
-		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityMangle})
+		Hooknum: nftables.ChainHookPrerouting, Priority: nftables.ChainPriorityRef(*nftables.ChainPriorityMangle - 10)})
 	conn.AddRule(&nftables.Rule{Table: table, Chain: filter, Exprs: []expr.Any{
 		&expr.Payload{DestRegister: 1, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
 		&expr.Lookup{SourceRegister: 1, SetName: restricted.Name, SetID: restricted.ID},
@@ -272,7 +349,9 @@ const (
 	rSaddr, rSport         = 16, 17
 )
 
-func dnatExprs(frontends, slotMap *nftables.Set, slots uint32) []expr.Any {
+// pickExprs look the flow's frontend up and pick its node: the node's address (DNAT) or mark (floating IP) in
+// rNode, the frontend's nodePort in rNodePort. A packet to no frontend leaves the rule there.
+func pickExprs(frontends, slotMap *nftables.Set, slots uint32) []expr.Any {
 	return []expr.Any{
 		&expr.Payload{DestRegister: rDaddr, Base: expr.PayloadBaseNetworkHeader, Offset: 16, Len: 4},
 		&expr.Meta{Key: expr.MetaKeyL4PROTO, Register: rProto},
@@ -282,7 +361,6 @@ func dnatExprs(frontends, slotMap *nftables.Set, slots uint32) []expr.Any {
 		&expr.Payload{DestRegister: rSport, Base: expr.PayloadBaseTransportHeader, Offset: 0, Len: 2},
 		&expr.Hash{SourceRegister: rSaddr, Length: 8, Modulus: slots, Seed: 0xbe47, DestRegister: rSlot, Type: expr.HashTypeJenkins},
 		&expr.Lookup{SourceRegister: rSet, DestRegister: rNode, IsDestRegSet: true, SetName: slotMap.Name, SetID: slotMap.ID},
-		&expr.NAT{Type: expr.NATTypeDestNAT, Family: unix.NFPROTO_IPV4, RegAddrMin: rNode, RegProtoMin: rNodePort, Specified: true},
 	}
 }
 

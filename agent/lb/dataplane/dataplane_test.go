@@ -42,7 +42,7 @@ func TestDNATThroughTheTable(t *testing.T) {
 	nft := l.NFT(t)
 	apply := func(fs ...dataplane.Frontend) {
 		t.Helper()
-		tab, err := dataplane.Build(fs, maglev.DefaultSize)
+		tab, err := dataplane.Build(fs, maglev.DefaultSize, dataplane.DNAT, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -137,7 +137,7 @@ func BenchmarkApply10000(b *testing.B) {
 		base = base.Next()
 	}
 	for b.Loop() {
-		tab, err := dataplane.Build(fs, maglev.DefaultSize)
+		tab, err := dataplane.Build(fs, maglev.DefaultSize, dataplane.DNAT, nil)
 		if err != nil {
 			b.Fatal(err)
 		}
@@ -163,7 +163,7 @@ func TestSourceRanges(t *testing.T) {
 		tab, err := dataplane.Build([]dataplane.Frontend{
 			{IP: vip, Protocol: dataplane.TCP, Port: 80, NodePort: 30080, Backends: []dataplane.Backend{node1}, SourceRanges: ps},
 			{IP: other, Protocol: dataplane.TCP, Port: 80, NodePort: 30080, Backends: []dataplane.Backend{node1}},
-		}, maglev.DefaultSize)
+		}, maglev.DefaultSize, dataplane.DNAT, nil)
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -193,5 +193,114 @@ func TestSourceRanges(t *testing.T) {
 		t.Errorf("a client inside the ranges reached %q", name)
 	} else {
 		c.Close()
+	}
+}
+
+// Floating IP: the frontend IP stays the destination; the LB host routes each new flow to its node by a mark and
+// the node accepts the frontend IP itself (here on its loopback, as kube-proxy accepts ipMode VIP) and answers the
+// client through its default route. Flows spread over both nodes; an established flow stays on its node when the
+// node leaves the backend set (its mark is in its conntrack entry, the node keeps its mark while known) and when
+// another node is forgotten; a restarted host reads the same marks back from the kernel.
+func TestFloatingIP(t *testing.T) {
+	l := lblab.New(t)
+	for _, n := range []struct {
+		ns   netns.NS
+		name string
+	}{{l.N1, "node-1"}, {l.N2, "node-2"}} {
+		if err := n.ns.Run("ip", "addr", "add", vip.String()+"/32", "dev", "lo"); err != nil {
+			t.Fatal(err)
+		}
+		lblab.Serve(t, n.ns, n.name, 80)
+	}
+	nft := l.NFT(t)
+	h := l.Netlink(t)
+	marks := dataplane.NewMarks()
+	apply := func(known []dataplane.Backend, bs ...dataplane.Backend) {
+		t.Helper()
+		var addrs []netip.Addr
+		for _, b := range known {
+			addrs = append(addrs, b.IP)
+		}
+		if err := marks.Update(addrs); err != nil {
+			t.Fatal(err)
+		}
+		tab, err := dataplane.Build([]dataplane.Frontend{{IP: vip, Protocol: dataplane.TCP, Port: 80, NodePort: 30080, Backends: bs}},
+			maglev.DefaultSize, dataplane.FloatingIP, marks)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := dataplane.Apply(nft, tab, maglev.DefaultSize); err != nil {
+			t.Fatal(err)
+		}
+		if err := dataplane.ApplyRoutes(h, marks); err != nil {
+			t.Fatal(err)
+		}
+	}
+	both := []dataplane.Backend{node1, node2}
+	apply(both, node1, node2)
+	seen := map[string]int{}
+	for range 30 {
+		c, _, name := l.Dial(t, "203.0.113.1:80")
+		c.Close()
+		seen[name]++
+	}
+	if seen["node-1"] == 0 || seen["node-2"] == 0 {
+		t.Errorf("30 connections reached %v; want both nodes", seen)
+	}
+	var kept net.Conn
+	var keptR *bufio.Reader
+	for kept == nil {
+		c, r, name := l.Dial(t, "203.0.113.1:80")
+		if name == "node-2" {
+			kept, keptR = c, r
+		} else {
+			c.Close()
+		}
+	}
+	defer kept.Close()
+	echo := func(when string) {
+		t.Helper()
+		fmt.Fprintf(kept, "still here\n")
+		if line, err := keptR.ReadString('\n'); err != nil || line != "still here\n" {
+			t.Fatalf("%s: the established connection to node-2: %q, %v", when, line, err)
+		}
+	}
+	apply(both, node1) // node-2 out of the set (say, unhealthy), still known
+	for range 10 {
+		c, _, name := l.Dial(t, "203.0.113.1:80")
+		c.Close()
+		if name != "node-1" {
+			t.Fatalf("a new connection reached %s after it left the set", name)
+		}
+	}
+	echo("node-2 left the set")
+
+	// A restarted host: the marks come back from the kernel, node-1 is forgotten, node-2 keeps its mark.
+	read, err := dataplane.ReadMarks(h)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range both {
+		want, _ := marks.Mark(n.IP)
+		if got, ok := read.Mark(n.IP); !ok || got != want {
+			t.Errorf("read back %s's mark as %#x (%v); want %#x", n.IP, got, ok, want)
+		}
+	}
+	marks = read
+	apply([]dataplane.Backend{node2}, node2)
+	echo("node-1 forgotten")
+	if out, _ := l.LB.Output("ip", "rule"); strings.Count(out, "lookup 45424") != 0 || strings.Count(out, "lookup 45425") != 1 {
+		t.Errorf("rules after node-1 was forgotten:\n%s", out)
+	}
+	if out, _ := l.LB.Output("ip", "route", "show", "table", "45424"); strings.TrimSpace(out) != "" {
+		t.Errorf("node-1's table after it was forgotten: %s", out)
+	}
+
+	// DNAT mode takes every rule and route away.
+	if err := dataplane.ApplyRoutes(h, nil); err != nil {
+		t.Fatal(err)
+	}
+	if out, _ := l.LB.Output("ip", "rule"); strings.Contains(out, "fwmark") {
+		t.Errorf("rules after DNAT mode:\n%s", out)
 	}
 }

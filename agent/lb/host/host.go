@@ -10,10 +10,12 @@ import (
 	"fmt"
 	"log/slog"
 	"net"
+	"net/netip"
 	"strconv"
 	"time"
 
 	"github.com/google/nftables"
+	"github.com/vishvananda/netlink"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -34,6 +36,10 @@ type Config struct {
 	Class  lbsvc.Class
 	// NFT is the nftables connection (dataplane.Open), in the namespace the host's table lives in.
 	NFT *nftables.Conn
+	// Mode is the data plane's (default floating IP, which needs Routes: a netlink handle in the same namespace,
+	// for the policy routing to the nodes; in DNAT mode Routes, if set, is cleared of berth's rules and routes).
+	Mode   dataplane.Mode
+	Routes *netlink.Handle
 	// Resync is the period of the full re-apply (default 30 s); Debounce gathers a burst of changes (default 100 ms).
 	Resync, Debounce time.Duration
 	// Applied, if set, is called after each apply with what was applied (tests and status wait on it).
@@ -47,8 +53,21 @@ type Config struct {
 
 // Run keeps the table in line until ctx ends.
 func Run(ctx context.Context, cfg Config) error {
-	if cfg.Client == nil || cfg.NFT == nil {
-		return errors.New("host: Client and NFT are required")
+	if cfg.Mode == "" {
+		cfg.Mode = dataplane.FloatingIP
+	}
+	if cfg.Client == nil || cfg.NFT == nil || (cfg.Mode == dataplane.FloatingIP && cfg.Routes == nil) {
+		return errors.New("host: Client, NFT and (floating IP) Routes are required")
+	}
+	// The nodes' marks in floating-IP mode: read back from the kernel, so that a restarted host keeps the marks
+	// the established flows' conntrack entries hold.
+	var marks *dataplane.Marks
+	if cfg.Mode == dataplane.FloatingIP {
+		m, err := dataplane.ReadMarks(cfg.Routes)
+		if err != nil {
+			return fmt.Errorf("host: %w", err)
+		}
+		marks = m
 	}
 	if cfg.Resync == 0 {
 		cfg.Resync = 30 * time.Second
@@ -100,9 +119,19 @@ func Run(ctx context.Context, cfg Config) error {
 			cfg.Log.Debug("port not served", "service", s.Service, "reason", s.Reason)
 		}
 		start := time.Now()
-		t, err := dataplane.Build(fs, maglev.DefaultSize)
+		var err error
+		if marks != nil {
+			err = marks.Update(knownNodes(ns, fs))
+		}
+		var t dataplane.Table
+		if err == nil {
+			t, err = dataplane.Build(fs, maglev.DefaultSize, cfg.Mode, marks)
+		}
 		if err == nil {
 			err = dataplane.Apply(cfg.NFT, t, maglev.DefaultSize)
+		}
+		if err == nil && cfg.Routes != nil {
+			err = dataplane.ApplyRoutes(cfg.Routes, marks)
 		}
 		if err != nil {
 			cfg.Log.Error("apply failed; retried at the next change or resync", "why", why, "err", err)
@@ -131,6 +160,25 @@ func Run(ctx context.Context, cfg Config) error {
 			apply("change")
 		}
 	}
+}
+
+// knownNodes are the addresses of every node that exists (healthy or not: a node out of the backend sets keeps its
+// mark while its established flows go on) and of every backend.
+func knownNodes(ns []*corev1.Node, fs []dataplane.Frontend) []netip.Addr {
+	var out []netip.Addr
+	for _, n := range ns {
+		for _, a := range n.Status.Addresses {
+			if ip, err := netip.ParseAddr(a.Address); err == nil && a.Type == corev1.NodeInternalIP && ip.Is4() {
+				out = append(out, ip)
+			}
+		}
+	}
+	for _, f := range fs {
+		for _, b := range f.Backends {
+			out = append(out, b.IP)
+		}
+	}
+	return out
 }
 
 // localNodes is, per Service, the nodes with a ready endpoint (from the EndpointSlices), for Local policy.

@@ -135,7 +135,7 @@ func TestLBHost(t *testing.T) {
 	lblab.ServeHealth(t, l.N2, 10256)
 	go func() {
 		defer wg.Done()
-		if err := host.Run(ctx, host.Config{Client: cs, Class: class, NFT: l.NFT(t), Resync: time.Hour, Applied: a.record, Log: log,
+		if err := host.Run(ctx, host.Config{Client: cs, Class: class, NFT: l.NFT(t), Mode: dataplane.DNAT, Resync: time.Hour, Applied: a.record, Log: log,
 			Probe: probe.Config{Interval: 200 * time.Millisecond, Threshold: 2, Dial: l.LB.DialContext}}); err != nil {
 			t.Errorf("host: %v", err)
 		}

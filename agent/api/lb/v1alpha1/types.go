@@ -21,6 +21,12 @@ const (
 	// AddressAnnotation on a Service asks for one frontend IP (spec.loadBalancerIP, which Kubernetes deprecated,
 	// is honoured too; when both are set they must agree).
 	AddressAnnotation = "lb.berth.dev/address"
+
+	// ModeFloatingIP keeps the frontend IP as the packets' destination (Azure's floating IP); kube-proxy on the
+	// node accepts it. The default.
+	ModeFloatingIP = "floatingIP"
+	// ModeDNAT rewrites the destination to the node's nodeIP:nodePort.
+	ModeDNAT = "dnat"
 )
 
 // LoadBalancerConfig is the load balancer's configuration.
@@ -43,6 +49,12 @@ type LoadBalancerConfigSpec struct {
 	// Pools are where frontend IPs come from, in order: a Service without a pool annotation or a requested address
 	// gets the first free address of the first pool with autoAssign. At least one.
 	Pools []Pool `json:"pools"`
+	// Mode is how the LB hosts send a frontend's packets to the chosen node: floatingIP (the default) keeps the
+	// frontend IP as the destination and routes the packet to the node, which answers the client directly
+	// (kube-proxy accepts the frontend IP: ipMode VIP), so a flow survives the move of its frontend IP to another
+	// LB host; dnat rewrites the destination to nodeIP:nodePort (ipMode Proxy), and the nodes must route replies to
+	// clients back through the LB host that NATed them.
+	Mode string `json:"mode,omitempty"`
 	// Health tunes the LB hosts' probes: kube-proxy's /healthz on every node (port 10256) for Services with
 	// externalTrafficPolicy Cluster, and each Local Service's healthCheckNodePort.
 	Health Health `json:"health,omitzero"`

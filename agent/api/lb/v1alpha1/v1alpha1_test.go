@@ -21,6 +21,7 @@ spec:
     - name: reserved
       addresses: [198.51.100.7]
       autoAssign: false
+  mode: dnat
   health: {interval: 2s, threshold: 3}
 `
 
@@ -31,6 +32,9 @@ func TestValidConfig(t *testing.T) {
 	}
 	if errs := c.Validate(); len(errs) > 0 {
 		t.Fatalf("valid config: %v", errs)
+	}
+	if c.Spec.Mode != ModeDNAT {
+		t.Errorf("mode %q", c.Spec.Mode)
 	}
 	if c.Spec.Health.Interval.Duration != 2*time.Second || c.Spec.Health.Threshold != 3 {
 		t.Errorf("health %+v", c.Spec.Health)
@@ -54,6 +58,7 @@ spec:
       addresses: [10.0.0.9]
     - name: ""
       addresses: []
+  mode: floating
   health: {interval: 10ms, threshold: 11}
 `
 	c, err := Decode([]byte(doc))
@@ -74,6 +79,7 @@ spec:
 		"spec.pools[2].addresses: Required value",
 		"spec.health.interval: Invalid value: \"10ms\": between 100ms and 5m",
 		"spec.health.threshold: Invalid value: 11",
+		"spec.mode: Unsupported value: \"floating\": supported values: \"floatingIP\", \"dnat\"",
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("missing %q in:\n%s", want, got)

@@ -62,6 +62,9 @@ func (c *LoadBalancerConfig) Validate() field.ErrorList {
 			all = append(all, owned{r, pp.Child("addresses").Index(j)})
 		}
 	}
+	if m := c.Spec.Mode; m != "" && m != ModeFloatingIP && m != ModeDNAT {
+		errs = append(errs, field.NotSupported(spec.Child("mode"), m, []string{ModeFloatingIP, ModeDNAT}))
+	}
 	h := spec.Child("health")
 	if d := c.Spec.Health.Interval.Duration; d != 0 && (d < 100*time.Millisecond || d > 5*time.Minute) {
 		errs = append(errs, field.Invalid(h.Child("interval"), d.String(), "between 100ms and 5m"))
