@@ -16,6 +16,7 @@ import (
 	"time"
 
 	"github.com/google/nftables"
+	"github.com/mdlayher/arp"
 	"github.com/vishvananda/netlink"
 	vnetns "github.com/vishvananda/netns"
 
@@ -29,23 +30,69 @@ import (
 // (DNAT mode's return path). Nothing leaves the namespaces.
 type Lab struct {
 	Client, LB, N1, N2 netns.NS
+	// LB2 and Switch are NewHA's: the second LB host, and the namespace that holds the segment's bridge.
+	LB2, Switch netns.NS
+}
+
+// HA addresses: everything on one segment, 10.0.3.0/24.
+const (
+	HAClient = "10.0.3.2"
+	HALB1    = "10.0.3.3"
+	HALB2    = "10.0.3.4"
+	HANode1  = "10.0.3.11"
+	HANode2  = "10.0.3.12"
+)
+
+// NewHA is a client, two LB hosts and two nodes on one layer-2 segment (a bridge in a namespace of its own), as
+// hosts in one cloud network are: the client reaches the frontend range 203.0.113.0/24 on-link, so it asks by ARP
+// for a frontend IP and sends to whichever LB host answers; the nodes answer clients directly (the floating-IP
+// return path). Each LB host forwards, sends no ICMP redirects (it forwards out of the interface the packet came in
+// on), and its interface is eth0. The nodes answer ARP only for their own addresses on eth0.
+func NewHA(t testing.TB) *Lab {
+	tier.Require(t, tier.Root, tier.NetNS)
+	l := &Lab{}
+	create(t, map[*netns.NS]string{&l.Switch: "bhas", &l.Client: "bhac", &l.LB: "bha1", &l.LB2: "bha2", &l.N1: "bhn1", &l.N2: "bhn2"})
+	sw := func(args ...string) {
+		t.Helper()
+		if err := l.Switch.Run("ip", args...); err != nil {
+			t.Fatal(err)
+		}
+	}
+	sw("link", "add", "br0", "type", "bridge")
+	sw("link", "set", "br0", "up")
+	for i, m := range []struct {
+		ns   netns.NS
+		addr string
+	}{{l.Client, HAClient}, {l.LB, HALB1}, {l.LB2, HALB2}, {l.N1, HANode1}, {l.N2, HANode2}} {
+		port := fmt.Sprintf("p%d", i)
+		sw("link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", m.ns.Name)
+		sw("link", "set", port, "master", "br0")
+		sw("link", "set", port, "up")
+		cmds := [][]string{{"ip", "link", "set", "lo", "up"}, {"ip", "link", "set", "eth0", "up"},
+			{"ip", "addr", "add", m.addr + "/24", "dev", "eth0"}}
+		switch m.ns {
+		case l.Client:
+			cmds = append(cmds, []string{"ip", "route", "add", "203.0.113.0/24", "dev", "eth0"})
+		case l.LB, l.LB2:
+			cmds = append(cmds, []string{"sysctl", "-qw", "net.ipv4.ip_forward=1", "net.ipv4.conf.all.send_redirects=0", "net.ipv4.conf.eth0.send_redirects=0"})
+		case l.N1, l.N2:
+			// A frontend IP a test puts on a node's loopback must not be answered for by ARP on its segment
+			// (kube-proxy accepts it without an address; LVS-DR real servers set the same).
+			cmds = append(cmds, []string{"sysctl", "-qw", "net.ipv4.conf.all.arp_ignore=1", "net.ipv4.conf.all.arp_announce=2"})
+		}
+		for _, c := range cmds {
+			if err := m.ns.Run(c[0], c[1:]...); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+	return l
 }
 
 func New(t testing.TB) *Lab {
 	tier.Require(t, tier.Root, tier.NetNS)
-	id := fmt.Sprintf("%d", os.Getpid()%100000)
 	l := &Lab{}
-	for _, p := range []struct {
-		ns   *netns.NS
-		name string
-	}{{&l.Client, "blbc"}, {&l.LB, "blbl"}, {&l.N1, "blb1"}, {&l.N2, "blb2"}} {
-		ns, err := netns.Create(p.name + id)
-		if err != nil {
-			t.Fatal(err)
-		}
-		*p.ns = ns
-		t.Cleanup(func() { ns.Delete() })
-	}
+	create(t, map[*netns.NS]string{&l.Client: "blbc", &l.LB: "blbl", &l.N1: "blb1", &l.N2: "blb2"})
 	ip := func(args ...string) {
 		t.Helper()
 		if err := l.LB.Run("ip", args...); err != nil {
@@ -82,6 +129,19 @@ func New(t testing.TB) *Lab {
 	return l
 }
 
+// create makes each namespace, named its prefix and this process's pid, removed at cleanup.
+func create(t testing.TB, names map[*netns.NS]string) {
+	id := fmt.Sprintf("%d", os.Getpid()%100000)
+	for p, name := range names {
+		ns, err := netns.Create(name + id)
+		if err != nil {
+			t.Fatal(err)
+		}
+		*p = ns
+		t.Cleanup(func() { ns.Delete() })
+	}
+}
+
 // Serve runs, in the node's namespace, a TCP server on port that writes the node's name on each connection and
 // then echoes what it reads.
 func Serve(t testing.TB, n netns.NS, name string, port int) {
@@ -105,8 +165,12 @@ func Serve(t testing.TB, n netns.NS, name string, port int) {
 	}()
 }
 
-func (l *Lab) NFT(t testing.TB) *nftables.Conn {
-	f, err := os.Open(l.LB.Path())
+// NFT is an nftables connection in the LB host's namespace.
+func (l *Lab) NFT(t testing.TB) *nftables.Conn { return NFTIn(t, l.LB) }
+
+// NFTIn is an nftables connection in ns.
+func NFTIn(t testing.TB, ns netns.NS) *nftables.Conn {
+	f, err := os.Open(ns.Path())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -134,6 +198,21 @@ func (l *Lab) Dial(t testing.TB, addr string) (net.Conn, *bufio.Reader, string) 
 		t.Fatalf("%s: %v", addr, err)
 	}
 	return c, r, strings.TrimSpace(name)
+}
+
+// DialTo connects from the client to addr until node answers (new flows are spread by a hash of the source port):
+// a connection to node.
+func (l *Lab) DialTo(t testing.TB, addr, node string) (net.Conn, *bufio.Reader) {
+	t.Helper()
+	for range 200 {
+		c, r, name := l.Dial(t, addr)
+		if name == node {
+			return c, r
+		}
+		c.Close()
+	}
+	t.Fatalf("200 connections to %s never reached %s", addr, node)
+	return nil, nil
 }
 
 // Health is an HTTP /healthz endpoint in a node's namespace (as kube-proxy's, or a Service's healthCheckNodePort)
@@ -165,8 +244,11 @@ func ServeHealth(t testing.TB, n netns.NS, port int) *Health {
 }
 
 // Netlink is a netlink handle in the LB host's namespace (routes and rules).
-func (l *Lab) Netlink(t testing.TB) *netlink.Handle {
-	ns, err := vnetns.GetFromPath(l.LB.Path())
+func (l *Lab) Netlink(t testing.TB) *netlink.Handle { return NetlinkIn(t, l.LB) }
+
+// NetlinkIn is a netlink handle in n.
+func NetlinkIn(t testing.TB, n netns.NS) *netlink.Handle {
+	ns, err := vnetns.GetFromPath(n.Path())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -177,4 +259,22 @@ func (l *Lab) Netlink(t testing.TB) *netlink.Handle {
 	}
 	t.Cleanup(h.Close)
 	return h
+}
+
+// ARP is an ARP client on the interface ifname in ns.
+func ARP(t testing.TB, ns netns.NS, ifname string) *arp.Client {
+	var c *arp.Client
+	err := netns.In(ns.Path(), func() error {
+		ifi, err := net.InterfaceByName(ifname)
+		if err != nil {
+			return err
+		}
+		c, err = arp.Dial(ifi)
+		return err
+	})
+	if err != nil {
+		t.Fatalf("arp on %s in %s: %v", ifname, ns.Name, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return c
 }

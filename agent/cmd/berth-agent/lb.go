@@ -8,18 +8,23 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
+	"github.com/mdlayher/arp"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
 
 	lbv1 "berth.dev/berth/agent/api/lb/v1alpha1"
+	"berth.dev/berth/agent/lb/announce"
 	"berth.dev/berth/agent/lb/controller"
 	"berth.dev/berth/agent/lb/dataplane"
 	"berth.dev/berth/agent/lb/host"
@@ -137,11 +142,21 @@ func lbHostCmd(args []string, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	file := fs.String("config", "", "LoadBalancerConfig file (required)")
 	kubeconfig := fs.String("kubeconfig", "", "kubeconfig of the control plane (default: in-cluster)")
+	iface := fs.String("interface", "", "interface the clients reach the frontend IPs on: this host answers ARP there for the frontend IPs it owns among the live LB hosts (default: no announcing; the network routes the frontend range to this host)")
+	identity := fs.String("identity", "", "this LB host's name among the LB hosts, a DNS label (default: the hostname)")
 	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
 		return exitUsage
 	}
 	if *file == "" {
 		fmt.Fprintln(stderr, "berth-agent lb host: -config FILE is required")
+		return exitUsage
+	}
+	if *identity == "" {
+		hostname, _ := os.Hostname()
+		*identity = strings.ToLower(strings.SplitN(hostname, ".", 2)[0])
+	}
+	if msgs := validation.IsDNS1123Label(*identity); len(msgs) > 0 {
+		fmt.Fprintf(stderr, "berth-agent lb host: -identity %q: %s\n", *identity, strings.Join(msgs, "; "))
 		return exitUsage
 	}
 	c, cs, code := lbSetup(*file, *kubeconfig, stderr)
@@ -163,16 +178,61 @@ func lbHostCmd(args []string, stderr io.Writer) int {
 	if c.Spec.Mode == lbv1.ModeDNAT {
 		mode = dataplane.DNAT
 	}
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+	if err := forwarding(*iface); err != nil {
+		fmt.Fprintf(stderr, "berth-agent: %v\n", err)
+		return exitInternal
+	}
+	var ann *announce.Announcer
+	if *iface != "" {
+		ifi, err := net.InterfaceByName(*iface)
+		if err != nil {
+			fmt.Fprintf(stderr, "berth-agent lb host: -interface: %v\n", err)
+			return exitUsage
+		}
+		c, err := arp.Dial(ifi)
+		if err != nil {
+			fmt.Fprintf(stderr, "berth-agent: ARP on %s: %v\n", *iface, err)
+			return exitInternal
+		}
+		defer c.Close()
+		ann, err = announce.New(announce.MembersConfig{Client: cs, Identity: *identity, Log: log}, announce.NewSpeaker(c, log))
+		if err != nil {
+			fmt.Fprintf(stderr, "berth-agent: %v\n", err)
+			return exitInternal
+		}
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	class := lbsvc.Class{Name: c.Spec.ClassName, Default: c.Spec.DefaultClass}
 	if class.Name == "" {
 		class.Name = lbv1.DefaultClassName
 	}
-	if err := host.Run(ctx, host.Config{Client: cs, Class: class, NFT: nft, Mode: mode, Routes: routes, Log: slog.New(slog.NewTextHandler(stderr, nil)),
+	if err := host.Run(ctx, host.Config{Client: cs, Class: class, NFT: nft, Mode: mode, Routes: routes, Announce: ann, Log: log,
 		Probe: probe.Config{Interval: c.Spec.Health.Interval.Duration, Threshold: c.Spec.Health.Threshold}}); err != nil {
 		fmt.Fprintf(stderr, "berth-agent: %v\n", err)
 		return exitInternal
 	}
 	return exitOK
+}
+
+// forwarding makes this host forward (the LB host routes every frontend packet on) and, as it forwards out of the
+// interface a packet came in on, send no ICMP redirects there, which would tell clients to go to a node directly.
+func forwarding(iface string) error {
+	files := []string{"net/ipv4/ip_forward"}
+	zero := []string{"net/ipv4/conf/all/send_redirects"}
+	if iface != "" {
+		zero = append(zero, "net/ipv4/conf/"+iface+"/send_redirects")
+	}
+	for _, f := range files {
+		if err := os.WriteFile("/proc/sys/"+f, []byte("1"), 0o644); err != nil {
+			return fmt.Errorf("sysctl %s: %w", f, err)
+		}
+	}
+	for _, f := range zero {
+		if err := os.WriteFile("/proc/sys/"+f, []byte("0"), 0o644); err != nil {
+			return fmt.Errorf("sysctl %s: %w", f, err)
+		}
+	}
+	return nil
 }

@@ -48,7 +48,7 @@ const usage = `usage: berth-agent config validate -f FILE
        berth-agent status [-state-dir DIR]
        berth-agent lb validate -f FILE
        berth-agent lb controller -config FILE [-kubeconfig FILE] [-identity NAME]
-       berth-agent lb host -config FILE [-kubeconfig FILE]
+       berth-agent lb host -config FILE [-kubeconfig FILE] [-interface NAME] [-identity NAME]
 
   config validate   check a NodeConfig (node.berth.dev/v1alpha1): strict decoding, every problem with its field path
   preflight         check that this node can join: DNS, TCP, TLS and CA pin, bootstrap token, clock skew
@@ -59,7 +59,8 @@ const usage = `usage: berth-agent config validate -f FILE
   status            the last run, phase by phase
   lb validate       check a LoadBalancerConfig (lb.berth.dev/v1alpha1)
   lb controller     the shared load balancer's controller (leader-elected): a frontend IP per LoadBalancer Service
-  lb host           an LB host: berth's nftables table, DNAT of each frontend to a healthy node's nodePort
+  lb host           an LB host: berth's nftables table sends each frontend's flows to a healthy node; with
+                    -interface it announces (ARP) the frontend IPs it owns among the live LB hosts
 `
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }

@@ -1,10 +1,8 @@
 package dataplane_test
 
 import (
-	"bufio"
 	"context"
 	"fmt"
-	"net"
 	"net/netip"
 	"os"
 	"strings"
@@ -70,16 +68,7 @@ func TestDNATThroughTheTable(t *testing.T) {
 	}
 
 	// An established connection to node-2, then node-2 leaves the set.
-	var kept net.Conn
-	var keptR *bufio.Reader
-	for kept == nil {
-		c, r, name := l.Dial(t, "203.0.113.1:80")
-		if name == "node-2" {
-			kept, keptR = c, r
-		} else {
-			c.Close()
-		}
-	}
+	kept, keptR := l.DialTo(t, "203.0.113.1:80", "node-2")
 	defer kept.Close()
 	apply(dataplane.Frontend{IP: vip, Protocol: dataplane.TCP, Port: 80, NodePort: 30080, Backends: []dataplane.Backend{node1}})
 	for range 10 {
@@ -247,16 +236,7 @@ func TestFloatingIP(t *testing.T) {
 	if seen["node-1"] == 0 || seen["node-2"] == 0 {
 		t.Errorf("30 connections reached %v; want both nodes", seen)
 	}
-	var kept net.Conn
-	var keptR *bufio.Reader
-	for kept == nil {
-		c, r, name := l.Dial(t, "203.0.113.1:80")
-		if name == "node-2" {
-			kept, keptR = c, r
-		} else {
-			c.Close()
-		}
-	}
+	kept, keptR := l.DialTo(t, "203.0.113.1:80", "node-2")
 	defer kept.Close()
 	echo := func(when string) {
 		t.Helper()

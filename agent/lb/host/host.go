@@ -23,6 +23,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/cache"
 
+	"berth.dev/berth/agent/lb/announce"
 	"berth.dev/berth/agent/lb/dataplane"
 	"berth.dev/berth/agent/lb/frontends"
 	"berth.dev/berth/agent/lb/lbsvc"
@@ -46,6 +47,9 @@ type Config struct {
 	Applied func([]dataplane.Frontend)
 	// Probe tunes the health probes (kube-proxy's /healthz on every node, each Local Service's
 	// healthCheckNodePort); its Changed is set by Run. KubeProxyHealthPort is kube-proxy's healthz port (10256).
+	// Announce, if set, announces the frontend IPs this host owns among the live LB hosts (package announce); Run
+	// runs it.
+	Announce            *announce.Announcer
 	Probe               probe.Config
 	KubeProxyHealthPort int
 	Log                 *slog.Logger
@@ -108,6 +112,15 @@ func Run(ctx context.Context, cfg Config) error {
 		probeCfg.Log = cfg.Log
 	}
 	prober := probe.New(ctx, probeCfg)
+	if cfg.Announce != nil {
+		done := make(chan error, 1)
+		go func() { done <- cfg.Announce.Run(ctx) }()
+		defer func() {
+			if err := <-done; err != nil {
+				cfg.Log.Error("announcer", "err", err)
+			}
+		}()
+	}
 	apply := func(why string) {
 		svcs, _ := services.Lister().List(labels.Everything())
 		ns, _ := nodes.Lister().List(labels.Everything())
@@ -136,6 +149,13 @@ func Run(ctx context.Context, cfg Config) error {
 		if err != nil {
 			cfg.Log.Error("apply failed; retried at the next change or resync", "why", why, "err", err)
 			return
+		}
+		if cfg.Announce != nil {
+			ips := make([]netip.Addr, 0, len(fs))
+			for _, f := range fs {
+				ips = append(ips, f.IP)
+			}
+			cfg.Announce.SetFrontends(ips)
 		}
 		cfg.Log.Info("table applied", "why", why, "frontends", len(fs), "backendSets", t.Sets, "took", time.Since(start).Round(time.Microsecond))
 		if cfg.Applied != nil {

@@ -78,6 +78,19 @@ func backends(fs []dataplane.Frontend, ip string) []string {
 	return nil
 }
 
+// runController runs the controller with the pool 203.0.113.1-6 until ctx ends (wg waits for it).
+func runController(ctx context.Context, t *testing.T, wg *sync.WaitGroup, cs kubernetes.Interface, class lbsvc.Class, log *slog.Logger) {
+	pool := []ipam.Pool{{Name: "public", Ranges: []ipam.Range{{First: netip.MustParseAddr("203.0.113.1"), Last: netip.MustParseAddr("203.0.113.6")}}, AutoAssign: true}}
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		if err := controller.Run(ctx, controller.Config{Client: cs, ClassName: class.Name, Pools: pool, Identity: "test",
+			PoolAnnotation: lbv1.PoolAnnotation, AddressAnnotation: lbv1.AddressAnnotation, Log: log}); err != nil {
+			t.Errorf("controller: %v", err)
+		}
+	}()
+}
+
 func readyNode(t *testing.T, cs kubernetes.Interface, name, ip string) {
 	t.Helper()
 	ctx := context.Background()
@@ -118,18 +131,11 @@ func TestLBHost(t *testing.T) {
 		lblab.Serve(t, l.N1, "node-1"+suffix, port)
 		lblab.Serve(t, l.N2, "node-2"+suffix, port)
 	}
-	pool := []ipam.Pool{{Name: "public", Ranges: []ipam.Range{{First: netip.MustParseAddr("203.0.113.1"), Last: netip.MustParseAddr("203.0.113.6")}}, AutoAssign: true}}
 	var wg sync.WaitGroup
 	defer wg.Wait()
 	defer cancel()
-	wg.Add(2)
-	go func() {
-		defer wg.Done()
-		if err := controller.Run(ctx, controller.Config{Client: cs, ClassName: class.Name, Pools: pool, Identity: "test",
-			PoolAnnotation: lbv1.PoolAnnotation, AddressAnnotation: lbv1.AddressAnnotation, Log: log}); err != nil {
-			t.Errorf("controller: %v", err)
-		}
-	}()
+	runController(ctx, t, &wg, cs, class, log)
+	wg.Add(1)
 	a := &applied{}
 	proxy1 := lblab.ServeHealth(t, l.N1, 10256) // kube-proxy's /healthz
 	lblab.ServeHealth(t, l.N2, 10256)
@@ -216,10 +222,10 @@ func TestLBHost(t *testing.T) {
 	}
 	exclude(true)
 	a.wait(t, "node-2 excluded", func(fs []dataplane.Frontend) bool {
-		b := backends(fs, "203.0.113.1")
+		b := backends(fs, web)
 		return len(b) == 1 && b[0] == "node-1"
 	})
-	reach("203.0.113.1:80", "node-1")
+	reach(web+":80", "node-1")
 	exclude(false)
 
 	// A Local Service without a selector, its one endpoint on node-2 (an EndpointSlice written by hand, as for

@@ -1,0 +1,241 @@
+package host_test
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"net"
+	"net/netip"
+	"os"
+	"slices"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/intstr"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	lbv1 "berth.dev/berth/agent/api/lb/v1alpha1"
+	"berth.dev/berth/agent/lb/announce"
+	"berth.dev/berth/agent/lb/dataplane"
+	"berth.dev/berth/agent/lb/host"
+	"berth.dev/berth/agent/lb/lbsvc"
+	"berth.dev/berth/agent/lb/probe"
+	"berth.dev/berth/internal/dev/netns"
+	"berth.dev/berth/test/controlplane"
+	"berth.dev/berth/test/lblab"
+)
+
+// severable is an API client whose connections the test can cut, as when its host dies.
+type severable struct {
+	mu    sync.Mutex
+	cut   bool
+	conns []net.Conn
+}
+
+func (s *severable) client(t *testing.T, admin *rest.Config) kubernetes.Interface {
+	rc := rest.CopyConfig(admin)
+	inner := rc.Dial
+	if inner == nil {
+		inner = (&net.Dialer{}).DialContext
+	}
+	rc.Dial = func(ctx context.Context, network, addr string) (net.Conn, error) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		if s.cut {
+			return nil, fmt.Errorf("dial %s: this host is down", addr)
+		}
+		c, err := inner(ctx, network, addr)
+		if err == nil {
+			s.conns = append(s.conns, c)
+		}
+		return c, err
+	}
+	cs, err := kubernetes.NewForConfig(rc)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return cs
+}
+
+func (s *severable) sever() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.cut = true
+	for _, c := range s.conns {
+		c.Close()
+	}
+}
+
+// Two LB hosts in floating-IP mode, with the controller, against a real apiserver, on one segment with a client
+// and two nodes. The frontend IP is announced by exactly one host (the one whose MAC the client's ARP resolves
+// it to), and flows spread over both nodes. Then the owner dies: its link goes down and it loses the API, so its
+// Lease is no longer renewed. The other host takes the frontend IP over within a few seconds (gratuitous ARP), a
+// TCP stream opened through the dead host goes on through the new one to the same node, and new connections work.
+func TestHAFailover(t *testing.T) {
+	l := lblab.NewHA(t)
+	cp := controlplane.ForTest(t, controlplane.Config{})
+	cs := cp.Client
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
+	class := lbsvc.Class{Name: lbv1.DefaultClassName}
+
+	readyNode(t, cs, "node-1", lblab.HANode1)
+	readyNode(t, cs, "node-2", lblab.HANode2)
+	lblab.Serve(t, l.N1, "node-1", 80)
+	lblab.Serve(t, l.N2, "node-2", 80)
+	lblab.ServeHealth(t, l.N1, 10256)
+	lblab.ServeHealth(t, l.N2, 10256)
+	var wg sync.WaitGroup
+	defer wg.Wait()
+	defer cancel()
+	runController(ctx, t, &wg, cs, class, log)
+	type lbHost struct {
+		name string
+		ns   netns.NS
+		ann  *announce.Announcer
+		api  *severable
+		a    *applied
+	}
+	hosts := []*lbHost{{name: "lb-1", ns: l.LB}, {name: "lb-2", ns: l.LB2}}
+	for _, h := range hosts {
+		h.api, h.a = &severable{}, &applied{}
+		client := h.api.client(t, cp.Admin)
+		hlog := log.With("host", h.name)
+		ann, err := announce.New(announce.MembersConfig{Client: client, Identity: h.name, Log: hlog},
+			announce.NewSpeaker(lblab.ARP(t, h.ns, "eth0"), hlog))
+		if err != nil {
+			t.Fatal(err)
+		}
+		h.ann = ann
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			err := host.Run(ctx, host.Config{Client: client, Class: class, NFT: lblab.NFTIn(t, h.ns), Mode: dataplane.FloatingIP,
+				Routes: lblab.NetlinkIn(t, h.ns), Announce: ann, Resync: time.Hour, Applied: h.a.record, Log: hlog,
+				Probe: probe.Config{Interval: 200 * time.Millisecond, Threshold: 2, Dial: h.ns.DialContext}})
+			if err != nil {
+				t.Errorf("%s: %v", h.name, err)
+			}
+		}()
+	}
+
+	cl := class.Name
+	if _, err := cs.CoreV1().Services("default").Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "default"},
+		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, LoadBalancerClass: &cl, Selector: map[string]string{"app": "web"},
+			Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080), NodePort: 30080, Protocol: corev1.ProtocolTCP}}}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	var vip string
+	waitFor(t, 30*time.Second, "web's frontend IP", func() bool {
+		s, err := cs.CoreV1().Services("default").Get(ctx, "web", metav1.GetOptions{})
+		if err == nil && len(s.Status.LoadBalancer.Ingress) == 1 {
+			vip = s.Status.LoadBalancer.Ingress[0].IP
+		}
+		return vip != ""
+	})
+	for _, n := range []netns.NS{l.N1, l.N2} { // the node accepts the frontend IP, as kube-proxy does for ipMode VIP
+		if err := n.Run("ip", "addr", "add", vip+"/32", "dev", "lo"); err != nil {
+			t.Fatal(err)
+		}
+	}
+	for _, h := range hosts {
+		h.a.wait(t, "web on both nodes on "+h.name, func(fs []dataplane.Frontend) bool { return len(backends(fs, vip)) == 2 })
+	}
+	ip := netip.MustParseAddr(vip)
+	owners := func() []string {
+		var out []string
+		for _, h := range hosts {
+			if slices.Contains(h.ann.Owned(), ip) {
+				out = append(out, h.name)
+			}
+		}
+		return out
+	}
+	waitFor(t, 15*time.Second, "one owner of "+vip, func() bool {
+		return len(owners()) == 1 && len(hosts[0].ann.Live()) == 2 && len(hosts[1].ann.Live()) == 2
+	})
+	owner, survivor := hosts[0], hosts[1]
+	if owners()[0] != owner.name {
+		owner, survivor = survivor, owner
+	}
+
+	seen := map[string]int{}
+	for range 24 {
+		c, _, name := l.Dial(t, vip+":80")
+		c.Close()
+		seen[name]++
+	}
+	if seen["node-1"] == 0 || seen["node-2"] == 0 {
+		t.Errorf("24 connections through %s reached %v; want both nodes", owner.name, seen)
+	}
+	if got, want := neighbour(t, l.Client, vip), mac(t, owner.ns); got != want {
+		t.Errorf("the client resolves %s to %s; want the owner %s's %s", vip, got, owner.name, want)
+	}
+	kept, keptR, keptNode := l.Dial(t, vip+":80")
+	defer kept.Close()
+	echo := func(msg string) {
+		t.Helper()
+		kept.SetDeadline(time.Now().Add(30 * time.Second)) // TCP's retransmission backoff spans the move
+		fmt.Fprintf(kept, "%s\n", msg)
+		if line, err := keptR.ReadString('\n'); err != nil || line != msg+"\n" {
+			t.Fatalf("the stream to %s: %q, %v", keptNode, line, err)
+		}
+	}
+	echo("before")
+
+	// The owner dies.
+	if err := owner.ns.Run("ip", "link", "set", "eth0", "down"); err != nil {
+		t.Fatal(err)
+	}
+	owner.api.sever()
+	died := time.Now()
+	waitFor(t, 15*time.Second, survivor.name+" announcing "+vip, func() bool { return slices.Contains(survivor.ann.Owned(), ip) })
+	moved := time.Since(died)
+	echo("after the move")
+	c, _, name := l.Dial(t, vip+":80")
+	c.Close()
+	if got, want := neighbour(t, l.Client, vip), mac(t, survivor.ns); got != want {
+		t.Errorf("after the move the client resolves %s to %s; want %s's %s", vip, got, survivor.name, want)
+	}
+	t.Logf("%s moved from %s to %s %s after the owner died; the stream to %s went on; a new connection reached %s",
+		vip, owner.name, survivor.name, moved.Round(10*time.Millisecond), keptNode, name)
+}
+
+// waitFor polls cond until it holds, for at most d.
+func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+	t.Helper()
+	for deadline := time.Now().Add(d); !cond(); time.Sleep(50 * time.Millisecond) {
+		if time.Now().After(deadline) {
+			t.Fatalf("no %s after %s", what, d)
+		}
+	}
+}
+
+// neighbour is the MAC ns resolves ip to.
+func neighbour(t *testing.T, ns netns.NS, ip string) string {
+	out, err := ns.Output("ip", "neigh", "show", ip)
+	if err != nil {
+		t.Fatal(err)
+	}
+	f := strings.Fields(out)
+	for i := range f {
+		if f[i] == "lladdr" && i+1 < len(f) {
+			return f[i+1]
+		}
+	}
+	return ""
+}
+
+func mac(t *testing.T, ns netns.NS) string {
+	out, err := ns.Output("cat", "/sys/class/net/eth0/address")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(out)
+}
