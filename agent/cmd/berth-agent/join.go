@@ -20,6 +20,7 @@ import (
 	"berth.dev/berth/agent/config"
 	agentdaemon "berth.dev/berth/agent/daemon"
 	"berth.dev/berth/agent/join"
+	"berth.dev/berth/agent/lb/lbstatus"
 	"berth.dev/berth/agent/nodeconfig"
 	"berth.dev/berth/agent/systemdbus"
 	"berth.dev/berth/internal/node/distro"
@@ -239,10 +240,23 @@ func statusCmd(args []string, stdout, stderr io.Writer) int {
 	fs := flag.NewFlagSet("berth-agent status", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	stateDir := fs.String("state-dir", layout.StateDir, "state directory")
+	lbFile := fs.String("lb-status-file", layout.LBHostStatus, "the LB host role's status file")
 	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
 		return exitUsage
 	}
+	lb, lbErr := lbstatus.Read(*lbFile)
+	if lbErr == nil {
+		fmt.Fprint(stdout, lb.Format())
+	} else if !errors.Is(lbErr, os.ErrNotExist) {
+		fmt.Fprintf(stderr, "berth-agent: LB host status: %v\n", lbErr)
+	}
 	st, err := join.ReadStatus(*stateDir)
+	if errors.Is(err, os.ErrNotExist) && lb != nil { // an LB host, not a node
+		if lb.Error != "" {
+			return exitInternal
+		}
+		return exitOK
+	}
 	if err != nil {
 		fmt.Fprintf(stderr, "berth-agent: no status: %v\n", err)
 		return exitInternal

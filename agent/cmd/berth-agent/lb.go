@@ -9,6 +9,7 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -16,6 +17,9 @@ import (
 	"time"
 
 	"github.com/mdlayher/arp"
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
@@ -29,8 +33,10 @@ import (
 	"berth.dev/berth/agent/lb/dataplane"
 	"berth.dev/berth/agent/lb/host"
 	"berth.dev/berth/agent/lb/ipam"
+	"berth.dev/berth/agent/lb/lbmetrics"
 	"berth.dev/berth/agent/lb/lbsvc"
 	"berth.dev/berth/agent/lb/probe"
+	"berth.dev/berth/internal/node/layout"
 )
 
 // lbCmd is the load balancer's commands: validate a LoadBalancerConfig, or run the controller.
@@ -144,6 +150,8 @@ func lbHostCmd(args []string, stderr io.Writer) int {
 	kubeconfig := fs.String("kubeconfig", "", "kubeconfig of the control plane (default: in-cluster)")
 	iface := fs.String("interface", "", "interface the clients reach the frontend IPs on: this host answers ARP there for the frontend IPs it owns among the live LB hosts (default: no announcing; the network routes the frontend range to this host)")
 	identity := fs.String("identity", "", "this LB host's name among the LB hosts, a DNS label (default: the hostname)")
+	metricsAddr := fs.String("metrics-address", "127.0.0.1:9470", "where /metrics is served (Prometheus); \":9470\" for every interface, \"\" for none")
+	statusFile := fs.String("status-file", layout.LBHostStatus, "the role's status file, which berth-agent status shows")
 	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
 		return exitUsage
 	}
@@ -208,7 +216,22 @@ func lbHostCmd(args []string, stderr io.Writer) int {
 	if class.Name == "" {
 		class.Name = lbv1.DefaultClassName
 	}
-	if err := host.Run(ctx, host.Config{Client: cs, Class: class, NFT: nft, Mode: mode, Routes: routes, Announce: ann, Log: log,
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := lbmetrics.New(reg)
+	if *metricsAddr != "" {
+		ln, err := net.Listen("tcp", *metricsAddr)
+		if err != nil {
+			fmt.Fprintf(stderr, "berth-agent lb host: -metrics-address: %v\n", err)
+			return exitUsage
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go srv.Serve(ln)
+		defer srv.Close()
+	}
+	if err := host.Run(ctx, host.Config{Identity: *identity, StatusFile: *statusFile, Metrics: metrics, Client: cs, Class: class, NFT: nft, Mode: mode, Routes: routes, Announce: ann, Log: log,
 		Probe: probe.Config{Interval: c.Spec.Health.Interval.Duration, Threshold: c.Spec.Health.Threshold}}); err != nil {
 		fmt.Fprintf(stderr, "berth-agent: %v\n", err)
 		return exitInternal

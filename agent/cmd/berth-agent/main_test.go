@@ -7,8 +7,10 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	"berth.dev/berth/agent/config"
+	"berth.dev/berth/agent/lb/lbstatus"
 )
 
 func TestCommands(t *testing.T) {
@@ -66,6 +68,16 @@ spec:
 	os.WriteFile(lbGood, []byte("apiVersion: lb.berth.dev/v1alpha1\nkind: LoadBalancerConfig\nspec:\n  pools:\n    - name: public\n      addresses: [203.0.113.0/28]\n"), 0o600)
 	os.WriteFile(lbBad, []byte("apiVersion: lb.berth.dev/v1alpha1\nkind: LoadBalancerConfig\nspec:\n  pool: []\n  pools:\n    - name: public\n      addresses: [203.0.113.1/28]\n"), 0o600)
 
+	lbOK, lbFailed := filepath.Join(dir, "lb-good.json"), filepath.Join(dir, "lb-failed.json")
+	lbst := &lbstatus.Status{Identity: "lb-1", Mode: "floatingIP", Synced: time.Now(), LiveHosts: []string{"lb-1", "lb-2"}, Announced: []string{"203.0.113.1"},
+		Frontends: []lbstatus.Frontend{{Frontend: "203.0.113.1:80/TCP", Backends: []string{"node-1", "node-2"}}}}
+	if err := lbstatus.Write(lbOK, lbst); err != nil {
+		t.Fatal(err)
+	}
+	lbst.Error, lbst.ProbesDown = "dataplane: boom", []string{"http://10.0.3.11:10256/healthz"}
+	if err := lbstatus.Write(lbFailed, lbst); err != nil {
+		t.Fatal(err)
+	}
 	for _, c := range []struct {
 		name string
 		args []string
@@ -94,6 +106,10 @@ spec:
 		{"preflight with an extra argument", []string{"preflight", "-f", good, "x"}, exitUsage, []string{"unexpected argument \"x\""}},
 		{"config without validate", []string{"config"}, exitUsage, []string{"usage:"}},
 		{"status of a run with an out-of-range code", []string{"status", "-state-dir", outOfRange}, exitInternal, []string{"exit code 300"}},
+		{"status of an LB host", []string{"status", "-state-dir", filepath.Join(dir, "state"), "-lb-status-file", lbOK}, exitOK,
+			[]string{"LB host lb-1 (floatingIP mode)", "live LB hosts: lb-1, lb-2", "announced here: 203.0.113.1", "203.0.113.1:80/TCP  node-1, node-2"}},
+		{"status of an LB host whose last apply failed", []string{"status", "-state-dir", filepath.Join(dir, "state"), "-lb-status-file", lbFailed}, exitInternal,
+			[]string{"last apply failed: dataplane: boom", "probes down: http://10.0.3.11:10256/healthz"}},
 	} {
 		var out, errOut bytes.Buffer
 		code := run(c.args, &out, &errOut)

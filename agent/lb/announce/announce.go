@@ -9,10 +9,19 @@ import (
 
 // Announcer announces, of the frontend IPs it is given, those the live set makes this host's.
 type Announcer struct {
-	members *Members
-	speaker *Speaker
-	mu      sync.Mutex
-	ips     []netip.Addr
+	members  *Members
+	speaker  *Speaker
+	mu       sync.Mutex
+	ips      []netip.Addr
+	onChange func()
+}
+
+// OnChange sets f to be called after each recomputation of the owned IPs (a live set or frontend change); set it
+// before Run.
+func (a *Announcer) OnChange(f func()) {
+	a.mu.Lock()
+	a.onChange = f
+	a.mu.Unlock()
 }
 
 // New joins members (whose Changed it takes over) and speaker.
@@ -46,8 +55,12 @@ func (a *Announcer) update() {
 			mine = append(mine, ip)
 		}
 	}
+	f := a.onChange
 	a.mu.Unlock()
 	a.speaker.Set(mine)
+	if f != nil {
+		f()
+	}
 }
 
 // Owned is the frontend IPs this host announces now; Live the live hosts.

@@ -7,12 +7,14 @@ import (
 	"net"
 	"net/netip"
 	"os"
+	"path/filepath"
 	"slices"
 	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/intstr"
@@ -23,6 +25,8 @@ import (
 	"berth.dev/berth/agent/lb/announce"
 	"berth.dev/berth/agent/lb/dataplane"
 	"berth.dev/berth/agent/lb/host"
+	"berth.dev/berth/agent/lb/lbmetrics"
+	"berth.dev/berth/agent/lb/lbstatus"
 	"berth.dev/berth/agent/lb/lbsvc"
 	"berth.dev/berth/agent/lb/probe"
 	"berth.dev/berth/internal/dev/netns"
@@ -101,10 +105,13 @@ func TestHAFailover(t *testing.T) {
 		ann  *announce.Announcer
 		api  *severable
 		a    *applied
+		reg  *prometheus.Registry
+		file string
 	}
 	hosts := []*lbHost{{name: "lb-1", ns: l.LB}, {name: "lb-2", ns: l.LB2}}
 	for _, h := range hosts {
-		h.api, h.a = &severable{}, &applied{}
+		h.api, h.a, h.reg, h.file = &severable{}, &applied{}, prometheus.NewRegistry(), filepath.Join(t.TempDir(), "lb-host.json")
+		metrics := lbmetrics.New(h.reg)
 		client := h.api.client(t, cp.Admin)
 		hlog := log.With("host", h.name)
 		ann, err := announce.New(announce.MembersConfig{Client: client, Identity: h.name, Log: hlog},
@@ -117,7 +124,7 @@ func TestHAFailover(t *testing.T) {
 		go func() {
 			defer wg.Done()
 			err := host.Run(ctx, host.Config{Client: client, Class: class, NFT: lblab.NFTIn(t, h.ns), Mode: dataplane.FloatingIP,
-				Routes: lblab.NetlinkIn(t, h.ns), Announce: ann, Resync: time.Hour, Applied: h.a.record, Log: hlog,
+				Routes: lblab.NetlinkIn(t, h.ns), Announce: ann, Identity: h.name, StatusFile: h.file, Metrics: metrics, Resync: time.Hour, Applied: h.a.record, Log: hlog,
 				Probe: probe.Config{Interval: 200 * time.Millisecond, Threshold: 2, Dial: h.ns.DialContext}})
 			if err != nil {
 				t.Errorf("%s: %v", h.name, err)
@@ -205,6 +212,51 @@ func TestHAFailover(t *testing.T) {
 	}
 	t.Logf("%s moved from %s to %s %s after the owner died; the stream to %s went on; a new connection reached %s",
 		vip, owner.name, survivor.name, moved.Round(10*time.Millisecond), keptNode, name)
+
+	// The survivor's status file and metrics say what it does now.
+	waitFor(t, 5*time.Second, survivor.name+"'s status", func() bool {
+		st, err := lbstatus.Read(survivor.file)
+		return err == nil && slices.Equal(st.Announced, []string{vip}) && slices.Equal(st.LiveHosts, []string{survivor.name}) &&
+			len(st.Frontends) == 1 && len(st.Frontends[0].Backends) == 2
+	})
+	for metric, want := range map[string]float64{
+		`berth_lb_announced{ip="` + vip + `"}`:                                     1,
+		`berth_lb_live_hosts`:                                                      1,
+		`berth_lb_frontend_backends{frontend="` + vip + `:80/TCP"}`:                2,
+		`berth_lb_probe_down{target="http://` + lblab.HANode1 + `:10256/healthz"}`: 0,
+	} {
+		if got, ok := gathered(t, survivor.reg)[metric]; !ok || got != want {
+			t.Errorf("%s's %s = %v (present %v), want %v", survivor.name, metric, got, ok, want)
+		}
+	}
+}
+
+// gathered is reg's gauges and counters by name{labels}.
+func gathered(t *testing.T, reg *prometheus.Registry) map[string]float64 {
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	out := map[string]float64{}
+	for _, mf := range mfs {
+		for _, m := range mf.GetMetric() {
+			name := mf.GetName()
+			var labels []string
+			for _, l := range m.GetLabel() {
+				labels = append(labels, fmt.Sprintf("%s=%q", l.GetName(), l.GetValue()))
+			}
+			if len(labels) > 0 {
+				name += "{" + strings.Join(labels, ",") + "}"
+			}
+			switch {
+			case m.GetGauge() != nil:
+				out[name] = m.GetGauge().GetValue()
+			case m.GetCounter() != nil:
+				out[name] = m.GetCounter().GetValue()
+			}
+		}
+	}
+	return out
 }
 
 // waitFor polls cond until it holds, for at most d.

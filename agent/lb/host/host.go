@@ -26,6 +26,8 @@ import (
 	"berth.dev/berth/agent/lb/announce"
 	"berth.dev/berth/agent/lb/dataplane"
 	"berth.dev/berth/agent/lb/frontends"
+	"berth.dev/berth/agent/lb/lbmetrics"
+	"berth.dev/berth/agent/lb/lbstatus"
 	"berth.dev/berth/agent/lb/lbsvc"
 	"berth.dev/berth/agent/lb/maglev"
 	"berth.dev/berth/agent/lb/probe"
@@ -52,7 +54,12 @@ type Config struct {
 	Announce            *announce.Announcer
 	Probe               probe.Config
 	KubeProxyHealthPort int
-	Log                 *slog.Logger
+	// Identity names this host in its status; StatusFile, if set, is where the status is written (package
+	// lbstatus); Metrics, if set, are kept up to date.
+	Identity   string
+	StatusFile string
+	Metrics    *lbmetrics.Metrics
+	Log        *slog.Logger
 }
 
 // Run keeps the table in line until ctx ends.
@@ -106,13 +113,19 @@ func Run(ctx context.Context, cfg Config) error {
 	if !cache.WaitForCacheSync(ctx.Done(), services.Informer().HasSynced, nodes.Informer().HasSynced, slices.Informer().HasSynced) {
 		return nil
 	}
+	rep := &reporter{file: cfg.StatusFile, metrics: cfg.Metrics, announce: cfg.Announce, log: cfg.Log,
+		st: lbstatus.Status{Identity: cfg.Identity, Mode: string(cfg.Mode)}}
 	probeCfg := cfg.Probe
 	probeCfg.Changed = func() { poke(nil) }
+	if cfg.Metrics != nil {
+		probeCfg.Result = cfg.Metrics.Probed
+	}
 	if probeCfg.Log == nil {
 		probeCfg.Log = cfg.Log
 	}
 	prober := probe.New(ctx, probeCfg)
 	if cfg.Announce != nil {
+		cfg.Announce.OnChange(rep.announced)
 		done := make(chan error, 1)
 		go func() { done <- cfg.Announce.Run(ctx) }()
 		defer func() {
@@ -146,16 +159,13 @@ func Run(ctx context.Context, cfg Config) error {
 		if err == nil && cfg.Routes != nil {
 			err = dataplane.ApplyRoutes(cfg.Routes, marks)
 		}
+		rep.applied(why, time.Since(start), fs, prober.Targets(), err)
 		if err != nil {
 			cfg.Log.Error("apply failed; retried at the next change or resync", "why", why, "err", err)
 			return
 		}
 		if cfg.Announce != nil {
-			ips := make([]netip.Addr, 0, len(fs))
-			for _, f := range fs {
-				ips = append(ips, f.IP)
-			}
-			cfg.Announce.SetFrontends(ips)
+			cfg.Announce.SetFrontends(frontendIPs(fs))
 		}
 		cfg.Log.Info("table applied", "why", why, "frontends", len(fs), "backendSets", t.Sets, "took", time.Since(start).Round(time.Microsecond))
 		if cfg.Applied != nil {

@@ -22,8 +22,10 @@ type Config struct {
 	Threshold int
 	// Dial, if set, opens the probes' connections (tests dial inside a network namespace).
 	Dial func(ctx context.Context, network, addr string) (net.Conn, error)
-	// Changed is called (from a probe's goroutine) when a target goes down or comes back.
+	// Changed is called (from a probe's goroutine) when a target goes down or comes back; Result, if set, after
+	// each probe with its outcome.
 	Changed func()
+	Result  func(ok bool)
 	Log     *slog.Logger
 }
 
@@ -101,6 +103,19 @@ func (p *Prober) Known(url string) bool {
 	return ok && t.known
 }
 
+// Targets is each probed target that has had a result, and whether it is down.
+func (p *Prober) Targets() map[string]bool {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	out := map[string]bool{}
+	for url, t := range p.probes {
+		if t.known {
+			out[url] = t.down
+		}
+	}
+	return out
+}
+
 func (p *Prober) run(ctx context.Context, url string, t *target) {
 	tick := time.NewTicker(p.cfg.Interval)
 	defer tick.Stop()
@@ -108,6 +123,9 @@ func (p *Prober) run(ctx context.Context, url string, t *target) {
 		ok := p.probe(ctx, url)
 		if ctx.Err() != nil {
 			return
+		}
+		if p.cfg.Result != nil {
+			p.cfg.Result(ok)
 		}
 		p.mu.Lock()
 		wasDown, wasKnown := t.down, t.known

@@ -31,6 +31,9 @@ const (
 	ImageManifest = "/etc/berth/image-manifest.json"
 	// UnitDir is where the agent's package installs its units; /etc/systemd/system stays the administrator's.
 	UnitDir = "/lib/systemd/system"
+	// LBHostStatus is the LB host role's status file (`berth-agent lb host` writes it, `berth-agent status` shows
+	// it); it is run-time state, gone at reboot.
+	LBHostStatus = "/run/berth/lb-host.json"
 )
 
 // Paths are where a node's Kubernetes files live. Default is a real node; the host test tier moves them into a
