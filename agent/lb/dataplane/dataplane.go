@@ -35,6 +35,7 @@
 package dataplane
 
 import (
+	"bytes"
 	"encoding/binary"
 	"fmt"
 	"net/netip"
@@ -260,6 +261,107 @@ func Open(netnsFd int) (*nftables.Conn, error) {
 	return c, nil
 }
 
+// setsOf are the table's maps and sets (the slot map's data is a node address in DNAT mode, a mark in floating-IP
+// mode).
+func setsOf(table *nftables.Table, mode Mode) (frontends, slotMap, restricted, allowed *nftables.Set) {
+	frontends = &nftables.Set{Table: table, Name: "frontends", IsMap: true, Concatenation: true,
+		KeyType:  nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetProto, nftables.TypeInetService),
+		DataType: nftables.MustConcatSetType(nftables.TypeInetService, nftables.TypeMark)}
+	slotMap = &nftables.Set{Table: table, Name: "slots", IsMap: true, Concatenation: true,
+		KeyType: nftables.MustConcatSetType(nftables.TypeMark, nftables.TypeMark), DataType: nftables.TypeIPAddr,
+		KeyByteOrder: binaryutil.NativeEndian}
+	if mode == FloatingIP {
+		slotMap.DataType = nftables.TypeMark
+	}
+	restricted = &nftables.Set{Table: table, Name: "restricted", KeyType: nftables.TypeIPAddr}
+	allowed = &nftables.Set{Table: table, Name: "allowed", Interval: true, Concatenation: true,
+		KeyType: nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeIPAddr)}
+	return frontends, slotMap, restricted, allowed
+}
+
+// ApplyChanges changes the table from prev (what the last Apply or ApplyChanges put there) to next by adding and
+// deleting map elements only, in one transaction: the cost of a change grows with what changed, not with the number
+// of frontends. A change of mode is a full Apply. It does not repair drift: the caller runs Apply periodically, and
+// after an error (a table deleted by hand makes this fail).
+func ApplyChanges(conn *nftables.Conn, prev, next Table, slots int) (changed int, err error) {
+	if prev.Mode != next.Mode {
+		return -1, Apply(conn, next, slots)
+	}
+	table := &nftables.Table{Family: nftables.TableFamilyIPv4, Name: TableName}
+	frontends, slotMap, restricted, allowed := setsOf(table, next.Mode)
+	for _, m := range []struct {
+		set        *nftables.Set
+		prev, next []nftables.SetElement
+	}{{frontends, prev.Frontends, next.Frontends}, {slotMap, prev.Slots, next.Slots}} {
+		del, add := diff(m.prev, m.next)
+		changed += len(del) + len(add)
+		for chunk := range slices.Chunk(del, 512) {
+			if err := conn.SetDeleteElements(m.set, chunk); err != nil {
+				return changed, fmt.Errorf("dataplane: map %s: %w", m.set.Name, err)
+			}
+		}
+		for chunk := range slices.Chunk(add, 512) {
+			if err := conn.SetAddElements(m.set, chunk); err != nil {
+				return changed, fmt.Errorf("dataplane: map %s: %w", m.set.Name, err)
+			}
+		}
+	}
+	// The source-range sets are small; an interval set's elements do not diff one by one: refill on change.
+	for _, m := range []struct {
+		set        *nftables.Set
+		prev, next []nftables.SetElement
+	}{{restricted, prev.Restricted, next.Restricted}, {allowed, prev.Allowed, next.Allowed}} {
+		if slices.EqualFunc(m.prev, m.next, sameElement) {
+			continue
+		}
+		changed += len(m.prev) + len(m.next)
+		conn.FlushSet(m.set)
+		for chunk := range slices.Chunk(m.next, 512) {
+			if err := conn.SetAddElements(m.set, chunk); err != nil {
+				return changed, fmt.Errorf("dataplane: set %s: %w", m.set.Name, err)
+			}
+		}
+	}
+	if changed == 0 {
+		return 0, nil
+	}
+	if err := conn.Flush(); err != nil {
+		return changed, fmt.Errorf("dataplane: apply changes to table %s: %w", TableName, err)
+	}
+	return changed, nil
+}
+
+// diff is the elements of prev to delete and of next to add: those whose key is gone or whose value changed (a
+// changed value is a delete and an add of the key in the same transaction).
+func diff(prev, next []nftables.SetElement) (del, add []nftables.SetElement) {
+	old := make(map[string][]byte, len(prev))
+	for _, e := range prev {
+		old[string(e.Key)] = e.Val
+	}
+	seen := make(map[string]bool, len(next))
+	for _, e := range next {
+		k := string(e.Key)
+		seen[k] = true
+		v, ok := old[k]
+		if !ok {
+			add = append(add, e)
+		} else if !bytes.Equal(v, e.Val) {
+			del = append(del, nftables.SetElement{Key: e.Key})
+			add = append(add, e)
+		}
+	}
+	for _, e := range prev {
+		if !seen[string(e.Key)] {
+			del = append(del, nftables.SetElement{Key: e.Key})
+		}
+	}
+	return del, add
+}
+
+func sameElement(a, b nftables.SetElement) bool {
+	return bytes.Equal(a.Key, b.Key) && bytes.Equal(a.KeyEnd, b.KeyEnd) && bytes.Equal(a.Val, b.Val) && a.IntervalEnd == b.IntervalEnd
+}
+
 // Apply replaces berth's table in the network namespace conn works in with t, in one netlink transaction: the
 // kernel switches from the old table to the new one atomically, and conntrack keeps established flows. It is also
 // the drift repair: whatever was changed by hand is replaced. slots must be the size t was built with.
@@ -268,18 +370,7 @@ func Apply(conn *nftables.Conn, t Table, slots int) error {
 	conn.AddTable(table) // so that the delete below finds one on a first run
 	conn.DelTable(table)
 	conn.AddTable(table)
-	frontends := &nftables.Set{Table: table, Name: "frontends", IsMap: true, Concatenation: true,
-		KeyType:  nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeInetProto, nftables.TypeInetService),
-		DataType: nftables.MustConcatSetType(nftables.TypeInetService, nftables.TypeMark)}
-	slotMap := &nftables.Set{Table: table, Name: "slots", IsMap: true, Concatenation: true,
-		KeyType: nftables.MustConcatSetType(nftables.TypeMark, nftables.TypeMark), DataType: nftables.TypeIPAddr,
-		KeyByteOrder: binaryutil.NativeEndian}
-	if t.Mode == FloatingIP {
-		slotMap.DataType = nftables.TypeMark
-	}
-	restricted := &nftables.Set{Table: table, Name: "restricted", KeyType: nftables.TypeIPAddr}
-	allowed := &nftables.Set{Table: table, Name: "allowed", Interval: true, Concatenation: true,
-		KeyType: nftables.MustConcatSetType(nftables.TypeIPAddr, nftables.TypeIPAddr)}
+	frontends, slotMap, restricted, allowed := setsOf(table, t.Mode)
 	for _, m := range []struct {
 		set   *nftables.Set
 		elems []nftables.SetElement

@@ -134,6 +134,7 @@ func Run(ctx context.Context, cfg Config) error {
 			}
 		}()
 	}
+	var prev *dataplane.Table // what the table holds, if the last apply succeeded
 	apply := func(why string) {
 		svcs, _ := services.Lister().List(labels.Everything())
 		ns, _ := nodes.Lister().List(labels.Everything())
@@ -154,7 +155,17 @@ func Run(ctx context.Context, cfg Config) error {
 			t, err = dataplane.Build(fs, maglev.DefaultSize, cfg.Mode, marks)
 		}
 		if err == nil {
-			err = dataplane.Apply(cfg.NFT, t, maglev.DefaultSize)
+			// Changes go in as element changes; the start, the resync and the first apply after a failure
+			// replace the whole table (the drift repair).
+			if prev != nil && why == "change" {
+				_, err = dataplane.ApplyChanges(cfg.NFT, *prev, t, maglev.DefaultSize)
+			} else {
+				err = dataplane.Apply(cfg.NFT, t, maglev.DefaultSize)
+			}
+			prev = nil
+			if err == nil {
+				prev = &t
+			}
 		}
 		if err == nil && cfg.Routes != nil {
 			err = dataplane.ApplyRoutes(cfg.Routes, marks)

@@ -6,10 +6,12 @@ import (
 	"net/http"
 	"net/netip"
 	"os"
+	"slices"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/google/nftables"
 	corev1 "k8s.io/api/core/v1"
 	discoveryv1 "k8s.io/api/discovery/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -141,7 +143,7 @@ func TestLBHost(t *testing.T) {
 	lblab.ServeHealth(t, l.N2, 10256)
 	go func() {
 		defer wg.Done()
-		if err := host.Run(ctx, host.Config{Client: cs, Class: class, NFT: l.NFT(t), Mode: dataplane.DNAT, Resync: time.Hour, Applied: a.record, Log: log,
+		if err := host.Run(ctx, host.Config{Client: cs, Class: class, NFT: l.NFT(t), Mode: dataplane.DNAT, Resync: time.Second, Applied: a.record, Log: log,
 			Probe: probe.Config{Interval: 200 * time.Millisecond, Threshold: 2, Dial: l.LB.DialContext}}); err != nil {
 			t.Errorf("host: %v", err)
 		}
@@ -265,4 +267,17 @@ func TestLBHost(t *testing.T) {
 	a.wait(t, "local drained", func(fs []dataplane.Frontend) bool {
 		return len(backends(fs, local)) == 0 && len(backends(fs, web)) == 2
 	})
+
+	// Drift: the table deleted by hand comes back with the next resync (changes go in as element changes, which
+	// would not restore it).
+	nft := l.NFT(t)
+	nft.DelTable(&nftables.Table{Family: nftables.TableFamilyIPv4, Name: dataplane.TableName})
+	if err := nft.Flush(); err != nil {
+		t.Fatal(err)
+	}
+	waitFor(t, 10*time.Second, "the table back after a resync", func() bool {
+		tables, err := nft.ListTablesOfFamily(nftables.TableFamilyIPv4)
+		return err == nil && slices.ContainsFunc(tables, func(tb *nftables.Table) bool { return tb.Name == dataplane.TableName })
+	})
+	reach(web+":80", "node-1", "node-2")
 }
