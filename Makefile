@@ -120,7 +120,7 @@ demo: deps go-check agent pause-image $(DEV_BIN)
 	  $(call link_pinned,$$k8s/kubectl,$(BINDIR)/kubectl); \
 	  export BERTH_K8S_BIN=$$k8s BERTH_COREDNS_BIN=$$coredns; \
 	  image=$$($(DEV_BIN) image -agent $(AGENT_BIN) -pause $(PAUSE_TAR)); \
-	  $(DEV_BIN) cloud up -reuse -image $$image -nodes 2; \
+	  $(DEV_BIN) cloud up -reuse -image $$image -nodes 2 -agent $(AGENT_BIN); \
 	  $(DEV_BIN) cloud demo
 
 down: $(DEV_BIN)
@@ -156,7 +156,7 @@ e2e: deps tools
 	  -run 'TestJoinInQemu|TestCloud' ./test/e2e ./internal/dev/cloud ./cmd/berth-dev
 
 bench: deps tools
-	BERTH_K8S_BIN=$$(BERTH_CACHE=$(BERTH_CACHE) tools/build.sh k8s) go test -run '^$$' -bench . -benchtime 5x ./internal/dev/controlplane $$(go list ./test/... | grep -v -e /test/e2e)
+	BERTH_K8S_BIN=$$(BERTH_CACHE=$(BERTH_CACHE) tools/build.sh k8s) go test -run '^$$' -bench . -benchtime 5x ./internal/dev/controlplane ./agent/lb/... $$(go list ./test/... | grep -v -e /test/e2e)
 	go test -run '^$$' -bench Bake -benchtime 1x -timeout 40m ./imagebuilder/bake
 	go test -run '^$$' -bench WriteAgentDeb -benchtime 3x ./imagebuilder/deb
 	go test -run '^$$' -bench JoinBerthVsKubeadm -benchtime 1x -count 2 -timeout 60m ./test/e2e

@@ -15,6 +15,7 @@ import (
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"berth.dev/berth/agent/lb/lbstatus"
 	"berth.dev/berth/agent/nodeready"
 	"berth.dev/berth/internal/dev/cloud"
 	"berth.dev/berth/internal/dev/clusterdns"
@@ -49,11 +50,18 @@ func cloudCmd(ctx context.Context, args []string, out io.Writer, log *slog.Logge
 		name := fs.String("name", "cloud", "the namespace is berth-<name>")
 		bin := fs.String("k8s-bin", os.Getenv("BERTH_K8S_BIN"), k8sBinUsage)
 		reuse := fs.Bool("reuse", false, "keep a cloud already running in -dir from the same image file with -nodes Ready nodes")
+		agent := fs.String("agent", "", "the berth-agent binary the load balancer's hosts and controller run (required)")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
 		}
 		if *image == "" {
 			return errors.New("cloud up: -image: required")
+		}
+		if *agent == "" {
+			return errors.New("cloud up: -agent: required (the berth-agent binary the load balancer runs; `make agent` prints it)")
+		}
+		if abs, err := filepath.Abs(*agent); err == nil {
+			*agent = abs
 		}
 		if *nodes < 1 {
 			return fmt.Errorf("cloud up: -nodes: %d: want at least 1", *nodes)
@@ -75,7 +83,7 @@ func cloudCmd(ctx context.Context, args []string, out io.Writer, log *slog.Logge
 		if err := cloud.Down(*dir, reg); err != nil {
 			return fmt.Errorf("cloud up: stop the earlier cloud in %s: %w", *dir, err)
 		}
-		return cloudUp(ctx, out, cloud.Config{Name: *name, Dir: *dir, BinDir: *bin, Image: *image, Detached: true, Registry: &reg, Log: log}, reg, *nodes)
+		return cloudUp(ctx, out, cloud.Config{Name: *name, Dir: *dir, BinDir: *bin, Image: *image, Detached: true, Registry: &reg, Log: log}, reg, *nodes, *agent)
 	case "down":
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
@@ -105,7 +113,7 @@ func cloudCmd(ctx context.Context, args []string, out io.Writer, log *slog.Logge
 
 // cloudUp boots the guests one at a time (TCG guests share two cores), then waits for every Node to be Ready,
 // printing progress, and prints how to use and stop the cloud.
-func cloudUp(ctx context.Context, out io.Writer, cfg cloud.Config, reg proc.Registry, nodes int) (err error) {
+func cloudUp(ctx context.Context, out io.Writer, cfg cloud.Config, reg proc.Registry, nodes int, agent string) (err error) {
 	c, err := cloud.Up(ctx, cfg)
 	if err != nil {
 		return err
@@ -160,6 +168,12 @@ func cloudUp(ctx context.Context, out io.Writer, cfg cloud.Config, reg proc.Regi
 	}
 	fmt.Fprintf(out, "cluster DNS ready: %s.%s at %s (CoreDNS)\n", clusterdns.Service, metav1.NamespaceSystem,
 		clusterdns.ServiceIP(c.CP.Config().ServiceCIDR))
+	lb, err := c.StartLB(ctx, cloud.LBConfig{Agent: agent})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "load balancer: %d LB hosts, frontend IPs from %s for Services of type LoadBalancer, a client in namespace %s\n",
+		len(lb.Hosts), lb.Pool, lb.Client.Name)
 	kubeconfig, err := publishAPIServer(ctx, c, reg)
 	if err != nil {
 		return err
@@ -227,6 +241,8 @@ func reusable(ctx context.Context, dir, image string, nodes int, reg proc.Regist
 		return "it runs another image, or an older bake of this one"
 	case len(st.Nodes) != nodes:
 		return fmt.Sprintf("it has %d nodes, not %d", len(st.Nodes), nodes)
+	case st.LB == nil:
+		return "it has no load balancer"
 	}
 	if err := cloudStatus(ctx, io.Discard, dir, reg); err != nil {
 		return "it is not healthy: " + strings.ReplaceAll(err.Error(), "\n", "; ")
@@ -275,6 +291,35 @@ func cloudStatus(ctx context.Context, out io.Writer, dir string, reg proc.Regist
 			errs = append(errs, fmt.Errorf("%s: NotReady", n.Name))
 		}
 		fmt.Fprintf(out, "%-8s %-12s guest %-12s node %s\n", n.Name, n.IP, guest, ready)
+	}
+	if st.LB != nil {
+		lbRunning := map[string]int{}
+		for _, r := range recs {
+			if r.Group == st.LB.Dir && r.Running() {
+				lbRunning[r.Name] = r.PID
+			}
+		}
+		if _, ok := lbRunning["lb-controller"]; !ok {
+			errs = append(errs, errors.New("the load balancer's controller is not running"))
+		}
+		fmt.Fprintf(out, "load balancer: frontend pool %s, client namespace %s\n", st.LB.Pool, st.LB.Client)
+		for i := range st.LB.Hosts {
+			name := fmt.Sprintf("lb-%d", i+1)
+			pid, ok := lbRunning[name]
+			if !ok {
+				errs = append(errs, fmt.Errorf("%s is not running", name))
+				fmt.Fprintf(out, "%-8s not running\n", name)
+				continue
+			}
+			announced := "status unknown"
+			if hs, err := lbstatus.Read(filepath.Join(st.LB.Dir, name+".json")); err == nil {
+				announced = "announcing " + strings.Join(hs.Announced, ", ")
+				if len(hs.Announced) == 0 {
+					announced = "announcing nothing"
+				}
+			}
+			fmt.Fprintf(out, "%-8s pid %-8d %s\n", name, pid, announced)
+		}
 	}
 	return errors.Join(errs...)
 }

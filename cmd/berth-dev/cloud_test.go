@@ -61,13 +61,14 @@ func TestCloudUpStatusDown(t *testing.T) {
 		}
 	})
 
-	out, err := do("up", "-image", image, "-nodes", "2", "-name", "devtest")
+	out, err := do("up", "-image", image, "-nodes", "2", "-name", "devtest", "-agent", agent)
 	t.Logf("up:\n%s", out)
 	if err != nil {
 		t.Fatal(err)
 	}
 	for _, want := range []string{"node-1 Ready", "node-2 Ready", "cluster DNS ready: kube-dns.kube-system at 10.96.0.10",
-		"export KUBECONFIG=" + filepath.Join(dir, "kubeconfig"), "get nodes", "ip netns exec berth-devtest", "cloud down --dir " + dir} {
+		"export KUBECONFIG=" + filepath.Join(dir, "kubeconfig"), "get nodes", "ip netns exec berth-devtest", "cloud down --dir " + dir,
+		"load balancer: 2 LB hosts, frontend IPs from 10.89.0.0/28 for Services of type LoadBalancer, a client in namespace berth-devtest-client"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("up output lacks %q", want)
 		}
@@ -84,9 +85,15 @@ func TestCloudUpStatusDown(t *testing.T) {
 		t.Errorf("demo: %v", err)
 	}
 	for _, via := range []string{"via node-1", "via node-2"} {
-		if !strings.Contains(out, via) || strings.Count(out, "(on node-") != 5 {
+		if !strings.Contains(out, via) || strings.Count(out, "(on node-") != 7 {
 			t.Errorf("demo output does not show two pods answering %s", via)
 		}
+	}
+	// The LoadBalancer Service: a frontend IP from the pool, both pods answer the client namespace through it
+	// (the nodes' real kube-proxy accepts the frontend IP), and one live LB host announces it.
+	if !regexp.MustCompile(`(?m)^from the client namespace through the load balancer http://10\.89\.0\.\d+/hostname: hello-\S+ \(on node-[12]\), hello-\S+ \(on node-[12]\)$`).MatchString(out) ||
+		!regexp.MustCompile(`(?m)^10\.89\.0\.\d+ is announced by lb-[12] of the live LB hosts lb-1, lb-2$`).MatchString(out) {
+		t.Error("demo output does not show both pods answering through the load balancer's frontend IP, announced by one of two live LB hosts")
 	}
 	if !regexp.MustCompile(`(?m)^by name from a pod: hello\.default\.svc\.cluster\.local answered by hello-\S+ \(on node-[12]\)$`).MatchString(out) {
 		t.Error("demo output does not show a pod reaching the Service by its name")
@@ -96,19 +103,19 @@ func TestCloudUpStatusDown(t *testing.T) {
 		t.Errorf("demo summary has %d node rows with join times, want 2", len(rows))
 	}
 	// up -reuse keeps the healthy cloud that came up from this image; another node count would not do.
-	if out, err := do("up", "-reuse", "-image", image, "-nodes", "2", "-name", "devtest"); err != nil || !strings.Contains(out, "reusing the cloud") {
+	if out, err := do("up", "-reuse", "-image", image, "-nodes", "2", "-name", "devtest", "-agent", agent); err != nil || !strings.Contains(out, "reusing the cloud") {
 		t.Errorf("up -reuse: %v\n%s", err, out)
 	}
 	if why := reusable(context.Background(), dir, image, 3, proc.DefaultRegistry(log)); why != "it has 2 nodes, not 3" {
 		t.Errorf("reusable with 3 nodes: %q", why)
 	}
 	// A second demo on the same cloud replaces its objects and passes again.
-	if out, err := do("demo"); err != nil || strings.Count(out, "(on node-") != 5 {
+	if out, err := do("demo"); err != nil || strings.Count(out, "(on node-") != 7 {
 		t.Errorf("second demo: %v\n%s", err, out)
 	}
 	out, err = do("status")
 	t.Logf("status:\n%s", out)
-	if err != nil || strings.Count(out, "node Ready") != 2 {
+	if err != nil || strings.Count(out, "node Ready") != 2 || !regexp.MustCompile(`(?m)^lb-[12] +pid \d+ +announcing 10\.89\.0\.`).MatchString(out) {
 		t.Errorf("status: %v", err)
 	}
 
@@ -124,8 +131,10 @@ func TestCloudUpStatusDown(t *testing.T) {
 			t.Errorf("left running after down: %s pid %d", r.Name, r.PID)
 		}
 	}
-	if _, err := os.Stat("/run/netns/berth-devtest"); !os.IsNotExist(err) {
-		t.Errorf("namespace berth-devtest left after down (%v)", err)
+	for _, ns := range []string{"berth-devtest", "berth-devtest-client", "berth-devtest-lb1", "berth-devtest-lb2"} {
+		if _, err := os.Stat("/run/netns/" + ns); !os.IsNotExist(err) {
+			t.Errorf("namespace %s left after down (%v)", ns, err)
+		}
 	}
 	if _, err := cloud.Load(dir); !os.IsNotExist(err) {
 		t.Errorf("cloud.json left after down (%v)", err)

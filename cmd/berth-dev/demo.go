@@ -22,6 +22,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/intstr"
 	"k8s.io/client-go/kubernetes"
 
+	"berth.dev/berth/agent/lb/lbstatus"
 	"berth.dev/berth/agent/nodeready"
 	"berth.dev/berth/imagebuilder/deb"
 	"berth.dev/berth/imagebuilder/payload"
@@ -171,30 +172,16 @@ func cloudDemo(ctx context.Context, out io.Writer, dir string) error {
 	var errs []error
 	for _, n := range st.Nodes {
 		url := fmt.Sprintf("http://%s:%d/hostname", n.IP, port)
-		seen := map[string]bool{}
-		for deadline := time.Now().Add(90 * time.Second); len(seen) < len(podNode) && time.Now().Before(deadline); {
-			resp, err := httpc.Get(url)
-			if err != nil {
-				time.Sleep(500 * time.Millisecond)
-				continue
-			}
-			body, _ := io.ReadAll(resp.Body)
-			resp.Body.Close()
-			if pod := strings.TrimSpace(string(body)); podNode[pod] != "" {
-				seen[pod] = true
-			}
-		}
-		var answered []string
-		for pod := range seen {
-			answered = append(answered, fmt.Sprintf("%s (on %s)", pod, podNode[pod]))
-		}
-		slices.Sort(answered)
-		fmt.Fprintf(out, "via %s %s: %s\n", n.Name, url, strings.Join(answered, ", "))
-		if len(seen) < len(podNode) {
-			errs = append(errs, fmt.Errorf("requests through %s reached %d of %d pods", n.Name, len(seen), len(podNode)))
+		if err := answers(out, httpc, "via "+n.Name+" "+url, url, podNode); err != nil {
+			errs = append(errs, err)
 		}
 	}
 	if err := errors.Join(errs...); err != nil {
+		return err
+	}
+	if st.LB == nil {
+		fmt.Fprintln(out, "(this cloud has no load balancer: `berth-dev cloud up -agent ...` starts one)")
+	} else if err := viaLoadBalancer(ctx, out, cs, st, podNode); err != nil {
 		return err
 	}
 	if err := byName(ctx, out, cs, podNode); err != nil {
@@ -239,6 +226,78 @@ func cloudDemo(ctx context.Context, out io.Writer, dir string) error {
 		fmt.Fprintf(out, "%-8s %-12s %-9s %-14s %-12s %s\n", n.Name, ip, n.Status.NodeInfo.KubeletVersion, n.Spec.PodCIDR, boot, join)
 	}
 	fmt.Fprintln(out, "BOOT→READY: guest start to the Node's Ready; AGENT JOIN: berth-agent's start to its READY (the Node Ready).")
+	return nil
+}
+
+// answers gets url until every pod of podNode has answered (its hostname) or 90 s passed, and prints who did.
+func answers(out io.Writer, httpc *http.Client, what, url string, podNode map[string]string) error {
+	seen := map[string]bool{}
+	for deadline := time.Now().Add(90 * time.Second); len(seen) < len(podNode) && time.Now().Before(deadline); {
+		resp, err := httpc.Get(url)
+		if err != nil {
+			time.Sleep(500 * time.Millisecond)
+			continue
+		}
+		body, _ := io.ReadAll(resp.Body)
+		resp.Body.Close()
+		if pod := strings.TrimSpace(string(body)); podNode[pod] != "" {
+			seen[pod] = true
+		}
+	}
+	var answered []string
+	for pod := range seen {
+		answered = append(answered, fmt.Sprintf("%s (on %s)", pod, podNode[pod]))
+	}
+	slices.Sort(answered)
+	fmt.Fprintf(out, "%s: %s\n", what, strings.Join(answered, ", "))
+	if len(seen) < len(podNode) {
+		return fmt.Errorf("requests %s reached %d of %d pods", what, len(seen), len(podNode))
+	}
+	return nil
+}
+
+// viaLoadBalancer gives the demo's pods a Service of type LoadBalancer, waits for its frontend IP and shows that
+// requests from the client namespace, outside the cluster, reach the pods on every node through it.
+func viaLoadBalancer(ctx context.Context, out io.Writer, cs kubernetes.Interface, st cloud.State, podNode map[string]string) error {
+	const name = "hello-lb"
+	_ = cs.CoreV1().Services("default").Delete(ctx, name, metav1.DeleteOptions{})
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(500 * time.Millisecond) {
+		if _, err := cs.CoreV1().Services("default").Get(ctx, name, metav1.GetOptions{}); apierrors.IsNotFound(err) {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("the previous demo's Service %s is still there", name)
+		}
+	}
+	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: corev1.ServiceSpec{
+		Type: corev1.ServiceTypeLoadBalancer, Selector: map[string]string{"app": "hello"},
+		Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080)}}}}
+	if _, err := cs.CoreV1().Services("default").Create(ctx, svc, metav1.CreateOptions{}); err != nil {
+		return err
+	}
+	var vip string
+	for deadline := time.Now().Add(time.Minute); vip == ""; time.Sleep(500 * time.Millisecond) {
+		s, err := cs.CoreV1().Services("default").Get(ctx, name, metav1.GetOptions{})
+		if err == nil && len(s.Status.LoadBalancer.Ingress) > 0 {
+			vip = s.Status.LoadBalancer.Ingress[0].IP
+		}
+		if vip == "" && time.Now().After(deadline) {
+			return fmt.Errorf("Service %s got no frontend IP in a minute (see %s/logs/lb-controller.log)", name, st.LB.Dir)
+		}
+	}
+	fmt.Fprintf(out, "Service %s (type LoadBalancer) got frontend IP %s\n", name, vip)
+	client := netns.NS{Name: st.LB.Client}
+	httpc := &http.Client{Timeout: 3 * time.Second, Transport: &http.Transport{DialContext: client.DialContext, DisableKeepAlives: true}}
+	url := fmt.Sprintf("http://%s/hostname", vip)
+	if err := answers(out, httpc, "from the client namespace through the load balancer "+url, url, podNode); err != nil {
+		return fmt.Errorf("%w (LB hosts' logs: %s/logs)", err, st.LB.Dir)
+	}
+	for i := range st.LB.Hosts {
+		hs, err := lbstatus.Read(filepath.Join(st.LB.Dir, fmt.Sprintf("lb-%d.json", i+1)))
+		if err == nil && slices.Contains(hs.Announced, vip) {
+			fmt.Fprintf(out, "%s is announced by %s of the live LB hosts %s\n", vip, hs.Identity, strings.Join(hs.LiveHosts, ", "))
+		}
+	}
 	return nil
 }
 

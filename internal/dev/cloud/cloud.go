@@ -79,6 +79,8 @@ type Cloud struct {
 	image   string // absolute path of cfg.Image
 	imageID string // its ImageID at Up
 	Nodes   []*Node
+	// LB is the shared load balancer, once StartLB ran.
+	LB *LB
 }
 
 // Node is a guest of the cloud.
@@ -337,6 +339,10 @@ func (n *Node) Run(ctx context.Context, cmd string) (string, error) { return n.S
 // Down stops the guests and the control plane and deletes the namespace (its bridge and taps go with it).
 func (c *Cloud) Down() error {
 	var errs []error
+	if c.LB != nil {
+		_, err := c.cfg.Registry.StopGroup(c.LB.Dir, 5*time.Second)
+		errs = append(errs, err)
+	}
 	for _, n := range c.Nodes {
 		if err := n.qemu.Stop(5 * time.Second); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", n.Name, err))
@@ -354,9 +360,16 @@ func (c *Cloud) Down() error {
 	return errors.Join(errs...)
 }
 
-// removeAll deletes the namespace and the guests' work dirs (overlays: gigabytes).
+// removeAll deletes the namespaces and the guests' work dirs (overlays: gigabytes).
 func (c *Cloud) removeAll() error {
 	errs := []error{c.NS.Delete()}
+	if c.LB != nil {
+		for _, name := range c.LB.namespaces() {
+			if name != "" {
+				errs = append(errs, netns.NS{Name: name}.Delete())
+			}
+		}
+	}
 	for _, n := range c.Nodes {
 		errs = append(errs, os.RemoveAll(filepath.Dir(n.Serial)))
 	}
@@ -373,6 +386,16 @@ type State struct {
 	Image   string      `json:"image"`
 	ImageID string      `json:"imageID"`
 	Nodes   []NodeState `json:"nodes"`
+	// LB is the shared load balancer's, if it was started.
+	LB *LBState `json:"lb,omitempty"`
+}
+
+// LBState is the load balancer in State.
+type LBState struct {
+	Client string   `json:"clientNamespace"`
+	Hosts  []string `json:"hostNamespaces"`
+	Pool   string   `json:"pool"`
+	Dir    string   `json:"dir"`
 }
 
 // ImageID identifies the file at path: device, inode, size and modification time. A new bake renamed over the
@@ -408,6 +431,12 @@ func (c *Cloud) save() error {
 	st := State{Name: c.cfg.Name, Namespace: c.NS.Name, Endpoint: c.CP.Endpoint, Key: c.key, Image: c.image, ImageID: c.imageID}
 	for _, n := range c.Nodes {
 		st.Nodes = append(st.Nodes, NodeState{Name: n.Name, IP: n.IP.String(), Serial: n.Serial, Started: n.Started})
+	}
+	if l := c.LB; l != nil {
+		st.LB = &LBState{Client: l.Client.Name, Pool: l.Pool.String(), Dir: l.Dir}
+		for _, h := range l.Hosts {
+			st.LB.Hosts = append(st.LB.Hosts, h.Name)
+		}
 	}
 	data, _ := json.MarshalIndent(st, "", "  ")
 	return atomicfile.Write(statePath(c.cfg.Dir), append(data, '\n'), 0o600)
@@ -457,9 +486,17 @@ func Down(dir string, reg proc.Registry) error {
 	}
 	_, err = reg.StopGroup(dir, 5*time.Second)
 	errs := []error{err}
+	c := &Cloud{NS: netns.NS{Name: st.Namespace}}
+	if st.LB != nil {
+		_, err = reg.StopGroup(st.LB.Dir, 5*time.Second)
+		errs = append(errs, err)
+		c.LB = &LB{Client: netns.NS{Name: st.LB.Client}, Dir: st.LB.Dir}
+		for _, h := range st.LB.Hosts {
+			c.LB.Hosts = append(c.LB.Hosts, netns.NS{Name: h})
+		}
+	}
 	_, err = controlplane.Down(filepath.Join(dir, "controlplane"), reg)
 	errs = append(errs, err)
-	c := &Cloud{NS: netns.NS{Name: st.Namespace}}
 	for _, n := range st.Nodes {
 		c.Nodes = append(c.Nodes, &Node{Name: n.Name, Serial: n.Serial})
 	}

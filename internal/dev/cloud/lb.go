@@ -1,0 +1,148 @@
+package cloud
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/netip"
+	"os"
+	"path/filepath"
+	"strconv"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/yaml"
+
+	lbv1 "berth.dev/berth/agent/api/lb/v1alpha1"
+	"berth.dev/berth/internal/dev/netns"
+	"berth.dev/berth/internal/dev/proc"
+	"berth.dev/berth/internal/node/atomicfile"
+)
+
+// LBConfig is the cloud's shared load balancer.
+type LBConfig struct {
+	// Agent is the berth-agent binary the LB hosts and the controller run (required).
+	Agent string
+	// Hosts is how many LB hosts (default 2).
+	Hosts int
+	// Pool is the frontend range (default 10.89.0.0/28), outside the node subnet: the client namespace reaches it
+	// on-link, so it asks by ARP and the LB host that owns a frontend IP answers.
+	Pool netip.Prefix
+}
+
+// LB is the cloud's running load balancer: the controller in the cloud's namespace, each LB host in a namespace
+// of its own on the bridge (the subnet's 5th address on), and a client namespace on the bridge (the 4th address)
+// that reaches the frontend range, as a client outside the cluster does.
+type LB struct {
+	Client netns.NS
+	Hosts  []netns.NS
+	Pool   netip.Prefix
+	// Dir holds the LoadBalancerConfig, the hosts' status files and the logs.
+	Dir string
+}
+
+// LBNamespaces are the load balancer's namespaces, for Down.
+func (l *LB) namespaces() []string {
+	out := []string{l.Client.Name}
+	for _, h := range l.Hosts {
+		out = append(out, h.Name)
+	}
+	return out
+}
+
+// StatusFile is LB host i's (from 1) status file.
+func (l *LB) StatusFile(i int) string { return filepath.Join(l.Dir, fmt.Sprintf("lb-%d.json", i)) }
+
+// StartLB starts the shared load balancer: a LoadBalancerConfig serving Services of type LoadBalancer without a
+// class (the cloud's own load balancer, as a managed cloud's), the controller, the LB hosts in floating-IP mode
+// announcing on their eth0, and the client namespace. The processes log to <Dir>/lb/logs and stop with the cloud.
+func (c *Cloud) StartLB(ctx context.Context, cfg LBConfig) (*LB, error) {
+	if cfg.Agent == "" {
+		return nil, errors.New("cloud: LB: Agent: required")
+	}
+	if cfg.Hosts == 0 {
+		cfg.Hosts = 2
+	}
+	if !cfg.Pool.IsValid() {
+		cfg.Pool = netip.MustParsePrefix("10.89.0.0/28")
+	}
+	if cfg.Pool.Overlaps(c.cfg.Subnet) {
+		return nil, fmt.Errorf("cloud: LB: Pool %s overlaps the node subnet %s", cfg.Pool, c.cfg.Subnet)
+	}
+	l := &LB{Pool: cfg.Pool, Dir: filepath.Join(c.cfg.Dir, "lb")}
+	if err := os.MkdirAll(l.Dir, 0o700); err != nil {
+		return nil, err
+	}
+	doc := lbv1.LoadBalancerConfig{APIVersion: lbv1.APIVersion, Kind: lbv1.Kind, Spec: lbv1.LoadBalancerConfigSpec{
+		DefaultClass: true, Pools: []lbv1.Pool{{Name: "cloud", Addresses: []string{cfg.Pool.String()}}},
+		Health: lbv1.Health{Interval: metav1.Duration{Duration: 2 * time.Second}, Threshold: 2}}}
+	if errs := doc.Validate(); len(errs) > 0 {
+		return nil, fmt.Errorf("cloud: LB: %w", errs.ToAggregate())
+	}
+	data, err := yaml.Marshal(doc)
+	if err != nil {
+		return nil, err
+	}
+	config := filepath.Join(l.Dir, "lb.yaml")
+	if err := atomicfile.Write(config, data, 0o644); err != nil {
+		return nil, err
+	}
+	kubeconfig := c.CP.KubeconfigPath()
+	addr := func(n int) netip.Addr {
+		a := c.cfg.Subnet.Addr()
+		for range n {
+			a = a.Next()
+		}
+		return a
+	}
+	attach := func(name, port string, a netip.Addr, extra ...[]string) (netns.NS, error) {
+		ns, err := netns.Create(name)
+		if err != nil {
+			return ns, err
+		}
+		cmds := [][]string{{"link", "add", port, "type", "veth", "peer", "name", "eth0", "netns", ns.Name},
+			{"link", "set", port, "master", "br0"}, {"link", "set", port, "up"}}
+		for _, args := range cmds {
+			if err := c.NS.Run("ip", args...); err != nil {
+				return ns, fmt.Errorf("cloud: LB: %s: %w", name, err)
+			}
+		}
+		for _, args := range append([][]string{{"link", "set", "lo", "up"}, {"link", "set", "eth0", "up"},
+			{"addr", "add", netip.PrefixFrom(a, c.cfg.Subnet.Bits()).String(), "dev", "eth0"}}, extra...) {
+			if err := ns.Run("ip", args...); err != nil {
+				return ns, fmt.Errorf("cloud: LB: %s: %w", name, err)
+			}
+		}
+		return ns, nil
+	}
+	var err2 error
+	if l.Client, err2 = attach(c.NS.Name+"-client", "client", addr(4), []string{"route", "add", cfg.Pool.String(), "dev", "eth0"}); err2 != nil {
+		return l, err2
+	}
+	c.LB = l // from here Down removes what was made
+	group := &proc.Group{Registry: *c.cfg.Registry, Dir: l.Dir, Detached: c.cfg.Detached}
+	if _, err := group.Start("lb-controller", "nsenter", "--net="+c.NS.Path(), "--", cfg.Agent, "lb", "controller",
+		"-config", config, "-kubeconfig", kubeconfig, "-identity", c.cfg.Name); err != nil {
+		return l, fmt.Errorf("cloud: LB: %w", err)
+	}
+	for i := 1; i <= cfg.Hosts; i++ {
+		name := "lb-" + strconv.Itoa(i)
+		ns, err := attach(fmt.Sprintf("%s-lb%d", c.NS.Name, i), fmt.Sprintf("lb%d", i), addr(4+i))
+		if err != nil {
+			return l, err
+		}
+		l.Hosts = append(l.Hosts, ns)
+		if err := c.save(); err != nil {
+			return l, err
+		}
+		if _, err := group.Start(name, "nsenter", "--net="+ns.Path(), "--", cfg.Agent, "lb", "host", "-config", config,
+			"-kubeconfig", kubeconfig, "-interface", "eth0", "-identity", name, "-status-file", l.StatusFile(i)); err != nil {
+			return l, fmt.Errorf("cloud: LB: %w", err)
+		}
+	}
+	if err := c.save(); err != nil {
+		return l, err
+	}
+	c.cfg.Log.Info("load balancer started", "hosts", cfg.Hosts, "pool", cfg.Pool, "client", l.Client.Name)
+	return l, nil
+}
