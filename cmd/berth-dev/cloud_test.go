@@ -95,6 +95,9 @@ func TestCloudUpStatusDown(t *testing.T) {
 		!regexp.MustCompile(`(?m)^10\.89\.0\.\d+ is announced by lb-[12] of the live LB hosts lb-1, lb-2$`).MatchString(out) {
 		t.Error("demo output does not show both pods answering through the load balancer's frontend IP, announced by one of two live LB hosts")
 	}
+	if !strings.Contains(out, "the pod sees the client as 10.88.0.4 (externalTrafficPolicy Local") {
+		t.Error("demo output does not show the pod seeing the client's own address")
+	}
 	if !regexp.MustCompile(`(?m)^by name from a pod: hello\.default\.svc\.cluster\.local answered by hello-\S+ \(on node-[12]\)$`).MatchString(out) {
 		t.Error("demo output does not show a pod reaching the Service by its name")
 	}

@@ -125,7 +125,7 @@ func cloudDemo(ctx context.Context, out io.Writer, dir string) error {
 			TopologySpreadConstraints: []corev1.TopologySpreadConstraint{{MaxSkew: 1, TopologyKey: corev1.LabelHostname,
 				WhenUnsatisfiable: corev1.DoNotSchedule, LabelSelector: &metav1.LabelSelector{MatchLabels: labels}}},
 			Containers: []corev1.Container{{Name: "httpd", Image: images.Busybox, ImagePullPolicy: corev1.PullNever,
-				Command: []string{"httpd", "-f", "-p", "8080", "-h", "/etc"}}}}}}}
+				Command: []string{"sh", "-c", helloServer}}}}}}}
 	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "hello"}, Spec: corev1.ServiceSpec{
 		Type: corev1.ServiceTypeNodePort, Selector: labels,
 		Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080)}}}}
@@ -229,6 +229,18 @@ func cloudDemo(ctx context.Context, out io.Writer, dir string) error {
 	return nil
 }
 
+// helloServer serves /etc over HTTP on 8080: /hostname is the pod's name, and /cgi-bin/ip the address the request
+// came from, as the pod sees it.
+const helloServer = `busybox mkdir -p /etc/cgi-bin
+cat > /etc/cgi-bin/ip <<'END'
+#!/bin/sh
+echo "Content-Type: text/plain"
+echo
+echo "$REMOTE_ADDR"
+END
+busybox chmod 755 /etc/cgi-bin/ip
+exec httpd -f -p 8080 -h /etc`
+
 // answers gets url until every pod of podNode has answered (its hostname) or 90 s passed, and prints who did.
 func answers(out io.Writer, httpc *http.Client, what, url string, podNode map[string]string) error {
 	seen := map[string]bool{}
@@ -269,8 +281,10 @@ func viaLoadBalancer(ctx context.Context, out io.Writer, cs kubernetes.Interface
 			return fmt.Errorf("the previous demo's Service %s is still there", name)
 		}
 	}
+	// externalTrafficPolicy Local: each node sends the flows it gets to its own pod, and the pod sees the client's
+	// address (the LB host forwards without NAT, kube-proxy does not masquerade).
 	svc := &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: corev1.ServiceSpec{
-		Type: corev1.ServiceTypeLoadBalancer, Selector: map[string]string{"app": "hello"},
+		Type: corev1.ServiceTypeLoadBalancer, Selector: map[string]string{"app": "hello"}, ExternalTrafficPolicy: corev1.ServiceExternalTrafficPolicyLocal,
 		Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080)}}}}
 	if _, err := cs.CoreV1().Services("default").Create(ctx, svc, metav1.CreateOptions{}); err != nil {
 		return err
@@ -291,6 +305,17 @@ func viaLoadBalancer(ctx context.Context, out io.Writer, cs kubernetes.Interface
 	url := fmt.Sprintf("http://%s/hostname", vip)
 	if err := answers(out, httpc, "from the client namespace through the load balancer "+url, url, podNode); err != nil {
 		return fmt.Errorf("%w (LB hosts' logs: %s/logs)", err, st.LB.Dir)
+	}
+	resp, err := httpc.Get(fmt.Sprintf("http://%s/cgi-bin/ip", vip))
+	if err != nil {
+		return fmt.Errorf("the client's address as a pod sees it: %w", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	seenAs := strings.TrimPrefix(strings.Trim(strings.TrimSpace(string(body)), "[]"), "::ffff:") // busybox: [::ffff:a.b.c.d]
+	fmt.Fprintf(out, "the pod sees the client as %s (externalTrafficPolicy Local keeps the client's address)\n", seenAs)
+	if clientIP := st.LB.ClientIP; clientIP != "" && seenAs != clientIP {
+		return fmt.Errorf("the pod saw the client as %q, not as its address %s", seenAs, clientIP)
 	}
 	for i := range st.LB.Hosts {
 		hs, err := lbstatus.Read(filepath.Join(st.LB.Dir, fmt.Sprintf("lb-%d.json", i+1)))

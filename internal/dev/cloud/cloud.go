@@ -392,10 +392,11 @@ type State struct {
 
 // LBState is the load balancer in State.
 type LBState struct {
-	Client string   `json:"clientNamespace"`
-	Hosts  []string `json:"hostNamespaces"`
-	Pool   string   `json:"pool"`
-	Dir    string   `json:"dir"`
+	Client   string   `json:"clientNamespace"`
+	ClientIP string   `json:"clientIP"`
+	Hosts    []string `json:"hostNamespaces"`
+	Pool     string   `json:"pool"`
+	Dir      string   `json:"dir"`
 }
 
 // ImageID identifies the file at path: device, inode, size and modification time. A new bake renamed over the
@@ -433,7 +434,7 @@ func (c *Cloud) save() error {
 		st.Nodes = append(st.Nodes, NodeState{Name: n.Name, IP: n.IP.String(), Serial: n.Serial, Started: n.Started})
 	}
 	if l := c.LB; l != nil {
-		st.LB = &LBState{Client: l.Client.Name, Pool: l.Pool.String(), Dir: l.Dir}
+		st.LB = &LBState{Client: l.Client.Name, ClientIP: l.ClientIP.String(), Pool: l.Pool.String(), Dir: l.Dir}
 		for _, h := range l.Hosts {
 			st.LB.Hosts = append(st.LB.Hosts, h.Name)
 		}

@@ -34,9 +34,10 @@ type LBConfig struct {
 // of its own on the bridge (the subnet's 5th address on), and a client namespace on the bridge (the 4th address)
 // that reaches the frontend range, as a client outside the cluster does.
 type LB struct {
-	Client netns.NS
-	Hosts  []netns.NS
-	Pool   netip.Prefix
+	Client   netns.NS
+	ClientIP netip.Addr
+	Hosts    []netns.NS
+	Pool     netip.Prefix
 	// Dir holds the LoadBalancerConfig, the hosts' status files and the logs.
 	Dir string
 }
@@ -116,7 +117,8 @@ func (c *Cloud) StartLB(ctx context.Context, cfg LBConfig) (*LB, error) {
 		return ns, nil
 	}
 	var err2 error
-	if l.Client, err2 = attach(c.NS.Name+"-client", "client", addr(4), []string{"route", "add", cfg.Pool.String(), "dev", "eth0"}); err2 != nil {
+	l.ClientIP = addr(4)
+	if l.Client, err2 = attach(c.NS.Name+"-client", "client", l.ClientIP, []string{"route", "add", cfg.Pool.String(), "dev", "eth0"}); err2 != nil {
 		return l, err2
 	}
 	c.LB = l // from here Down removes what was made
