@@ -1,6 +1,7 @@
 package host_test
 
 import (
+	"bufio"
 	"context"
 	"fmt"
 	"log/slog"
@@ -41,7 +42,7 @@ type severable struct {
 	conns []net.Conn
 }
 
-func (s *severable) client(t *testing.T, admin *rest.Config) kubernetes.Interface {
+func (s *severable) client(t testing.TB, admin *rest.Config) kubernetes.Interface {
 	rc := rest.CopyConfig(admin)
 	inner := rc.Dial
 	if inner == nil {
@@ -75,19 +76,39 @@ func (s *severable) sever() {
 	}
 }
 
-// Two LB hosts in floating-IP mode, with the controller, against a real apiserver, on one segment with a client
-// and two nodes. The frontend IP is announced by exactly one host (the one whose MAC the client's ARP resolves
-// it to), and flows spread over both nodes. Then the owner dies: its link goes down and it loses the API, so its
-// Lease is no longer renewed. The other host takes the frontend IP over within a few seconds (gratuitous ARP), a
-// TCP stream opened through the dead host goes on through the new one to the same node, and new connections work.
-func TestHAFailover(t *testing.T) {
+// haLab is two LB hosts in floating-IP mode, with the controller, against a real apiserver, on one segment with a
+// client and two nodes, serving one Service "web" whose frontend IP one host announces.
+type haLab struct {
+	l     *lblab.Lab
+	admin *rest.Config
+	ctx   context.Context
+	log   *slog.Logger
+	class lbsvc.Class
+	wg    *sync.WaitGroup
+	hosts []*lbHost
+	vip   string
+	ip    netip.Addr
+}
+
+type lbHost struct {
+	name   string
+	ns     netns.NS
+	ann    *announce.Announcer
+	api    *severable
+	a      *applied
+	reg    *prometheus.Registry
+	file   string
+	cancel context.CancelFunc
+}
+
+func newHALab(t testing.TB) *haLab {
 	l := lblab.NewHA(t)
 	cp := controlplane.ForTest(t, controlplane.Config{})
 	cs := cp.Client
 	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	log := slog.New(slog.NewTextHandler(os.Stderr, nil))
-	class := lbsvc.Class{Name: lbv1.DefaultClassName}
+	x := &haLab{l: l, admin: cp.Admin, ctx: ctx, log: slog.New(slog.NewTextHandler(os.Stderr, nil)),
+		class: lbsvc.Class{Name: lbv1.DefaultClassName}, wg: &sync.WaitGroup{}}
+	t.Cleanup(func() { cancel(); x.wg.Wait() })
 
 	readyNode(t, cs, "node-1", lblab.HANode1)
 	readyNode(t, cs, "node-2", lblab.HANode2)
@@ -95,82 +116,113 @@ func TestHAFailover(t *testing.T) {
 	lblab.Serve(t, l.N2, "node-2", 80)
 	lblab.ServeHealth(t, l.N1, 10256)
 	lblab.ServeHealth(t, l.N2, 10256)
-	var wg sync.WaitGroup
-	defer wg.Wait()
-	defer cancel()
-	runController(ctx, t, &wg, cs, class, log)
-	type lbHost struct {
-		name string
-		ns   netns.NS
-		ann  *announce.Announcer
-		api  *severable
-		a    *applied
-		reg  *prometheus.Registry
-		file string
-	}
-	hosts := []*lbHost{{name: "lb-1", ns: l.LB}, {name: "lb-2", ns: l.LB2}}
-	for _, h := range hosts {
-		h.api, h.a, h.reg, h.file = &severable{}, &applied{}, prometheus.NewRegistry(), filepath.Join(t.TempDir(), "lb-host.json")
-		metrics := lbmetrics.New(h.reg)
-		client := h.api.client(t, cp.Admin)
-		hlog := log.With("host", h.name)
-		ann, err := announce.New(announce.MembersConfig{Client: client, Identity: h.name, Log: hlog},
-			announce.NewSpeaker(lblab.ARP(t, h.ns, "eth0"), hlog))
-		if err != nil {
-			t.Fatal(err)
-		}
-		h.ann = ann
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			err := host.Run(ctx, host.Config{Client: client, Class: class, NFT: lblab.NFTIn(t, h.ns), Mode: dataplane.FloatingIP,
-				Routes: lblab.NetlinkIn(t, h.ns), Announce: ann, Identity: h.name, StatusFile: h.file, Metrics: metrics, Resync: time.Hour, Applied: h.a.record, Log: hlog,
-				Probe: probe.Config{Interval: 200 * time.Millisecond, Threshold: 2, Dial: h.ns.DialContext}})
-			if err != nil {
-				t.Errorf("%s: %v", h.name, err)
-			}
-		}()
+	runController(ctx, t, x.wg, cs, x.class, x.log)
+	x.hosts = []*lbHost{{name: "lb-1", ns: l.LB}, {name: "lb-2", ns: l.LB2}}
+	for _, h := range x.hosts {
+		x.start(t, h)
 	}
 
-	cl := class.Name
+	cl := x.class.Name
 	if _, err := cs.CoreV1().Services("default").Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "web", Namespace: "default"},
 		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, LoadBalancerClass: &cl, Selector: map[string]string{"app": "web"},
 			Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080), NodePort: 30080, Protocol: corev1.ProtocolTCP}}}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	var vip string
 	waitFor(t, 30*time.Second, "web's frontend IP", func() bool {
 		s, err := cs.CoreV1().Services("default").Get(ctx, "web", metav1.GetOptions{})
 		if err == nil && len(s.Status.LoadBalancer.Ingress) == 1 {
-			vip = s.Status.LoadBalancer.Ingress[0].IP
+			x.vip = s.Status.LoadBalancer.Ingress[0].IP
 		}
-		return vip != ""
+		return x.vip != ""
 	})
+	x.ip = netip.MustParseAddr(x.vip)
 	for _, n := range []netns.NS{l.N1, l.N2} { // the node accepts the frontend IP, as kube-proxy does for ipMode VIP
-		if err := n.Run("ip", "addr", "add", vip+"/32", "dev", "lo"); err != nil {
+		if err := n.Run("ip", "addr", "add", x.vip+"/32", "dev", "lo"); err != nil {
 			t.Fatal(err)
 		}
 	}
-	for _, h := range hosts {
-		h.a.wait(t, "web on both nodes on "+h.name, func(fs []dataplane.Frontend) bool { return len(backends(fs, vip)) == 2 })
+	for _, h := range x.hosts {
+		h.a.wait(t, "web on both nodes on "+h.name, func(fs []dataplane.Frontend) bool { return len(backends(fs, x.vip)) == 2 })
 	}
-	ip := netip.MustParseAddr(vip)
-	owners := func() []string {
-		var out []string
-		for _, h := range hosts {
-			if slices.Contains(h.ann.Owned(), ip) {
-				out = append(out, h.name)
+	x.waitOneOwner(t)
+	return x
+}
+
+// start starts (or, after kill, starts again) host h with an API client of its own.
+func (x *haLab) start(t testing.TB, h *lbHost) {
+	ctx, cancel := context.WithCancel(x.ctx)
+	h.cancel = cancel
+	h.api, h.a, h.reg, h.file = &severable{}, &applied{}, prometheus.NewRegistry(), filepath.Join(t.TempDir(), "lb-host.json")
+	metrics := lbmetrics.New(h.reg)
+	client := h.api.client(t, x.admin)
+	hlog := x.log.With("host", h.name)
+	ann, err := announce.New(announce.MembersConfig{Client: client, Identity: h.name, Log: hlog},
+		announce.NewSpeaker(lblab.ARP(t, h.ns, "eth0"), hlog))
+	if err != nil {
+		t.Fatal(err)
+	}
+	h.ann = ann
+	nft, routes := lblab.NFTIn(t, h.ns), lblab.NetlinkIn(t, h.ns)
+	x.wg.Add(1)
+	go func() {
+		defer x.wg.Done()
+		err := host.Run(ctx, host.Config{Client: client, Class: x.class, NFT: nft, Mode: dataplane.FloatingIP,
+			Routes: routes, Announce: ann, Identity: h.name, StatusFile: h.file, Metrics: metrics, Resync: time.Hour, Applied: h.a.record, Log: hlog,
+			Probe: probe.Config{Interval: 200 * time.Millisecond, Threshold: 2, Dial: h.ns.DialContext}})
+		if err != nil {
+			t.Errorf("%s: %v", h.name, err)
+		}
+	}()
+}
+
+// kill makes h die as a machine does: its link goes down and it loses the API (its Lease is no longer renewed).
+func (x *haLab) kill(t testing.TB, h *lbHost) {
+	if err := h.ns.Run("ip", "link", "set", "eth0", "down"); err != nil {
+		t.Fatal(err)
+	}
+	h.api.sever()
+}
+
+// revive brings a killed h back as a new process.
+func (x *haLab) revive(t testing.TB, h *lbHost) {
+	h.cancel()
+	if err := h.ns.Run("ip", "link", "set", "eth0", "up"); err != nil {
+		t.Fatal(err)
+	}
+	x.start(t, h)
+}
+
+// waitOneOwner waits until both hosts see each other live and exactly one announces the frontend IP, and returns
+// the owner and the other.
+func (x *haLab) waitOneOwner(t testing.TB) (owner, other *lbHost) {
+	waitFor(t, 15*time.Second, "one owner of "+x.vip, func() bool {
+		var owners []*lbHost
+		for _, h := range x.hosts {
+			if slices.Contains(h.ann.Owned(), x.ip) {
+				owners = append(owners, h)
 			}
 		}
-		return out
-	}
-	waitFor(t, 15*time.Second, "one owner of "+vip, func() bool {
-		return len(owners()) == 1 && len(hosts[0].ann.Live()) == 2 && len(hosts[1].ann.Live()) == 2
+		if len(owners) != 1 || len(x.hosts[0].ann.Live()) != 2 || len(x.hosts[1].ann.Live()) != 2 {
+			return false
+		}
+		owner = owners[0]
+		return true
 	})
-	owner, survivor := hosts[0], hosts[1]
-	if owners()[0] != owner.name {
-		owner, survivor = survivor, owner
+	other = x.hosts[0]
+	if other == owner {
+		other = x.hosts[1]
 	}
+	return owner, other
+}
+
+// The frontend IP is announced by exactly one host (the one whose MAC the client's ARP resolves it to), and
+// flows spread over both nodes. Then the owner dies: its link goes down and it loses the API, so its Lease is no
+// longer renewed. The other host takes the frontend IP over within a few seconds (gratuitous ARP), a TCP stream
+// opened through the dead host goes on through the new one to the same node, and new connections work.
+func TestHAFailover(t *testing.T) {
+	x := newHALab(t)
+	l, vip, ip := x.l, x.vip, x.ip
+	owner, survivor := x.waitOneOwner(t)
 
 	seen := map[string]int{}
 	for range 24 {
@@ -197,10 +249,7 @@ func TestHAFailover(t *testing.T) {
 	echo("before")
 
 	// The owner dies.
-	if err := owner.ns.Run("ip", "link", "set", "eth0", "down"); err != nil {
-		t.Fatal(err)
-	}
-	owner.api.sever()
+	x.kill(t, owner)
 	died := time.Now()
 	waitFor(t, 15*time.Second, survivor.name+" announcing "+vip, func() bool { return slices.Contains(survivor.ann.Owned(), ip) })
 	moved := time.Since(died)
@@ -232,7 +281,7 @@ func TestHAFailover(t *testing.T) {
 }
 
 // gathered is reg's gauges and counters by name{labels}.
-func gathered(t *testing.T, reg *prometheus.Registry) map[string]float64 {
+func gathered(t testing.TB, reg *prometheus.Registry) map[string]float64 {
 	mfs, err := reg.Gather()
 	if err != nil {
 		t.Fatal(err)
@@ -260,7 +309,7 @@ func gathered(t *testing.T, reg *prometheus.Registry) map[string]float64 {
 }
 
 // waitFor polls cond until it holds, for at most d.
-func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
+func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
 	t.Helper()
 	for deadline := time.Now().Add(d); !cond(); time.Sleep(50 * time.Millisecond) {
 		if time.Now().After(deadline) {
@@ -270,7 +319,7 @@ func waitFor(t *testing.T, d time.Duration, what string, cond func() bool) {
 }
 
 // neighbour is the MAC ns resolves ip to.
-func neighbour(t *testing.T, ns netns.NS, ip string) string {
+func neighbour(t testing.TB, ns netns.NS, ip string) string {
 	out, err := ns.Output("ip", "neigh", "show", ip)
 	if err != nil {
 		t.Fatal(err)
@@ -284,10 +333,38 @@ func neighbour(t *testing.T, ns netns.NS, ip string) string {
 	return ""
 }
 
-func mac(t *testing.T, ns netns.NS) string {
+func mac(t testing.TB, ns netns.NS) string {
 	out, err := ns.Output("cat", "/sys/class/net/eth0/address")
 	if err != nil {
 		t.Fatal(err)
 	}
 	return strings.TrimSpace(out)
+}
+
+// Failover time: from killing the host that announces the frontend IP to the first connection answered through
+// the other (the lease duration, 3 s, is most of it). Each iteration kills the owner and, untimed, brings it back.
+func BenchmarkFailover(b *testing.B) {
+	x := newHALab(b)
+	for b.Loop() {
+		b.StopTimer()
+		owner, _ := x.waitOneOwner(b)
+		b.StartTimer()
+		x.kill(b, owner)
+		for {
+			ctx, cancel := context.WithTimeout(context.Background(), 300*time.Millisecond)
+			c, err := x.l.Client.DialContext(ctx, "tcp", x.vip+":80")
+			cancel()
+			if err == nil {
+				c.SetDeadline(time.Now().Add(time.Second))
+				_, err = bufio.NewReader(c).ReadString('\n')
+				c.Close()
+				if err == nil {
+					break
+				}
+			}
+		}
+		b.StopTimer()
+		x.revive(b, owner)
+		b.StartTimer()
+	}
 }

@@ -50,7 +50,7 @@ func (a *applied) record(fs []dataplane.Frontend) {
 }
 
 // wait waits until an apply satisfies cond (the last one, or one to come).
-func (a *applied) wait(t *testing.T, what string, cond func([]dataplane.Frontend) bool) {
+func (a *applied) wait(t testing.TB, what string, cond func([]dataplane.Frontend) bool) {
 	t.Helper()
 	a.mu.Lock()
 	if cond(a.last) {
@@ -81,7 +81,7 @@ func backends(fs []dataplane.Frontend, ip string) []string {
 }
 
 // runController runs the controller with the pool 203.0.113.1-6 until ctx ends (wg waits for it).
-func runController(ctx context.Context, t *testing.T, wg *sync.WaitGroup, cs kubernetes.Interface, class lbsvc.Class, log *slog.Logger) {
+func runController(ctx context.Context, t testing.TB, wg *sync.WaitGroup, cs kubernetes.Interface, class lbsvc.Class, log *slog.Logger) {
 	pool := []ipam.Pool{{Name: "public", Ranges: []ipam.Range{{First: netip.MustParseAddr("203.0.113.1"), Last: netip.MustParseAddr("203.0.113.6")}}, AutoAssign: true}}
 	wg.Add(1)
 	go func() {
@@ -93,7 +93,7 @@ func runController(ctx context.Context, t *testing.T, wg *sync.WaitGroup, cs kub
 	}()
 }
 
-func readyNode(t *testing.T, cs kubernetes.Interface, name, ip string) {
+func readyNode(t testing.TB, cs kubernetes.Interface, name, ip string) {
 	t.Helper()
 	ctx := context.Background()
 	if _, err := cs.CoreV1().Nodes().Create(ctx, &corev1.Node{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
