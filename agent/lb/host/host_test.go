@@ -80,9 +80,12 @@ func backends(fs []dataplane.Frontend, ip string) []string {
 	return nil
 }
 
-// runController runs the controller with the pool 203.0.113.1-6 until ctx ends (wg waits for it).
-func runController(ctx context.Context, t testing.TB, wg *sync.WaitGroup, cs kubernetes.Interface, class lbsvc.Class, log *slog.Logger) {
-	pool := []ipam.Pool{{Name: "public", Ranges: []ipam.Range{{First: netip.MustParseAddr("203.0.113.1"), Last: netip.MustParseAddr("203.0.113.6")}}, AutoAssign: true}}
+// runController runs the controller with the pool 203.0.113.1-6 (or last, if given) until ctx ends (wg waits for it).
+func runController(ctx context.Context, t testing.TB, wg *sync.WaitGroup, cs kubernetes.Interface, class lbsvc.Class, log *slog.Logger, r ...ipam.Range) {
+	if len(r) == 0 {
+		r = []ipam.Range{{First: netip.MustParseAddr("203.0.113.1"), Last: netip.MustParseAddr("203.0.113.6")}}
+	}
+	pool := []ipam.Pool{{Name: "public", Ranges: r, AutoAssign: true}}
 	wg.Add(1)
 	go func() {
 		defer wg.Done()
