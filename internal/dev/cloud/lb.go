@@ -10,10 +10,17 @@ import (
 	"strconv"
 	"time"
 
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/yaml"
 
 	lbv1 "berth.dev/berth/agent/api/lb/v1alpha1"
+	"berth.dev/berth/deploy"
 	"berth.dev/berth/internal/dev/netns"
 	"berth.dev/berth/internal/dev/proc"
 	"berth.dev/berth/internal/node/atomicfile"
@@ -88,7 +95,10 @@ func (c *Cloud) StartLB(ctx context.Context, cfg LBConfig) (*LB, error) {
 	if err := atomicfile.Write(config, data, 0o644); err != nil {
 		return nil, err
 	}
-	kubeconfig := c.CP.KubeconfigPath()
+	controllerKubeconfig, hostKubeconfig, err := c.lbCredentials(ctx, l.Dir)
+	if err != nil {
+		return nil, err
+	}
 	addr := func(n int) netip.Addr {
 		a := c.cfg.Subnet.Addr()
 		for range n {
@@ -124,7 +134,7 @@ func (c *Cloud) StartLB(ctx context.Context, cfg LBConfig) (*LB, error) {
 	c.LB = l // from here Down removes what was made
 	group := &proc.Group{Registry: *c.cfg.Registry, Dir: l.Dir, Detached: c.cfg.Detached}
 	if _, err := group.Start("lb-controller", "nsenter", "--net="+c.NS.Path(), "--", cfg.Agent, "lb", "controller",
-		"-config", config, "-kubeconfig", kubeconfig, "-identity", c.cfg.Name); err != nil {
+		"-config", config, "-kubeconfig", controllerKubeconfig, "-identity", c.cfg.Name); err != nil {
 		return l, fmt.Errorf("cloud: LB: %w", err)
 	}
 	for i := 1; i <= cfg.Hosts; i++ {
@@ -138,7 +148,7 @@ func (c *Cloud) StartLB(ctx context.Context, cfg LBConfig) (*LB, error) {
 			return l, err
 		}
 		if _, err := group.Start(name, "nsenter", "--net="+ns.Path(), "--", cfg.Agent, "lb", "host", "-config", config,
-			"-kubeconfig", kubeconfig, "-interface", "eth0", "-identity", name, "-status-file", l.StatusFile(i)); err != nil {
+			"-kubeconfig", hostKubeconfig, "-interface", "eth0", "-identity", name, "-status-file", l.StatusFile(i)); err != nil {
 			return l, fmt.Errorf("cloud: LB: %w", err)
 		}
 	}
@@ -147,4 +157,62 @@ func (c *Cloud) StartLB(ctx context.Context, cfg LBConfig) (*LB, error) {
 	}
 	c.cfg.Log.Info("load balancer started", "hosts", cfg.Hosts, "pool", cfg.Pool, "client", l.Client.Name)
 	return l, nil
+}
+
+// lbCredentials applies the load balancer's RBAC (deploy/lb-rbac.yaml) and writes a kubeconfig (0600, atomically)
+// for each of its ServiceAccounts, with a token from the TokenRequest API: the controller and the LB hosts run with
+// what the manifest grants them, not as cluster-admin.
+func (c *Cloud) lbCredentials(ctx context.Context, dir string) (controller, host string, err error) {
+	objs, err := deploy.Objects(deploy.LBRBAC)
+	if err != nil {
+		return "", "", fmt.Errorf("cloud: LB RBAC: %w", err)
+	}
+	cs := c.CP.Client
+	for _, o := range objs {
+		switch o := o.(type) {
+		case *corev1.ServiceAccount:
+			_, err = cs.CoreV1().ServiceAccounts(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
+		case *rbacv1.ClusterRole:
+			_, err = cs.RbacV1().ClusterRoles().Create(ctx, o, metav1.CreateOptions{})
+		case *rbacv1.ClusterRoleBinding:
+			_, err = cs.RbacV1().ClusterRoleBindings().Create(ctx, o, metav1.CreateOptions{})
+		case *rbacv1.Role:
+			_, err = cs.RbacV1().Roles(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
+		case *rbacv1.RoleBinding:
+			_, err = cs.RbacV1().RoleBindings(o.Namespace).Create(ctx, o, metav1.CreateOptions{})
+		default:
+			err = fmt.Errorf("unexpected %T", o)
+		}
+		if err != nil && !apierrors.IsAlreadyExists(err) {
+			return "", "", fmt.Errorf("cloud: LB RBAC: %w", err)
+		}
+	}
+	admin, err := clientcmd.LoadFromFile(c.CP.KubeconfigPath())
+	if err != nil {
+		return "", "", err
+	}
+	kubeconfig := func(sa string) (string, error) {
+		year := int64(365 * 24 * 3600)
+		tr, err := cs.CoreV1().ServiceAccounts(metav1.NamespaceSystem).CreateToken(ctx, sa,
+			&authenticationv1.TokenRequest{Spec: authenticationv1.TokenRequestSpec{ExpirationSeconds: &year}}, metav1.CreateOptions{})
+		if err != nil {
+			return "", fmt.Errorf("cloud: token for %s: %w", sa, err)
+		}
+		kc := admin.DeepCopy()
+		kc.AuthInfos = map[string]*clientcmdapi.AuthInfo{sa: {Token: tr.Status.Token}}
+		for _, ctx := range kc.Contexts {
+			ctx.AuthInfo = sa
+		}
+		data, err := clientcmd.Write(*kc)
+		if err != nil {
+			return "", err
+		}
+		path := filepath.Join(dir, sa+".kubeconfig")
+		return path, atomicfile.Write(path, data, 0o600)
+	}
+	if controller, err = kubeconfig("berth-lb-controller"); err != nil {
+		return "", "", err
+	}
+	host, err = kubeconfig("berth-lb-host")
+	return controller, host, err
 }

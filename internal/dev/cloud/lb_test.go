@@ -59,6 +59,13 @@ func TestCloudLB(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The controller and the hosts run as their own ServiceAccounts (deploy/lb-rbac.yaml), their tokens in 0600 files.
+	for _, sa := range []string{"berth-lb-controller", "berth-lb-host"} {
+		fi, err := os.Stat(filepath.Join(l.Dir, sa+".kubeconfig"))
+		if err != nil || fi.Mode().Perm() != 0o600 {
+			t.Errorf("%s's kubeconfig: %v, mode %v; want 0600", sa, err, fi.Mode().Perm())
+		}
+	}
 	cs := c.CP.Client
 	if _, err := cs.CoreV1().Services("default").Create(ctx, &corev1.Service{ObjectMeta: metav1.ObjectMeta{Name: "web"},
 		Spec: corev1.ServiceSpec{Type: corev1.ServiceTypeLoadBalancer, Selector: map[string]string{"app": "web"},

@@ -1,0 +1,43 @@
+// Package deploy holds the Kubernetes manifests a cluster needs for berth's cluster-side parts, as files a user
+// applies with kubectl, embedded so the local cloud applies the very same ones.
+package deploy
+
+import (
+	_ "embed"
+	"fmt"
+	"strings"
+
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes/scheme"
+)
+
+// LBRBAC is lb-rbac.yaml: the load balancer's ServiceAccounts and their roles.
+//
+//go:embed lb-rbac.yaml
+var LBRBAC string
+
+// Objects decodes a multi-document manifest into typed objects.
+func Objects(manifest string) ([]runtime.Object, error) {
+	var out []runtime.Object
+	for i, doc := range strings.Split(manifest, "\n---\n") {
+		if strings.TrimSpace(stripComments(doc)) == "" {
+			continue
+		}
+		obj, _, err := scheme.Codecs.UniversalDeserializer().Decode([]byte(doc), nil, nil)
+		if err != nil {
+			return nil, fmt.Errorf("document %d: %w", i+1, err)
+		}
+		out = append(out, obj)
+	}
+	return out, nil
+}
+
+func stripComments(doc string) string {
+	var b strings.Builder
+	for line := range strings.Lines(doc) {
+		if !strings.HasPrefix(strings.TrimSpace(line), "#") {
+			b.WriteString(line)
+		}
+	}
+	return b.String()
+}
