@@ -12,6 +12,7 @@ import (
 	"berth.dev/berth/agent/lb/dataplane"
 	"berth.dev/berth/agent/lb/maglev"
 	"berth.dev/berth/internal/dev/netns"
+	"berth.dev/berth/test/lblab"
 	"berth.dev/berth/test/tier"
 )
 
@@ -174,5 +175,40 @@ func BenchmarkApplyChanges10000(b *testing.B) {
 			b.Fatal(err)
 		}
 		i++
+	}
+}
+
+// Connection rate through the LB host with 10 and with 10,000 frontends in the table: each op is one TCP
+// connection from the client through a frontend to a node's server, its greeting read, closed. The frontend used
+// is the last of the table (the highest address), so a cost that grew with the table would show. The ratio of the
+// two should be about 1: the rule does two map lookups, whatever the number of frontends.
+func BenchmarkConnectionRate(b *testing.B) {
+	for _, n := range []int{10, 10000} {
+		b.Run(fmt.Sprintf("frontends=%d", n), func(b *testing.B) {
+			l := lblab.New(b)
+			lblab.Serve(b, l.N1, "node-1", 30080)
+			lblab.Serve(b, l.N2, "node-2", 30080)
+			var fs []dataplane.Frontend
+			ip := netip.MustParseAddr("203.0.0.0")
+			for range n {
+				ip = ip.Next()
+				fs = append(fs, dataplane.Frontend{IP: ip, Protocol: dataplane.TCP, Port: 80, NodePort: 30080, Backends: []dataplane.Backend{node1, node2}})
+			}
+			if err := l.Client.Run("ip", "route", "replace", "203.0.0.0/16", "via", "10.0.1.1"); err != nil {
+				b.Fatal(err)
+			}
+			tab, err := dataplane.Build(fs, maglev.DefaultSize, dataplane.DNAT, nil)
+			if err != nil {
+				b.Fatal(err)
+			}
+			if err := dataplane.Apply(l.NFT(b), tab, maglev.DefaultSize); err != nil {
+				b.Fatal(err)
+			}
+			addr := ip.String() + ":80"
+			for b.Loop() {
+				c, _, _ := l.Dial(b, addr)
+				c.Close()
+			}
+		})
 	}
 }
