@@ -17,7 +17,7 @@ export PATH := /usr/local/go/bin:$(PATH)
 # socat to forward a guest's connections to the control plane on loopback.
 APT_PACKAGES := containerd runc containernetworking-plugins busybox-static iproute2 util-linux ca-certificates \
 	mmdebstrap e2fsprogs fdisk grub-pc-bin grub2-common qemu-system-x86 qemu-utils genisoimage systemd-container \
-	socat
+	socat nftables
 GO_MIN := 1.26
 BERTH_CACHE ?= $(HOME)/.cache/berth
 DEV_BIN := $(BERTH_CACHE)/bin/berth-dev

@@ -57,6 +57,8 @@ var (
 	Containerd = Need{"containerd", command("containerd", "containerd")}
 	// Dpkg is dpkg-deb (reading and installing the agent's package).
 	Dpkg = Need{"dpkg-deb", command("dpkg-deb", "dpkg")}
+	// NFT is the nft command, which kube-proxy's nftables mode runs (berth itself programs nftables over netlink).
+	NFT = Need{"nft", command("nft", "nftables")}
 )
 
 // Built is a pinned tool that tools/build.sh builds from the module proxy on first use.
