@@ -37,6 +37,7 @@ exec sleep infinity
 // reach ExecStart intact, daemon-reload picks up a changed drop-in, a start of an active unit changes nothing,
 // a restart does, and a failing unit's error says what state it is in.
 func TestUnitsOverDBusInNspawn(t *testing.T) {
+	nspawn.WarmRootfs(t) // a first build of the rootfs is not part of this test's deadline
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	log := slog.New(slog.NewTextHandler(os.Stderr, nil))

@@ -24,6 +24,7 @@ import (
 // its files and units; a purge forgets the enablement; and installing again brings it all back.
 func TestAgentPackageLifecycleInNspawn(t *testing.T) {
 	tier.Require(t, tier.Root, tier.Nspawn)
+	nspawn.WarmRootfs(t) // a first build of the rootfs is not part of this test's deadline
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	agent := toolbin.Agent(t)

@@ -2,12 +2,27 @@ package nspawn
 
 import (
 	"context"
+	"log/slog"
 	"os"
 	"testing"
+	"time"
 
 	"berth.dev/berth/agent/systemdbus"
 	"berth.dev/berth/test/tier"
 )
+
+// WarmRootfs builds the cached rootfs, if this machine has none yet, under a deadline of its own: a first build
+// downloads and installs a Debian system (minutes, more on a loaded machine), a one-time cost a test's own
+// deadline for booting and checking its container must not include. Call it before starting that deadline.
+func WarmRootfs(t *testing.T) {
+	t.Helper()
+	tier.Require(t, tier.Root, tier.Nspawn)
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Minute)
+	defer cancel()
+	if _, err := Rootfs(ctx, slog.New(slog.NewTextHandler(os.Stderr, nil))); err != nil {
+		t.Fatal(err)
+	}
+}
 
 // ForTest boots a container for the test (skipping when this machine cannot: not root, or no systemd-nspawn) and
 // connects to its systemd over D-Bus. The container is stopped at cleanup, its console printed if the test failed.

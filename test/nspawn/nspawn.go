@@ -40,6 +40,17 @@ type Machine struct {
 	grp  *proc.Group
 }
 
+// Rootfs is the Debian 12 rootfs tarball the containers boot, built with mmdebstrap on first use and cached.
+func Rootfs(ctx context.Context, log *slog.Logger) (string, error) {
+	p, err := distro.Get("debian-12")
+	if err != nil {
+		return "", err
+	}
+	tar, _, err := rootfs.Cached(ctx, rootfs.Spec{Suite: p.Suite, Sources: p.Sources, Packages: p.AllPackages()},
+		filepath.Join(bake.DefaultCacheDir(), "rootfs"), log)
+	return tar, err
+}
+
 // Boot extracts the rootfs, runs Prepare, boots it and waits until systemd reports running (or degraded, with
 // the failed units named in the error).
 func Boot(ctx context.Context, cfg Config) (_ *Machine, err error) {
@@ -50,12 +61,7 @@ func Boot(ctx context.Context, cfg Config) (_ *Machine, err error) {
 	if _, err := cfg.Registry.Sweep(); err != nil {
 		return nil, err
 	}
-	p, err := distro.Get("debian-12")
-	if err != nil {
-		return nil, err
-	}
-	tar, _, err := rootfs.Cached(ctx, rootfs.Spec{Suite: p.Suite, Sources: p.Sources, Packages: p.AllPackages()},
-		filepath.Join(bake.DefaultCacheDir(), "rootfs"), cfg.Log)
+	tar, err := Rootfs(ctx, cfg.Log)
 	if err != nil {
 		return nil, err
 	}

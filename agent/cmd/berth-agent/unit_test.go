@@ -27,6 +27,7 @@ import (
 // exits 2, as on a fatal error) is restarted like any failure.
 func TestAgentUnitInNspawn(t *testing.T) {
 	tier.Require(t, tier.Root, tier.Nspawn)
+	nspawn.WarmRootfs(t) // a first build of the rootfs is not part of this test's deadline
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
 	defer cancel()
 	agent := toolbin.Agent(t)
