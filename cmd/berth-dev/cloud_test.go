@@ -2,26 +2,34 @@ package main
 
 import (
 	"context"
+	"io"
 	"log/slog"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
+	"time"
 
-	"berth.dev/berth/test/images"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 
 	"berth.dev/berth/internal/dev/cloud"
+	"berth.dev/berth/internal/dev/netns"
 	"berth.dev/berth/internal/dev/proc"
+	"berth.dev/berth/test/images"
 	"berth.dev/berth/test/tier"
 	"berth.dev/berth/test/toolbin"
 )
 
 // `berth-dev cloud` end to end, as `make demo` runs it, with two guests: up (detached) waits for the Nodes to be
 // Ready and says how to use the cloud; demo's NodePort answers through each node from pods on both, and so does a
-// second demo; status, from the state file, sees the guests running and their Nodes Ready; down leaves no guest,
-// no control plane and no namespace; a second down is a no-op.
+// second demo; its LoadBalancer Service answers the client namespace from pods on both nodes through the guests'
+// kube-proxy, keeps the client's address, and drains a node left without a local endpoint (drainLocal); status,
+// from the state file, sees the guests running, their Nodes Ready and the LB hosts announcing; down leaves no
+// guest, no control plane and no namespace; a second down is a no-op.
 func TestCloudUpStatusDown(t *testing.T) {
 	tier.Require(t, tier.Root, tier.NetNS, tier.QEMU, tier.Kubernetes) // mmdebstrap chroot, dpkg in the tree, qemu, taps
 	// The image as `make demo` bakes it; a second `image` with the same inputs keeps the very same file.
@@ -105,6 +113,7 @@ func TestCloudUpStatusDown(t *testing.T) {
 	if rows := regexp.MustCompile(`(?m)^node-[12] +10\.88\.0\.1[12] +v1\.37\.2 +\S+ +[0-9m.]+s +[0-9m.]+s$`).FindAllString(out, -1); len(rows) != 2 {
 		t.Errorf("demo summary has %d node rows with join times, want 2", len(rows))
 	}
+	drainLocal(t, dir)
 	// up -reuse keeps the healthy cloud that came up from this image; another node count would not do.
 	if out, err := do("up", "-reuse", "-image", image, "-nodes", "2", "-name", "devtest", "-agent", agent); err != nil || !strings.Contains(out, "reusing the cloud") {
 		t.Errorf("up -reuse: %v\n%s", err, out)
@@ -147,5 +156,90 @@ func TestCloudUpStatusDown(t *testing.T) {
 	}
 	if _, err := do("down"); err != nil {
 		t.Errorf("second down: %v", err)
+	}
+}
+
+// drainLocal: the demo's LoadBalancer Service has externalTrafficPolicy Local. With node-2 cordoned and its hello
+// pod deleted (the replacement cannot go to node-1, one pod per node), node-2 has no local endpoint: its kube-proxy
+// answers the healthCheckNodePort with 503, the LB hosts take node-2 out, and every request through the frontend
+// IP is answered by node-1's pod, none lost. Uncordoned, the Deployment fills node-2 again.
+func drainLocal(t *testing.T, dir string) {
+	t.Helper()
+	ctx := context.Background()
+	st, err := cloud.Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := cloud.AdminClient(dir, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	svc, err := cs.CoreV1().Services("default").Get(ctx, "hello-lb", metav1.GetOptions{})
+	if err != nil || len(svc.Status.LoadBalancer.Ingress) == 0 {
+		t.Fatalf("hello-lb: %v", err)
+	}
+	url := "http://" + svc.Status.LoadBalancer.Ingress[0].IP + "/hostname"
+	cordon := func(on bool) {
+		t.Helper()
+		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			n, err := cs.CoreV1().Nodes().Get(ctx, "node-2", metav1.GetOptions{})
+			if err != nil {
+				return err
+			}
+			n.Spec.Unschedulable = on
+			_, err = cs.CoreV1().Nodes().Update(ctx, n, metav1.UpdateOptions{})
+			return err
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+	}
+	cordon(true)
+	defer cordon(false)
+	pods, err := cs.CoreV1().Pods("default").List(ctx, metav1.ListOptions{LabelSelector: "app=hello"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var onNode1 string
+	for _, p := range pods.Items {
+		switch p.Spec.NodeName {
+		case "node-2":
+			if err := cs.CoreV1().Pods("default").Delete(ctx, p.Name, metav1.DeleteOptions{}); err != nil {
+				t.Fatal(err)
+			}
+		case "node-1":
+			onNode1 = p.Name
+		}
+	}
+	client := netns.NS{Name: st.LB.Client}
+	httpc := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DialContext: client.DialContext, DisableKeepAlives: true}}
+	get := func() (string, error) {
+		resp, err := httpc.Get(url)
+		if err != nil {
+			return "", err
+		}
+		defer resp.Body.Close()
+		b, err := io.ReadAll(resp.Body)
+		return strings.TrimSpace(string(b)), err
+	}
+	// Drained within the probes' interval × threshold (2 s × 2) after kube-proxy's health check turns: 20 answers
+	// in a row from node-1's pod.
+	streak := 0
+	for deadline := time.Now().Add(90 * time.Second); streak < 20; {
+		if time.Now().After(deadline) {
+			t.Fatalf("node-2 was not drained from %s in 90 s (streak of %d answers from %s)", url, streak, onNode1)
+		}
+		if pod, err := get(); err == nil && pod == onNode1 {
+			streak++
+		} else {
+			streak = 0
+			time.Sleep(200 * time.Millisecond)
+		}
+	}
+	// Drained: no request fails and all go to node-1's pod.
+	for i := range 30 {
+		if pod, err := get(); err != nil || pod != onNode1 {
+			t.Errorf("request %d through the drained Service: %q, %v; want %s", i, pod, err, onNode1)
+		}
 	}
 }
