@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"net/netip"
-	"os"
 	"strings"
 	"testing"
 	"time"
@@ -15,7 +14,6 @@ import (
 	"berth.dev/berth/agent/lb/maglev"
 	"berth.dev/berth/internal/dev/netns"
 	"berth.dev/berth/test/lblab"
-	"berth.dev/berth/test/tier"
 )
 
 var (
@@ -103,21 +101,7 @@ func TestDNATThroughTheTable(t *testing.T) {
 // Programming 10,000 frontends (one port each) over 3 nodes from scratch, into a fresh namespace's table: Build
 // and Apply in one transaction. With Cluster policy all share one backend set: 10,000 + 251 map elements.
 func BenchmarkApply10000(b *testing.B) {
-	tier.Require(b, tier.Root, tier.NetNS)
-	ns, err := netns.Create(fmt.Sprintf("blbb%d", os.Getpid()%100000))
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer ns.Delete()
-	f, err := os.Open(ns.Path())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer f.Close()
-	nft, err := dataplane.Open(int(f.Fd()))
-	if err != nil {
-		b.Fatal(err)
-	}
+	nft := nftIn(b, "blbb")
 	nodes := []dataplane.Backend{node1, node2, {Name: "node-3", IP: netip.MustParseAddr("10.0.2.13")}}
 	var fs []dataplane.Frontend
 	base := netip.MustParseAddr("10.64.0.0")

@@ -26,6 +26,7 @@ import (
 	"berth.dev/berth/internal/dev/netns"
 	"berth.dev/berth/internal/dev/proc"
 	"berth.dev/berth/test/controlplane"
+	"berth.dev/berth/test/lblab"
 	"berth.dev/berth/test/tier"
 	"berth.dev/berth/test/toolbin"
 )
@@ -178,15 +179,7 @@ nftables: {syncPeriod: 1h}
 	for i := range nodes.Items {
 		in.Nodes = append(in.Nodes, &nodes.Items[i])
 	}
-	f, err := os.Open(ns.Path())
-	if err != nil {
-		b.Fatal(err)
-	}
-	defer f.Close()
-	nft, err := dataplane.Open(int(f.Fd()))
-	if err != nil {
-		b.Fatal(err)
-	}
+	nft := lblab.NFTIn(b, ns)
 	marks := dataplane.NewMarks()
 	sync := func(fs []dataplane.Frontend, prev *dataplane.Table) (dataplane.Table, time.Duration) {
 		start := time.Now()
