@@ -149,13 +149,7 @@ func TestApplyChangesMatchesTheTable(t *testing.T) {
 // frontend element and its Maglev table), where Apply rewrites everything (BenchmarkApply10000).
 func BenchmarkApplyChanges10000(b *testing.B) {
 	nft := nftIn(b, "blbe")
-	nodes := []dataplane.Backend{node1, node2, {Name: "node-3", IP: netip.MustParseAddr("10.0.2.13")}}
-	var fs []dataplane.Frontend
-	base := netip.MustParseAddr("10.64.0.0")
-	for i := range 10000 {
-		fs = append(fs, dataplane.Frontend{IP: base, Protocol: dataplane.TCP, Port: 80, NodePort: uint16(30000 + i%2768), Backends: nodes})
-		base = base.Next()
-	}
+	fs, nodes := tenThousand()
 	last := len(fs) - 1 // the last frontend, so that no other backend set's number moves
 	tables := make([]dataplane.Table, 2)
 	for i, bs := range [][]dataplane.Backend{nodes, nodes[:1]} {
@@ -211,4 +205,16 @@ func BenchmarkConnectionRate(b *testing.B) {
 			}
 		})
 	}
+}
+
+// tenThousand is 10,000 frontends (10.64.0.0 on, one port each) over the same 3 nodes, and the nodes.
+func tenThousand() ([]dataplane.Frontend, []dataplane.Backend) {
+	nodes := []dataplane.Backend{node1, node2, {Name: "node-3", IP: netip.MustParseAddr("10.0.2.13")}}
+	var fs []dataplane.Frontend
+	base := netip.MustParseAddr("10.64.0.0")
+	for i := range 10000 {
+		fs = append(fs, dataplane.Frontend{IP: base, Protocol: dataplane.TCP, Port: 80, NodePort: uint16(30000 + i%2768), Backends: nodes})
+		base = base.Next()
+	}
+	return fs, nodes
 }

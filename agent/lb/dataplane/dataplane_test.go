@@ -102,13 +102,7 @@ func TestDNATThroughTheTable(t *testing.T) {
 // and Apply in one transaction. With Cluster policy all share one backend set: 10,000 + 251 map elements.
 func BenchmarkApply10000(b *testing.B) {
 	nft := nftIn(b, "blbb")
-	nodes := []dataplane.Backend{node1, node2, {Name: "node-3", IP: netip.MustParseAddr("10.0.2.13")}}
-	var fs []dataplane.Frontend
-	base := netip.MustParseAddr("10.64.0.0")
-	for i := range 10000 {
-		fs = append(fs, dataplane.Frontend{IP: base, Protocol: dataplane.TCP, Port: 80, NodePort: uint16(30000 + i%2768), Backends: nodes})
-		base = base.Next()
-	}
+	fs, _ := tenThousand()
 	for b.Loop() {
 		tab, err := dataplane.Build(fs, maglev.DefaultSize, dataplane.DNAT, nil)
 		if err != nil {
