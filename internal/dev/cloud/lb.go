@@ -2,6 +2,7 @@ package cloud
 
 import (
 	"context"
+	"encoding/binary"
 	"errors"
 	"fmt"
 	"net/netip"
@@ -82,7 +83,8 @@ func (c *Cloud) StartLB(ctx context.Context, cfg LBConfig) (*LB, error) {
 		return nil, err
 	}
 	doc := lbv1.LoadBalancerConfig{APIVersion: lbv1.APIVersion, Kind: lbv1.Kind, Spec: lbv1.LoadBalancerConfigSpec{
-		DefaultClass: true, Pools: []lbv1.Pool{{Name: "cloud", Addresses: []string{cfg.Pool.String()}}},
+		// The pool's network and broadcast addresses are left out: a frontend IP of x.x.x.0 is valid, but puzzling.
+		DefaultClass: true, Pools: []lbv1.Pool{{Name: "cloud", Addresses: []string{poolRange(cfg.Pool)}}},
 		Health: lbv1.Health{Interval: metav1.Duration{Duration: 2 * time.Second}, Threshold: 2}}}
 	if errs := doc.Validate(); len(errs) > 0 {
 		return nil, fmt.Errorf("cloud: LB: %w", errs.ToAggregate())
@@ -215,4 +217,12 @@ func (c *Cloud) lbCredentials(ctx context.Context, dir string) (controller, host
 	}
 	host, err = kubeconfig("berth-lb-host")
 	return controller, host, err
+}
+
+// poolRange is p without its first and last address, as a LoadBalancerConfig range.
+func poolRange(p netip.Prefix) string {
+	a := p.Masked().Addr().As4()
+	n := binary.BigEndian.Uint32(a[:]) | (1<<(32-p.Bits()) - 1)
+	binary.BigEndian.PutUint32(a[:], n)
+	return p.Masked().Addr().Next().String() + "-" + netip.AddrFrom4(a).Prev().String()
 }

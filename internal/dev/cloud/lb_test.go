@@ -80,8 +80,8 @@ func TestCloudLB(t *testing.T) {
 		}
 		return vip != ""
 	})
-	if !strings.HasPrefix(vip, "10.89.0.") {
-		t.Errorf("frontend IP %s, want one from the pool 10.89.0.0/28", vip)
+	if vip != "10.89.0.1" {
+		t.Errorf("frontend IP %s, want 10.89.0.1: the first of the pool 10.89.0.0/28 without its network address", vip)
 	}
 	var owner int
 	poll(t, 30*time.Second, "one of two live LB hosts announcing "+vip, func() bool {
