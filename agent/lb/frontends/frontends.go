@@ -29,6 +29,9 @@ type Input struct {
 	Local map[string][]string
 	// Unhealthy are nodes whose health probe failed (interval × threshold): they get no new flows.
 	Unhealthy map[string]bool
+	// NodePorts says the data plane sends to the nodes' nodePorts (DNAT mode): a port without one
+	// (allocateLoadBalancerNodePorts: false) cannot be served then. The floating-IP mode does not use them.
+	NodePorts bool
 }
 
 // Skipped is a Service port the data plane cannot serve, and why.
@@ -89,8 +92,8 @@ func Build(in Input) ([]dataplane.Frontend, []Skipped) {
 				skipped = append(skipped, Skipped{lbsvc.Key(svc), "port " + p.Name + ": protocol " + string(p.Protocol) + " is not supported (TCP and UDP are)"})
 				continue
 			}
-			if p.NodePort == 0 {
-				skipped = append(skipped, Skipped{lbsvc.Key(svc), "port " + p.Name + ": no nodePort (allocateLoadBalancerNodePorts: false is not supported)"})
+			if p.NodePort == 0 && in.NodePorts {
+				skipped = append(skipped, Skipped{lbsvc.Key(svc), "port " + p.Name + ": no nodePort (allocateLoadBalancerNodePorts: false needs the floating-IP mode)"})
 				continue
 			}
 			out = append(out, dataplane.Frontend{IP: ip, Protocol: proto, Port: uint16(p.Port), NodePort: uint16(p.NodePort),

@@ -36,12 +36,13 @@ func service(name, ip string, policy corev1.ServiceExternalTrafficPolicy, ports 
 }
 
 // Who gets flows: Ready nodes, not excluded, not being deleted, not failing their probe; Local Services only
-// their nodes with local endpoints; every TCP and UDP port of a Service with a frontend IP, SCTP and ports without
-// a nodePort skipped with the reason.
+// their nodes with local endpoints; every TCP and UDP port of a Service with a frontend IP, SCTP and (DNAT mode)
+// ports without a nodePort skipped with the reason; the floating-IP mode serves a port without a nodePort.
 func TestBuild(t *testing.T) {
 	now := metav1.Now()
 	in := Input{
-		Class: lbsvc.Class{Name: "berth.dev/lb"},
+		Class:     lbsvc.Class{Name: "berth.dev/lb"},
+		NodePorts: true,
 		Nodes: []*corev1.Node{
 			node("node-1", "10.0.2.11", true, nil),
 			node("node-2", "10.0.2.12", true, nil),
@@ -88,6 +89,10 @@ func TestBuild(t *testing.T) {
 	}
 	if len(skipped) != 2 || skipped[0].Service != "default/web" || !strings.Contains(skipped[0].Reason, "SCTP") || !strings.Contains(skipped[1].Reason, "no nodePort") {
 		t.Errorf("skipped %+v", skipped)
+	}
+	in.NodePorts = false
+	if fs, skipped := Build(in); len(fs) != 4 || len(skipped) != 1 || fs[1].Port != 81 || fs[1].NodePort != 0 {
+		t.Errorf("floating-IP mode: %d frontends (port 81 second: %+v), skipped %+v; want 4, the port without a nodePort served", len(fs), fs, skipped)
 	}
 }
 

@@ -139,7 +139,7 @@ func Run(ctx context.Context, cfg Config) error {
 		svcs, _ := services.Lister().List(labels.Everything())
 		ns, _ := nodes.Lister().List(labels.Everything())
 		eps, _ := slices.Lister().List(labels.Everything())
-		in := frontends.Input{Class: cfg.Class, Services: svcs, Nodes: ns, Local: localNodes(eps)}
+		in := frontends.Input{Class: cfg.Class, Services: svcs, Nodes: ns, Local: localNodes(eps), NodePorts: cfg.Mode == dataplane.DNAT}
 		probeTargets(&in, prober, cfg.KubeProxyHealthPort)
 		fs, skipped := frontends.Build(in)
 		for _, s := range skipped {

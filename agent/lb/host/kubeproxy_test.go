@@ -172,12 +172,16 @@ nftables: {syncPeriod: 1h}
 	if err != nil {
 		b.Fatal(err)
 	}
-	in := frontends.Input{Class: class}
+	in := frontends.Input{Class: class} // floating IP: no nodePorts needed, as for kube-proxy's ipMode VIP
 	for i := range svcs.Items {
 		in.Services = append(in.Services, &svcs.Items[i])
 	}
 	for i := range nodes.Items {
-		in.Nodes = append(in.Nodes, &nodes.Items[i])
+		// Ready, as a node with a kubelet would be (these have none: the node lifecycle controller has marked them
+		// NotReady while the Services were created; kube-proxy does not look).
+		n := &nodes.Items[i]
+		n.Status.Conditions = []corev1.NodeCondition{{Type: corev1.NodeReady, Status: corev1.ConditionTrue}}
+		in.Nodes = append(in.Nodes, n)
 	}
 	nft := lblab.NFTIn(b, ns)
 	marks := dataplane.NewMarks()
