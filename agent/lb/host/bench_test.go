@@ -44,6 +44,7 @@ func BenchmarkServiceToServing(b *testing.B) {
 	class := lbsvc.Class{Name: lbv1.DefaultClassName}
 	readyNode(b, cs, "node-1", "10.0.2.11")
 	readyNode(b, cs, "node-2", "10.0.2.12")
+	keepReady(ctx, cs, "node-1", "node-2")
 	lblab.ServeHealth(b, l.N1, 10256)
 	lblab.ServeHealth(b, l.N2, 10256)
 	runController(ctx, b, &wg, cs, class, log, ipam.Range{First: netip.MustParseAddr("10.200.0.1"), Last: netip.MustParseAddr("10.200.15.254")})

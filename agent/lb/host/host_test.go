@@ -96,6 +96,37 @@ func runController(ctx context.Context, t testing.TB, wg *sync.WaitGroup, cs kub
 	}()
 }
 
+// keepReady renews the nodes' Ready heartbeat every 10 s until ctx ends, as their kubelets would (these nodes have
+// none): a test that runs longer than the node monitor's grace period (50 s) would otherwise see them NotReady.
+func keepReady(ctx context.Context, cs kubernetes.Interface, names ...string) {
+	go func() {
+		tick := time.NewTicker(10 * time.Second)
+		defer tick.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-tick.C:
+			}
+			for _, name := range names {
+				retry.RetryOnConflict(retry.DefaultRetry, func() error {
+					n, err := cs.CoreV1().Nodes().Get(ctx, name, metav1.GetOptions{})
+					if err != nil {
+						return err
+					}
+					for i := range n.Status.Conditions {
+						if n.Status.Conditions[i].Type == corev1.NodeReady {
+							n.Status.Conditions[i].LastHeartbeatTime = metav1.Now()
+						}
+					}
+					_, err = cs.CoreV1().Nodes().UpdateStatus(ctx, n, metav1.UpdateOptions{})
+					return err
+				})
+			}
+		}
+	}()
+}
+
 func readyNode(t testing.TB, cs kubernetes.Interface, name, ip string) {
 	t.Helper()
 	ctx := context.Background()
