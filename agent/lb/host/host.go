@@ -154,6 +154,10 @@ func Run(ctx context.Context, cfg Config) error {
 		if err == nil {
 			t, err = dataplane.Build(fs, maglev.DefaultSize, cfg.Mode, marks)
 		}
+		// Routes before the table: a new node's mark must have its route before any slot holds it.
+		if err == nil && cfg.Routes != nil {
+			err = dataplane.ApplyRoutes(cfg.Routes, marks)
+		}
 		if err == nil {
 			// Changes go in as element changes; the start, the resync and the first apply after a failure
 			// replace the whole table (the drift repair).
@@ -166,9 +170,6 @@ func Run(ctx context.Context, cfg Config) error {
 			if err == nil {
 				prev = &t
 			}
-		}
-		if err == nil && cfg.Routes != nil {
-			err = dataplane.ApplyRoutes(cfg.Routes, marks)
 		}
 		rep.applied(why, time.Since(start), fs, prober.Targets(), err)
 		if err != nil {
