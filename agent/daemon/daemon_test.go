@@ -14,6 +14,7 @@ import (
 
 	"berth.dev/berth/agent/config"
 	"berth.dev/berth/agent/nodeconfig"
+	"berth.dev/berth/test/wait"
 )
 
 // recorder is the fake side of Run: Load merges the real drop-ins of dir, Apply and Notify are recorded.
@@ -132,17 +133,6 @@ func start(t *testing.T, r *recorder, watchdog time.Duration) (chan error, conte
 	return done, cancel
 }
 
-func eventually(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
 func write(t *testing.T, dir, name, data string) {
 	t.Helper()
 	// The way an editor or config management saves: a temp file renamed into place.
@@ -159,7 +149,7 @@ func write(t *testing.T, dir, name, data string) {
 func TestWaitsForFirstDropIn(t *testing.T) {
 	r := &recorder{dir: filepath.Join(t.TempDir(), "config.d")}
 	start(t, r, 0)
-	eventually(t, "READY while waiting", func() bool {
+	wait.For(t, 5*time.Second, "READY while waiting", func() bool {
 		_, notes := r.snapshot()
 		return len(notes) > 0 && strings.HasPrefix(notes[0], "READY=1\nSTATUS=waiting for a NodeConfig")
 	})
@@ -167,7 +157,7 @@ func TestWaitsForFirstDropIn(t *testing.T) {
 		t.Fatalf("drop-in dir not created 0700: %v %v", st, err)
 	}
 	write(t, r.dir, "10-user-data.yaml", base)
-	eventually(t, "the first drop-in applied", func() bool { a, _ := r.snapshot(); return len(a) == 1 })
+	wait.For(t, 5*time.Second, "the first drop-in applied", func() bool { a, _ := r.snapshot(); return len(a) == 1 })
 }
 
 // A burst of writes is one re-apply of the merged result; swap files and other names are ignored; a bad drop-in
@@ -176,17 +166,17 @@ func TestReappliesChanges(t *testing.T) {
 	r := &recorder{dir: t.TempDir()}
 	write(t, r.dir, "10-user-data.yaml", base)
 	done, _ := start(t, r, 0)
-	eventually(t, "the start apply", func() bool { a, _ := r.snapshot(); return len(a) == 1 })
+	wait.For(t, 5*time.Second, "the start apply", func() bool { a, _ := r.snapshot(); return len(a) == 1 })
 
 	write(t, r.dir, "20-pods.yaml", maxPods("50"))
 	write(t, r.dir, "20-pods.yaml", maxPods("60"))
 	write(t, r.dir, "30-more.yaml", maxPods("70"))
 	os.WriteFile(filepath.Join(r.dir, ".20-pods.yaml.swp"), []byte("junk"), 0o600)
 	os.WriteFile(filepath.Join(r.dir, "README"), []byte("junk"), 0o600)
-	eventually(t, "one re-apply", func() bool { a, _ := r.snapshot(); return len(a) >= 2 })
+	wait.For(t, 5*time.Second, "one re-apply", func() bool { a, _ := r.snapshot(); return len(a) >= 2 })
 
 	write(t, r.dir, "40-bad.yaml", "apiVersion: node.berth.dev/v1alpha1\nkind: NodeConfig\nspec:\n  kubelet:\n    confg: {}\n")
-	eventually(t, "the failure in STATUS", func() bool {
+	wait.For(t, 5*time.Second, "the failure in STATUS", func() bool {
 		_, notes := r.snapshot()
 		return strings.Contains(notes[len(notes)-1], "STATUS=re-apply failed:") && strings.Contains(notes[len(notes)-1], "confg")
 	})
@@ -211,14 +201,14 @@ func TestReappliesChanges(t *testing.T) {
 	// drop-in after the join leaves the same config: each is handled (loaded) and applies nothing.
 	loads := r.loaded()
 	os.Remove(filepath.Join(r.dir, "40-bad.yaml"))
-	eventually(t, "the removal handled", func() bool { return r.loaded() == loads+1 })
+	wait.For(t, 5*time.Second, "the removal handled", func() bool { return r.loaded() == loads+1 })
 	write(t, r.dir, "10-user-data.yaml", strings.Replace(base, "      token: abcdef.0123456789abcdef\n", "", 1))
-	eventually(t, "the scrub handled", func() bool { return r.loaded() == loads+2 })
+	wait.For(t, 5*time.Second, "the scrub handled", func() bool { return r.loaded() == loads+2 })
 	if a, _ := r.snapshot(); len(a) != 2 {
 		t.Fatalf("applied %d times; a removed bad drop-in or a scrubbed token must not re-apply: %q", len(a), a)
 	}
 	write(t, r.dir, "30-more.yaml", maxPods("80"))
-	eventually(t, "a re-apply of a real change", func() bool { a, _ := r.snapshot(); return len(a) == 3 })
+	wait.For(t, 5*time.Second, "a re-apply of a real change", func() bool { a, _ := r.snapshot(); return len(a) == 3 })
 	if f := r.followed(); len(f) != 3 || f[2] != `{"maxPods":80}` {
 		t.Errorf("Applied saw %q, want the failed re-apply left out and the last one with maxPods 80", f)
 	}
@@ -263,7 +253,7 @@ func TestPanicInApplyEndsRunWithItsStack(t *testing.T) {
 		write(t, r.dir, "10-user-data.yaml", base)
 		done, _ := start(t, r, 0)
 		if name == "re-apply" {
-			eventually(t, "the join", func() bool { a, _ := r.snapshot(); return len(a) == 1 })
+			wait.For(t, 5*time.Second, "the join", func() bool { a, _ := r.snapshot(); return len(a) == 1 })
 			write(t, r.dir, "20-more.yaml", maxPods("70"))
 		}
 		select {
@@ -298,13 +288,13 @@ func TestWatchdog(t *testing.T) {
 		}
 		return n
 	}
-	eventually(t, "watchdog pings while idle", func() bool { return count() >= 5 })
+	wait.For(t, 5*time.Second, "watchdog pings while idle", func() bool { return count() >= 5 })
 
 	r.mu.Lock()
 	r.block = make(chan struct{})
 	r.mu.Unlock()
 	write(t, r.dir, "10-user-data.yaml", base)
-	eventually(t, "the apply to start", func() bool {
+	wait.For(t, 5*time.Second, "the apply to start", func() bool {
 		_, notes := r.snapshot()
 		return strings.HasPrefix(notes[len(notes)-1], "STATUS=applying") || strings.Contains(strings.Join(notes, "|"), "STATUS=applying")
 	})
@@ -318,5 +308,5 @@ func TestWatchdog(t *testing.T) {
 		t.Errorf("watchdog fed %d times while an apply was stuck past its timeout", after-before)
 	}
 	close(r.block)
-	eventually(t, "pings again after the apply", func() bool { return count() > before+2 })
+	wait.For(t, 5*time.Second, "pings again after the apply", func() bool { return count() > before+2 })
 }

@@ -4,7 +4,6 @@
 package e2e
 
 import (
-	"berth.dev/berth/internal/node/exitcode"
 	"context"
 	"encoding/base64"
 	"encoding/json"
@@ -18,20 +17,19 @@ import (
 	"testing"
 	"time"
 
-	devcp "berth.dev/berth/internal/dev/controlplane"
-
-	cloudinit "berth.dev/berth/cloud-init"
-	"berth.dev/berth/internal/node/bootstraptoken"
-	"berth.dev/berth/internal/node/capin"
-
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"berth.dev/berth/agent/join"
 	"berth.dev/berth/agent/nodeready"
+	cloudinit "berth.dev/berth/cloud-init"
 	"berth.dev/berth/imagebuilder/qemu"
+	devcp "berth.dev/berth/internal/dev/controlplane"
 	"berth.dev/berth/internal/dev/ports"
 	"berth.dev/berth/internal/dev/proc"
+	"berth.dev/berth/internal/node/bootstraptoken"
+	"berth.dev/berth/internal/node/capin"
+	"berth.dev/berth/internal/node/exitcode"
 	"berth.dev/berth/test/controlplane"
 	"berth.dev/berth/test/images"
 	"berth.dev/berth/test/nodeimage"

@@ -165,6 +165,69 @@ func Serve(t testing.TB, n netns.NS, name string, port int) {
 	}()
 }
 
+// ServeUDP runs, in the node's namespace, a UDP server on addr (bound to the address the replies must come from:
+// the frontend IP in floating-IP mode, as a pod behind kube-proxy's conntrack answers) that answers each datagram
+// with the node's name, a space and the datagram.
+func ServeUDP(t testing.TB, n netns.NS, name, addr string) {
+	var pc net.PacketConn
+	err := netns.In(n.Path(), func() (err error) {
+		pc, err = net.ListenPacket("udp4", addr)
+		return err
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { pc.Close() })
+	go func() {
+		buf := make([]byte, 1500)
+		for {
+			k, from, err := pc.ReadFrom(buf)
+			if err != nil {
+				return
+			}
+			pc.WriteTo(append([]byte(name+" "), buf[:k]...), from)
+		}
+	}()
+}
+
+// UDPFlow is a UDP socket of the client's, connected to a frontend: one flow (one source port).
+type UDPFlow struct{ c net.Conn }
+
+// DialUDP opens a new UDP flow from the client to addr.
+func (l *Lab) DialUDP(t testing.TB, addr string) *UDPFlow {
+	t.Helper()
+	c, err := l.Client.DialContext(context.Background(), "udp4", addr)
+	if err != nil {
+		t.Fatalf("udp %s: %v", addr, err)
+	}
+	t.Cleanup(func() { c.Close() })
+	return &UDPFlow{c}
+}
+
+// Ask sends msg on the flow and returns the node that answered, retrying a lost datagram (each try waits up to
+// 1 s for the answer; five tries).
+func (f *UDPFlow) Ask(t testing.TB, msg string) string {
+	t.Helper()
+	buf := make([]byte, 1500)
+	var err error
+	for range 5 {
+		if _, err = f.c.Write([]byte(msg)); err != nil {
+			break
+		}
+		f.c.SetReadDeadline(time.Now().Add(time.Second))
+		var k int
+		if k, err = f.c.Read(buf); err == nil {
+			name, echoed, _ := strings.Cut(string(buf[:k]), " ")
+			if echoed != msg {
+				t.Fatalf("udp %s: answer %q to %q", f.c.RemoteAddr(), buf[:k], msg)
+			}
+			return name
+		}
+	}
+	t.Fatalf("udp %s from %s: no answer: %v", f.c.RemoteAddr(), f.c.LocalAddr(), err)
+	return ""
+}
+
 // NFT is an nftables connection in the LB host's namespace.
 func (l *Lab) NFT(t testing.TB) *nftables.Conn { return NFTIn(t, l.LB) }
 

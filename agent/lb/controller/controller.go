@@ -48,6 +48,13 @@ const (
 	ReasonInvalidAnnotation = "InvalidAnnotation"
 	// ReasonAllocated: the Service has its frontend IP.
 	ReasonAllocated = "Allocated"
+	// ReasonIPFamilyNotSupported: the Service is IPv6 only; frontends are IPv4.
+	ReasonIPFamilyNotSupported = "IPFamilyNotSupported"
+	// PortsConditionType is False, with ReasonPortNotServed, while the LB hosts cannot serve part of a Service that
+	// has its frontend IP (a port of an unsupported protocol, a port without a nodePort in DNAT mode, a source range
+	// that is not a CIDR); it is absent otherwise.
+	PortsConditionType  = "berth.dev/LoadBalancerPortsServed"
+	ReasonPortNotServed = "PortNotServed"
 )
 
 // Config is the controller's input.
@@ -282,6 +289,12 @@ func (c *controller) sync(ctx context.Context, k string) error {
 	if !c.ours(svc) {
 		return c.drop(ctx, svc)
 	}
+	if msg := ipv4Missing(svc); msg != "" {
+		if _, held := c.alloc.Get(k); held {
+			c.release(k) // it changed to IPv6 only: an IPv4 frontend no longer serves it
+		}
+		return c.refuse(ctx, svc, ReasonIPFamilyNotSupported, msg)
+	}
 	req, err := c.request(svc)
 	if err != nil {
 		return c.refuse(ctx, svc, ReasonInvalidAnnotation, err.Error())
@@ -310,7 +323,31 @@ func (c *controller) sync(ctx context.Context, k string) error {
 	ingress := []corev1.LoadBalancerIngress{{IP: as.Address.String(), IPMode: &mode}}
 	cond := metav1.Condition{Type: ConditionType, Status: metav1.ConditionTrue, Reason: ReasonAllocated,
 		Message: fmt.Sprintf("frontend IP %s from pool %s", as.Address, as.Pool), ObservedGeneration: svc.Generation}
-	return c.writeStatus(ctx, svc, ingress, &cond)
+	var ports *metav1.Condition
+	if problems := lbsvc.Problems(svc, mode == corev1.LoadBalancerIPModeProxy); len(problems) > 0 {
+		msg := strings.Join(problems, "; ")
+		ports = &metav1.Condition{Type: PortsConditionType, Status: metav1.ConditionFalse, Reason: ReasonPortNotServed,
+			Message: msg, ObservedGeneration: svc.Generation}
+		if cur := meta.FindStatusCondition(svc.Status.Conditions, PortsConditionType); cur == nil || cur.Message != msg {
+			c.events.Event(svc, corev1.EventTypeWarning, ReasonPortNotServed, msg)
+			c.cfg.Log.Warn("part of a Service is not served", "service", k, "detail", msg)
+		}
+	}
+	return c.writeStatus(ctx, svc, ingress, &cond, ports)
+}
+
+// ipv4Missing says why a Service that has no IPv4 family cannot get a frontend (frontends are IPv4; a dual-stack
+// Service gets an IPv4 one), or "" when it has one. The apiserver fills spec.ipFamilies in; a Service without
+// them (an old object, or a headless one) is served as IPv4.
+func ipv4Missing(svc *corev1.Service) string {
+	if len(svc.Spec.IPFamilies) == 0 || slices.Contains(svc.Spec.IPFamilies, corev1.IPv4Protocol) {
+		return ""
+	}
+	fams := make([]string, len(svc.Spec.IPFamilies))
+	for i, f := range svc.Spec.IPFamilies {
+		fams[i] = string(f)
+	}
+	return fmt.Sprintf("spec.ipFamilies: [%s]: only IPv4 frontends are supported (ask for IPv4, or a dual-stack policy)", strings.Join(fams, ", "))
 }
 
 // request reads what the Service asks for: an address (annotation or spec.loadBalancerIP; if both, they agree)
@@ -365,7 +402,7 @@ func (c *controller) refuse(ctx context.Context, svc *corev1.Service, reason, ms
 		ingress = nil
 	}
 	cond := metav1.Condition{Type: ConditionType, Status: metav1.ConditionFalse, Reason: reason, Message: msg, ObservedGeneration: svc.Generation}
-	return c.writeStatus(ctx, svc, ingress, &cond)
+	return c.writeStatus(ctx, svc, ingress, &cond, nil)
 }
 
 // drop releases the address of a Service that is no longer a LoadBalancer of this class and clears its status, as
@@ -381,10 +418,10 @@ func (c *controller) drop(ctx context.Context, svc *corev1.Service) error {
 	if svc.Spec.Type == corev1.ServiceTypeLoadBalancer {
 		return nil // another class: its status is its controller's
 	}
-	if !held && meta.FindStatusCondition(svc.Status.Conditions, ConditionType) == nil {
+	if !held && meta.FindStatusCondition(svc.Status.Conditions, ConditionType) == nil && meta.FindStatusCondition(svc.Status.Conditions, PortsConditionType) == nil {
 		return nil
 	}
-	return c.writeStatus(ctx, svc, nil, nil)
+	return c.writeStatus(ctx, svc, nil, nil, nil)
 }
 
 // release frees what k holds and gives the Services waiting for an address another try.
@@ -399,14 +436,20 @@ func (c *controller) freed() {
 	}
 }
 
-// writeStatus sets the Service's ingress and condition (nil: removed), writing only when something changed.
-func (c *controller) writeStatus(ctx context.Context, svc *corev1.Service, ingress []corev1.LoadBalancerIngress, cond *metav1.Condition) error {
+// writeStatus sets the Service's ingress, its allocation condition (nil: removed) and its ports condition (nil:
+// removed), writing only when something changed.
+func (c *controller) writeStatus(ctx context.Context, svc *corev1.Service, ingress []corev1.LoadBalancerIngress, cond, ports *metav1.Condition) error {
 	out := svc.DeepCopy()
 	out.Status.LoadBalancer.Ingress = ingress
-	if cond == nil {
-		meta.RemoveStatusCondition(&out.Status.Conditions, ConditionType)
-	} else {
-		meta.SetStatusCondition(&out.Status.Conditions, *cond)
+	for _, c := range []struct {
+		typ  string
+		cond *metav1.Condition
+	}{{ConditionType, cond}, {PortsConditionType, ports}} {
+		if c.cond == nil {
+			meta.RemoveStatusCondition(&out.Status.Conditions, c.typ)
+		} else {
+			meta.SetStatusCondition(&out.Status.Conditions, *c.cond)
+		}
 	}
 	if equalStatus(svc.Status, out.Status) {
 		return nil

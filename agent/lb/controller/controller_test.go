@@ -124,7 +124,8 @@ func warning(t *testing.T, cs kubernetes.Interface, name, reason string) string 
 // other classes left alone; an address asked for honoured; every refusal an Event and a condition naming the
 // cause, never a stolen IP; release on deletion and on a type change; a restart and a failover keep every IP.
 func TestController(t *testing.T) {
-	cp := controlplane.ForTest(t, controlplane.Config{})
+	// Dual-stack Services, so that a Service may ask for IPv6 only.
+	cp := controlplane.ForTest(t, controlplane.Config{ServiceCIDRv6: netip.MustParsePrefix("fd00:10:96::/112")})
 	cs := cp.Client
 	ctx := context.Background()
 	pools := []ipam.Pool{
@@ -139,8 +140,20 @@ func TestController(t *testing.T) {
 		}
 	}
 
-	create(lbService("web", nil))
+	// web has an SCTP port besides its TCP one: it gets its IP, and the port the LB hosts cannot serve is named in
+	// a Warning Event and the ports condition.
+	create(lbService("web", func(s *corev1.Service) {
+		s.Spec.Ports[0].Name = "http"
+		s.Spec.Ports = append(s.Spec.Ports, corev1.ServicePort{Name: "assoc", Port: 9899, Protocol: corev1.ProtocolSCTP})
+	}))
 	web := waitService(t, cs, "web", "an ingress IP", hasIP("203.0.113.1"))
+	waitService(t, cs, "web", "PortNotServed", func(s *corev1.Service) bool {
+		c := meta.FindStatusCondition(s.Status.Conditions, controller.PortsConditionType)
+		return c != nil && c.Status == metav1.ConditionFalse && c.Reason == controller.ReasonPortNotServed
+	})
+	if m := warning(t, cs, "web", controller.ReasonPortNotServed); !strings.Contains(m, "port assoc (9899): protocol SCTP") {
+		t.Errorf("PortNotServed event %q does not name the port and its protocol", m)
+	}
 	if m := web.Status.LoadBalancer.Ingress[0].IPMode; m == nil || *m != corev1.LoadBalancerIPModeVIP {
 		t.Errorf("ipMode %v, want VIP", m)
 	}
@@ -148,8 +161,15 @@ func TestController(t *testing.T) {
 		t.Errorf("condition %+v", c)
 	}
 	create(lbService("api", nil))
-	waitService(t, cs, "api", "the next IP", hasIP("203.0.113.2"))
-	create(lbService("pinned", func(s *corev1.Service) { s.Annotations = map[string]string{lbv1.AddressAnnotation: "198.51.100.7"} }))
+	if api := waitService(t, cs, "api", "the next IP", hasIP("203.0.113.2")); meta.FindStatusCondition(api.Status.Conditions, controller.PortsConditionType) != nil {
+		t.Errorf("api, all of it served, has a ports condition: %+v", api.Status.Conditions)
+	}
+	// A dual-stack Service whose first family is IPv6 gets an IPv4 frontend (the one it asks for).
+	create(lbService("pinned", func(s *corev1.Service) {
+		s.Annotations = map[string]string{lbv1.AddressAnnotation: "198.51.100.7"}
+		policy := corev1.IPFamilyPolicyPreferDualStack
+		s.Spec.IPFamilyPolicy, s.Spec.IPFamilies = &policy, []corev1.IPFamily{corev1.IPv6Protocol, corev1.IPv4Protocol}
+	}))
 	waitService(t, cs, "pinned", "the address it asked for", hasIP("198.51.100.7"))
 
 	// Refusals: another Service asking for a held address, an address in no pool, an unknown pool, a bad
@@ -167,6 +187,15 @@ func TestController(t *testing.T) {
 	waitService(t, cs, "garbled", "InvalidAnnotation", refused(controller.ReasonInvalidAnnotation))
 	if m := warning(t, cs, "garbled", controller.ReasonInvalidAnnotation); !strings.Contains(m, lbv1.AddressAnnotation) {
 		t.Errorf("InvalidAnnotation event %q does not name the annotation", m)
+	}
+	// An IPv6-only Service is refused, naming the field, and takes no address.
+	create(lbService("v6only", func(s *corev1.Service) {
+		policy := corev1.IPFamilyPolicySingleStack
+		s.Spec.IPFamilyPolicy, s.Spec.IPFamilies = &policy, []corev1.IPFamily{corev1.IPv6Protocol}
+	}))
+	waitService(t, cs, "v6only", "IPFamilyNotSupported", refused(controller.ReasonIPFamilyNotSupported))
+	if m := warning(t, cs, "v6only", controller.ReasonIPFamilyNotSupported); !strings.Contains(m, "spec.ipFamilies: [IPv6]") {
+		t.Errorf("IPFamilyNotSupported event %q does not name the field", m)
 	}
 	create(lbService("third", nil))
 	waitService(t, cs, "third", "the last IP", hasIP("203.0.113.3"))

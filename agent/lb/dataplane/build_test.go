@@ -62,8 +62,18 @@ func TestMarksStayWithTheirNodes(t *testing.T) {
 	if mark(a) != 0 || mark(b) != 1 || mark(c) != 2 {
 		t.Errorf("first marks %d %d %d; want 0 1 2 (sorted)", mark(a), mark(b), mark(c))
 	}
+	before := m.Clone()
+	if err := m.Update([]netip.Addr{b, c, a}); err != nil || !m.Equal(before) {
+		t.Errorf("the same nodes again changed the marks (err %v)", err)
+	}
 	if err := m.Update([]netip.Addr{d, c}); err != nil {
 		t.Fatal(err)
+	}
+	if m.Equal(before) || before.Equal(nil) || !(*Marks)(nil).Equal(nil) {
+		t.Error("Equal missed a change, or a nil")
+	}
+	if mark := func(x netip.Addr) uint32 { v, _ := before.Mark(x); return v - MarkBase }; mark(b) != 1 {
+		t.Error("Update changed a Clone taken before it")
 	}
 	if mark(c) != 2 || mark(d) != 0 {
 		t.Errorf("after a and b were forgotten: c %d, d %d; want 2 (kept), 0 (lowest free)", mark(c), mark(d))

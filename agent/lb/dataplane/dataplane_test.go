@@ -262,3 +262,79 @@ func TestFloatingIP(t *testing.T) {
 		t.Errorf("rules after DNAT mode:\n%s", out)
 	}
 }
+
+// UDP through the table in both modes: new flows (source ports) spread over both nodes, a flow's datagrams all go
+// to one node, and when that node leaves the backend set its flow stays with it (conntrack holds the node: the
+// mark in floating-IP mode, the DNAT binding in DNAT mode) while new flows go to the other node.
+func TestUDP(t *testing.T) {
+	for _, mode := range []dataplane.Mode{dataplane.FloatingIP, dataplane.DNAT} {
+		t.Run(string(mode), func(t *testing.T) {
+			l := lblab.New(t)
+			for _, n := range []struct {
+				ns   netns.NS
+				name string
+				b    dataplane.Backend
+			}{{l.N1, "node-1", node1}, {l.N2, "node-2", node2}} {
+				if mode == dataplane.DNAT {
+					lblab.ServeUDP(t, n.ns, n.name, n.b.IP.String()+":30053")
+					continue
+				}
+				if err := n.ns.Run("ip", "addr", "add", vip.String()+"/32", "dev", "lo"); err != nil {
+					t.Fatal(err)
+				}
+				lblab.ServeUDP(t, n.ns, n.name, vip.String()+":53")
+			}
+			nft := l.NFT(t)
+			h := l.Netlink(t)
+			var marks *dataplane.Marks
+			if mode == dataplane.FloatingIP {
+				marks = dataplane.NewMarks()
+				if err := marks.Update([]netip.Addr{node1.IP, node2.IP}); err != nil {
+					t.Fatal(err)
+				}
+			}
+			apply := func(bs ...dataplane.Backend) {
+				t.Helper()
+				tab, err := dataplane.Build([]dataplane.Frontend{{IP: vip, Protocol: dataplane.UDP, Port: 53, NodePort: 30053, Backends: bs}},
+					maglev.DefaultSize, mode, marks)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if err := dataplane.ApplyRoutes(h, marks); err != nil {
+					t.Fatal(err)
+				}
+				if err := dataplane.Apply(nft, tab, maglev.DefaultSize); err != nil {
+					t.Fatal(err)
+				}
+			}
+			apply(node1, node2)
+			seen := map[string]int{}
+			var toNode2 *lblab.UDPFlow
+			for i := range 30 {
+				f := l.DialUDP(t, "203.0.113.1:53")
+				name := f.Ask(t, fmt.Sprint("hello ", i))
+				seen[name]++
+				for j := range 3 {
+					if again := f.Ask(t, fmt.Sprint("again ", j)); again != name {
+						t.Fatalf("flow %d: its datagrams reached %s, then %s", i, name, again)
+					}
+				}
+				if name == "node-2" && toNode2 == nil {
+					toNode2 = f
+				}
+			}
+			if seen["node-1"] == 0 || seen["node-2"] == 0 || len(seen) != 2 {
+				t.Fatalf("30 UDP flows reached %v; want both nodes", seen)
+			}
+			apply(node1) // node-2 leaves the set
+			for i := range 10 {
+				if name := l.DialUDP(t, "203.0.113.1:53").Ask(t, fmt.Sprint("new ", i)); name != "node-1" {
+					t.Fatalf("a new flow reached %s after it left the set", name)
+				}
+			}
+			if name := toNode2.Ask(t, "still there"); name != "node-2" {
+				t.Errorf("the established flow to node-2 moved to %s when node-2 left the set", name)
+			}
+		})
+	}
+}

@@ -3,6 +3,7 @@ package dataplane
 import (
 	"errors"
 	"fmt"
+	"maps"
 	"net"
 	"net/netip"
 	"slices"
@@ -96,6 +97,17 @@ func (m *Marks) Update(known []netip.Addr) error {
 		m.byAddr[a], used[next] = next, true
 	}
 	return nil
+}
+
+// Clone is a copy of m that later Updates of m leave alone.
+func (m *Marks) Clone() *Marks { return &Marks{byAddr: maps.Clone(m.byAddr)} }
+
+// Equal reports whether m and o assign the same indexes to the same nodes (nil equals only nil).
+func (m *Marks) Equal(o *Marks) bool {
+	if m == nil || o == nil {
+		return m == o
+	}
+	return maps.Equal(m.byAddr, o.byAddr)
 }
 
 // Mark is node a's packet mark.

@@ -63,16 +63,13 @@ func Build(in Input) ([]dataplane.Frontend, []Skipped) {
 			local := in.Local[lbsvc.Key(svc)]
 			backends = slices.DeleteFunc(slices.Clone(eligible), func(b dataplane.Backend) bool { return !slices.Contains(local, b.Name) })
 		}
+		all, problem := lbsvc.SourceRanges(svc)
+		if problem != "" {
+			skipped = append(skipped, Skipped{lbsvc.Key(svc), problem})
+			backends = nil // no node: the frontend drops every new flow
+		}
 		var ranges []netip.Prefix
-		for _, r := range svc.Spec.LoadBalancerSourceRanges {
-			p, err := netip.ParsePrefix(strings.TrimSpace(r))
-			if err != nil {
-				// The apiserver validates them; one that still fails to parse must not open the frontend to all.
-				skipped = append(skipped, Skipped{lbsvc.Key(svc), "loadBalancerSourceRanges: " + r + " is not a CIDR; the Service is not served"})
-				ranges = nil
-				backends = nil
-				break
-			}
+		for _, p := range all {
 			if p.Addr().Is4() {
 				ranges = append(ranges, p)
 			}
@@ -82,19 +79,13 @@ func Build(in Input) ([]dataplane.Frontend, []Skipped) {
 			ranges = []netip.Prefix{netip.MustParsePrefix("0.0.0.0/32")}
 		}
 		for _, p := range svc.Spec.Ports {
-			var proto dataplane.Protocol
-			switch p.Protocol {
-			case corev1.ProtocolTCP, "":
-				proto = dataplane.TCP
-			case corev1.ProtocolUDP:
-				proto = dataplane.UDP
-			default:
-				skipped = append(skipped, Skipped{lbsvc.Key(svc), "port " + p.Name + ": protocol " + string(p.Protocol) + " is not supported (TCP and UDP are)"})
+			if problem := lbsvc.PortProblem(p, in.NodePorts); problem != "" {
+				skipped = append(skipped, Skipped{lbsvc.Key(svc), problem})
 				continue
 			}
-			if p.NodePort == 0 && in.NodePorts {
-				skipped = append(skipped, Skipped{lbsvc.Key(svc), "port " + p.Name + ": no nodePort (allocateLoadBalancerNodePorts: false needs the floating-IP mode)"})
-				continue
+			proto := dataplane.TCP
+			if p.Protocol == corev1.ProtocolUDP {
+				proto = dataplane.UDP
 			}
 			out = append(out, dataplane.Frontend{IP: ip, Protocol: proto, Port: uint16(p.Port), NodePort: uint16(p.NodePort),
 				Backends: backends, SourceRanges: ranges})

@@ -33,6 +33,7 @@ import (
 	"berth.dev/berth/internal/dev/netns"
 	"berth.dev/berth/test/controlplane"
 	"berth.dev/berth/test/lblab"
+	"berth.dev/berth/test/wait"
 )
 
 // severable is an API client whose connections the test can cut, as when its host dies.
@@ -128,7 +129,7 @@ func newHALab(t testing.TB) *haLab {
 			Ports: []corev1.ServicePort{{Port: 80, TargetPort: intstr.FromInt32(8080), NodePort: 30080, Protocol: corev1.ProtocolTCP}}}}, metav1.CreateOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 30*time.Second, "web's frontend IP", func() bool {
+	wait.For(t, 30*time.Second, "web's frontend IP", func() bool {
 		s, err := cs.CoreV1().Services("default").Get(ctx, "web", metav1.GetOptions{})
 		if err == nil && len(s.Status.LoadBalancer.Ingress) == 1 {
 			x.vip = s.Status.LoadBalancer.Ingress[0].IP
@@ -195,7 +196,7 @@ func (x *haLab) revive(t testing.TB, h *lbHost) {
 // waitOneOwner waits until both hosts see each other live and exactly one announces the frontend IP, and returns
 // the owner and the other.
 func (x *haLab) waitOneOwner(t testing.TB) (owner, other *lbHost) {
-	waitFor(t, 15*time.Second, "one owner of "+x.vip, func() bool {
+	wait.For(t, 15*time.Second, "one owner of "+x.vip, func() bool {
 		var owners []*lbHost
 		for _, h := range x.hosts {
 			if slices.Contains(h.ann.Owned(), x.ip) {
@@ -251,7 +252,7 @@ func TestHAFailover(t *testing.T) {
 	// The owner dies.
 	x.kill(t, owner)
 	died := time.Now()
-	waitFor(t, 15*time.Second, survivor.name+" announcing "+vip, func() bool { return slices.Contains(survivor.ann.Owned(), ip) })
+	wait.For(t, 15*time.Second, survivor.name+" announcing "+vip, func() bool { return slices.Contains(survivor.ann.Owned(), ip) })
 	moved := time.Since(died)
 	echo("after the move")
 	c, _, name := l.Dial(t, vip+":80")
@@ -263,7 +264,7 @@ func TestHAFailover(t *testing.T) {
 		vip, owner.name, survivor.name, moved.Round(10*time.Millisecond), keptNode, name)
 
 	// The survivor's status file and metrics say what it does now.
-	waitFor(t, 5*time.Second, survivor.name+"'s status", func() bool {
+	wait.For(t, 5*time.Second, survivor.name+"'s status", func() bool {
 		st, err := lbstatus.Read(survivor.file)
 		return err == nil && slices.Equal(st.Announced, []string{vip}) && slices.Equal(st.LiveHosts, []string{survivor.name}) &&
 			len(st.Frontends) == 1 && len(st.Frontends[0].Backends) == 2
@@ -306,16 +307,6 @@ func gathered(t testing.TB, reg *prometheus.Registry) map[string]float64 {
 		}
 	}
 	return out
-}
-
-// waitFor polls cond until it holds, for at most d.
-func waitFor(t testing.TB, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(d); !cond(); time.Sleep(50 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no %s after %s", what, d)
-		}
-	}
 }
 
 // neighbour is the MAC ns resolves ip to.

@@ -135,6 +135,9 @@ func Run(ctx context.Context, cfg Config) error {
 		}()
 	}
 	var prev *dataplane.Table // what the table holds, if the last apply succeeded
+	// What the policy routing holds (nil in DNAT mode: none of berth's), if routesOK: the last ApplyRoutes succeeded.
+	var routed *dataplane.Marks
+	routesOK := false
 	apply := func(why string) {
 		svcs, _ := services.Lister().List(labels.Everything())
 		ns, _ := nodes.Lister().List(labels.Everything())
@@ -154,9 +157,16 @@ func Run(ctx context.Context, cfg Config) error {
 		if err == nil {
 			t, err = dataplane.Build(fs, maglev.DefaultSize, cfg.Mode, marks)
 		}
-		// Routes before the table: a new node's mark must have its route before any slot holds it.
-		if err == nil && cfg.Routes != nil {
-			err = dataplane.ApplyRoutes(cfg.Routes, marks)
+		// Routes before the table: a new node's mark must have its route before any slot holds it. A change
+		// that moves no mark leaves them alone; the start and the resync rewrite them (the drift repair).
+		if err == nil && cfg.Routes != nil && (why != "change" || !routesOK || !routed.Equal(marks)) {
+			routesOK, routed = false, nil
+			if err = dataplane.ApplyRoutes(cfg.Routes, marks); err == nil {
+				routesOK = true
+				if marks != nil {
+					routed = marks.Clone()
+				}
+			}
 		}
 		if err == nil {
 			// Changes go in as element changes; the start, the resync and the first apply after a failure

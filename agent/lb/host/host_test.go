@@ -29,6 +29,7 @@ import (
 	"berth.dev/berth/agent/lb/probe"
 	"berth.dev/berth/test/controlplane"
 	"berth.dev/berth/test/lblab"
+	"berth.dev/berth/test/wait"
 )
 
 // applied records what the host applied, so the test waits on the table rather than on time.
@@ -309,7 +310,7 @@ func TestLBHost(t *testing.T) {
 	if err := nft.Flush(); err != nil {
 		t.Fatal(err)
 	}
-	waitFor(t, 10*time.Second, "the table back after a resync", func() bool {
+	wait.For(t, 10*time.Second, "the table back after a resync", func() bool {
 		tables, err := nft.ListTablesOfFamily(nftables.TableFamilyIPv4)
 		return err == nil && slices.ContainsFunc(tables, func(tb *nftables.Table) bool { return tb.Name == dataplane.TableName })
 	})

@@ -20,6 +20,7 @@ import (
 	"berth.dev/berth/internal/dev/proc"
 	"berth.dev/berth/test/tier"
 	"berth.dev/berth/test/toolbin"
+	"berth.dev/berth/test/wait"
 )
 
 // The cloud's load balancer without guests (fast): StartLB runs the controller and two LB hosts from the agent
@@ -73,7 +74,7 @@ func TestCloudLB(t *testing.T) {
 		t.Fatal(err)
 	}
 	var vip string
-	poll(t, time.Minute, "a frontend IP for web", func() bool {
+	wait.For(t, time.Minute, "a frontend IP for web", func() bool {
 		s, err := cs.CoreV1().Services("default").Get(ctx, "web", metav1.GetOptions{})
 		if err == nil && len(s.Status.LoadBalancer.Ingress) == 1 {
 			vip = s.Status.LoadBalancer.Ingress[0].IP
@@ -84,7 +85,7 @@ func TestCloudLB(t *testing.T) {
 		t.Errorf("frontend IP %s, want 10.89.0.1: the first of the pool 10.89.0.0/28 without its network address", vip)
 	}
 	var owner int
-	poll(t, 30*time.Second, "one of two live LB hosts announcing "+vip, func() bool {
+	wait.For(t, 30*time.Second, "one of two live LB hosts announcing "+vip, func() bool {
 		owners := 0
 		for i := 1; i <= 2; i++ {
 			st, err := lbstatus.Read(l.StatusFile(i))
@@ -104,7 +105,7 @@ func TestCloudLB(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	poll(t, 10*time.Second, "the client's ARP entry for "+vip, func() bool {
+	wait.For(t, 10*time.Second, "the client's ARP entry for "+vip, func() bool {
 		out, _ := l.Client.Output("ip", "neigh", "show", vip)
 		return strings.Contains(out, strings.TrimSpace(mac))
 	})
@@ -125,15 +126,6 @@ func TestCloudLB(t *testing.T) {
 	for _, r := range recs {
 		if r.Group == l.Dir && r.Running() {
 			t.Errorf("%s still running after Down", r.Name)
-		}
-	}
-}
-
-func poll(t *testing.T, d time.Duration, what string, cond func() bool) {
-	t.Helper()
-	for deadline := time.Now().Add(d); !cond(); time.Sleep(100 * time.Millisecond) {
-		if time.Now().After(deadline) {
-			t.Fatalf("no %s after %s", what, d)
 		}
 	}
 }

@@ -55,6 +55,9 @@ type Config struct {
 	// of each node's pod CIDR (default 24).
 	ServiceCIDR, ClusterCIDR netip.Prefix
 	NodeCIDRMaskSize         int
+	// ServiceCIDRv6, when set, makes Services dual-stack: the apiserver's second service range (IPv6), so that
+	// Services may ask for IPv6 (spec.ipFamilies). Pods and nodes stay IPv4.
+	ServiceCIDRv6 netip.Prefix
 	// ClusterDomain defaults to cluster.local.
 	ClusterDomain string
 	// NodeMonitorGracePeriod is how long a node may go silent before it is NotReady (default: kcm's, 50s).
@@ -140,6 +143,9 @@ func (c *Config) setDefaults() error {
 		if u, err := url.Parse(c.AdvertiseURL); err != nil || u.Scheme != "https" || u.Host == "" || u.Path != "" {
 			errs = append(errs, fmt.Errorf("controlplane: AdvertiseURL: %q is not an https://host:port URL", c.AdvertiseURL))
 		}
+	}
+	if c.ServiceCIDRv6.IsValid() && !c.ServiceCIDRv6.Addr().Is6() {
+		errs = append(errs, fmt.Errorf("controlplane: ServiceCIDRv6: %s is not IPv6", c.ServiceCIDRv6))
 	}
 	if c.ClusterCIDR.Bits() > c.NodeCIDRMaskSize {
 		errs = append(errs, fmt.Errorf("controlplane: NodeCIDRMaskSize: /%d is larger than ClusterCIDR %s", c.NodeCIDRMaskSize, c.ClusterCIDR))
@@ -353,7 +359,7 @@ func (c *ControlPlane) apiserverArgs() []string {
 		"--authorization-mode=Node,RBAC", "--enable-admission-plugins=NodeRestriction",
 		"--service-account-issuer=https://kubernetes.default.svc." + c.cfg.ClusterDomain,
 		"--service-account-key-file=" + c.pki("sa.pub"), "--service-account-signing-key-file=" + c.pki("sa.key"),
-		"--service-cluster-ip-range=" + c.cfg.ServiceCIDR.String(),
+		"--service-cluster-ip-range=" + c.serviceRanges(),
 		"--allow-privileged=true",
 		"--requestheader-client-ca-file=" + c.pki("front-proxy-ca.crt"),
 		"--requestheader-allowed-names=front-proxy-client",
@@ -362,6 +368,14 @@ func (c *ControlPlane) apiserverArgs() []string {
 		"--proxy-client-cert-file=" + c.pki("front-proxy-client.crt"), "--proxy-client-key-file=" + c.pki("front-proxy-client.key"),
 		"--cert-dir=" + c.path("apiserver-certs"), "--profiling=false",
 	}
+}
+
+// serviceRanges is the apiserver's --service-cluster-ip-range: the IPv4 range, and the IPv6 one if dual-stack.
+func (c *ControlPlane) serviceRanges() string {
+	if c.cfg.ServiceCIDRv6.IsValid() {
+		return c.cfg.ServiceCIDR.String() + "," + c.cfg.ServiceCIDRv6.String()
+	}
+	return c.cfg.ServiceCIDR.String()
 }
 
 func (c *ControlPlane) controllerManagerArgs() []string {
