@@ -66,7 +66,7 @@ deps:
 # etcd, CoreDNS v1.13.1 (the local cloud's cluster DNS), Packer v1.9.4, packer-sdc v0.6.10, the static runtime
 # (containerd v2.3.2, runc v1.4.3, CNI v1.8.0).
 tools: go-check
-	@for t in k8s coredns packer packer-sdc runtime; do echo "$$t: $$(BERTH_CACHE=$(BERTH_CACHE) tools/build.sh $$t)"; done
+	@for t in k8s coredns packer packer-sdc runtime victorialogs; do echo "$$t: $$(BERTH_CACHE=$(BERTH_CACHE) tools/build.sh $$t)"; done
 
 # The berth-agent binary images ship (static, so one binary fits every distro profile); prints its path.
 agent: go-check

@@ -1,0 +1,103 @@
+// Package sink is what the log shipper's backends share: the record a sink sends, and how a sink says what
+// became of a batch (all of it taken; all of it to be sent again; some records refused for good, some to be sent
+// again), so that the delivery loop commits only what a backend acknowledged.
+package sink
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+)
+
+// Record is one log line with its metadata.
+type Record struct {
+	Time time.Time
+	Body []byte
+	// Attrs are the record's fields (kubernetes.namespace, kubernetes.pod, kubernetes.container, node, stream,
+	// labels), in a stable order.
+	Attrs []Attr
+	// Key identifies the record for a backend that deduplicates: the file's identity and the line's offset.
+	Key string
+}
+
+// Attr is a field of a record.
+type Attr struct{ Key, Value string }
+
+// Sink sends a batch of records. A nil error means the backend took all of them.
+type Sink interface {
+	Name() string
+	Send(ctx context.Context, batch []Record) error
+}
+
+// Error is what a backend did not take. Retry says the whole batch is to be sent again (a transient failure:
+// a connection error, 429, 5xx); otherwise Rejected are the indexes of records refused for good (a dead letter
+// each, with the reason) and Again those to send again; the others were taken.
+type Error struct {
+	Sink       string
+	Retry      bool
+	RetryAfter time.Duration // the backend's Retry-After, if it sent one
+	Rejected   map[int]string
+	Again      []int
+	Err        error
+}
+
+func (e *Error) Error() string {
+	switch {
+	case e.Retry:
+		return fmt.Sprintf("sink %s: %v (retried)", e.Sink, e.Err)
+	default:
+		return fmt.Sprintf("sink %s: %d records refused, %d to send again: %v", e.Sink, len(e.Rejected), len(e.Again), e.Err)
+	}
+}
+
+func (e *Error) Unwrap() error { return e.Err }
+
+// Transient wraps err as a failure of the whole batch that is to be retried.
+func Transient(sink string, err error) *Error { return &Error{Sink: sink, Retry: true, Err: err} }
+
+// Status classifies an HTTP answer to a whole batch as OTLP/HTTP and Loki clients do: 2xx taken; 429, 502, 503,
+// 504 (and other 5xx) retried, honouring Retry-After; other 4xx refused for good (every record a dead letter).
+func Status(sink string, resp *http.Response, body []byte, n int) error {
+	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
+		return nil
+	}
+	err := fmt.Errorf("HTTP %d: %s", resp.StatusCode, cut(body))
+	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500 {
+		e := Transient(sink, err)
+		e.RetryAfter = retryAfter(resp.Header.Get("Retry-After"))
+		return e
+	}
+	rejected := make(map[int]string, n)
+	for i := range n {
+		rejected[i] = err.Error()
+	}
+	return &Error{Sink: sink, Rejected: rejected, Err: err}
+}
+
+func retryAfter(v string) time.Duration {
+	if s, err := strconv.Atoi(v); err == nil && s >= 0 {
+		return time.Duration(s) * time.Second
+	}
+	if t, err := http.ParseTime(v); err == nil {
+		return max(time.Until(t), 0)
+	}
+	return 0
+}
+
+// cut is at most 256 bytes of a backend's answer, for messages.
+func cut(b []byte) string {
+	if len(b) > 256 {
+		return strconv.Quote(string(b[:256])) + "…"
+	}
+	return strconv.Quote(string(b))
+}
+
+// IsRetry reports whether err asks for the whole batch to be sent again: an *Error with Retry, or any error that
+// is not an *Error (a bug in a sink must not drop data).
+func IsRetry(err error) bool {
+	var e *Error
+	return err != nil && (!errors.As(err, &e) || e.Retry)
+}

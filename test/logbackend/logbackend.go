@@ -1,0 +1,126 @@
+// Package logbackend runs real log backends for the log shipper's tests: VictoriaLogs (the pinned build) on a free
+// loopback port, with its data in the test's temporary directory.
+package logbackend
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"fmt"
+	"net/http"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"berth.dev/berth/internal/dev/ports"
+	"berth.dev/berth/test/toolbin"
+	"berth.dev/berth/test/wait"
+)
+
+// VictoriaLogs is a running victoria-logs.
+type VictoriaLogs struct {
+	// URL is its base, http://127.0.0.1:<port>.
+	URL string
+}
+
+// StartVictoriaLogs runs victoria-logs until the test ends and waits until it answers on /health.
+func StartVictoriaLogs(t testing.TB) *VictoriaLogs {
+	t.Helper()
+	bin := filepath.Join(toolbin.VictoriaLogs.ForTest(t), "victoria-logs")
+	port, err := ports.Free()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	logf, err := os.Create(filepath.Join(dir, "victoria-logs.log"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer logf.Close()
+	cmd := exec.Command(bin, fmt.Sprintf("-httpListenAddr=127.0.0.1:%d", port), "-storageDataPath="+filepath.Join(dir, "data"),
+		"-loggerLevel=WARN", "-retentionPeriod=100y")
+	cmd.Stdout, cmd.Stderr = logf, logf
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	exited := make(chan error, 1)
+	go func() { exited <- cmd.Wait() }()
+	t.Cleanup(func() {
+		cmd.Process.Kill()
+		<-exited
+		if t.Failed() {
+			if b, err := os.ReadFile(logf.Name()); err == nil {
+				t.Logf("victoria-logs' log:\n%s", b)
+			}
+		}
+	})
+	v := &VictoriaLogs{URL: fmt.Sprintf("http://127.0.0.1:%d", port)}
+	wait.For(t, 30*time.Second, "victoria-logs answering /health", func() bool {
+		select {
+		case err := <-exited:
+			t.Fatalf("victoria-logs exited: %v", err)
+		default:
+		}
+		resp, err := http.Get(v.URL + "/health")
+		if err != nil {
+			return false
+		}
+		resp.Body.Close()
+		return resp.StatusCode == http.StatusOK
+	})
+	return v
+}
+
+// Query runs a LogsQL query and returns the matching entries (each a field → value map).
+func (v *VictoriaLogs) Query(t testing.TB, query string) []map[string]string {
+	t.Helper()
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	defer cancel()
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, v.URL+"/select/logsql/query",
+		strings.NewReader(url.Values{"query": {query}}.Encode()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatalf("query %q: %v", query, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		t.Fatalf("query %q: HTTP %d", query, resp.StatusCode)
+	}
+	var out []map[string]string
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 64<<20)
+	for sc.Scan() {
+		var m map[string]string
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			t.Fatalf("query %q: %v in %q", query, err, sc.Bytes())
+		}
+		out = append(out, m)
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatalf("query %q: %v", query, err)
+	}
+	return out
+}
+
+// Count waits until query matches want entries (VictoriaLogs makes new data searchable within about a second)
+// and returns them; it fails the test if it never does within 30 s.
+func (v *VictoriaLogs) Count(t testing.TB, query string, want int) []map[string]string {
+	t.Helper()
+	var got []map[string]string
+	wait.For(t, 30*time.Second, fmt.Sprintf("%d entries for %q", want, query), func() bool {
+		got = v.Query(t, query)
+		return len(got) >= want
+	})
+	if len(got) != want {
+		t.Fatalf("%q: %d entries, want %d", query, len(got), want)
+	}
+	return got
+}
