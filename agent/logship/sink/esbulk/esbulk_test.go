@@ -20,7 +20,7 @@ func records(n int, tag string) []sink.Record {
 	for i := range out {
 		out[i] = sink.Record{Time: at.Add(time.Duration(i) * time.Millisecond), Body: []byte(fmt.Sprintf("%s line %04d", tag, i)),
 			Attrs: []sink.Attr{{Key: "kubernetes.namespace", Value: "demo"}, {Key: "kubernetes.pod", Value: "hello-1"}, {Key: "stream", Value: "stdout"}},
-			Key: fmt.Sprintf("dev1-ino2-%d", i*100)}
+			Key:   fmt.Sprintf("dev1-ino2-%d", i*100)}
 	}
 	return out
 }
