@@ -13,6 +13,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -25,6 +26,13 @@ import (
 type VictoriaLogs struct {
 	// URL is its base, http://127.0.0.1:<port>.
 	URL string
+
+	t      testing.TB
+	bin    string
+	args   []string
+	log    string
+	cmd    *exec.Cmd
+	exited chan error
 }
 
 // StartVictoriaLogs runs victoria-logs until the test ends and waits until it answers on /health.
@@ -36,29 +44,38 @@ func StartVictoriaLogs(t testing.TB) *VictoriaLogs {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	logf, err := os.Create(filepath.Join(dir, "victoria-logs.log"))
+	v := &VictoriaLogs{URL: fmt.Sprintf("http://127.0.0.1:%d", port), t: t, bin: bin, log: filepath.Join(dir, "victoria-logs.log"),
+		args: []string{fmt.Sprintf("-httpListenAddr=127.0.0.1:%d", port), "-storageDataPath=" + filepath.Join(dir, "data"),
+			"-loggerLevel=WARN", "-retentionPeriod=100y"}}
+	t.Cleanup(func() {
+		v.Stop()
+		if t.Failed() {
+			if b, err := os.ReadFile(v.log); err == nil {
+				t.Logf("victoria-logs' log:\n%s", b)
+			}
+		}
+	})
+	v.Start()
+	return v
+}
+
+// Start starts it (again: the same port and data) and waits until it answers on /health.
+func (v *VictoriaLogs) Start() {
+	t := v.t
+	t.Helper()
+	logf, err := os.OpenFile(v.log, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o644)
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer logf.Close()
-	cmd := exec.Command(bin, fmt.Sprintf("-httpListenAddr=127.0.0.1:%d", port), "-storageDataPath="+filepath.Join(dir, "data"),
-		"-loggerLevel=WARN", "-retentionPeriod=100y")
+	cmd := exec.Command(v.bin, v.args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
 	exited := make(chan error, 1)
 	go func() { exited <- cmd.Wait() }()
-	t.Cleanup(func() {
-		cmd.Process.Kill()
-		<-exited
-		if t.Failed() {
-			if b, err := os.ReadFile(logf.Name()); err == nil {
-				t.Logf("victoria-logs' log:\n%s", b)
-			}
-		}
-	})
-	v := &VictoriaLogs{URL: fmt.Sprintf("http://127.0.0.1:%d", port)}
+	v.cmd, v.exited = cmd, exited
 	wait.For(t, 30*time.Second, "victoria-logs answering /health", func() bool {
 		select {
 		case err := <-exited:
@@ -72,7 +89,22 @@ func StartVictoriaLogs(t testing.TB) *VictoriaLogs {
 		resp.Body.Close()
 		return resp.StatusCode == http.StatusOK
 	})
-	return v
+}
+
+// Stop stops it (an outage of the backend) with SIGTERM, so that it flushes what it acknowledged, and waits until
+// it is gone (SIGKILL after 30 s).
+func (v *VictoriaLogs) Stop() {
+	if v.cmd == nil {
+		return
+	}
+	v.cmd.Process.Signal(syscall.SIGTERM)
+	select {
+	case <-v.exited:
+	case <-time.After(30 * time.Second):
+		v.cmd.Process.Kill()
+		<-v.exited
+	}
+	v.cmd = nil
 }
 
 // Query runs a LogsQL query and returns the matching entries (each a field → value map).
