@@ -105,7 +105,12 @@ func (d *Deliverer) Deliver(ctx context.Context, b Batch) error {
 			if err := d.deadLetter(pending, e.Rejected); err != nil {
 				return err
 			}
-			d.delivered(len(pending) - len(e.Rejected) - len(e.Again))
+			if e.Dropped > 0 {
+				if err := d.dropped(e.Dropped, e.Err); err != nil {
+					return err
+				}
+			}
+			d.delivered(len(pending) - len(e.Rejected) - len(e.Again) - e.Dropped)
 			again := make([]sink.Record, 0, len(e.Again))
 			for _, i := range e.Again {
 				if i >= 0 && i < len(pending) {
@@ -167,19 +172,55 @@ func (d *Deliverer) delay(failures int, err error) time.Duration {
 	return jittered
 }
 
+// dropped records n refusals the backend did not attribute to records: one dead-letter entry with the count.
+func (d *Deliverer) dropped(n int, reason error) error {
+	f, enc, err := d.openDeadLetters()
+	if err != nil {
+		return err
+	}
+	if err := enc.Encode(map[string]any{"sink": d.cfg.Sink.Name(), "reason": reason.Error(), "records": n,
+		"time": time.Now().UTC().Format(time.RFC3339Nano)}); err != nil {
+		f.Close()
+		return fmt.Errorf("dead letters %s: %w", d.cfg.DeadLetter, err)
+	}
+	if err := closeSynced(f); err != nil {
+		return fmt.Errorf("dead letters %s: %w", d.cfg.DeadLetter, err)
+	}
+	d.cfg.Log.Warn("the backend refused records without naming them", "sink", d.cfg.Sink.Name(), "records", n, "reason", reason)
+	if d.cfg.Observe != nil {
+		d.cfg.Observe.DeadLettered(n)
+	}
+	return nil
+}
+
+func (d *Deliverer) openDeadLetters() (*os.File, *json.Encoder, error) {
+	if err := os.MkdirAll(filepath.Dir(d.cfg.DeadLetter), 0o755); err != nil {
+		return nil, nil, fmt.Errorf("dead letters: %w", err)
+	}
+	f, err := os.OpenFile(d.cfg.DeadLetter, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	if err != nil {
+		return nil, nil, fmt.Errorf("dead letters: %w", err)
+	}
+	return f, json.NewEncoder(f), nil
+}
+
+func closeSynced(f *os.File) error {
+	if err := f.Sync(); err != nil {
+		f.Close()
+		return err
+	}
+	return f.Close()
+}
+
 // deadLetter appends the refused records, one JSON object per line, and syncs the file.
 func (d *Deliverer) deadLetter(recs []sink.Record, rejected map[int]string) error {
 	if len(rejected) == 0 {
 		return nil
 	}
-	if err := os.MkdirAll(filepath.Dir(d.cfg.DeadLetter), 0o755); err != nil {
-		return fmt.Errorf("dead letters: %w", err)
-	}
-	f, err := os.OpenFile(d.cfg.DeadLetter, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
+	f, enc, err := d.openDeadLetters()
 	if err != nil {
-		return fmt.Errorf("dead letters: %w", err)
+		return err
 	}
-	enc := json.NewEncoder(f)
 	n := 0
 	for i, reason := range rejected {
 		if i < 0 || i >= len(recs) {
@@ -197,11 +238,7 @@ func (d *Deliverer) deadLetter(recs []sink.Record, rejected map[int]string) erro
 		}
 		n++
 	}
-	if err := f.Sync(); err != nil {
-		f.Close()
-		return fmt.Errorf("dead letters %s: %w", d.cfg.DeadLetter, err)
-	}
-	if err := f.Close(); err != nil {
+	if err := closeSynced(f); err != nil {
 		return fmt.Errorf("dead letters %s: %w", d.cfg.DeadLetter, err)
 	}
 	d.cfg.Log.Warn("records refused for good went to the dead-letter file", "sink", d.cfg.Sink.Name(), "records", n, "file", d.cfg.DeadLetter)

@@ -34,14 +34,18 @@ type Sink interface {
 
 // Error is what a backend did not take. Retry says the whole batch is to be sent again (a transient failure:
 // a connection error, 429, 5xx); otherwise Rejected are the indexes of records refused for good (a dead letter
-// each, with the reason) and Again those to send again; the others were taken.
+// each, with the reason), Again those to send again and Dropped those refused without an index; the others were
+// taken.
 type Error struct {
 	Sink       string
 	Retry      bool
 	RetryAfter time.Duration // the backend's Retry-After, if it sent one
 	Rejected   map[int]string
 	Again      []int
-	Err        error
+	// Dropped counts records the backend refused for good without saying which (an OTLP partial success): the
+	// batch is taken, and a dead-letter entry records the count and reason.
+	Dropped int
+	Err     error
 }
 
 func (e *Error) Error() string {
