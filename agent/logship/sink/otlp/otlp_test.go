@@ -24,7 +24,7 @@ func records(n int) []sink.Record {
 		pod := fmt.Sprintf("hello-%d", i%2)
 		out[i] = sink.Record{Time: at.Add(time.Duration(i) * time.Millisecond), Body: []byte(fmt.Sprintf("otlp line %04d", i)),
 			Attrs: []sink.Attr{{Key: "kubernetes.namespace", Value: "demo"}, {Key: "kubernetes.pod", Value: pod}, {Key: "stream", Value: "stderr"}},
-			Key: fmt.Sprintf("k-%d", i)}
+			Key:   fmt.Sprintf("k-%d", i)}
 	}
 	return out
 }
