@@ -1,0 +1,161 @@
+// Package ship is the read side of one sink's pipeline: it finds the container logs under the pods' directory,
+// follows each (package tail) from the sink's checkpoint, turns their lines into records with the pod's fields,
+// and hands them to the sink's deliverer a batch at a time. While a batch is being delivered nothing more is read,
+// so a sink that is down costs no memory: the log files are the buffer.
+package ship
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"time"
+
+	"berth.dev/berth/agent/logship/checkpoint"
+	"berth.dev/berth/agent/logship/deliver"
+	"berth.dev/berth/agent/logship/pods"
+	"berth.dev/berth/agent/logship/sink"
+	"berth.dev/berth/agent/logship/tail"
+)
+
+// Config is one sink's pipeline.
+type Config struct {
+	// Root is the pods' log directory (/var/log/pods).
+	Root      string
+	Deliverer *deliver.Deliverer
+	// Node is this node's name, on every record.
+	Node string
+	// BatchRecords and BatchBytes bound a batch (defaults 1000 records, 1 MiB); Linger is how long a batch that
+	// is not full waits for more (default 1 s); Idle is the pause when there was nothing to read (default 250 ms);
+	// Rescan is how often the directory is listed for new containers (default 5 s).
+	BatchRecords, BatchBytes int
+	Linger, Idle, Rescan     time.Duration
+	// MaxLine caps a merged line (tail's default).
+	MaxLine int
+	Log     *slog.Logger
+}
+
+type source struct {
+	c pods.Container
+	f *tail.Follower
+}
+
+// Run ships until ctx ends.
+func Run(ctx context.Context, cfg Config) error {
+	if cfg.BatchRecords <= 0 {
+		cfg.BatchRecords = 1000
+	}
+	if cfg.BatchBytes <= 0 {
+		cfg.BatchBytes = 1 << 20
+	}
+	if cfg.Linger <= 0 {
+		cfg.Linger = time.Second
+	}
+	if cfg.Idle <= 0 {
+		cfg.Idle = 250 * time.Millisecond
+	}
+	if cfg.Rescan <= 0 {
+		cfg.Rescan = 5 * time.Second
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.Default()
+	}
+	sources := map[string]*source{}
+	defer func() {
+		for _, s := range sources {
+			s.f.Close()
+		}
+	}()
+	var lastScan time.Time
+	var b deliver.Batch
+	size := 0
+	started := time.Time{}
+	reported := map[string]bool{}
+	for {
+		if time.Since(lastScan) >= cfg.Rescan {
+			lastScan = time.Now()
+			scan(cfg, sources, reported)
+		}
+		read := false
+		for path, s := range sources {
+			if len(b.Records) >= cfg.BatchRecords || size >= cfg.BatchBytes {
+				break
+			}
+			attrs := append(s.c.Attrs(), sink.Attr{Key: "node", Value: cfg.Node})
+			got, err := s.f.Poll(cfg.BatchBytes-size, func(l tail.Line) {
+				rec := sink.Record{Time: l.Time, Body: []byte(string(l.Content)),
+					Attrs: append(attrs[:len(attrs):len(attrs)], sink.Attr{Key: "stream", Value: l.Stream.String()}),
+					Key:   fmt.Sprintf("%d-%d-%d", l.At.Dev, l.At.Ino, l.At.Offset)}
+				if l.Malformed {
+					rec.Time = time.Now()
+					rec.Attrs = append(rec.Attrs, sink.Attr{Key: "log.malformed", Value: "true"})
+				}
+				b.Records = append(b.Records, rec)
+				if b.Commit == nil {
+					b.Commit = checkpoint.Positions{}
+				}
+				b.Commit[path] = l.At
+				size += len(rec.Body) + 64
+			})
+			if err != nil {
+				cfg.Log.Warn("reading a container log", "path", path, "err", err)
+			}
+			read = read || got
+			if !got {
+				if _, err := os.Stat(filepath.Dir(path)); errors.Is(err, os.ErrNotExist) {
+					// The container's directory is gone (the pod was deleted) and its file read to the end:
+					// forget it. (A file renamed away by a rotation keeps its directory.)
+					s.f.Close()
+					delete(sources, path)
+				}
+			}
+		}
+		if len(b.Records) > 0 && started.IsZero() {
+			started = time.Now()
+		}
+		full := len(b.Records) >= cfg.BatchRecords || size >= cfg.BatchBytes
+		if len(b.Records) > 0 && (full || time.Since(started) >= cfg.Linger || !read) {
+			if err := cfg.Deliverer.Deliver(ctx, b); err != nil {
+				if ctx.Err() != nil {
+					return nil
+				}
+				return err
+			}
+			b, size, started = deliver.Batch{}, 0, time.Time{}
+			continue
+		}
+		if read {
+			continue
+		}
+		select {
+		case <-ctx.Done():
+			return nil
+		case <-time.After(cfg.Idle):
+		}
+	}
+}
+
+// scan starts following the container logs that appeared.
+func scan(cfg Config, sources map[string]*source, reported map[string]bool) {
+	cs, errs := pods.Discover(cfg.Root)
+	for _, err := range errs {
+		if !reported[err.Error()] {
+			reported[err.Error()] = true
+			cfg.Log.Warn("not a container log; skipped", "err", err)
+		}
+	}
+	for _, c := range cs {
+		if _, ok := sources[c.Path]; ok {
+			continue
+		}
+		f, err := tail.New(tail.Config{Path: c.Path, MaxLine: cfg.MaxLine, Log: cfg.Log}, cfg.Deliverer.Position(c.Path))
+		if err != nil {
+			cfg.Log.Warn("cannot follow a container log", "path", c.Path, "err", err)
+			continue
+		}
+		sources[c.Path] = &source{c: c, f: f}
+		cfg.Log.Debug("following", "path", c.Path)
+	}
+}
