@@ -105,6 +105,7 @@ generate: go-check
 	BERTH_CACHE=$(BERTH_CACHE) imagebuilder/generate.sh
 	go run ./cmd/apidocs -pkg agent/api/v1alpha1 -root NodeConfig -o docs/nodeconfig.md
 	go run ./cmd/apidocs -pkg agent/api/lb/v1alpha1 -root LoadBalancerConfig -o docs/lbconfig.md
+	go run ./cmd/apidocs -pkg agent/api/logs/v1alpha1 -root LogShipperConfig -o docs/logsconfig.md
 
 $(DEV_BIN): go-check $(shell find cmd agent imagebuilder internal cloud-init systemd -type f -not -name '*_test.go') go.mod go.sum
 	@mkdir -p $(dir $@)
@@ -133,6 +134,7 @@ lint: go-check
 	BERTH_CACHE=$(BERTH_CACHE) imagebuilder/generate.sh --check
 	go run ./cmd/apidocs -pkg agent/api/v1alpha1 -root NodeConfig -o docs/nodeconfig.md -check
 	go run ./cmd/apidocs -pkg agent/api/lb/v1alpha1 -root LoadBalancerConfig -o docs/lbconfig.md -check
+	go run ./cmd/apidocs -pkg agent/api/logs/v1alpha1 -root LogShipperConfig -o docs/logsconfig.md -check
 
 test: deps tools lint unit-nocaps
 	BERTH_K8S_BIN=$$(BERTH_CACHE=$(BERTH_CACHE) tools/build.sh k8s) go test -count=1 -timeout $(TEST_TIMEOUT) ./...

@@ -49,6 +49,8 @@ const usage = `usage: berth-agent config validate -f FILE
        berth-agent lb validate -f FILE
        berth-agent lb controller -config FILE [-kubeconfig FILE] [-identity NAME]
        berth-agent lb host -config FILE [-kubeconfig FILE] [-interface NAME] [-identity NAME]
+       berth-agent logs validate -f FILE
+       berth-agent logs run -config FILE [-node NAME]
 
   config validate   check a NodeConfig (node.berth.dev/v1alpha1): strict decoding, every problem with its field path
   preflight         check that this node can join: DNS, TCP, TLS and CA pin, bootstrap token, clock skew
@@ -61,6 +63,9 @@ const usage = `usage: berth-agent config validate -f FILE
   lb controller     the shared load balancer's controller (leader-elected): a frontend IP per LoadBalancer Service
   lb host           an LB host: berth's nftables table sends each frontend's flows to a healthy node; with
                     -interface it announces (ARP) the frontend IPs it owns among the live LB hosts
+  logs validate     check a LogShipperConfig (logs.berth.dev/v1alpha1)
+  logs run          the log shipper (a DaemonSet): every container log under /var/log/pods to each sink, at least
+                    once, each sink with its own checkpoint
 `
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
@@ -95,6 +100,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return statusCmd(args[1:], stdout, stderr)
 	case len(args) >= 1 && args[0] == "lb":
 		return lbCmd(args[1:], stdout, stderr)
+	case len(args) >= 1 && args[0] == "logs":
+		return logsCmd(args[1:], stdout, stderr)
 	default:
 		fmt.Fprint(stderr, usage)
 		return exitUsage

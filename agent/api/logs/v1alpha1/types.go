@@ -1,0 +1,91 @@
+// Package v1alpha1 is berth's log shipper configuration API, logs.berth.dev/v1alpha1 LogShipperConfig: what the
+// agent's `logs` role reads (the pods' container logs) and where it ships them (one or more sinks, each with its
+// own checkpoint). It is delivered as a ConfigMap and, like NodeConfig, decoded strictly and validated with every
+// problem reported at once, each with its field path.
+package v1alpha1
+
+import metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+const (
+	// Group and Version of the API.
+	Group   = "logs.berth.dev"
+	Version = "v1alpha1"
+	// APIVersion is Group/Version.
+	APIVersion = Group + "/" + Version
+	// Kind of the only object.
+	Kind = "LogShipperConfig"
+
+	// Sink types.
+	SinkOTLP          = "otlp"
+	SinkLoki          = "loki"
+	SinkElasticsearch = "elasticsearch"
+)
+
+// LogShipperConfig is the log shipper's configuration.
+type LogShipperConfig struct {
+	// APIVersion is logs.berth.dev/v1alpha1.
+	APIVersion string `json:"apiVersion"`
+	// Kind is LogShipperConfig.
+	Kind string `json:"kind"`
+	// Spec is the configuration.
+	Spec LogShipperConfigSpec `json:"spec"`
+}
+
+// LogShipperConfigSpec is what the operator decides.
+type LogShipperConfigSpec struct {
+	// PodLogs is where the kubelet writes the containers' logs and how they are read.
+	PodLogs PodLogs `json:"podLogs,omitzero"`
+	// StateDir holds each sink's checkpoint and dead-letter file (default /var/lib/berth/logs; a hostPath, so
+	// that a restarted pod goes on where the last one stopped).
+	StateDir string `json:"stateDir,omitempty"`
+	// Sinks are where the logs go: at least one; each gets every line, with its own checkpoint, so a sink that is
+	// down holds back none of the others.
+	Sinks []Sink `json:"sinks"`
+}
+
+// PodLogs is the container log input.
+type PodLogs struct {
+	// Path is the kubelet's pod log directory (default /var/log/pods).
+	Path string `json:"path,omitempty"`
+	// MaxLineBytes caps a line joined from the runtime's partial records; a longer one is shipped in pieces
+	// (default 1 MiB, between 16 KiB and 16 MiB).
+	MaxLineBytes int `json:"maxLineBytes,omitempty"`
+}
+
+// Sink is one backend.
+type Sink struct {
+	// Name identifies the sink in its checkpoint file, metrics and logs (a DNS label). Unique.
+	Name string `json:"name"`
+	// Type is otlp (OTLP/HTTP protobuf to <url>/v1/logs), loki (JSON push to <url>/loki/api/v1/push) or
+	// elasticsearch (bulk API at <url>/_bulk).
+	Type string `json:"type"`
+	// URL is the backend's base URL (http or https; no user info, query or fragment: credentials go in headers).
+	URL string `json:"url"`
+	// Index is the Elasticsearch index (elasticsearch only; default berth-logs).
+	Index string `json:"index,omitempty"`
+	// Headers are sent with every request (VictoriaLogs' VL-* headers, a tenant header). Names must be valid
+	// HTTP header names.
+	Headers map[string]string `json:"headers,omitempty"`
+	// Batch bounds a request.
+	Batch Batch `json:"batch,omitzero"`
+	// Retry tunes the backoff between attempts; transient failures are retried for as long as it takes.
+	Retry Retry `json:"retry,omitzero"`
+}
+
+// Batch bounds one request.
+type Batch struct {
+	// Records per request (default 1000, at most 100000).
+	Records int `json:"records,omitempty"`
+	// Bytes of log lines per request (default 1 MiB, at most 64 MiB).
+	Bytes int `json:"bytes,omitempty"`
+	// Linger is how long a batch that is not full waits for more lines (default 1s, at most 1m).
+	Linger metav1.Duration `json:"linger,omitzero"`
+}
+
+// Retry is the jittered exponential backoff.
+type Retry struct {
+	// Initial delay (default 500ms, at least 10ms).
+	Initial metav1.Duration `json:"initial,omitzero"`
+	// Max delay (default 30s, at least Initial, at most 10m).
+	Max metav1.Duration `json:"max,omitzero"`
+}

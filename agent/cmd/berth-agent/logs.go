@@ -1,0 +1,110 @@
+package main
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"sync"
+	"syscall"
+
+	logsv1 "berth.dev/berth/agent/api/logs/v1alpha1"
+	"berth.dev/berth/agent/logship/deliver"
+	"berth.dev/berth/agent/logship/ship"
+	"berth.dev/berth/agent/logship/sink"
+	"berth.dev/berth/agent/logship/sink/esbulk"
+	"berth.dev/berth/agent/logship/sink/loki"
+	"berth.dev/berth/agent/logship/sink/otlp"
+)
+
+// logsCmd is the log shipper's commands: validate a LogShipperConfig, or run the shipper.
+func logsCmd(args []string, stdout, stderr io.Writer) int {
+	if len(args) == 0 {
+		fmt.Fprint(stderr, usage)
+		return exitUsage
+	}
+	switch args[0] {
+	case "validate":
+		file, code := fileFlag("berth-agent logs validate", args[1:], stderr)
+		if code != exitOK {
+			return code
+		}
+		if _, code := check(file, stderr, logsv1.Decode, (*logsv1.LogShipperConfig).Validate); code != exitOK {
+			return code
+		}
+		fmt.Fprintf(stdout, "%s: valid\n", file)
+		return exitOK
+	case "run":
+		return logsRunCmd(args[1:], stderr)
+	}
+	fmt.Fprint(stderr, usage)
+	return exitUsage
+}
+
+// logsRunCmd ships the pods' logs to every sink until SIGTERM (exit 0).
+func logsRunCmd(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("berth-agent logs run", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	file := fs.String("config", "", "LogShipperConfig file (required)")
+	node := fs.String("node", os.Getenv("NODE_NAME"), "this node's name, on every record (default $NODE_NAME)")
+	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
+		return exitUsage
+	}
+	if *file == "" {
+		fmt.Fprintln(stderr, "berth-agent logs run: -config FILE is required")
+		return exitUsage
+	}
+	c, code := check(*file, stderr, logsv1.Decode, (*logsv1.LogShipperConfig).Validate)
+	if code != exitOK {
+		return code
+	}
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+	spec := c.Defaulted()
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	var wg sync.WaitGroup
+	errs := make(chan error, len(spec.Sinks))
+	for _, s := range spec.Sinks {
+		d, err := deliver.New(deliver.Config{Sink: newSink(s), Checkpoint: filepath.Join(spec.StateDir, s.Name+".checkpoint.json"),
+			DeadLetter: filepath.Join(spec.StateDir, s.Name+".dead-letters.ndjson"), Backoff: s.Retry.Initial.Duration,
+			MaxBackoff: s.Retry.Max.Duration, Log: log.With("sink", s.Name)})
+		if err != nil {
+			fmt.Fprintf(stderr, "berth-agent: sink %s: %v\n", s.Name, err)
+			return exitInvalidConfig
+		}
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			if err := ship.Run(ctx, ship.Config{Root: spec.PodLogs.Path, Deliverer: d, Node: *node, BatchRecords: s.Batch.Records,
+				BatchBytes: s.Batch.Bytes, Linger: s.Batch.Linger.Duration, MaxLine: spec.PodLogs.MaxLineBytes, Log: log.With("sink", s.Name)}); err != nil {
+				errs <- fmt.Errorf("sink %s: %w", s.Name, err)
+				stop()
+			}
+		}()
+	}
+	log.Info("shipping", "pods", spec.PodLogs.Path, "sinks", len(spec.Sinks), "node", *node)
+	wg.Wait()
+	close(errs)
+	code = exitOK
+	for err := range errs {
+		fmt.Fprintf(stderr, "berth-agent: %v\n", err)
+		code = exitInternal
+	}
+	return code
+}
+
+// newSink builds the sink a validated, defaulted Sink describes.
+func newSink(s logsv1.Sink) sink.Sink {
+	switch s.Type {
+	case logsv1.SinkLoki:
+		return loki.New(loki.Config{URL: s.URL, Header: s.Header()})
+	case logsv1.SinkElasticsearch:
+		return esbulk.New(esbulk.Config{URL: s.URL, Index: s.Index, Header: s.Header()})
+	default:
+		return otlp.New(otlp.Config{URL: s.URL, Header: s.Header()})
+	}
+}
