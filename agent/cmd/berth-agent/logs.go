@@ -6,15 +6,23 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"sync"
 	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	logsv1 "berth.dev/berth/agent/api/logs/v1alpha1"
 	"berth.dev/berth/agent/logship/deliver"
 	"berth.dev/berth/agent/logship/ship"
+	"berth.dev/berth/agent/logship/shipmetrics"
 	"berth.dev/berth/agent/logship/sink"
 	"berth.dev/berth/agent/logship/sink/esbulk"
 	"berth.dev/berth/agent/logship/sink/loki"
@@ -51,6 +59,7 @@ func logsRunCmd(args []string, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	file := fs.String("config", "", "LogShipperConfig file (required)")
 	node := fs.String("node", os.Getenv("NODE_NAME"), "this node's name, on every record (default $NODE_NAME)")
+	metricsAddr := fs.String("metrics-address", "127.0.0.1:9471", "where /metrics is served (the shipper's own metrics); empty: nowhere")
 	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
 		return exitUsage
 	}
@@ -66,12 +75,25 @@ func logsRunCmd(args []string, stderr io.Writer) int {
 	spec := c.Defaulted()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := shipmetrics.New(reg)
+	if *metricsAddr != "" {
+		ln, err := net.Listen("tcp", *metricsAddr)
+		if err != nil {
+			fmt.Fprintf(stderr, "berth-agent: -metrics-address: %v\n", err)
+			return exitUsage
+		}
+		srv := &http.Server{Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 10 * time.Second}
+		go srv.Serve(ln)
+		defer srv.Close()
+	}
 	var wg sync.WaitGroup
 	errs := make(chan error, len(spec.Sinks))
 	for _, s := range spec.Sinks {
 		d, err := deliver.New(deliver.Config{Sink: newSink(s), Checkpoint: filepath.Join(spec.StateDir, s.Name+".checkpoint.json"),
 			DeadLetter: filepath.Join(spec.StateDir, s.Name+".dead-letters.ndjson"), Backoff: s.Retry.Initial.Duration,
-			MaxBackoff: s.Retry.Max.Duration, Log: log.With("sink", s.Name)})
+			MaxBackoff: s.Retry.Max.Duration, Observe: metrics.For(s.Name), Log: log.With("sink", s.Name)})
 		if err != nil {
 			fmt.Fprintf(stderr, "berth-agent: sink %s: %v\n", s.Name, err)
 			return exitInvalidConfig
@@ -80,7 +102,8 @@ func logsRunCmd(args []string, stderr io.Writer) int {
 		go func() {
 			defer wg.Done()
 			if err := ship.Run(ctx, ship.Config{Root: spec.PodLogs.Path, Deliverer: d, Node: *node, BatchRecords: s.Batch.Records,
-				BatchBytes: s.Batch.Bytes, Linger: s.Batch.Linger.Duration, MaxLine: spec.PodLogs.MaxLineBytes, Log: log.With("sink", s.Name)}); err != nil {
+				BatchBytes: s.Batch.Bytes, Linger: s.Batch.Linger.Duration, MaxLine: spec.PodLogs.MaxLineBytes,
+				Lag: metrics.For(s.Name).Lag, Log: log.With("sink", s.Name)}); err != nil {
 				errs <- fmt.Errorf("sink %s: %w", s.Name, err)
 				stop()
 			}

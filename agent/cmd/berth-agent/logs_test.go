@@ -2,6 +2,8 @@ package main
 
 import (
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -10,8 +12,10 @@ import (
 	"testing"
 	"time"
 
+	"berth.dev/berth/internal/dev/ports"
 	"berth.dev/berth/test/logbackend"
 	"berth.dev/berth/test/toolbin"
+	"berth.dev/berth/test/wait"
 )
 
 // The logs role as the DaemonSet runs it, the agent binary against a real VictoriaLogs with two sinks (OTLP and
@@ -53,8 +57,13 @@ spec:
 	if out, err := exec.Command(agent, "logs", "validate", "-f", config).CombinedOutput(); err != nil {
 		t.Fatalf("validate: %v\n%s", err, out)
 	}
+	port, err := ports.Free()
+	if err != nil {
+		t.Fatal(err)
+	}
+	metricsURL := fmt.Sprintf("http://127.0.0.1:%d/metrics", port)
 	start := func() (*exec.Cmd, *strings.Builder) {
-		cmd := exec.Command(agent, "logs", "run", "-config", config, "-node", "node-7")
+		cmd := exec.Command(agent, "logs", "run", "-config", config, "-node", "node-7", "-metrics-address", fmt.Sprintf("127.0.0.1:%d", port))
 		var out strings.Builder
 		cmd.Stdout, cmd.Stderr = &out, &out
 		if err := cmd.Start(); err != nil {
@@ -74,6 +83,19 @@ spec:
 	// OTLP gives k8s.pod.name, Loki gives pod: one query per sink.
 	vl.Count(t, `"role line" k8s.pod.name:hello`, 400)
 	vl.Count(t, `"role line" pod:hello node:node-7`, 400)
+	// Its own metrics: what each sink shipped, and (after a rescan) nothing left to read.
+	wait.For(t, 30*time.Second, "the shipped and lag metrics", func() bool {
+		resp, err := http.Get(metricsURL)
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		m := string(b)
+		return strings.Contains(m, `berth_logs_shipped_records_total{sink="otlp"} 400`) &&
+			strings.Contains(m, `berth_logs_shipped_records_total{sink="loki"} 400`) &&
+			strings.Contains(m, `berth_logs_lag_bytes{path="`+logFile+`",sink="loki"} 0`)
+	})
 	stop(cmd, out)
 	for _, name := range []string{"otlp", "loki"} {
 		fi, err := os.Stat(filepath.Join(state, name+".checkpoint.json"))

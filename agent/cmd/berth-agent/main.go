@@ -50,7 +50,7 @@ const usage = `usage: berth-agent config validate -f FILE
        berth-agent lb controller -config FILE [-kubeconfig FILE] [-identity NAME]
        berth-agent lb host -config FILE [-kubeconfig FILE] [-interface NAME] [-identity NAME]
        berth-agent logs validate -f FILE
-       berth-agent logs run -config FILE [-node NAME]
+       berth-agent logs run -config FILE [-node NAME] [-metrics-address ADDR]
 
   config validate   check a NodeConfig (node.berth.dev/v1alpha1): strict decoding, every problem with its field path
   preflight         check that this node can join: DNS, TCP, TLS and CA pin, bootstrap token, clock skew

@@ -34,7 +34,9 @@ type Config struct {
 	Linger, Idle, Rescan     time.Duration
 	// MaxLine caps a merged line (tail's default).
 	MaxLine int
-	Log     *slog.Logger
+	// Lag, if set, is given each followed file's lag in bytes after every rescan.
+	Lag func(map[string]int64)
+	Log *slog.Logger
 }
 
 type source struct {
@@ -77,6 +79,13 @@ func Run(ctx context.Context, cfg Config) error {
 		if time.Since(lastScan) >= cfg.Rescan {
 			lastScan = time.Now()
 			scan(cfg, sources, reported)
+			if cfg.Lag != nil {
+				lag := make(map[string]int64, len(sources))
+				for p, s := range sources {
+					lag[p] = s.f.Lag()
+				}
+				cfg.Lag(lag)
+			}
 		}
 		read := false
 		for path, s := range sources {

@@ -230,6 +230,20 @@ func (f *Follower) Poll(max int, emit func(Line)) (bool, error) {
 	return true, nil
 }
 
+// Lag is how many bytes are still to read: the rest of the rotated files queued and of the current file.
+func (f *Follower) Lag() int64 {
+	var n int64
+	for _, r := range append(f.copies[:len(f.copies):len(f.copies)], f.cur) {
+		if r == nil {
+			continue
+		}
+		if fi, err := r.f.Stat(); err == nil && fi.Size() > r.end() {
+			n += fi.Size() - r.end()
+		}
+	}
+	return n
+}
+
 // open opens path at offset; nil if there is no such file.
 func (f *Follower) open(path string, offset int64) (*reader, error) {
 	file, err := os.Open(path)

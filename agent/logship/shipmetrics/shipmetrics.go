@@ -1,0 +1,56 @@
+// Package shipmetrics is the log shipper's own Prometheus metrics (client_golang), registered on a registry the
+// caller owns: records shipped, retries, dead letters and batch latency per sink, and how far each sink lags behind
+// each container log in bytes (the log files are the buffer: a lag that nears the kubelet's rotation budget,
+// containerLogMaxSize × (containerLogMaxFiles − 2), is about to lose lines).
+package shipmetrics
+
+import (
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// Metrics are the shipper's collectors.
+type Metrics struct {
+	shipped, retries, dead *prometheus.CounterVec
+	lag                    *prometheus.GaugeVec
+	files                  *prometheus.GaugeVec
+}
+
+// New registers the metrics on reg.
+func New(reg prometheus.Registerer) *Metrics {
+	m := &Metrics{
+		shipped: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "berth_logs_shipped_records_total",
+			Help: "Records a sink acknowledged."}, []string{"sink"}),
+		retries: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "berth_logs_retries_total",
+			Help: "Deliveries retried after a transient failure or a partial answer."}, []string{"sink"}),
+		dead: prometheus.NewCounterVec(prometheus.CounterOpts{Name: "berth_logs_dead_letters_total",
+			Help: "Records a sink refused for good, written to its dead-letter file."}, []string{"sink"}),
+		lag: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "berth_logs_lag_bytes",
+			Help: "Bytes of a container log not yet read for a sink (its file and rotated files still to read)."}, []string{"sink", "path"}),
+		files: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "berth_logs_followed_files",
+			Help: "Container logs a sink follows."}, []string{"sink"}),
+	}
+	reg.MustRegister(m.shipped, m.retries, m.dead, m.lag, m.files)
+	return m
+}
+
+// Sink is one sink's view: it is a deliver.Observer and takes the lag per file.
+type Sink struct {
+	m    *Metrics
+	name string
+}
+
+// For is the metrics of the sink named name.
+func (m *Metrics) For(name string) *Sink { return &Sink{m: m, name: name} }
+
+func (s *Sink) Delivered(n int)    { s.m.shipped.WithLabelValues(s.name).Add(float64(n)) }
+func (s *Sink) Retried(error)      { s.m.retries.WithLabelValues(s.name).Inc() }
+func (s *Sink) DeadLettered(n int) { s.m.dead.WithLabelValues(s.name).Add(float64(n)) }
+
+// Lag sets the lag of every followed file (files not given are dropped).
+func (s *Sink) Lag(perPath map[string]int64) {
+	s.m.lag.DeletePartialMatch(prometheus.Labels{"sink": s.name})
+	for p, n := range perPath {
+		s.m.lag.WithLabelValues(s.name, p).Set(float64(n))
+	}
+	s.m.files.WithLabelValues(s.name).Set(float64(len(perPath)))
+}
