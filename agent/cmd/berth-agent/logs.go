@@ -18,9 +18,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
 
 	logsv1 "berth.dev/berth/agent/api/logs/v1alpha1"
 	"berth.dev/berth/agent/logship/deliver"
+	"berth.dev/berth/agent/logship/podmeta"
 	"berth.dev/berth/agent/logship/ship"
 	"berth.dev/berth/agent/logship/shipmetrics"
 	"berth.dev/berth/agent/logship/sink"
@@ -60,6 +64,7 @@ func logsRunCmd(args []string, stderr io.Writer) int {
 	file := fs.String("config", "", "LogShipperConfig file (required)")
 	node := fs.String("node", os.Getenv("NODE_NAME"), "this node's name, on every record (default $NODE_NAME)")
 	metricsAddr := fs.String("metrics-address", "127.0.0.1:9471", "where /metrics is served (the shipper's own metrics); empty: nowhere")
+	kubeconfig := fs.String("kubeconfig", "", "kubeconfig for the pods' labels (default: in-cluster; none: records without labels)")
 	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
 		return exitUsage
 	}
@@ -88,6 +93,14 @@ func logsRunCmd(args []string, stderr io.Writer) int {
 		go srv.Serve(ln)
 		defer srv.Close()
 	}
+	var meta func(types.UID) []sink.Attr
+	if rc, err := clientcmd.BuildConfigFromFlags("", *kubeconfig); err != nil {
+		log.Warn("no API access: records carry no pod labels", "err", err)
+	} else if cs, err := kubernetes.NewForConfig(rc); err != nil {
+		log.Warn("no API access: records carry no pod labels", "err", err)
+	} else {
+		meta = podmeta.Start(ctx, cs, *node).Attrs
+	}
 	var wg sync.WaitGroup
 	errs := make(chan error, len(spec.Sinks))
 	for _, s := range spec.Sinks {
@@ -103,7 +116,7 @@ func logsRunCmd(args []string, stderr io.Writer) int {
 			defer wg.Done()
 			if err := ship.Run(ctx, ship.Config{Root: spec.PodLogs.Path, Deliverer: d, Node: *node, BatchRecords: s.Batch.Records,
 				BatchBytes: s.Batch.Bytes, Linger: s.Batch.Linger.Duration, MaxLine: spec.PodLogs.MaxLineBytes,
-				Lag: metrics.For(s.Name).Lag, Log: log.With("sink", s.Name)}); err != nil {
+				Lag: metrics.For(s.Name).Lag, Meta: meta, Log: log.With("sink", s.Name)}); err != nil {
 				errs <- fmt.Errorf("sink %s: %w", s.Name, err)
 				stop()
 			}

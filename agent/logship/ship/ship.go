@@ -13,6 +13,8 @@ import (
 	"path/filepath"
 	"time"
 
+	"k8s.io/apimachinery/pkg/types"
+
 	"berth.dev/berth/agent/logship/checkpoint"
 	"berth.dev/berth/agent/logship/deliver"
 	"berth.dev/berth/agent/logship/pods"
@@ -36,7 +38,9 @@ type Config struct {
 	MaxLine int
 	// Lag, if set, is given each followed file's lag in bytes after every rescan.
 	Lag func(map[string]int64)
-	Log *slog.Logger
+	// Meta, if set, gives more fields of a pod by its UID (its labels, package podmeta).
+	Meta func(uid types.UID) []sink.Attr
+	Log  *slog.Logger
 }
 
 type source struct {
@@ -93,6 +97,9 @@ func Run(ctx context.Context, cfg Config) error {
 				break
 			}
 			attrs := append(s.c.Attrs(), sink.Attr{Key: "node", Value: cfg.Node})
+			if cfg.Meta != nil {
+				attrs = append(attrs, cfg.Meta(types.UID(s.c.UID))...)
+			}
 			got, err := s.f.Poll(cfg.BatchBytes-size, func(l tail.Line) {
 				rec := sink.Record{Time: l.Time, Body: []byte(string(l.Content)),
 					Attrs: append(attrs[:len(attrs):len(attrs)], sink.Attr{Key: "stream", Value: l.Stream.String()}),

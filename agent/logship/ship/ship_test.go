@@ -11,8 +11,11 @@ import (
 	"testing"
 	"time"
 
+	"k8s.io/apimachinery/pkg/types"
+
 	"berth.dev/berth/agent/logship/deliver"
 	"berth.dev/berth/agent/logship/ship"
+	"berth.dev/berth/agent/logship/sink"
 	"berth.dev/berth/agent/logship/sink/loki"
 	"berth.dev/berth/test/logbackend"
 )
@@ -57,7 +60,14 @@ func TestShipsEveryPod(t *testing.T) {
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() {
-		done <- ship.Run(ctx, ship.Config{Root: root, Deliverer: d, Node: "node-1", BatchRecords: 500, Linger: 100 * time.Millisecond,
+		// Meta stands in for podmeta (tested against a real apiserver in its package): alpha has a label.
+		meta := func(uid types.UID) []sink.Attr {
+			if uid == "11111111-1111-1111-1111-111111111111" {
+				return []sink.Attr{{Key: "kubernetes.labels.app", Value: "alpha"}}
+			}
+			return nil
+		}
+		done <- ship.Run(ctx, ship.Config{Root: root, Deliverer: d, Node: "node-1", BatchRecords: 500, Linger: 100 * time.Millisecond, Meta: meta,
 			Idle: 20 * time.Millisecond, Rescan: 50 * time.Millisecond, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	}()
 	defer func() {
@@ -86,6 +96,9 @@ func TestShipsEveryPod(t *testing.T) {
 	// Everything else has arrived by now: the stray file's lines would have too.
 	if got := vl.Query(t, `stray`); len(got) != 0 {
 		t.Errorf("a file outside the kubelet's layout was shipped: %v", got)
+	}
+	if e := vl.Query(t, `alpha`)[0]; e["kubernetes_labels_app"] != "alpha" {
+		t.Errorf("alpha's label: %v", e)
 	}
 	if e := vl.Query(t, `gamma`)[0]; e["pod"] != "gamma" || e["namespace"] != "demo" || e["container"] != "app" {
 		t.Errorf("gamma's fields: %v", e)
