@@ -47,15 +47,7 @@ func lbCmd(args []string, stdout, stderr io.Writer) int {
 	}
 	switch args[0] {
 	case "validate":
-		file, code := fileFlag("berth-agent lb validate", args[1:], stderr)
-		if code != exitOK {
-			return code
-		}
-		if _, code := check(file, stderr, lbv1.Decode, (*lbv1.LoadBalancerConfig).Validate); code != exitOK {
-			return code
-		}
-		fmt.Fprintf(stdout, "%s: valid\n", file)
-		return exitOK
+		return validateCmd("berth-agent lb validate", args[1:], stdout, stderr, lbv1.Decode, (*lbv1.LoadBalancerConfig).Validate)
 	case "controller":
 		return lbControllerCmd(args[1:], stderr)
 	case "host":

@@ -41,15 +41,7 @@ func logsCmd(args []string, stdout, stderr io.Writer) int {
 	}
 	switch args[0] {
 	case "validate":
-		file, code := fileFlag("berth-agent logs validate", args[1:], stderr)
-		if code != exitOK {
-			return code
-		}
-		if _, code := check(file, stderr, logsv1.Decode, (*logsv1.LogShipperConfig).Validate); code != exitOK {
-			return code
-		}
-		fmt.Fprintf(stdout, "%s: valid\n", file)
-		return exitOK
+		return validateCmd("berth-agent logs validate", args[1:], stdout, stderr, logsv1.Decode, (*logsv1.LogShipperConfig).Validate)
 	case "run":
 		return logsRunCmd(args[1:], stderr)
 	}
@@ -137,10 +129,10 @@ func logsRunCmd(args []string, stderr io.Writer) int {
 func newSink(s logsv1.Sink) sink.Sink {
 	switch s.Type {
 	case logsv1.SinkLoki:
-		return loki.New(loki.Config{URL: s.URL, Header: s.Header()})
+		return loki.New(loki.Config{HTTP: sink.HTTP{URL: s.URL, Header: s.Header()}})
 	case logsv1.SinkElasticsearch:
-		return esbulk.New(esbulk.Config{URL: s.URL, Index: s.Index, Header: s.Header()})
+		return esbulk.New(esbulk.Config{HTTP: sink.HTTP{URL: s.URL, Header: s.Header()}, Index: s.Index})
 	default:
-		return otlp.New(otlp.Config{URL: s.URL, Header: s.Header()})
+		return otlp.New(otlp.Config{HTTP: sink.HTTP{URL: s.URL, Header: s.Header()}})
 	}
 }

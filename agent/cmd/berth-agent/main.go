@@ -143,6 +143,20 @@ func load(file string, stderr io.Writer) (*nodeconfig.Config, int) {
 // check reads a config file of any kind ("-": standard input; a regular file of at most config.MaxSize bytes),
 // decodes it strictly and validates it, printing every problem (unknown and duplicate fields, then the values) in
 // one pass, each on its own line.
+// validateCmd is `<role> validate -f FILE`: decode and validate one config document, say it is valid or name every
+// problem.
+func validateCmd[T any](name string, args []string, stdout, stderr io.Writer, decode func([]byte) (*T, error), validate func(*T) field.ErrorList) int {
+	file, code := fileFlag(name, args, stderr)
+	if code != exitOK {
+		return code
+	}
+	if _, code := check(file, stderr, decode, validate); code != exitOK {
+		return code
+	}
+	fmt.Fprintf(stdout, "%s: valid\n", file)
+	return exitOK
+}
+
 func check[T any](file string, stderr io.Writer, decode func([]byte) (*T, error), validate func(*T) field.ErrorList) (*T, int) {
 	var data []byte
 	var err error

@@ -81,8 +81,8 @@ func (s *shipper) step(ctx context.Context) (bool, error) {
 func TestNothingLostThroughOutageAndKill(t *testing.T) {
 	const total, batch = 3000, 200
 	vl := logbackend.StartVictoriaLogs(t)
-	s := esbulk.New(esbulk.Config{URL: vl.URL + "/insert/elasticsearch", Index: "berth", Client: &http.Client{Timeout: 5 * time.Second},
-		Header: http.Header{"VL-Msg-Field": {"message"}, "VL-Time-Field": {"@timestamp"}}})
+	s := esbulk.New(esbulk.Config{Index: "berth", HTTP: sink.HTTP{URL: vl.URL + "/insert/elasticsearch", Client: &http.Client{Timeout: 5 * time.Second},
+		Header: http.Header{"VL-Msg-Field": {"message"}, "VL-Time-Field": {"@timestamp"}}}})
 	dir := t.TempDir()
 	path := filepath.Join(dir, "0.log")
 	out, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)

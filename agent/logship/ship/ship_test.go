@@ -52,7 +52,7 @@ func TestShipsEveryPod(t *testing.T) {
 	appendLines(t, a1, "alpha-restarted", 0, 10)
 	appendLines(t, b, "beta", 0, 700)
 	appendLines(t, filepath.Join(root, "stray", "x", "0.log"), "stray", 0, 5)
-	d, err := deliver.New(deliver.Config{Sink: loki.New(loki.Config{URL: vl.URL + "/insert"}), Checkpoint: filepath.Join(root, "..", "cp.json"),
+	d, err := deliver.New(deliver.Config{Sink: loki.New(loki.Config{HTTP: sink.HTTP{URL: vl.URL + "/insert"}}), Checkpoint: filepath.Join(root, "..", "cp.json"),
 		DeadLetter: filepath.Join(t.TempDir(), "dead.ndjson"), Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
 		t.Fatal(err)

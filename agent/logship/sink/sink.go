@@ -4,9 +4,11 @@
 package sink
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net/http"
 	"strconv"
 	"time"
@@ -104,4 +106,39 @@ func cut(b []byte) string {
 func IsRetry(err error) bool {
 	var e *Error
 	return err != nil && (!errors.As(err, &e) || e.Retry)
+}
+
+// HTTP is what the HTTP sinks share: the backend's base URL, headers sent with every request, and the client
+// (default: one with a 30 s timeout).
+type HTTP struct {
+	URL    string
+	Header http.Header
+	Client *http.Client
+}
+
+// Post sends body to the base URL joined with path and returns the answer's status and up to limit bytes of its
+// body. A request that gets no answer (connection refused, timeout, the answer cut off) is a Transient error.
+func (h HTTP) Post(ctx context.Context, name, path, contentType string, body []byte, limit int64) (*http.Response, []byte, error) {
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, h.URL+path, bytes.NewReader(body))
+	if err != nil {
+		return nil, nil, fmt.Errorf("sink %s: %w", name, err)
+	}
+	for k, v := range h.Header {
+		req.Header[k] = v
+	}
+	req.Header.Set("Content-Type", contentType)
+	client := h.Client
+	if client == nil {
+		client = &http.Client{Timeout: 30 * time.Second}
+	}
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, nil, Transient(name, err)
+	}
+	defer resp.Body.Close()
+	answer, err := io.ReadAll(io.LimitReader(resp.Body, limit))
+	if err != nil {
+		return nil, nil, Transient(name, fmt.Errorf("reading the answer: %w", err))
+	}
+	return resp, answer, nil
 }

@@ -10,7 +10,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"io"
 	"net/http"
 	"time"
 
@@ -19,26 +18,19 @@ import (
 
 // Config is where and how to send.
 type Config struct {
-	// URL is the bulk API's base (…/_bulk is appended): an Elasticsearch or OpenSearch URL, or VictoriaLogs'
-	// http://host:9428/insert/elasticsearch.
-	URL string
+	// URL (in HTTP) is the bulk API's base (…/_bulk is appended): an Elasticsearch or OpenSearch URL, or
+	// VictoriaLogs' http://host:9428/insert/elasticsearch; Header is sent with every request (VictoriaLogs'
+	// VL-Msg-Field and friends, an Authorization).
+	sink.HTTP
 	// Index the documents go to.
 	Index string
-	// Header is sent with every request (VictoriaLogs' VL-Msg-Field and friends, an Authorization).
-	Header http.Header
-	Client *http.Client
 }
 
 // Sink sends to one bulk API.
 type Sink struct{ cfg Config }
 
-// New is a sink with cfg (Client defaults to one with a 30 s timeout).
-func New(cfg Config) *Sink {
-	if cfg.Client == nil {
-		cfg.Client = &http.Client{Timeout: 30 * time.Second}
-	}
-	return &Sink{cfg: cfg}
-}
+// New is a sink with cfg.
+func New(cfg Config) *Sink { return &Sink{cfg: cfg} }
 
 func (s *Sink) Name() string { return "esbulk" }
 
@@ -64,22 +56,9 @@ func (s *Sink) Send(ctx context.Context, batch []sink.Record) error {
 			return err
 		}
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.cfg.URL+"/_bulk", &body)
+	resp, answer, err := s.cfg.Post(ctx, s.Name(), "/_bulk", "application/x-ndjson", body.Bytes(), 64<<20)
 	if err != nil {
-		return &sink.Error{Sink: s.Name(), Rejected: all(len(batch), err.Error()), Err: err}
-	}
-	for k, v := range s.cfg.Header {
-		req.Header[k] = v
-	}
-	req.Header.Set("Content-Type", "application/x-ndjson")
-	resp, err := s.cfg.Client.Do(req)
-	if err != nil {
-		return sink.Transient(s.Name(), err)
-	}
-	defer resp.Body.Close()
-	answer, err := io.ReadAll(io.LimitReader(resp.Body, 64<<20))
-	if err != nil {
-		return sink.Transient(s.Name(), fmt.Errorf("reading the answer: %w", err))
+		return err
 	}
 	if err := sink.Status(s.Name(), resp, answer, len(batch)); err != nil {
 		return err

@@ -29,8 +29,8 @@ func records(n int, tag string) []sink.Record {
 // fields.
 func TestIntoVictoriaLogs(t *testing.T) {
 	vl := logbackend.StartVictoriaLogs(t)
-	s := esbulk.New(esbulk.Config{URL: vl.URL + "/insert/elasticsearch", Index: "berth",
-		Header: http.Header{"VL-Msg-Field": {"message"}, "VL-Time-Field": {"@timestamp"}, "VL-Stream-Fields": {"kubernetes.namespace,kubernetes.pod"}}})
+	s := esbulk.New(esbulk.Config{Index: "berth", HTTP: sink.HTTP{URL: vl.URL + "/insert/elasticsearch",
+		Header: http.Header{"VL-Msg-Field": {"message"}, "VL-Time-Field": {"@timestamp"}, "VL-Stream-Fields": {"kubernetes.namespace,kubernetes.pod"}}}})
 	if err := s.Send(context.Background(), records(500, "bulk")); err != nil {
 		t.Fatal(err)
 	}
@@ -60,7 +60,7 @@ func TestAnswers(t *testing.T) {
 		fmt.Fprint(w, answer)
 	}))
 	defer srv.Close()
-	s := esbulk.New(esbulk.Config{URL: srv.URL, Index: "x"})
+	s := esbulk.New(esbulk.Config{HTTP: sink.HTTP{URL: srv.URL}, Index: "x"})
 	send := func() *sink.Error {
 		t.Helper()
 		err := s.Send(context.Background(), records(3, "a"))

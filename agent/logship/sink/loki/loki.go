@@ -4,15 +4,11 @@
 package loki
 
 import (
-	"bytes"
 	"context"
 	"encoding/json"
 	"fmt"
-	"io"
-	"net/http"
 	"strconv"
 	"strings"
-	"time"
 
 	"berth.dev/berth/agent/logship/sink"
 )
@@ -26,24 +22,15 @@ var labels = map[string]string{
 	"stream":               "stream",
 }
 
-// Config is where to send.
-type Config struct {
-	// URL is Loki's base (…/loki/api/v1/push is appended), or VictoriaLogs' http://host:9428/insert.
-	URL    string
-	Header http.Header
-	Client *http.Client
-}
+// Config is where to send: URL is Loki's base (…/loki/api/v1/push is appended), or VictoriaLogs'
+// http://host:9428/insert.
+type Config struct{ sink.HTTP }
 
 // Sink sends to one Loki push API.
 type Sink struct{ cfg Config }
 
-// New is a sink with cfg (Client defaults to one with a 30 s timeout).
-func New(cfg Config) *Sink {
-	if cfg.Client == nil {
-		cfg.Client = &http.Client{Timeout: 30 * time.Second}
-	}
-	return &Sink{cfg: cfg}
-}
+// New is a sink with cfg.
+func New(cfg Config) *Sink { return &Sink{cfg: cfg} }
 
 func (s *Sink) Name() string { return "loki" }
 
@@ -103,19 +90,9 @@ func (s *Sink) Send(ctx context.Context, batch []sink.Record) error {
 	if err != nil {
 		return fmt.Errorf("loki: %w", err)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.cfg.URL+"/loki/api/v1/push", bytes.NewReader(body))
+	resp, answer, err := s.cfg.Post(ctx, s.Name(), "/loki/api/v1/push", "application/json", body, 64<<10)
 	if err != nil {
-		return fmt.Errorf("loki: %w", err)
+		return err
 	}
-	for k, v := range s.cfg.Header {
-		req.Header[k] = v
-	}
-	req.Header.Set("Content-Type", "application/json")
-	resp, err := s.cfg.Client.Do(req)
-	if err != nil {
-		return sink.Transient(s.Name(), err)
-	}
-	defer resp.Body.Close()
-	answer, _ := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
 	return sink.Status(s.Name(), resp, answer, len(batch))
 }

@@ -27,7 +27,7 @@ func records(n int) []sink.Record {
 // Into a real VictoriaLogs through its Loki push endpoint: every record arrives with its labels and metadata.
 func TestIntoVictoriaLogs(t *testing.T) {
 	vl := logbackend.StartVictoriaLogs(t)
-	s := loki.New(loki.Config{URL: vl.URL + "/insert"})
+	s := loki.New(loki.Config{HTTP: sink.HTTP{URL: vl.URL + "/insert"}})
 	if err := s.Send(context.Background(), records(300)); err != nil {
 		t.Fatal(err)
 	}

@@ -6,10 +6,8 @@
 package otlp
 
 import (
-	"bytes"
 	"context"
 	"fmt"
-	"io"
 	"net/http"
 	"time"
 
@@ -32,25 +30,15 @@ var resourceKeys = map[string]string{
 	"node":                 "k8s.node.name",
 }
 
-// Config is where to send.
-type Config struct {
-	// URL is the OTLP/HTTP base (…/v1/logs is appended): a collector's http://host:4318, or VictoriaLogs'
-	// http://host:9428/insert/opentelemetry.
-	URL    string
-	Header http.Header
-	Client *http.Client
-}
+// Config is where to send: URL is the OTLP/HTTP base (…/v1/logs is appended): a collector's
+// http://host:4318, or VictoriaLogs' http://host:9428/insert/opentelemetry.
+type Config struct{ sink.HTTP }
 
 // Sink sends to one OTLP/HTTP endpoint.
 type Sink struct{ cfg Config }
 
-// New is a sink with cfg (Client defaults to one with a 30 s timeout).
-func New(cfg Config) *Sink {
-	if cfg.Client == nil {
-		cfg.Client = &http.Client{Timeout: 30 * time.Second}
-	}
-	return &Sink{cfg: cfg}
-}
+// New is a sink with cfg.
+func New(cfg Config) *Sink { return &Sink{cfg: cfg} }
 
 func (s *Sink) Name() string { return "otlp" }
 
@@ -103,22 +91,9 @@ func (s *Sink) Send(ctx context.Context, batch []sink.Record) error {
 	if err != nil {
 		return fmt.Errorf("otlp: %w", err)
 	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, s.cfg.URL+"/v1/logs", bytes.NewReader(body))
+	resp, answer, err := s.cfg.Post(ctx, s.Name(), "/v1/logs", "application/x-protobuf", body, 4<<20)
 	if err != nil {
-		return fmt.Errorf("otlp: %w", err)
-	}
-	for k, v := range s.cfg.Header {
-		req.Header[k] = v
-	}
-	req.Header.Set("Content-Type", "application/x-protobuf")
-	resp, err := s.cfg.Client.Do(req)
-	if err != nil {
-		return sink.Transient(s.Name(), err)
-	}
-	defer resp.Body.Close()
-	answer, err := io.ReadAll(io.LimitReader(resp.Body, 4<<20))
-	if err != nil {
-		return sink.Transient(s.Name(), fmt.Errorf("reading the answer: %w", err))
+		return err
 	}
 	if resp.StatusCode >= 300 {
 		// The specification retries only 429, 502, 503 and 504; other codes are final.

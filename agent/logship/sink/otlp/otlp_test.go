@@ -33,7 +33,7 @@ func records(n int) []sink.Record {
 // resource (the pod) and attributes.
 func TestIntoVictoriaLogs(t *testing.T) {
 	vl := logbackend.StartVictoriaLogs(t)
-	s := otlp.New(otlp.Config{URL: vl.URL + "/insert/opentelemetry"})
+	s := otlp.New(otlp.Config{HTTP: sink.HTTP{URL: vl.URL + "/insert/opentelemetry"}})
 	if err := s.Send(context.Background(), records(300)); err != nil {
 		t.Fatal(err)
 	}
@@ -68,7 +68,7 @@ func TestAnswers(t *testing.T) {
 		w.Write(answer)
 	}))
 	defer srv.Close()
-	s := otlp.New(otlp.Config{URL: srv.URL})
+	s := otlp.New(otlp.Config{HTTP: sink.HTTP{URL: srv.URL}})
 	send := func() *sink.Error {
 		err := s.Send(context.Background(), records(4))
 		var e *sink.Error
