@@ -14,10 +14,11 @@ export PATH := /usr/local/go/bin:$(PATH)
 # apt packages the tests and tools run for real: containerd + runc + CNI plugins for the node helper and image
 # pre-caching, busybox for test images, iproute2/util-linux for namespaces; mmdebstrap, e2fsprogs, fdisk, GRUB,
 # qemu and genisoimage to bake and boot node images; systemd-container (systemd-nspawn) for the systemd tier;
-# socat to forward a guest's connections to the control plane on loopback.
+# socat to forward a guest's connections to the control plane on loopback; nftables for the LB benchmark beside
+# kube-proxy; systemd-journal-remote to write real journal files for the log shipper's journal tests.
 APT_PACKAGES := containerd runc containernetworking-plugins busybox-static iproute2 util-linux ca-certificates \
 	mmdebstrap e2fsprogs fdisk grub-pc-bin grub2-common qemu-system-x86 qemu-utils genisoimage systemd-container \
-	socat nftables
+	socat nftables systemd-journal-remote
 GO_MIN := 1.26
 BERTH_CACHE ?= $(HOME)/.cache/berth
 DEV_BIN := $(BERTH_CACHE)/bin/berth-dev

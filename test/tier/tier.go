@@ -59,7 +59,18 @@ var (
 	Dpkg = Need{"dpkg-deb", command("dpkg-deb", "dpkg")}
 	// NFT is the nft command, which kube-proxy's nftables mode runs (berth itself programs nftables over netlink).
 	NFT = Need{"nft", command("nft", "nftables")}
+	// JournalRemote is systemd-journal-remote, which writes real journal files from the export format (the log
+	// shipper's journal tests), and journalctl, which reads them.
+	JournalRemote = Need{"systemd-journal-remote and journalctl", func() string {
+		if _, err := os.Stat(JournalRemoteBin); err != nil {
+			return JournalRemoteBin + " is missing (apt package systemd-journal-remote; make deps installs it)"
+		}
+		return command("journalctl", "systemd")()
+	}}
 )
+
+// JournalRemoteBin is where Debian puts systemd-journal-remote (not on PATH).
+const JournalRemoteBin = "/lib/systemd/systemd-journal-remote"
 
 // Built is a pinned tool that tools/build.sh builds from the module proxy on first use.
 func Built(tool string) Need {
