@@ -24,6 +24,7 @@ import (
 
 	logsv1 "berth.dev/berth/agent/api/logs/v1alpha1"
 	"berth.dev/berth/agent/logship/deliver"
+	"berth.dev/berth/agent/logship/journal"
 	"berth.dev/berth/agent/logship/podmeta"
 	"berth.dev/berth/agent/logship/ship"
 	"berth.dev/berth/agent/logship/shipmetrics"
@@ -108,7 +109,7 @@ func logsRunCmd(args []string, stderr io.Writer) int {
 			defer wg.Done()
 			if err := ship.Run(ctx, ship.Config{Root: spec.PodLogs.Path, Deliverer: d, Node: *node, BatchRecords: s.Batch.Records,
 				BatchBytes: s.Batch.Bytes, Linger: s.Batch.Linger.Duration, MaxLine: spec.PodLogs.MaxLineBytes,
-				Lag: metrics.For(s.Name).Lag, Meta: meta, Log: log.With("sink", s.Name)}); err != nil {
+				Lag: metrics.For(s.Name).Lag, Meta: meta, Journal: journalConfig(spec.Journal), Log: log.With("sink", s.Name)}); err != nil {
 				errs <- fmt.Errorf("sink %s: %w", s.Name, err)
 				stop()
 			}
@@ -123,6 +124,14 @@ func logsRunCmd(args []string, stderr io.Writer) int {
 		code = exitInternal
 	}
 	return code
+}
+
+// journalConfig is the journal input's config, nil if the journal is not read.
+func journalConfig(j *logsv1.Journal) *journal.Config {
+	if j == nil {
+		return nil
+	}
+	return &journal.Config{Directory: j.Directory, Command: j.Command}
 }
 
 // newSink builds the sink a validated, defaulted Sink describes.

@@ -23,50 +23,65 @@ const Version = 1
 // Positions are the positions per followed log (its path).
 type Positions map[string]tail.Position
 
-type file struct {
-	Version   int       `json:"version"`
+// Checkpoint is what one sink acknowledged: a position per container log, and the journal's cursor.
+type Checkpoint struct {
 	Positions Positions `json:"positions"`
+	// JournalCursor is the cursor of the last journal entry the sink acknowledged ("": none yet).
+	JournalCursor string `json:"journalCursor,omitempty"`
+}
+
+type file struct {
+	Version int `json:"version"`
+	Checkpoint
 }
 
 // Load reads the checkpoint at path; a missing file is an empty checkpoint (nothing delivered yet). Leftovers of an
 // interrupted write beside it are removed.
-func Load(path string) (Positions, error) {
+func Load(path string) (Checkpoint, error) {
+	c, err := load(path)
+	if err != nil {
+		return Checkpoint{}, err
+	}
+	if c.Positions == nil {
+		c.Positions = Positions{}
+	}
+	return c, nil
+}
+
+func load(path string) (Checkpoint, error) {
 	if _, err := atomicfile.Sweep(filepath.Dir(path)); err != nil && !errors.Is(err, fs.ErrNotExist) {
-		return nil, fmt.Errorf("checkpoint %s: %w", path, err)
+		return Checkpoint{}, fmt.Errorf("checkpoint %s: %w", path, err)
 	}
 	data, err := os.ReadFile(path)
 	if errors.Is(err, fs.ErrNotExist) {
-		return Positions{}, nil
+		return Checkpoint{}, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("checkpoint %s: %w", path, err)
+		return Checkpoint{}, fmt.Errorf("checkpoint %s: %w", path, err)
 	}
 	dec := json.NewDecoder(bytes.NewReader(data))
 	dec.DisallowUnknownFields()
 	var f file
 	if err := dec.Decode(&f); err != nil {
-		return nil, fmt.Errorf("checkpoint %s: %w", path, err)
+		return Checkpoint{}, fmt.Errorf("checkpoint %s: %w", path, err)
 	}
 	if dec.More() {
-		return nil, fmt.Errorf("checkpoint %s: more than one JSON document", path)
+		return Checkpoint{}, fmt.Errorf("checkpoint %s: more than one JSON document", path)
 	}
 	if f.Version != Version {
-		return nil, fmt.Errorf("checkpoint %s: version: %d, want %d", path, f.Version, Version)
+		return Checkpoint{}, fmt.Errorf("checkpoint %s: version: %d, want %d", path, f.Version, Version)
 	}
 	for k, p := range f.Positions {
 		if p.Offset < 0 {
-			return nil, fmt.Errorf("checkpoint %s: positions[%q].offset: %d is negative", path, k, p.Offset)
+			return Checkpoint{}, fmt.Errorf("checkpoint %s: positions[%q].offset: %d is negative", path, k, p.Offset)
 		}
 	}
-	if f.Positions == nil {
-		f.Positions = Positions{}
-	}
-	return f.Positions, nil
+	return f.Checkpoint, nil
 }
 
-// Save replaces the checkpoint at path with ps, atomically (mode 0600).
-func Save(path string, ps Positions) error {
-	data, err := json.Marshal(file{Version: Version, Positions: ps})
+// Save replaces the checkpoint at path with c, atomically (mode 0600).
+func Save(path string, c Checkpoint) error {
+	data, err := json.Marshal(file{Version: Version, Checkpoint: c})
 	if err != nil {
 		return fmt.Errorf("checkpoint %s: %w", path, err)
 	}

@@ -13,11 +13,11 @@ import (
 func TestRoundTripAndBadFiles(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "victorialogs.json")
-	if ps, err := Load(path); err != nil || len(ps) != 0 {
-		t.Fatalf("a missing checkpoint: %v, %v; want empty", ps, err)
+	if c, err := Load(path); err != nil || len(c.Positions) != 0 || c.JournalCursor != "" {
+		t.Fatalf("a missing checkpoint: %v, %v; want empty", c, err)
 	}
-	ps := Positions{"/var/log/pods/ns_pod_uid/c/0.log": {Path: "/var/log/pods/ns_pod_uid/c/0.log.20261203-110000",
-		Identity: tail.Identity{Dev: 65024, Ino: 42, Head: []byte("2026-12-03T11:00:00Z stdout F x")}, Offset: 1234}}
+	ps := Checkpoint{JournalCursor: "s=abc;i=5", Positions: Positions{"/var/log/pods/ns_pod_uid/c/0.log": {Path: "/var/log/pods/ns_pod_uid/c/0.log.20261203-110000",
+		Identity: tail.Identity{Dev: 65024, Ino: 42, Head: []byte("2026-12-03T11:00:00Z stdout F x")}, Offset: 1234}}}
 	// A write killed midway leaves its temporary file: it is swept, and the last checkpoint is what loads.
 	if err := Save(path, ps); err != nil {
 		t.Fatal(err)

@@ -22,10 +22,12 @@ import (
 	"berth.dev/berth/agent/logship/tail"
 )
 
-// Batch is records read together and, per followed log, the position reached once all of them are delivered.
+// Batch is records read together and, per followed log, the position reached once all of them are delivered (and
+// the journal's cursor, if journal entries are among them).
 type Batch struct {
-	Records []sink.Record
-	Commit  checkpoint.Positions
+	Records       []sink.Record
+	Commit        checkpoint.Positions
+	JournalCursor string
 }
 
 // Config is one sink's delivery.
@@ -51,7 +53,7 @@ type Observer interface {
 // Deliverer delivers batches to one sink, one at a time.
 type Deliverer struct {
 	cfg       Config
-	positions checkpoint.Positions
+	committed checkpoint.Checkpoint
 	rng       *rand.Rand
 }
 
@@ -66,19 +68,22 @@ func New(cfg Config) (*Deliverer, error) {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
-	ps, err := checkpoint.Load(cfg.Checkpoint)
+	c, err := checkpoint.Load(cfg.Checkpoint)
 	if err != nil {
 		return nil, err
 	}
-	return &Deliverer{cfg: cfg, positions: ps, rng: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 0))}, nil
+	return &Deliverer{cfg: cfg, committed: c, rng: rand.New(rand.NewPCG(uint64(time.Now().UnixNano()), 0))}, nil
 }
 
 // Positions are the positions committed so far (a copy).
-func (d *Deliverer) Positions() checkpoint.Positions { return maps.Clone(d.positions) }
+func (d *Deliverer) Positions() checkpoint.Positions { return maps.Clone(d.committed.Positions) }
+
+// JournalCursor is the cursor of the last journal entry delivered ("": none).
+func (d *Deliverer) JournalCursor() string { return d.committed.JournalCursor }
 
 // Position is where reading the log at path starts again (nil: from its start).
 func (d *Deliverer) Position(path string) *tail.Position {
-	if p, ok := d.positions[path]; ok {
+	if p, ok := d.committed.Positions[path]; ok {
 		return &p
 	}
 	return nil
@@ -134,15 +139,18 @@ func (d *Deliverer) Deliver(ctx context.Context, b Batch) error {
 		case <-time.After(delay):
 		}
 	}
-	if len(b.Commit) == 0 {
+	if len(b.Commit) == 0 && b.JournalCursor == "" {
 		return nil
 	}
-	next := maps.Clone(d.positions)
-	maps.Copy(next, b.Commit)
+	next := checkpoint.Checkpoint{Positions: maps.Clone(d.committed.Positions), JournalCursor: d.committed.JournalCursor}
+	maps.Copy(next.Positions, b.Commit)
+	if b.JournalCursor != "" {
+		next.JournalCursor = b.JournalCursor
+	}
 	if err := checkpoint.Save(d.cfg.Checkpoint, next); err != nil {
 		return err
 	}
-	d.positions = next
+	d.committed = next
 	return nil
 }
 

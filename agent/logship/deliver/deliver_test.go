@@ -266,9 +266,9 @@ func TestPartialAnswers(t *testing.T) {
 	if obs.delivered.Load() != 2 || obs.dead.Load() != 1 || obs.retried.Load() != 2 {
 		t.Errorf("delivered %d, dead %d, retried %d; want 2, 1, 2", obs.delivered.Load(), obs.dead.Load(), obs.retried.Load())
 	}
-	ps, err := checkpoint.Load(filepath.Join(dir, "cp.json"))
-	if err != nil || ps["/p/0.log"].Offset != 99 {
-		t.Errorf("committed %+v, %v", ps, err)
+	c, err := checkpoint.Load(filepath.Join(dir, "cp.json"))
+	if err != nil || c.Positions["/p/0.log"].Offset != 99 {
+		t.Errorf("committed %+v, %v", c, err)
 	}
 	// A cancelled delivery commits nothing.
 	f.answers = []error{sink.Transient("fake", fmt.Errorf("down"))}

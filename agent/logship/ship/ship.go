@@ -17,6 +17,7 @@ import (
 
 	"berth.dev/berth/agent/logship/checkpoint"
 	"berth.dev/berth/agent/logship/deliver"
+	"berth.dev/berth/agent/logship/journal"
 	"berth.dev/berth/agent/logship/pods"
 	"berth.dev/berth/agent/logship/sink"
 	"berth.dev/berth/agent/logship/tail"
@@ -40,7 +41,10 @@ type Config struct {
 	Lag func(map[string]int64)
 	// Meta, if set, gives more fields of a pod by its UID (its labels, package podmeta).
 	Meta func(uid types.UID) []sink.Attr
-	Log  *slog.Logger
+	// Journal, if set, is read too (followed, from the sink's journal cursor); its entries go into the same
+	// batches.
+	Journal *journal.Config
+	Log     *slog.Logger
 }
 
 type source struct {
@@ -68,6 +72,7 @@ func Run(ctx context.Context, cfg Config) error {
 	if cfg.Log == nil {
 		cfg.Log = slog.Default()
 	}
+	entries := readJournal(ctx, cfg)
 	sources := map[string]*source{}
 	defer func() {
 		for _, s := range sources {
@@ -128,6 +133,19 @@ func Run(ctx context.Context, cfg Config) error {
 				}
 			}
 		}
+	journal:
+		for entries != nil && len(b.Records) < cfg.BatchRecords && size < cfg.BatchBytes {
+			select {
+			case e := <-entries:
+				rec := journal.Record(e, cfg.Node)
+				b.Records = append(b.Records, rec)
+				b.JournalCursor = e.Cursor
+				size += len(rec.Body) + 64
+				read = true
+			default:
+				break journal
+			}
+		}
 		if len(b.Records) > 0 && started.IsZero() {
 			started = time.Now()
 		}
@@ -151,6 +169,41 @@ func Run(ctx context.Context, cfg Config) error {
 		case <-time.After(cfg.Idle):
 		}
 	}
+}
+
+// readJournal follows the journal from the sink's cursor into a channel of at most one batch (a full channel
+// holds journalctl back: memory stays bounded), running journalctl again after the last entry it gave if it stops.
+// nil if the journal is not read.
+func readJournal(ctx context.Context, cfg Config) <-chan journal.Entry {
+	if cfg.Journal == nil {
+		return nil
+	}
+	out := make(chan journal.Entry, cfg.BatchRecords)
+	jc := *cfg.Journal
+	jc.Follow, jc.After = true, cfg.Deliverer.JournalCursor()
+	go func() {
+		for {
+			err := journal.Read(ctx, jc, func(e journal.Entry) error {
+				select {
+				case out <- e:
+					jc.After = e.Cursor
+					return nil
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			})
+			if ctx.Err() != nil {
+				return
+			}
+			cfg.Log.Warn("reading the journal; trying again in 5 s", "err", err)
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(5 * time.Second):
+			}
+		}
+	}()
+	return out
 }
 
 // scan starts following the container logs that appeared.

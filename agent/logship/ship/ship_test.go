@@ -6,6 +6,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -14,10 +15,12 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"berth.dev/berth/agent/logship/deliver"
+	"berth.dev/berth/agent/logship/journal"
 	"berth.dev/berth/agent/logship/ship"
 	"berth.dev/berth/agent/logship/sink"
 	"berth.dev/berth/agent/logship/sink/loki"
 	"berth.dev/berth/test/logbackend"
+	"berth.dev/berth/test/tier"
 )
 
 func appendLines(t *testing.T, path, tag string, from, to int) {
@@ -103,4 +106,57 @@ func TestShipsEveryPod(t *testing.T) {
 	if e := vl.Query(t, `gamma`)[0]; e["pod"] != "gamma" || e["namespace"] != "demo" || e["container"] != "app" {
 		t.Errorf("gamma's fields: %v", e)
 	}
+}
+
+// journalFile writes entries from..to as a real journal file in dir (systemd-journal-remote).
+func journalFile(t *testing.T, dir, name string, from, to int) {
+	t.Helper()
+	var b strings.Builder
+	at := time.Now().Add(-time.Hour)
+	for i := from; i < to; i++ {
+		fmt.Fprintf(&b, "__REALTIME_TIMESTAMP=%d\n__MONOTONIC_TIMESTAMP=%d\n_BOOT_ID=0123456789abcdef0123456789abcdef\nMESSAGE=unit line %05d\n_SYSTEMD_UNIT=containerd.service\n\n",
+			at.Add(time.Duration(i)*time.Millisecond).UnixMicro(), 1000+i, i)
+	}
+	cmd := exec.Command(tier.JournalRemoteBin, "--output="+filepath.Join(dir, name), "-")
+	cmd.Stdin = strings.NewReader(b.String())
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("systemd-journal-remote: %v\n%s", err, out)
+	}
+}
+
+// The journal beside the pods' logs, into a real VictoriaLogs: every entry once with its unit; a restarted shipper
+// goes on after the journal cursor it committed, so entries written while it was down arrive and none twice.
+func TestShipsTheJournal(t *testing.T) {
+	tier.Present(t, tier.JournalRemote)
+	vl := logbackend.StartVictoriaLogs(t)
+	root, jdir, state := t.TempDir(), t.TempDir(), filepath.Join(t.TempDir(), "cp.json")
+	journalFile(t, jdir, "a.journal", 0, 300)
+	run := func(until func()) {
+		t.Helper()
+		d, err := deliver.New(deliver.Config{Sink: loki.New(loki.Config{HTTP: sink.HTTP{URL: vl.URL + "/insert"}}), Checkpoint: state,
+			DeadLetter: filepath.Join(t.TempDir(), "dead.ndjson"), Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan error, 1)
+		go func() {
+			done <- ship.Run(ctx, ship.Config{Root: root, Deliverer: d, Node: "node-1", Linger: 100 * time.Millisecond, Idle: 20 * time.Millisecond,
+				Journal: &journal.Config{Directory: jdir}, Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
+		}()
+		until()
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("ship: %v", err)
+		}
+	}
+	run(func() { vl.Count(t, `"unit line"`, 300) })
+	journalFile(t, jdir, "b.journal", 300, 400)
+	run(func() {
+		for _, e := range vl.Count(t, `"unit line"`, 400) {
+			if e["systemd_unit"] != "containerd.service" || e["node"] != "node-1" {
+				t.Fatalf("fields %v", e)
+			}
+		}
+	})
 }

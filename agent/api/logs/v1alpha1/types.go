@@ -35,6 +35,9 @@ type LogShipperConfig struct {
 type LogShipperConfigSpec struct {
 	// PodLogs is where the kubelet writes the containers' logs and how they are read.
 	PodLogs PodLogs `json:"podLogs,omitzero"`
+	// Journal, if set, ships the node's systemd journal too (kubelet, containerd, the agent), read with journalctl
+	// from the sink's journal cursor.
+	Journal *Journal `json:"journal,omitempty"`
 	// StateDir holds each sink's checkpoint and dead-letter file (default /var/lib/berth/logs; a hostPath, so
 	// that a restarted pod goes on where the last one stopped).
 	StateDir string `json:"stateDir,omitempty"`
@@ -50,6 +53,16 @@ type PodLogs struct {
 	// MaxLineBytes caps a line joined from the runtime's partial records; a longer one is shipped in pieces
 	// (default 1 MiB, between 16 KiB and 16 MiB).
 	MaxLineBytes int `json:"maxLineBytes,omitempty"`
+}
+
+// Journal is the journal input.
+type Journal struct {
+	// Directory is the journal directory (journalctl -D; empty: the system journal of the journalctl that runs).
+	// In the DaemonSet, the host's /var/log/journal mounted read-only.
+	Directory string `json:"directory,omitempty"`
+	// Command runs journalctl (default [journalctl]); in a pod without one, the host's through its loader, e.g.
+	// [/host/lib64/ld-linux-x86-64.so.2, --library-path, /host/lib/x86_64-linux-gnu:/host/usr/lib/x86_64-linux-gnu/systemd, /host/usr/bin/journalctl].
+	Command []string `json:"command,omitempty"`
 }
 
 // Sink is one backend.

@@ -37,6 +37,15 @@ func (c *LogShipperConfig) Validate() field.ErrorList {
 			errs = append(errs, field.Invalid(p, v, "an absolute, clean path"))
 		}
 	}
+	if j := c.Spec.Journal; j != nil {
+		jp := spec.Child("journal")
+		if d := j.Directory; d != "" && (!filepath.IsAbs(d) || filepath.Clean(d) != d) {
+			errs = append(errs, field.Invalid(jp.Child("directory"), d, "an absolute, clean path"))
+		}
+		if len(j.Command) > 0 && !filepath.IsAbs(j.Command[0]) && j.Command[0] != "journalctl" {
+			errs = append(errs, field.Invalid(jp.Child("command").Index(0), j.Command[0], "an absolute path (or journalctl, found on PATH)"))
+		}
+	}
 	if n := c.Spec.PodLogs.MaxLineBytes; n != 0 && (n < 16<<10 || n > 16<<20) {
 		errs = append(errs, field.Invalid(spec.Child("podLogs", "maxLineBytes"), n, "between 16384 (16 KiB) and 16777216 (16 MiB)"))
 	}
