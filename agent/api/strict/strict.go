@@ -140,3 +140,15 @@ func secondDocument(data []byte) int {
 	}
 	return 0
 }
+
+// TypeMeta is the problems with a document's apiVersion and kind: each must be the one the API defines.
+func TypeMeta(apiVersion, kind, wantAPIVersion, wantKind string) field.ErrorList {
+	var errs field.ErrorList
+	if apiVersion != wantAPIVersion {
+		errs = append(errs, field.NotSupported(field.NewPath("apiVersion"), apiVersion, []string{wantAPIVersion}))
+	}
+	if kind != wantKind {
+		errs = append(errs, field.NotSupported(field.NewPath("kind"), kind, []string{wantKind}))
+	}
+	return errs
+}

@@ -28,13 +28,7 @@ var sysctlName = regexp.MustCompile(`^[a-z0-9_]+([./][a-zA-Z0-9_-]+)+$`)
 
 // Validate returns every problem with c, each with its field path. Secrets are never echoed.
 func (c *NodeConfig) Validate() field.ErrorList {
-	var errs field.ErrorList
-	if c.APIVersion != APIVersion {
-		errs = append(errs, field.NotSupported(field.NewPath("apiVersion"), c.APIVersion, []string{APIVersion}))
-	}
-	if c.Kind != Kind {
-		errs = append(errs, field.NotSupported(field.NewPath("kind"), c.Kind, []string{Kind}))
-	}
+	errs := strict.TypeMeta(c.APIVersion, c.Kind, APIVersion, Kind)
 	spec := field.NewPath("spec")
 	errs = append(errs, c.Spec.ControlPlane.validate(spec.Child("controlPlane"))...)
 	errs = append(errs, c.Spec.Node.validate(spec.Child("node"))...)

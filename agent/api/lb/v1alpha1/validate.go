@@ -15,13 +15,7 @@ import (
 
 // Validate returns every problem with c, each with its field path.
 func (c *LoadBalancerConfig) Validate() field.ErrorList {
-	var errs field.ErrorList
-	if c.APIVersion != APIVersion {
-		errs = append(errs, field.NotSupported(field.NewPath("apiVersion"), c.APIVersion, []string{APIVersion}))
-	}
-	if c.Kind != Kind {
-		errs = append(errs, field.NotSupported(field.NewPath("kind"), c.Kind, []string{Kind}))
-	}
+	errs := strict.TypeMeta(c.APIVersion, c.Kind, APIVersion, Kind)
 	spec := field.NewPath("spec")
 	if c.Spec.ClassName != "" {
 		for _, msg := range validation.IsQualifiedName(c.Spec.ClassName) {

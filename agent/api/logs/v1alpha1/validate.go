@@ -24,13 +24,7 @@ const (
 
 // Validate returns every problem with c, each with its field path.
 func (c *LogShipperConfig) Validate() field.ErrorList {
-	var errs field.ErrorList
-	if c.APIVersion != APIVersion {
-		errs = append(errs, field.NotSupported(field.NewPath("apiVersion"), c.APIVersion, []string{APIVersion}))
-	}
-	if c.Kind != Kind {
-		errs = append(errs, field.NotSupported(field.NewPath("kind"), c.Kind, []string{Kind}))
-	}
+	errs := strict.TypeMeta(c.APIVersion, c.Kind, APIVersion, Kind)
 	spec := field.NewPath("spec")
 	for p, v := range map[*field.Path]string{spec.Child("podLogs", "path"): c.Spec.PodLogs.Path, spec.Child("stateDir"): c.Spec.StateDir} {
 		if v != "" && (!filepath.IsAbs(v) || filepath.Clean(v) != v) {
