@@ -193,8 +193,7 @@ func TestNothingLostThroughOutageAndKill(t *testing.T) {
 		}
 		return lost == 0
 	}
-	for deadline := time.Now().Add(30 * time.Second); !cond() && time.Now().Before(deadline); time.Sleep(wait.Interval) {
-	}
+	wait.For(t, 30*time.Second, "every line in the backend", cond)
 	dup := 0
 	for i := range total {
 		switch n := seen[fmt.Sprintf("shipped line %05d", i)]; {

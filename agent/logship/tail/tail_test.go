@@ -34,6 +34,7 @@ type producer struct {
 	closed    map[int]int
 	delivered *atomic.Int64
 	stop      chan struct{} // closed when the test ends
+	progress  chan struct{} // poked (never blocking) whenever delivered grows
 }
 
 func (p *producer) path() string { return filepath.Join(p.dir, "0.log") }
@@ -97,13 +98,13 @@ func (p *producer) renameRotate(t *testing.T, next *int, lines int) {
 // caughtUp waits until the consumer delivered upTo lines (false, and the test failed, if it does not in 20 s;
 // false as well once the test is over).
 func (p *producer) caughtUp(t *testing.T, upTo int) bool {
-	for deadline := time.Now().Add(20 * time.Second); p.delivered.Load() < int64(upTo); time.Sleep(time.Millisecond) {
+	deadline := time.After(20 * time.Second)
+	for p.delivered.Load() < int64(upTo) {
 		select {
+		case <-p.progress: // the consumer delivered more
 		case <-p.stop:
 			return false
-		default:
-		}
-		if time.Now().After(deadline) {
+		case <-deadline:
 			t.Errorf("the consumer never delivered line %d", upTo)
 			return false
 		}
@@ -144,7 +145,7 @@ func (p *producer) copyTruncate(t *testing.T) {
 func TestFollowThroughRotationAndRestarts(t *testing.T) {
 	const total, batch = 6000, 100
 	var delivered []string
-	p := &producer{dir: t.TempDir(), closed: map[int]int{}, delivered: &atomic.Int64{}, stop: make(chan struct{})}
+	p := &producer{dir: t.TempDir(), closed: map[int]int{}, delivered: &atomic.Int64{}, stop: make(chan struct{}), progress: make(chan struct{}, 1)}
 	p.open(t)
 	done := make(chan struct{})
 	t.Cleanup(func() { close(p.stop); <-done })
@@ -165,8 +166,8 @@ func TestFollowThroughRotationAndRestarts(t *testing.T) {
 			case i%500 == 250:
 				p.copyTruncate(t)
 			}
-			if i%50 == 0 {
-				time.Sleep(time.Millisecond) // let the follower catch up now and then, so rotations happen under it
+			if i%50 == 0 && !p.caughtUp(t, i-200) {
+				return // the follower may lag by up to 200 lines, so rotations happen under it
 			}
 		}
 	}()
@@ -200,6 +201,10 @@ func TestFollowThroughRotationAndRestarts(t *testing.T) {
 		}
 		pending = pending[:0]
 		p.delivered.Store(int64(len(delivered)))
+		select {
+		case p.progress <- struct{}{}:
+		default:
+		}
 	}
 	wait.For(t, 60*time.Second, "every line delivered", func() bool {
 		for {
