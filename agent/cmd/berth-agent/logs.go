@@ -131,7 +131,7 @@ func journalConfig(j *logsv1.Journal) *journal.Config {
 	if j == nil {
 		return nil
 	}
-	return &journal.Config{Directory: j.Directory, Command: j.Command}
+	return &journal.Config{Directory: j.Directory, Command: j.Command, Root: j.HostRoot}
 }
 
 // newSink builds the sink a validated, defaulted Sink describes.

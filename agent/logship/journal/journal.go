@@ -12,9 +12,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
 
 	"berth.dev/berth/agent/logship/sink"
@@ -103,10 +106,13 @@ func nilAtEOF(err error) error {
 
 // Config says which journal to read and how.
 type Config struct {
-	// Command runs journalctl (default ["journalctl"]; in a pod, the host's through its loader, e.g.
-	// ["/host/lib64/ld-linux-x86-64.so.2", "--library-path", "...", "/host/usr/bin/journalctl"]).
+	// Command runs journalctl (default ["journalctl"]), found inside Root when Root is set.
 	Command []string
-	// Directory is the journal directory (-D; empty: the system journal).
+	// Root, if set, is another system's root directory (in a pod, the host's / mounted read-only): journalctl is
+	// run chrooted there, so the host's own journalctl reads the host's journal with the host's libraries, of
+	// whatever version and distribution (this needs CAP_SYS_CHROOT).
+	Root string
+	// Directory is the journal directory (-D, inside Root if set; empty: the system journal).
 	Directory string
 	// After is the cursor of the last entry delivered: reading starts after it (empty: from the oldest entry).
 	After string
@@ -131,7 +137,16 @@ func Read(ctx context.Context, cfg Config, emit func(Entry) error) error {
 	if cfg.Follow {
 		args = append(args, "--follow", "--no-tail")
 	}
-	cmd := exec.CommandContext(ctx, cmdline[0], args...)
+	name := cmdline[0]
+	if cfg.Root != "" && !strings.Contains(name, "/") {
+		// exec would look it up on this system's PATH; it runs inside the root, so look there.
+		name = findIn(cfg.Root, name)
+	}
+	cmd := exec.CommandContext(ctx, name, args...)
+	if cfg.Root != "" {
+		cmd.SysProcAttr = &syscall.SysProcAttr{Chroot: cfg.Root}
+		cmd.Dir = "/"
+	}
 	out, err := cmd.StdoutPipe()
 	if err != nil {
 		return err
@@ -155,6 +170,17 @@ func Read(ctx context.Context, cfg Config, emit func(Entry) error) error {
 		return fmt.Errorf("journal: %s: %w: %s", cmdline[0], werr, strings.TrimSpace(stderr.String()))
 	}
 	return nil
+}
+
+// findIn is the path inside root of the program called name, looked up in the usual bin directories; name
+// itself if none has it (exec then fails with name in the error).
+func findIn(root, name string) string {
+	for _, dir := range []string{"/usr/local/bin", "/usr/bin", "/bin", "/usr/sbin", "/sbin"} {
+		if st, err := os.Stat(filepath.Join(root, dir, name)); err == nil && st.Mode().IsRegular() {
+			return dir + "/" + name
+		}
+	}
+	return name
 }
 
 type limited struct {

@@ -5,8 +5,10 @@ import (
 	"context"
 	"encoding/binary"
 	"fmt"
+	"os"
 	"os/exec"
 	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -115,6 +117,82 @@ func TestReadsAJournal(t *testing.T) {
 	}
 	if followed[0] != message(1000) || len(followed) != 200 {
 		t.Errorf("followed %d entries, the first %q", len(followed), followed[0])
+	}
+}
+
+// With Root, the journalctl of another system's root is run there and reads that system's journal: as in the
+// DaemonSet, where the host's / is mounted read-only and the host's journalctl (with the host's libraries) reads the
+// host's journal. The root here holds only journalctl, the libraries ldd names, a machine ID and a journal under
+// /var/log/journal/<machine-id>, so it is that root's journal and that root's journalctl or nothing.
+func TestReadsAnotherRootsJournal(t *testing.T) {
+	tier.Present(t, tier.JournalRemote)
+	journalctl, err := exec.LookPath("journalctl")
+	if err != nil {
+		t.Fatalf("journalctl: %v", err)
+	}
+	root := t.TempDir()
+	for _, p := range append([]string{journalctl}, sharedLibraries(t, journalctl)...) {
+		copyFile(t, p, filepath.Join(root, p))
+	}
+	const machineID = "0f0e0d0c0b0a09080706050403020100"
+	copyFile(t, "", filepath.Join(root, "etc/machine-id"))
+	if err := os.WriteFile(filepath.Join(root, "etc/machine-id"), []byte(machineID+"\n"), 0o444); err != nil {
+		t.Fatal(err)
+	}
+	at := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	copyFile(t, "", filepath.Join(root, "var/log/journal", machineID, "system.journal"))
+	writeJournal(t, filepath.Join(root, "var/log/journal", machineID, "system.journal"), export(0, 300, at))
+
+	var got []string
+	if err := journal.Read(context.Background(), journal.Config{Root: root}, func(e journal.Entry) error {
+		got = append(got, string(e.Fields["MESSAGE"]))
+		return nil
+	}); err != nil {
+		t.Fatal(err)
+	}
+	if len(got) != 300 || got[0] != message(0) || got[299] != message(299) {
+		t.Fatalf("%d entries from the root's journal, want 300 (first %q)", len(got), got)
+	}
+	if err := journal.Read(context.Background(), journal.Config{Root: t.TempDir()}, func(journal.Entry) error { return nil }); err == nil || !strings.Contains(err.Error(), "journalctl") {
+		t.Errorf("a root without journalctl: %v, want an error naming journalctl", err)
+	}
+}
+
+// sharedLibraries are the files ldd says bin loads, the dynamic loader included.
+func sharedLibraries(t *testing.T, bin string) []string {
+	t.Helper()
+	out, err := exec.Command("ldd", bin).Output()
+	if err != nil {
+		t.Fatalf("ldd %s: %v", bin, err)
+	}
+	var libs []string
+	for line := range strings.Lines(string(out)) {
+		f := strings.Fields(line)
+		switch {
+		case len(f) >= 3 && f[1] == "=>" && strings.HasPrefix(f[2], "/"):
+			libs = append(libs, f[2])
+		case len(f) >= 1 && strings.HasPrefix(f[0], "/"):
+			libs = append(libs, f[0])
+		}
+	}
+	return libs
+}
+
+// copyFile copies from (following symlinks) to to, making its directories; with from empty, only the directories.
+func copyFile(t *testing.T, from, to string) {
+	t.Helper()
+	if err := os.MkdirAll(filepath.Dir(to), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	if from == "" {
+		return
+	}
+	data, err := os.ReadFile(from)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(to, data, 0o755); err != nil {
+		t.Fatal(err)
 	}
 }
 

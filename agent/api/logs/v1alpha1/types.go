@@ -57,11 +57,13 @@ type PodLogs struct {
 
 // Journal is the journal input.
 type Journal struct {
-	// Directory is the journal directory (journalctl -D; empty: the system journal of the journalctl that runs).
-	// In the DaemonSet, the host's /var/log/journal mounted read-only.
+	// HostRoot, if set, is the host's / as mounted in the pod (read-only; the DaemonSet mounts it at /host):
+	// journalctl is run chrooted there, so the host's own journalctl reads the host's journal with the host's
+	// libraries, whatever the host's distribution and systemd version (the container needs CAP_SYS_CHROOT).
+	HostRoot string `json:"hostRoot,omitempty"`
+	// Directory is the journal directory (journalctl -D, inside hostRoot if set; empty: the system journal).
 	Directory string `json:"directory,omitempty"`
-	// Command runs journalctl (default [journalctl]); in a pod without one, the host's through its loader, e.g.
-	// [/host/lib64/ld-linux-x86-64.so.2, --library-path, /host/lib/x86_64-linux-gnu:/host/usr/lib/x86_64-linux-gnu/systemd, /host/usr/bin/journalctl].
+	// Command runs journalctl (default [journalctl], looked up in hostRoot's bin directories if hostRoot is set).
 	Command []string `json:"command,omitempty"`
 }
 

@@ -45,7 +45,7 @@ kind: LogShipperConfig
 spec:
   podLogs: {path: var/log/pods, maxLineBytes: 10}
   stateDir: /var/lib/../lib/berth
-  journal: {directory: run/log/journal, command: [bin/journalctl]}
+  journal: {hostRoot: host/, directory: run/log/journal, command: [bin/journalctl]}
   sinks:
   - name: Bad_Name
     type: kafka
@@ -66,7 +66,7 @@ spec:
 	}
 	got := c.Validate().ToAggregate().Error()
 	for _, want := range []string{
-		"spec.podLogs.path", "spec.podLogs.maxLineBytes", "spec.journal.directory", "spec.journal.command[0]", "spec.stateDir", "spec.sinks[0].name", "spec.sinks[0].type: Unsupported value: \"kafka\"",
+		"spec.podLogs.path", "spec.podLogs.maxLineBytes", "spec.journal.hostRoot", "spec.journal.directory", "spec.journal.command[0]", "spec.stateDir", "spec.sinks[0].name", "spec.sinks[0].type: Unsupported value: \"kafka\"",
 		"spec.sinks[0].url", "spec.sinks[1].index: Forbidden", "spec.sinks[1].headers[Bad Header]", "spec.sinks[1].headers[Content-Type]: Forbidden",
 		"spec.sinks[2].name: Duplicate", "spec.sinks[2].url", "spec.sinks[2].batch.records", "spec.sinks[2].batch.bytes",
 		"spec.sinks[2].batch.linger", "spec.sinks[2].retry.initial", "spec.sinks[2].retry.max", `spec.sinks[1].url: Invalid value: "http://user:xxxxx@loki:3100"`,

@@ -33,8 +33,10 @@ func (c *LogShipperConfig) Validate() field.ErrorList {
 	}
 	if j := c.Spec.Journal; j != nil {
 		jp := spec.Child("journal")
-		if d := j.Directory; d != "" && (!filepath.IsAbs(d) || filepath.Clean(d) != d) {
-			errs = append(errs, field.Invalid(jp.Child("directory"), d, "an absolute, clean path"))
+		for _, f := range [][2]string{{"hostRoot", j.HostRoot}, {"directory", j.Directory}} {
+			if d := f[1]; d != "" && (!filepath.IsAbs(d) || filepath.Clean(d) != d) {
+				errs = append(errs, field.Invalid(jp.Child(f[0]), d, "an absolute, clean path"))
+			}
 		}
 		if len(j.Command) > 0 && !filepath.IsAbs(j.Command[0]) && j.Command[0] != "journalctl" {
 			errs = append(errs, field.Invalid(jp.Child("command").Index(0), j.Command[0], "an absolute path (or journalctl, found on PATH)"))
