@@ -16,6 +16,18 @@ import (
 //go:embed lb-rbac.yaml
 var LBRBAC string
 
+// Logs is logs.yaml: the log shipper's DaemonSet, its ServiceAccount, role and ConfigMap (LogsConfigMap, whose
+// LogsConfigKey holds the LogShipperConfig).
+//
+//go:embed logs.yaml
+var Logs string
+
+// The log shipper's ConfigMap in kube-system and its key.
+const (
+	LogsConfigMap = "berth-logs"
+	LogsConfigKey = "config.yaml"
+)
+
 // Objects decodes a multi-document manifest into typed objects.
 func Objects(manifest string) ([]runtime.Object, error) {
 	var out []runtime.Object

@@ -1,8 +1,14 @@
 package deploy
 
 import (
+	"fmt"
+	"path"
+	"strings"
 	"testing"
 
+	logsv1 "berth.dev/berth/agent/api/logs/v1alpha1"
+	"berth.dev/berth/internal/node/layout"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 )
@@ -42,5 +48,73 @@ func TestLBRBACDecodes(t *testing.T) {
 	}
 	if _, err := Objects("apiVersion: v1\nkind: Nonsense\n"); err == nil {
 		t.Error("an unknown kind decoded")
+	}
+}
+
+// The log shipper's manifest runs the image every node pre-caches, with least privilege, and its ConfigMap holds a
+// valid LogShipperConfig whose paths are the ones the DaemonSet mounts.
+func TestLogsManifest(t *testing.T) {
+	objs, err := Objects(Logs)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ds *appsv1.DaemonSet
+	var cm *corev1.ConfigMap
+	var role *rbacv1.ClusterRole
+	for _, o := range objs {
+		switch o := o.(type) {
+		case *appsv1.DaemonSet:
+			ds = o
+		case *corev1.ConfigMap:
+			cm = o
+		case *rbacv1.ClusterRole:
+			role = o
+		}
+	}
+	if ds == nil || cm == nil || role == nil || cm.Name != LogsConfigMap {
+		t.Fatalf("want a DaemonSet, a ConfigMap %s and a ClusterRole; got %d objects", LogsConfigMap, len(objs))
+	}
+	if len(role.Rules) != 1 || fmt.Sprint(role.Rules[0].Resources, role.Rules[0].Verbs) != "[pods] [list watch]" {
+		t.Errorf("the role grants %+v, want list and watch of pods only", role.Rules)
+	}
+	cfg, err := logsv1.Decode([]byte(cm.Data[LogsConfigKey]))
+	if err != nil {
+		t.Fatalf("the ConfigMap's %s: %v", LogsConfigKey, err)
+	}
+	if errs := cfg.Validate(); len(errs) > 0 {
+		t.Fatalf("the ConfigMap's config: %v", errs.ToAggregate())
+	}
+	c := ds.Spec.Template.Spec.Containers[0]
+	if c.Image != layout.AgentImage || c.ImagePullPolicy != corev1.PullIfNotPresent {
+		t.Errorf("image %s (%s), want the pre-cached %s", c.Image, c.ImagePullPolicy, layout.AgentImage)
+	}
+	sc := c.SecurityContext
+	if sc == nil || sc.Privileged != nil || !*sc.ReadOnlyRootFilesystem || *sc.AllowPrivilegeEscalation ||
+		fmt.Sprint(sc.Capabilities.Drop, sc.Capabilities.Add) != "[ALL] [SYS_CHROOT]" {
+		t.Errorf("security context %+v: want all capabilities dropped but SYS_CHROOT, a read-only root, no escalation", sc)
+	}
+	if c.Resources.Limits.Memory().IsZero() || c.Resources.Requests.Cpu().IsZero() {
+		t.Errorf("resources %+v: want requests and a memory limit", c.Resources)
+	}
+	mounts := map[string]corev1.VolumeMount{}
+	for _, m := range c.VolumeMounts {
+		mounts[m.MountPath] = m
+		if !m.ReadOnly && m.MountPath != cfg.Spec.StateDir {
+			t.Errorf("%s is mounted writable; only the state directory may be", m.MountPath)
+		}
+	}
+	for what, p := range map[string]string{"podLogs.path": cfg.Spec.PodLogs.Path, "stateDir": cfg.Spec.StateDir, "journal.hostRoot": cfg.Spec.Journal.HostRoot} {
+		if _, ok := mounts[p]; !ok {
+			t.Errorf("the config's %s %s is not mounted", what, p)
+		}
+	}
+	var configArg string
+	for _, a := range c.Command {
+		if v, ok := strings.CutPrefix(a, "-config="); ok {
+			configArg = v
+		}
+	}
+	if m, ok := mounts[path.Dir(configArg)]; !ok || m.Name != "config" {
+		t.Errorf("-config=%s is not in the ConfigMap's mount", configArg)
 	}
 }

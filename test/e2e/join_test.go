@@ -17,6 +17,8 @@ import (
 	"testing"
 	"time"
 
+	"berth.dev/berth/internal/node/layout"
+
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
@@ -153,8 +155,11 @@ func TestJoinInQemu(t *testing.T) {
 	}
 	t.Logf("guest join: discovery (with the control plane late) %v, then to kubelet started %v, kubelet started → Ready %v",
 		seen["discover"].Duration.Round(time.Millisecond), (toKubelet - seen["discover"].Duration).Round(time.Millisecond), toReady.Round(time.Millisecond))
-	if d := seen["images"].Detail; !strings.Contains(d, "3 shipped image(s) present, 0 imported") || !strings.Contains(d, "sandbox image pinned") {
-		t.Errorf("images phase in the guest: %q, want all 3 (pause, busybox, CoreDNS) pre-cached and the sandbox pinned", d)
+	if d := seen["images"].Detail; !strings.Contains(d, "4 shipped image(s) present, 0 imported") || !strings.Contains(d, "sandbox image pinned") {
+		t.Errorf("images phase in the guest: %q, want all 4 (the agent's, pause, busybox, CoreDNS) pre-cached and the sandbox pinned", d)
+	}
+	if out := tryRun(g, "ctr -n k8s.io images ls -q"); !strings.Contains(out, layout.AgentImage) {
+		t.Errorf("the agent's image %s is not in the guest's containerd:\n%s", layout.AgentImage, out)
 	}
 	if out := tryRun(g, "ctr -n k8s.io images ls name=="+images.Pause); !strings.Contains(out, "io.cri-containerd.pinned=pinned") {
 		t.Errorf("the pause image is not pinned in the guest:\n%s", out)
