@@ -112,15 +112,16 @@ $(DEV_BIN): go-check $(shell find cmd agent imagebuilder internal cloud-init sys
 	@mkdir -p $(dir $@)
 	go build -o $@ ./cmd/berth-dev
 
-# It builds only the tools it runs (Kubernetes and CoreDNS; Packer, packer-sdc and the static runtime are not
+# It builds only the tools it runs (Kubernetes, CoreDNS and VictoriaLogs, the cloud's log backend; Packer, packer-sdc and the static runtime are not
 # needed), and links the pinned kubectl as $(BINDIR)/kubectl unless another kubectl is there (left alone, with a
 # warning). A second run reuses what it can: the image when its inputs are unchanged (a new bake replaces the file
 # by rename, so running guests keep theirs), and the running cloud when it came up from that same image file.
 demo: deps go-check agent pause-image $(DEV_BIN)
 	@set -e; \
 	  k8s=$$(BERTH_CACHE=$(BERTH_CACHE) tools/build.sh k8s); coredns=$$(BERTH_CACHE=$(BERTH_CACHE) tools/build.sh coredns); \
+	  vlogs=$$(BERTH_CACHE=$(BERTH_CACHE) tools/build.sh victorialogs); \
 	  $(call link_pinned,$$k8s/kubectl,$(BINDIR)/kubectl); \
-	  export BERTH_K8S_BIN=$$k8s BERTH_COREDNS_BIN=$$coredns; \
+	  export BERTH_K8S_BIN=$$k8s BERTH_COREDNS_BIN=$$coredns BERTH_VICTORIALOGS_BIN=$$vlogs; \
 	  image=$$($(DEV_BIN) image -agent $(AGENT_BIN) -pause $(PAUSE_TAR)); \
 	  $(DEV_BIN) cloud up -reuse -image $$image -nodes 2 -agent $(AGENT_BIN); \
 	  $(DEV_BIN) cloud demo

@@ -7,8 +7,10 @@ import (
 	"fmt"
 	"strings"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes/scheme"
+	"sigs.k8s.io/yaml"
 )
 
 // LBRBAC is lb-rbac.yaml: the load balancer's ServiceAccounts and their roles.
@@ -52,4 +54,29 @@ func stripComments(doc string) string {
 		}
 	}
 	return b.String()
+}
+
+// LogsWith is the log shipper's manifest (Logs) with config, a LogShipperConfig document, in its ConfigMap: what a
+// user who edited the ConfigMap applies.
+func LogsWith(config string) (string, error) {
+	docs := strings.Split(Logs, "\n---\n")
+	for i, doc := range docs {
+		obj, _, err := scheme.Codecs.UniversalDeserializer().Decode([]byte(doc), nil, nil)
+		if err != nil {
+			return "", fmt.Errorf("logs.yaml document %d: %w", i+1, err)
+		}
+		cm, ok := obj.(*corev1.ConfigMap)
+		if !ok || cm.Name != LogsConfigMap {
+			continue
+		}
+		cm.Data = map[string]string{LogsConfigKey: config}
+		cm.APIVersion, cm.Kind = "v1", "ConfigMap"
+		out, err := yaml.Marshal(cm)
+		if err != nil {
+			return "", err
+		}
+		docs[i] = string(out)
+		return strings.Join(docs, "\n---\n"), nil
+	}
+	return "", fmt.Errorf("logs.yaml has no ConfigMap %s", LogsConfigMap)
 }

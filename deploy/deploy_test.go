@@ -3,6 +3,7 @@ package deploy
 import (
 	"fmt"
 	"path"
+	"reflect"
 	"strings"
 	"testing"
 
@@ -116,5 +117,31 @@ func TestLogsManifest(t *testing.T) {
 	}
 	if m, ok := mounts[path.Dir(configArg)]; !ok || m.Name != "config" {
 		t.Errorf("-config=%s is not in the ConfigMap's mount", configArg)
+	}
+}
+
+// LogsWith replaces only the ConfigMap's config.
+func TestLogsWith(t *testing.T) {
+	const config = "apiVersion: logs.berth.dev/v1alpha1\nkind: LogShipperConfig\nspec:\n  sinks: []\n"
+	m, err := LogsWith(config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	objs, err := Objects(m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	orig, _ := Objects(Logs)
+	if len(objs) != len(orig) {
+		t.Fatalf("%d objects, want %d", len(objs), len(orig))
+	}
+	for i, o := range objs {
+		if cm, ok := o.(*corev1.ConfigMap); ok {
+			if cm.Data[LogsConfigKey] != config || cm.Name != LogsConfigMap || cm.Namespace != "kube-system" {
+				t.Errorf("ConfigMap %s/%s holds %q", cm.Namespace, cm.Name, cm.Data)
+			}
+		} else if !reflect.DeepEqual(o, orig[i]) {
+			t.Errorf("object %d (%T) changed", i, o)
+		}
 	}
 }

@@ -48,7 +48,7 @@ func newDevTool(t *testing.T, tools map[string]string, env ...string) devTool {
 	if err := os.Symlink(rootfs, filepath.Join(cache, "rootfs")); err != nil {
 		t.Fatal(err)
 	}
-	versions := map[string]string{"k8s": toolcache.KubernetesVersion, "coredns": toolcache.CoreDNSVersion}
+	versions := map[string]string{"k8s": toolcache.KubernetesVersion, "coredns": toolcache.CoreDNSVersion, "victorialogs": toolcache.VictoriaLogsVersion}
 	for tool, bin := range tools {
 		build := filepath.Join(cache, tool, "v"+versions[tool]+"-fromtest")
 		if err := os.MkdirAll(build, 0o755); err != nil {
@@ -65,7 +65,7 @@ func newDevTool(t *testing.T, tools map[string]string, env ...string) devTool {
 		}
 	}
 	for _, kv := range os.Environ() {
-		if !strings.HasPrefix(kv, "BERTH_K8S_BIN=") && !strings.HasPrefix(kv, "BERTH_COREDNS_BIN=") && !strings.HasPrefix(kv, "BERTH_CACHE=") {
+		if !strings.HasPrefix(kv, "BERTH_K8S_BIN=") && !strings.HasPrefix(kv, "BERTH_COREDNS_BIN=") && !strings.HasPrefix(kv, "BERTH_VICTORIALOGS_BIN=") && !strings.HasPrefix(kv, "BERTH_CACHE=") {
 			d.env = append(d.env, kv)
 		}
 	}

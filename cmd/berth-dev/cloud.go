@@ -17,10 +17,12 @@ import (
 
 	"berth.dev/berth/agent/lb/lbstatus"
 	"berth.dev/berth/agent/nodeready"
+	"berth.dev/berth/deploy"
 	"berth.dev/berth/internal/dev/cloud"
 	"berth.dev/berth/internal/dev/clusterdns"
 	"berth.dev/berth/internal/dev/guestssh"
 	"berth.dev/berth/internal/dev/proc"
+	"berth.dev/berth/internal/dev/toolcache"
 )
 
 const cloudUsage = `usage: berth-dev cloud <up|down|status|demo> [flags]
@@ -51,6 +53,7 @@ func cloudCmd(ctx context.Context, args []string, out io.Writer, log *slog.Logge
 		bin := fs.String("k8s-bin", os.Getenv("BERTH_K8S_BIN"), k8sBinUsage)
 		reuse := fs.Bool("reuse", false, "keep a cloud already running in -dir from the same image file with -nodes Ready nodes")
 		agent := fs.String("agent", "", "the berth-agent binary the load balancer's hosts and controller run (required)")
+		vlogs := fs.String("victorialogs-bin", os.Getenv("BERTH_VICTORIALOGS_BIN"), "directory of the pinned victoria-logs, the cloud's log backend (default: the tool cache's; env BERTH_VICTORIALOGS_BIN)")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
 		}
@@ -70,6 +73,11 @@ func cloudCmd(ctx context.Context, args []string, out io.Writer, log *slog.Logge
 		if *bin, err = k8sBin(*bin); err != nil {
 			return err
 		}
+		if *vlogs == "" {
+			if *vlogs, err = toolcache.Find(toolcache.Dir(), "victorialogs", toolcache.VictoriaLogsVersion); err != nil {
+				return fmt.Errorf("cloud up: -victorialogs-bin: %w", err)
+			}
+		}
 		if *reuse {
 			why := reusable(ctx, *dir, *image, *nodes, reg)
 			if why == "" {
@@ -83,7 +91,8 @@ func cloudCmd(ctx context.Context, args []string, out io.Writer, log *slog.Logge
 		if err := cloud.Down(*dir, reg); err != nil {
 			return fmt.Errorf("cloud up: stop the earlier cloud in %s: %w", *dir, err)
 		}
-		return cloudUp(ctx, out, cloud.Config{Name: *name, Dir: *dir, BinDir: *bin, Image: *image, Detached: true, Registry: &reg, Log: log}, reg, *nodes, *agent)
+		return cloudUp(ctx, out, cloud.Config{Name: *name, Dir: *dir, BinDir: *bin, Image: *image, Detached: true, Registry: &reg, Log: log}, reg, *nodes, *agent,
+			filepath.Join(*vlogs, "victoria-logs"))
 	case "down":
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
@@ -113,7 +122,7 @@ func cloudCmd(ctx context.Context, args []string, out io.Writer, log *slog.Logge
 
 // cloudUp boots the guests one at a time (TCG guests share two cores), then waits for every Node to be Ready,
 // printing progress, and prints how to use and stop the cloud.
-func cloudUp(ctx context.Context, out io.Writer, cfg cloud.Config, reg proc.Registry, nodes int, agent string) (err error) {
+func cloudUp(ctx context.Context, out io.Writer, cfg cloud.Config, reg proc.Registry, nodes int, agent, victoriaLogs string) (err error) {
 	c, err := cloud.Up(ctx, cfg)
 	if err != nil {
 		return err
@@ -174,6 +183,12 @@ func cloudUp(ctx context.Context, out io.Writer, cfg cloud.Config, reg proc.Regi
 	}
 	fmt.Fprintf(out, "load balancer: %d LB hosts, frontend IPs from %s for Services of type LoadBalancer, a client in namespace %s\n",
 		len(lb.Hosts), lb.Pool, lb.Client.Name)
+	fmt.Fprintf(out, "deploying the log shipper (deploy/logs.yaml, a DaemonSet) to ship to the cloud's VictoriaLogs...\n")
+	an, err := c.StartAnalytics(ctx, cloud.AnalyticsConfig{VictoriaLogs: victoriaLogs})
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "log analytics: VictoriaLogs at %s in the namespace; the log shipper runs on every node\n", an.LogsURL)
 	kubeconfig, err := publishAPIServer(ctx, c, reg)
 	if err != nil {
 		return err
@@ -243,6 +258,8 @@ func reusable(ctx context.Context, dir, image string, nodes int, reg proc.Regist
 		return fmt.Sprintf("it has %d nodes, not %d", len(st.Nodes), nodes)
 	case st.LB == nil:
 		return "it has no load balancer"
+	case st.Analytics == nil:
+		return "it has no log analytics service"
 	}
 	if err := cloudStatus(ctx, io.Discard, dir, reg); err != nil {
 		return "it is not healthy: " + strings.ReplaceAll(err.Error(), "\n", "; ")
@@ -320,6 +337,27 @@ func cloudStatus(ctx context.Context, out io.Writer, dir string, reg proc.Regist
 			}
 			fmt.Fprintf(out, "%-8s pid %-8d %s\n", name, pid, announced)
 		}
+	}
+	if st.Analytics != nil {
+		pid := 0
+		for _, r := range recs {
+			if r.Group == st.Analytics.Dir && r.Name == "victoria-logs" && r.Running() {
+				pid = r.PID
+			}
+		}
+		if pid == 0 {
+			errs = append(errs, errors.New("the log analytics service (victoria-logs) is not running"))
+		}
+		shipping := "unknown"
+		if ds, err := cs.AppsV1().DaemonSets(metav1.NamespaceSystem).Get(ctx, deploy.LogsConfigMap, metav1.GetOptions{}); err != nil {
+			errs = append(errs, fmt.Errorf("the log shipper: %w", err))
+		} else {
+			shipping = fmt.Sprintf("%d of %d pods ready", ds.Status.NumberReady, ds.Status.DesiredNumberScheduled)
+			if ds.Status.NumberReady != ds.Status.DesiredNumberScheduled || int(ds.Status.DesiredNumberScheduled) != len(st.Nodes) {
+				errs = append(errs, fmt.Errorf("the log shipper: %s on %d nodes", shipping, len(st.Nodes)))
+			}
+		}
+		fmt.Fprintf(out, "logs: victoria-logs pid %d at %s, log shipper %s\n", pid, st.Analytics.LogsURL, shipping)
 	}
 	return errors.Join(errs...)
 }

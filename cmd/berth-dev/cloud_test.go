@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"fmt"
 	"io"
 	"log/slog"
 	"net/http"
@@ -9,10 +10,12 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"slices"
 	"strings"
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/util/retry"
 
@@ -35,7 +38,8 @@ func TestCloudUpStatusDown(t *testing.T) {
 	// The image as `make demo` bakes it; a second `image` with the same inputs keeps the very same file.
 	// berth-dev as a user has it: copied elsewhere, the pinned binaries found in its tool cache.
 	agent, imgDir := toolbin.Agent(t), t.TempDir()
-	dev := newDevTool(t, map[string]string{"k8s": toolbin.Kubernetes.ForTest(t), "coredns": toolbin.CoreDNS.ForTest(t)})
+	dev := newDevTool(t, map[string]string{"k8s": toolbin.Kubernetes.ForTest(t), "coredns": toolbin.CoreDNS.ForTest(t),
+		"victorialogs": toolbin.VictoriaLogs.ForTest(t)})
 	imgs, err := images.Build(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
@@ -76,7 +80,8 @@ func TestCloudUpStatusDown(t *testing.T) {
 	}
 	for _, want := range []string{"node-1 Ready", "node-2 Ready", "cluster DNS ready: kube-dns.kube-system at 10.96.0.10",
 		"export KUBECONFIG=" + filepath.Join(dir, "kubeconfig"), "get nodes", "ip netns exec berth-devtest", "cloud down --dir " + dir,
-		"load balancer: 2 LB hosts, frontend IPs from 10.89.0.0/28 for Services of type LoadBalancer, a client in namespace berth-devtest-client"} {
+		"load balancer: 2 LB hosts, frontend IPs from 10.89.0.0/28 for Services of type LoadBalancer, a client in namespace berth-devtest-client",
+		"log analytics: VictoriaLogs at http://10.88.0.1:9428 in the namespace; the log shipper runs on every node"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("up output lacks %q", want)
 		}
@@ -109,6 +114,18 @@ func TestCloudUpStatusDown(t *testing.T) {
 	if !regexp.MustCompile(`(?m)^by name from a pod: hello\.default\.svc\.cluster\.local answered by hello-\S+ \(on node-[12]\)$`).MatchString(out) {
 		t.Error("demo output does not show a pod reaching the Service by its name")
 	}
+	// The shipped logs: each pod's latest lines, its requests among them, as VictoriaLogs stored them; each node's
+	// journal; the query for more.
+	if n := len(regexp.MustCompile(`(?m)^  pod hello-\S+, node node-[12], its latest lines:\n    \S+  \S+: url:/hostname$`).FindAllString(out, -1)); n != 2 {
+		t.Errorf("demo output shows the shipped requests of %d pods, want 2", n)
+	}
+	if n := len(regexp.MustCompile(`(?m)^  journal of node-[12]: [1-9]\d* entries`).FindAllString(out, -1)); n != 2 {
+		t.Errorf("demo output shows the shipped journal of %d nodes, want 2", n)
+	}
+	if !strings.Contains(out, "ip netns exec berth-devtest curl -s http://10.88.0.1:9428/select/logsql/query") {
+		t.Error("demo output does not show the query for more")
+	}
+	shippedNumberedLines(t, dir)
 	// The summary names each node with its boot → Ready and its agent's join time.
 	if rows := regexp.MustCompile(`(?m)^node-[12] +10\.88\.0\.1[12] +v1\.37\.2 +\S+ +[0-9m.]+s +[0-9m.]+s$`).FindAllString(out, -1); len(rows) != 2 {
 		t.Errorf("demo summary has %d node rows with join times, want 2", len(rows))
@@ -127,7 +144,8 @@ func TestCloudUpStatusDown(t *testing.T) {
 	}
 	out, err = do("status")
 	t.Logf("status:\n%s", out)
-	if err != nil || strings.Count(out, "node Ready") != 2 || !regexp.MustCompile(`(?m)^lb-[12] +pid \d+ +announcing 10\.89\.0\.`).MatchString(out) {
+	if err != nil || strings.Count(out, "node Ready") != 2 || !regexp.MustCompile(`(?m)^lb-[12] +pid \d+ +announcing 10\.89\.0\.`).MatchString(out) ||
+		!regexp.MustCompile(`(?m)^logs: victoria-logs pid [1-9]\d* at http://10\.88\.0\.1:9428, log shipper 2 of 2 pods ready$`).MatchString(out) {
 		t.Errorf("status: %v", err)
 	}
 
@@ -240,6 +258,80 @@ func drainLocal(t *testing.T, dir string) {
 	for i := range 30 {
 		if pod, err := get(); err != nil || pod != onNode1 {
 			t.Errorf("request %d through the drained Service: %q, %v; want %s", i, pod, err, onNode1)
+		}
+	}
+}
+
+// shippedNumberedLines: a pod on each node writes 2,000 numbered lines (every 100th longer than 16 KiB, which the
+// runtime splits into partial records); the DaemonSet on its node ships every one exactly once to the cloud's
+// VictoriaLogs, joined whole, with the pod's namespace, name, container, node and labels.
+func shippedNumberedLines(t *testing.T, dir string) {
+	t.Helper()
+	ctx := context.Background()
+	st, err := cloud.Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := cloud.AdminClient(dir, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	const lines = 2000
+	script := fmt.Sprintf(`i=0; long=$(printf '%%20000s' '' | tr ' ' x)
+while [ $i -lt %d ]; do i=$((i+1)); if [ $((i %% 100)) = 0 ]; then echo "numbered $i $long"; else echo "numbered $i"; fi; done
+sleep 3600`, lines)
+	for _, node := range []string{"node-1", "node-2"} {
+		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "numbered-" + node, Labels: map[string]string{"test": "numbered"}},
+			Spec: corev1.PodSpec{NodeName: node, Containers: []corev1.Container{{Name: "writer", Image: images.Busybox,
+				ImagePullPolicy: corev1.PullNever, Command: []string{"sh", "-c", script}}}}}
+		if _, err := cs.CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { cs.CoreV1().Pods("default").Delete(ctx, pod.Name, metav1.DeleteOptions{}) })
+	}
+	ns := netns.NS{Name: st.Namespace}
+	httpc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DialContext: ns.DialContext}}
+	for _, node := range []string{"node-1", "node-2"} {
+		pod := "numbered-" + node
+		q := fmt.Sprintf(`k8s.pod.name:=%s "numbered"`, pod)
+		var got []map[string]string
+		for deadline := time.Now().Add(3 * time.Minute); ; time.Sleep(2 * time.Second) {
+			got, err = cloud.QueryLogs(ctx, httpc, st.Analytics.LogsURL, q, 0)
+			if err == nil && len(got) >= lines || time.Now().After(deadline) {
+				break
+			}
+		}
+		seen := map[int]int{}
+		for _, e := range got {
+			var i int
+			fmt.Sscanf(e["_msg"], "numbered %d", &i)
+			seen[i]++
+			if want := fmt.Sprintf("numbered %d", i); i%100 == 0 {
+				want += " " + strings.Repeat("x", 20000)
+				if e["_msg"] != want {
+					t.Errorf("%s line %d: %d bytes, want %d (the partial records joined)", pod, i, len(e["_msg"]), len(want))
+				}
+			}
+			if e["k8s.namespace.name"] != "default" || e["k8s.container.name"] != "writer" || e["k8s.node.name"] != node {
+				t.Fatalf("%s line %d: metadata %v", pod, i, e)
+			}
+		}
+		lost, dup := 0, 0
+		for i := 1; i <= lines; i++ {
+			switch {
+			case seen[i] == 0:
+				lost++
+			case seen[i] > 1:
+				dup++
+			}
+		}
+		t.Logf("%s: %d lines shipped, %d lost, %d duplicated", pod, len(got), lost, dup)
+		if lost != 0 || dup != 0 || len(got) != lines {
+			t.Errorf("%s: %d entries, %d lines lost, %d duplicated; want %d, none lost or twice", pod, len(got), lost, dup, lines)
+		}
+		// The informer knows the pod within moments of its start; a line read before that ships without labels.
+		if len(got) > 0 && !slices.ContainsFunc(got, func(e map[string]string) bool { return e["kubernetes.labels.test"] == "numbered" }) {
+			t.Errorf("%s: no entry with the pod label test=numbered (kubernetes.labels.test): %v", pod, got[len(got)-1])
 		}
 	}
 }

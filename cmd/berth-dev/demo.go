@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"maps"
 	"net/http"
 	"os"
 	"path/filepath"
@@ -187,6 +188,11 @@ func cloudDemo(ctx context.Context, out io.Writer, dir string) error {
 	if err := byName(ctx, out, cs, podNode); err != nil {
 		return err
 	}
+	if st.Analytics == nil {
+		fmt.Fprintln(out, "(this cloud has no log analytics service: bring it up again with `berth-dev cloud up`)")
+	} else if err := shippedLogs(ctx, out, st, podNode); err != nil {
+		return err
+	}
 	nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
 	if err != nil {
 		return err
@@ -230,7 +236,8 @@ func cloudDemo(ctx context.Context, out io.Writer, dir string) error {
 }
 
 // helloServer serves /etc over HTTP on 8080: /hostname is the pod's name, and /cgi-bin/ip the address the request
-// came from, as the pod sees it.
+// came from, as the pod sees it. It logs a line when it starts and two for each request (-vv), which the log shipper
+// ships to the cloud's VictoriaLogs.
 const helloServer = `busybox mkdir -p /etc/cgi-bin
 cat > /etc/cgi-bin/ip <<'END'
 #!/bin/sh
@@ -239,7 +246,8 @@ echo
 echo "$REMOTE_ADDR"
 END
 busybox chmod 755 /etc/cgi-bin/ip
-exec httpd -f -p 8080 -h /etc`
+echo "hello: $(hostname) serving /etc on port 8080"
+exec httpd -f -vv -p 8080 -h /etc`
 
 // answers gets url until every pod of podNode has answered (its hostname) or 90 s passed, and prints who did.
 func answers(out io.Writer, httpc *http.Client, what, url string, podNode map[string]string) error {
@@ -404,4 +412,44 @@ func agentJoinTime(ctx context.Context, ssh guestssh.Target) (time.Duration, err
 		return 0, fmt.Errorf("berth-agent has not become active since it started: %q", out)
 	}
 	return time.Duration(ready-start) * time.Microsecond, nil
+}
+
+// shippedLogs prints each hello pod's latest lines as the cloud's VictoriaLogs stored them (the log shipper's
+// DaemonSet sent them, with the pod's metadata), how many journal entries each node shipped, and the query a user
+// runs for more. It waits up to a minute for the requests the demo just made to arrive.
+func shippedLogs(ctx context.Context, out io.Writer, st cloud.State, podNode map[string]string) error {
+	ns := netns.NS{Name: st.Namespace}
+	httpc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DialContext: ns.DialContext}}
+	base := st.Analytics.LogsURL
+	fmt.Fprintf(out, "\nlogs shipped by berth-logs (the DaemonSet) to VictoriaLogs at %s:\n", base)
+	pods := slices.Sorted(maps.Keys(podNode))
+	for _, pod := range pods {
+		// The newest first; the demo's requests (url:/hostname) are the last lines each pod wrote.
+		q := fmt.Sprintf(`k8s.namespace.name:=default k8s.pod.name:=%q "url:/hostname" | sort by (_time desc) | limit 3`, pod)
+		var lines []map[string]string
+		var err error
+		for deadline := time.Now().Add(time.Minute); ; time.Sleep(time.Second) {
+			if lines, err = cloud.QueryLogs(ctx, httpc, base, q, 0); err == nil && len(lines) > 0 {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("no shipped lines of pod %s in VictoriaLogs after a minute (%v)", pod, err)
+			}
+		}
+		fmt.Fprintf(out, "  pod %s, node %s, its latest lines:\n", pod, podNode[pod])
+		for _, l := range slices.Backward(lines) {
+			fmt.Fprintf(out, "    %s  %s\n", l["_time"], l["_msg"])
+		}
+	}
+	counts, err := cloud.QueryLogs(ctx, httpc, base, `log.source:=journal | stats by (k8s.node.name) count() as entries`, 0)
+	if err != nil {
+		return err
+	}
+	slices.SortFunc(counts, func(a, b map[string]string) int { return strings.Compare(a["k8s.node.name"], b["k8s.node.name"]) })
+	for _, c := range counts {
+		fmt.Fprintf(out, "  journal of %s: %s entries (kubelet, containerd, berth-agent, ...)\n", c["k8s.node.name"], c["entries"])
+	}
+	fmt.Fprintf(out, "more with LogsQL, e.g. a pod's lines:\n  ip netns exec %s curl -s %s/select/logsql/query -d 'query=k8s.pod.name:hello* | sort by (_time) | limit 20'\n",
+		st.Namespace, base)
+	return nil
 }

@@ -81,6 +81,8 @@ type Cloud struct {
 	Nodes   []*Node
 	// LB is the shared load balancer, once StartLB ran.
 	LB *LB
+	// Analytics is the log analytics service and the log shipper, once StartAnalytics ran.
+	Analytics *Analytics
 }
 
 // Node is a guest of the cloud.
@@ -343,6 +345,10 @@ func (c *Cloud) Down() error {
 		_, err := c.cfg.Registry.StopGroup(c.LB.Dir, 5*time.Second)
 		errs = append(errs, err)
 	}
+	if c.Analytics != nil {
+		_, err := c.cfg.Registry.StopGroup(c.Analytics.Dir, 5*time.Second)
+		errs = append(errs, err)
+	}
 	for _, n := range c.Nodes {
 		if err := n.qemu.Stop(5 * time.Second); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", n.Name, err))
@@ -388,6 +394,14 @@ type State struct {
 	Nodes   []NodeState `json:"nodes"`
 	// LB is the shared load balancer's, if it was started.
 	LB *LBState `json:"lb,omitempty"`
+	// Analytics is the analytics service's, if it was started.
+	Analytics *AnalyticsState `json:"analytics,omitempty"`
+}
+
+// AnalyticsState is the analytics service in State.
+type AnalyticsState struct {
+	LogsURL string `json:"logsURL"`
+	Dir     string `json:"dir"`
 }
 
 // LBState is the load balancer in State.
@@ -438,6 +452,9 @@ func (c *Cloud) save() error {
 		for _, h := range l.Hosts {
 			st.LB.Hosts = append(st.LB.Hosts, h.Name)
 		}
+	}
+	if a := c.Analytics; a != nil {
+		st.Analytics = &AnalyticsState{LogsURL: a.LogsURL, Dir: a.Dir}
 	}
 	data, _ := json.MarshalIndent(st, "", "  ")
 	return atomicfile.Write(statePath(c.cfg.Dir), append(data, '\n'), 0o600)
@@ -495,6 +512,10 @@ func Down(dir string, reg proc.Registry) error {
 		for _, h := range st.LB.Hosts {
 			c.LB.Hosts = append(c.LB.Hosts, netns.NS{Name: h})
 		}
+	}
+	if st.Analytics != nil {
+		_, err = reg.StopGroup(st.Analytics.Dir, 5*time.Second)
+		errs = append(errs, err, os.RemoveAll(st.Analytics.Dir))
 	}
 	_, err = controlplane.Down(filepath.Join(dir, "controlplane"), reg)
 	errs = append(errs, err)

@@ -21,6 +21,10 @@ const KubernetesVersion = "1.37.2"
 // tool "coredns".
 const CoreDNSVersion = "1.13.1"
 
+// VictoriaLogsVersion is the VictoriaLogs release of the local cloud's log backend (tools/victorialogs/go.mod); its
+// build is the tool "victorialogs".
+const VictoriaLogsVersion = "1.52.2"
+
 // Dir returns the cache directory: $BERTH_CACHE, else ~/.cache/berth (as tools/build.sh, the Makefile and the
 // bake's rootfs cache have it).
 func Dir() string { return bake.DefaultCacheDir() }

@@ -43,12 +43,12 @@ func TestFindPicksNewestCompleteBuildOfTheVersion(t *testing.T) {
 
 // The pinned versions here are the ones tools/<tool>/go.mod require, so berth-dev looks for what make tools built.
 func TestVersionsMatchTheToolModules(t *testing.T) {
-	for tool, v := range map[string]string{"k8s": KubernetesVersion, "coredns": CoreDNSVersion} {
+	for tool, v := range map[string]string{"k8s": KubernetesVersion, "coredns": CoreDNSVersion, "victorialogs": VictoriaLogsVersion} {
 		data, err := os.ReadFile(filepath.Join("..", "..", "..", "tools", tool, "go.mod"))
 		if err != nil {
 			t.Fatal(err)
 		}
-		mod := map[string]string{"k8s": "k8s.io/kubernetes", "coredns": "github.com/coredns/coredns"}[tool]
+		mod := map[string]string{"k8s": "k8s.io/kubernetes", "coredns": "github.com/coredns/coredns", "victorialogs": "github.com/VictoriaMetrics/VictoriaLogs"}[tool]
 		if !strings.Contains(string(data), mod+" v"+v+"\n") {
 			t.Errorf("tools/%s/go.mod does not require %s v%s", tool, mod, v)
 		}

@@ -1,0 +1,196 @@
+package cloud
+
+import (
+	"bufio"
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"net/netip"
+	"net/url"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/yaml"
+
+	logsv1 "berth.dev/berth/agent/api/logs/v1alpha1"
+	"berth.dev/berth/deploy"
+	"berth.dev/berth/internal/dev/proc"
+)
+
+// AnalyticsConfig is the cloud's analytics service: where the nodes' log shipper sends what it reads.
+type AnalyticsConfig struct {
+	// VictoriaLogs is the victoria-logs binary (tools/build.sh victorialogs; required).
+	VictoriaLogs string
+}
+
+// Analytics is the cloud's running analytics service: VictoriaLogs in the cloud's namespace on the bridge, and the
+// log shipper's DaemonSet (deploy/logs.yaml) on every node, shipping to it.
+type Analytics struct {
+	// LogsURL is VictoriaLogs' base URL, reached inside the cloud's namespace (the nodes reach it on the bridge).
+	LogsURL string
+	// Dir holds VictoriaLogs' data, the shipper's LogShipperConfig and the logs.
+	Dir string
+
+	c *Cloud
+}
+
+// LogsPort is VictoriaLogs' port on the bridge.
+const LogsPort = 9428
+
+// StartAnalytics starts VictoriaLogs on the bridge (the cloud's log analytics service) and deploys the log
+// shipper as a user does, `kubectl apply` of deploy/logs.yaml with its ConfigMap's sink set to that VictoriaLogs,
+// then waits until the DaemonSet's pod is ready on every node. It is re-run safely: the apply converges.
+func (c *Cloud) StartAnalytics(ctx context.Context, cfg AnalyticsConfig) (*Analytics, error) {
+	if cfg.VictoriaLogs == "" {
+		return nil, errors.New("cloud: analytics: VictoriaLogs: required")
+	}
+	a := &Analytics{Dir: filepath.Join(c.cfg.Dir, "analytics"), c: c,
+		LogsURL: "http://" + netip.AddrPortFrom(c.Gateway, LogsPort).String()}
+	if err := os.MkdirAll(a.Dir, 0o700); err != nil {
+		return nil, err
+	}
+	c.Analytics = a // from here Down stops what was started
+	if err := c.save(); err != nil {
+		return a, err
+	}
+	group := &proc.Group{Registry: *c.cfg.Registry, Dir: a.Dir, Detached: c.cfg.Detached}
+	if _, err := group.Start("victoria-logs", "nsenter", "--net="+c.NS.Path(), "--", cfg.VictoriaLogs,
+		"-httpListenAddr="+netip.AddrPortFrom(c.Gateway, LogsPort).String(), "-storageDataPath="+filepath.Join(a.Dir, "victoria-logs"),
+		"-retentionPeriod=30d", "-loggerLevel=WARN"); err != nil {
+		return a, fmt.Errorf("cloud: analytics: %w", err)
+	}
+	if err := a.waitHealthy(ctx); err != nil {
+		return a, err
+	}
+	doc := logsv1.LogShipperConfig{APIVersion: logsv1.APIVersion, Kind: logsv1.Kind, Spec: logsv1.LogShipperConfigSpec{
+		PodLogs: logsv1.PodLogs{Path: "/var/log/pods"}, Journal: &logsv1.Journal{HostRoot: "/host"}, StateDir: "/var/lib/berth/logs",
+		Sinks: []logsv1.Sink{{Name: "analytics", Type: logsv1.SinkOTLP, URL: a.LogsURL + "/insert/opentelemetry"}}}}
+	if errs := doc.Validate(); len(errs) > 0 {
+		return a, fmt.Errorf("cloud: analytics: %w", errs.ToAggregate())
+	}
+	config, err := yaml.Marshal(doc)
+	if err != nil {
+		return a, err
+	}
+	manifest, err := deploy.LogsWith(string(config))
+	if err != nil {
+		return a, fmt.Errorf("cloud: analytics: %w", err)
+	}
+	if err := os.WriteFile(filepath.Join(a.Dir, "logs.yaml"), []byte(manifest), 0o644); err != nil {
+		return a, err
+	}
+	if out, err := c.kubectl(ctx, manifest, "apply", "-f", "-"); err != nil {
+		return a, fmt.Errorf("cloud: analytics: kubectl apply -f deploy/logs.yaml: %w\n%s", err, out)
+	}
+	if err := a.waitShipping(ctx); err != nil {
+		return a, err
+	}
+	c.cfg.Log.Info("analytics started", "victoria-logs", a.LogsURL, "log shipper", "kube-system/berth-logs")
+	return a, nil
+}
+
+// kubectl runs the pinned kubectl as cluster-admin inside the cloud's namespace, with stdin.
+func (c *Cloud) kubectl(ctx context.Context, stdin string, args ...string) (string, error) {
+	cmd := exec.CommandContext(ctx, "nsenter", append([]string{"--net=" + c.NS.Path(), "--", filepath.Join(c.cfg.BinDir, "kubectl"),
+		"--kubeconfig", c.CP.KubeconfigPath()}, args...)...)
+	cmd.Stdin = strings.NewReader(stdin)
+	out, err := cmd.CombinedOutput()
+	return string(out), err
+}
+
+// client is an HTTP client that dials inside the cloud's namespace.
+func (a *Analytics) client() *http.Client {
+	return &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{
+		DialContext: func(ctx context.Context, network, addr string) (net.Conn, error) {
+			return a.c.NS.DialContext(ctx, network, addr)
+		}}}
+}
+
+func (a *Analytics) waitHealthy(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, time.Minute)
+	defer cancel()
+	for {
+		resp, err := a.client().Get(a.LogsURL + "/health")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				return nil
+			}
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("cloud: analytics: victoria-logs not healthy (%v): %s", err, proc.Tail(filepath.Join(a.Dir, "logs", "victoria-logs.log"), 10))
+		case <-time.After(200 * time.Millisecond):
+		}
+	}
+}
+
+// waitShipping waits until the log shipper's DaemonSet has a ready, current pod on every node.
+func (a *Analytics) waitShipping(ctx context.Context) error {
+	ctx, cancel := context.WithTimeout(ctx, 5*time.Minute)
+	defer cancel()
+	var last string
+	for {
+		ds, err := a.c.CP.Client.AppsV1().DaemonSets(metav1.NamespaceSystem).Get(ctx, deploy.LogsConfigMap, metav1.GetOptions{})
+		if err == nil {
+			s := ds.Status
+			last = fmt.Sprintf("%d of %d pods ready, %d updated, %d nodes", s.NumberReady, s.DesiredNumberScheduled, s.UpdatedNumberScheduled, len(a.c.Nodes))
+			if s.ObservedGeneration >= ds.Generation && int(s.DesiredNumberScheduled) == len(a.c.Nodes) &&
+				s.NumberReady == s.DesiredNumberScheduled && s.UpdatedNumberScheduled == s.DesiredNumberScheduled {
+				return nil
+			}
+		} else {
+			last = err.Error()
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("cloud: analytics: the log shipper's DaemonSet is not ready: %s", last)
+		case <-time.After(2 * time.Second):
+		}
+	}
+}
+
+// Query runs a LogsQL query against the cloud's VictoriaLogs (from this host, inside the namespace) and returns
+// the matching entries, each a field → value map, at most limit of them (0: no limit).
+func (a *Analytics) Query(ctx context.Context, query string, limit int) ([]map[string]string, error) {
+	return QueryLogs(ctx, a.client(), a.LogsURL, query, limit)
+}
+
+// QueryLogs runs a LogsQL query against the VictoriaLogs at base through client.
+func QueryLogs(ctx context.Context, client *http.Client, base, query string, limit int) ([]map[string]string, error) {
+	form := url.Values{"query": {query}}
+	if limit > 0 {
+		form.Set("limit", fmt.Sprint(limit))
+	}
+	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/select/logsql/query", strings.NewReader(form.Encode()))
+	if err != nil {
+		return nil, err
+	}
+	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
+	resp, err := client.Do(req)
+	if err != nil {
+		return nil, fmt.Errorf("logs query %q: %w", query, err)
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("logs query %q: HTTP %d", query, resp.StatusCode)
+	}
+	var out []map[string]string
+	sc := bufio.NewScanner(resp.Body)
+	sc.Buffer(make([]byte, 1<<20), 64<<20)
+	for sc.Scan() {
+		var m map[string]string
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			return nil, fmt.Errorf("logs query %q: %w", query, err)
+		}
+		out = append(out, m)
+	}
+	return out, sc.Err()
+}
