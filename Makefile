@@ -18,7 +18,7 @@ export PATH := /usr/local/go/bin:$(PATH)
 # kube-proxy; systemd-journal-remote to write real journal files for the log shipper's journal tests.
 APT_PACKAGES := containerd runc containernetworking-plugins busybox-static iproute2 util-linux ca-certificates \
 	mmdebstrap e2fsprogs fdisk grub-pc-bin grub2-common qemu-system-x86 qemu-utils genisoimage systemd-container \
-	socat nftables systemd-journal-remote
+	socat nftables systemd-journal-remote victoria-metrics
 GO_MIN := 1.26
 BERTH_CACHE ?= $(HOME)/.cache/berth
 DEV_BIN := $(BERTH_CACHE)/bin/berth-dev
@@ -165,6 +165,7 @@ bench: deps tools
 	go test -run '^$$' -bench WriteAgentDeb -benchtime 3x ./imagebuilder/deb
 	go test -run '^$$' -bench JoinBerthVsKubeadm -benchtime 1x -count 2 -timeout 60m ./test/e2e
 	go test -run '^$$' -bench BootToReady -benchtime 1x -timeout 40m ./internal/dev/cloud
+	go test -run '^$$' -bench ShipVsCollector -benchtime 1x -timeout 40m ./agent/cmd/berth-agent
 
 clean-cache:
 	rm -rf $(BERTH_CACHE)

@@ -75,8 +75,9 @@ func TestLogsManifest(t *testing.T) {
 	if ds == nil || cm == nil || role == nil || cm.Name != LogsConfigMap {
 		t.Fatalf("want a DaemonSet, a ConfigMap %s and a ClusterRole; got %d objects", LogsConfigMap, len(objs))
 	}
-	if len(role.Rules) != 1 || fmt.Sprint(role.Rules[0].Resources, role.Rules[0].Verbs) != "[pods] [list watch]" {
-		t.Errorf("the role grants %+v, want list and watch of pods only", role.Rules)
+	if len(role.Rules) != 2 || fmt.Sprint(role.Rules[0].Resources, role.Rules[0].Verbs) != "[pods] [list watch]" ||
+		fmt.Sprint(role.Rules[1].Resources, role.Rules[1].Verbs) != "[nodes/stats] [get]" {
+		t.Errorf("the role grants %+v, want list and watch of pods and get of nodes/stats only", role.Rules)
 	}
 	cfg, err := logsv1.Decode([]byte(cm.Data[LogsConfigKey]))
 	if err != nil {
@@ -104,7 +105,8 @@ func TestLogsManifest(t *testing.T) {
 			t.Errorf("%s is mounted writable; only the state directory may be", m.MountPath)
 		}
 	}
-	for what, p := range map[string]string{"podLogs.path": cfg.Spec.PodLogs.Path, "stateDir": cfg.Spec.StateDir, "journal.hostRoot": cfg.Spec.Journal.HostRoot} {
+	for what, p := range map[string]string{"podLogs.path": cfg.Spec.PodLogs.Path, "stateDir": cfg.Spec.StateDir, "journal.hostRoot": cfg.Spec.Journal.HostRoot,
+		"metrics.node.hostRoot": cfg.Spec.Metrics.Node.HostRoot, "metrics.pods.kubeletCertFile's root": "/" + strings.Split(cfg.Defaulted().Metrics.Pods.KubeletCertFile, "/")[1]} {
 		if _, ok := mounts[p]; !ok {
 			t.Errorf("the config's %s %s is not mounted", what, p)
 		}

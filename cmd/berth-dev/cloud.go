@@ -8,6 +8,7 @@ import (
 	"io"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"slices"
 	"strings"
@@ -53,6 +54,7 @@ func cloudCmd(ctx context.Context, args []string, out io.Writer, log *slog.Logge
 		bin := fs.String("k8s-bin", os.Getenv("BERTH_K8S_BIN"), k8sBinUsage)
 		reuse := fs.Bool("reuse", false, "keep a cloud already running in -dir from the same image file with -nodes Ready nodes")
 		agent := fs.String("agent", "", "the berth-agent binary the load balancer's hosts and controller run (required)")
+		vmetrics := fs.String("victoria-metrics", "victoria-metrics", "the victoria-metrics binary, the cloud's metrics scraper (Debian's package; make deps installs it)")
 		vlogs := fs.String("victorialogs-bin", os.Getenv("BERTH_VICTORIALOGS_BIN"), "directory of the pinned victoria-logs, the cloud's log backend (default: the tool cache's; env BERTH_VICTORIALOGS_BIN)")
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
@@ -73,6 +75,9 @@ func cloudCmd(ctx context.Context, args []string, out io.Writer, log *slog.Logge
 		if *bin, err = k8sBin(*bin); err != nil {
 			return err
 		}
+		if *vmetrics, err = exec.LookPath(*vmetrics); err != nil {
+			return fmt.Errorf("cloud up: -victoria-metrics: %w (Debian's victoria-metrics package; `make deps` installs it)", err)
+		}
 		if *vlogs == "" {
 			if *vlogs, err = toolcache.Find(toolcache.Dir(), "victorialogs", toolcache.VictoriaLogsVersion); err != nil {
 				return fmt.Errorf("cloud up: -victorialogs-bin: %w", err)
@@ -92,7 +97,7 @@ func cloudCmd(ctx context.Context, args []string, out io.Writer, log *slog.Logge
 			return fmt.Errorf("cloud up: stop the earlier cloud in %s: %w", *dir, err)
 		}
 		return cloudUp(ctx, out, cloud.Config{Name: *name, Dir: *dir, BinDir: *bin, Image: *image, Detached: true, Registry: &reg, Log: log}, reg, *nodes, *agent,
-			filepath.Join(*vlogs, "victoria-logs"))
+			cloud.AnalyticsConfig{VictoriaLogs: filepath.Join(*vlogs, "victoria-logs"), VictoriaMetrics: *vmetrics})
 	case "down":
 		if err := fs.Parse(args[1:]); err != nil {
 			return err
@@ -122,7 +127,7 @@ func cloudCmd(ctx context.Context, args []string, out io.Writer, log *slog.Logge
 
 // cloudUp boots the guests one at a time (TCG guests share two cores), then waits for every Node to be Ready,
 // printing progress, and prints how to use and stop the cloud.
-func cloudUp(ctx context.Context, out io.Writer, cfg cloud.Config, reg proc.Registry, nodes int, agent, victoriaLogs string) (err error) {
+func cloudUp(ctx context.Context, out io.Writer, cfg cloud.Config, reg proc.Registry, nodes int, agent string, analytics cloud.AnalyticsConfig) (err error) {
 	c, err := cloud.Up(ctx, cfg)
 	if err != nil {
 		return err
@@ -184,11 +189,12 @@ func cloudUp(ctx context.Context, out io.Writer, cfg cloud.Config, reg proc.Regi
 	fmt.Fprintf(out, "load balancer: %d LB hosts, frontend IPs from %s for Services of type LoadBalancer, a client in namespace %s\n",
 		len(lb.Hosts), lb.Pool, lb.Client.Name)
 	fmt.Fprintf(out, "deploying the log shipper (deploy/logs.yaml, a DaemonSet) to ship to the cloud's VictoriaLogs...\n")
-	an, err := c.StartAnalytics(ctx, cloud.AnalyticsConfig{VictoriaLogs: victoriaLogs})
+	an, err := c.StartAnalytics(ctx, analytics)
 	if err != nil {
 		return err
 	}
 	fmt.Fprintf(out, "log analytics: VictoriaLogs at %s in the namespace; the log shipper runs on every node\n", an.LogsURL)
+	fmt.Fprintf(out, "metrics: VictoriaMetrics at %s scrapes every node's log shipper (node_exporter, pods' CPU and memory)\n", an.MetricsURL)
 	kubeconfig, err := publishAPIServer(ctx, c, reg)
 	if err != nil {
 		return err
@@ -339,14 +345,16 @@ func cloudStatus(ctx context.Context, out io.Writer, dir string, reg proc.Regist
 		}
 	}
 	if st.Analytics != nil {
-		pid := 0
+		pids := map[string]int{}
 		for _, r := range recs {
-			if r.Group == st.Analytics.Dir && r.Name == "victoria-logs" && r.Running() {
-				pid = r.PID
+			if r.Group == st.Analytics.Dir && r.Running() {
+				pids[r.Name] = r.PID
 			}
 		}
-		if pid == 0 {
-			errs = append(errs, errors.New("the log analytics service (victoria-logs) is not running"))
+		for _, name := range []string{"victoria-logs", "victoria-metrics"} {
+			if pids[name] == 0 {
+				errs = append(errs, fmt.Errorf("the analytics service's %s is not running", name))
+			}
 		}
 		shipping := "unknown"
 		if ds, err := cs.AppsV1().DaemonSets(metav1.NamespaceSystem).Get(ctx, deploy.LogsConfigMap, metav1.GetOptions{}); err != nil {
@@ -357,7 +365,8 @@ func cloudStatus(ctx context.Context, out io.Writer, dir string, reg proc.Regist
 				errs = append(errs, fmt.Errorf("the log shipper: %s on %d nodes", shipping, len(st.Nodes)))
 			}
 		}
-		fmt.Fprintf(out, "logs: victoria-logs pid %d at %s, log shipper %s\n", pid, st.Analytics.LogsURL, shipping)
+		fmt.Fprintf(out, "logs: victoria-logs pid %d at %s, log shipper %s\n", pids["victoria-logs"], st.Analytics.LogsURL, shipping)
+		fmt.Fprintf(out, "metrics: victoria-metrics pid %d at %s\n", pids["victoria-metrics"], st.Analytics.MetricsURL)
 	}
 	return errors.Join(errs...)
 }

@@ -34,7 +34,7 @@ import (
 // from the state file, sees the guests running, their Nodes Ready and the LB hosts announcing; down leaves no
 // guest, no control plane and no namespace; a second down is a no-op.
 func TestCloudUpStatusDown(t *testing.T) {
-	tier.Require(t, tier.Root, tier.NetNS, tier.QEMU, tier.Kubernetes) // mmdebstrap chroot, dpkg in the tree, qemu, taps
+	tier.Require(t, tier.Root, tier.NetNS, tier.QEMU, tier.Kubernetes, tier.VictoriaMetrics) // mmdebstrap chroot, dpkg in the tree, qemu, taps
 	// The image as `make demo` bakes it; a second `image` with the same inputs keeps the very same file.
 	// berth-dev as a user has it: copied elsewhere, the pinned binaries found in its tool cache.
 	agent, imgDir := toolbin.Agent(t), t.TempDir()
@@ -81,7 +81,8 @@ func TestCloudUpStatusDown(t *testing.T) {
 	for _, want := range []string{"node-1 Ready", "node-2 Ready", "cluster DNS ready: kube-dns.kube-system at 10.96.0.10",
 		"export KUBECONFIG=" + filepath.Join(dir, "kubeconfig"), "get nodes", "ip netns exec berth-devtest", "cloud down --dir " + dir,
 		"load balancer: 2 LB hosts, frontend IPs from 10.89.0.0/28 for Services of type LoadBalancer, a client in namespace berth-devtest-client",
-		"log analytics: VictoriaLogs at http://10.88.0.1:9428 in the namespace; the log shipper runs on every node"} {
+		"log analytics: VictoriaLogs at http://10.88.0.1:9428 in the namespace; the log shipper runs on every node",
+		"metrics: VictoriaMetrics at http://10.88.0.1:8428 scrapes every node's log shipper"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("up output lacks %q", want)
 		}
@@ -125,6 +126,14 @@ func TestCloudUpStatusDown(t *testing.T) {
 	if !strings.Contains(out, "ip netns exec berth-devtest curl -s http://10.88.0.1:9428/select/logsql/query") {
 		t.Error("demo output does not show the query for more")
 	}
+	// The scraped metrics: each node's memory (a 2 GiB guest) and load from node_exporter's collectors, each hello
+	// pod's memory and CPU from its kubelet's Summary API.
+	if n := len(regexp.MustCompile(`(?m)^  node node-[12]: memory (1[5-9]\d\d|20[0-4]\d) MiB, \d+ MiB available, load [\d.]+ \(node_exporter\)$`).FindAllString(out, -1)); n != 2 {
+		t.Errorf("demo output shows node_exporter's memory of %d nodes, want 2", n)
+	}
+	if n := len(regexp.MustCompile(`(?m)^  pod hello-\S+: memory [\d.]+ MiB, CPU [\d.]+ s \(the kubelet's Summary API\)$`).FindAllString(out, -1)); n != 2 {
+		t.Errorf("demo output shows the Summary API's figures of %d pods, want 2", n)
+	}
 	shippedNumberedLines(t, dir)
 	// The summary names each node with its boot → Ready and its agent's join time.
 	if rows := regexp.MustCompile(`(?m)^node-[12] +10\.88\.0\.1[12] +v1\.37\.2 +\S+ +[0-9m.]+s +[0-9m.]+s$`).FindAllString(out, -1); len(rows) != 2 {
@@ -145,7 +154,8 @@ func TestCloudUpStatusDown(t *testing.T) {
 	out, err = do("status")
 	t.Logf("status:\n%s", out)
 	if err != nil || strings.Count(out, "node Ready") != 2 || !regexp.MustCompile(`(?m)^lb-[12] +pid \d+ +announcing 10\.89\.0\.`).MatchString(out) ||
-		!regexp.MustCompile(`(?m)^logs: victoria-logs pid [1-9]\d* at http://10\.88\.0\.1:9428, log shipper 2 of 2 pods ready$`).MatchString(out) {
+		!regexp.MustCompile(`(?m)^logs: victoria-logs pid [1-9]\d* at http://10\.88\.0\.1:9428, log shipper 2 of 2 pods ready$`).MatchString(out) ||
+		!regexp.MustCompile(`(?m)^metrics: victoria-metrics pid [1-9]\d* at http://10\.88\.0\.1:8428$`).MatchString(out) {
 		t.Errorf("status: %v", err)
 	}
 

@@ -192,6 +192,8 @@ func cloudDemo(ctx context.Context, out io.Writer, dir string) error {
 		fmt.Fprintln(out, "(this cloud has no log analytics service: bring it up again with `berth-dev cloud up`)")
 	} else if err := shippedLogs(ctx, out, st, podNode); err != nil {
 		return err
+	} else if err := scrapedMetrics(ctx, out, st, podNode); err != nil {
+		return err
 	}
 	nodes, err := cs.CoreV1().Nodes().List(ctx, metav1.ListOptions{})
 	if err != nil {
@@ -451,5 +453,58 @@ func shippedLogs(ctx context.Context, out io.Writer, st cloud.State, podNode map
 	}
 	fmt.Fprintf(out, "more with LogsQL, e.g. a pod's lines:\n  ip netns exec %s curl -s %s/select/logsql/query -d 'query=k8s.pod.name:hello* | sort by (_time) | limit 20'\n",
 		st.Namespace, base)
+	return nil
+}
+
+// scrapedMetrics prints what the cloud's VictoriaMetrics scraped from each node's log shipper: node_exporter's
+// memory and load per node, and each hello pod's memory and CPU from the kubelet's Summary API, and the query for
+// more. It waits up to a minute for every node and pod to be there.
+func scrapedMetrics(ctx context.Context, out io.Writer, st cloud.State, podNode map[string]string) error {
+	ns := netns.NS{Name: st.Namespace}
+	httpc := &http.Client{Timeout: 30 * time.Second, Transport: &http.Transport{DialContext: ns.DialContext}}
+	base := st.Analytics.MetricsURL
+	byLabel := func(query, label string) (map[string]float64, error) {
+		samples, err := cloud.QueryMetrics(ctx, httpc, base, query)
+		if err != nil {
+			return nil, err
+		}
+		m := map[string]float64{}
+		for _, s := range samples {
+			m[s.Metric[label]] = s.Value
+		}
+		return m, nil
+	}
+	var total, avail, load, podMem, podCPU map[string]float64
+	var err error
+	for deadline := time.Now().Add(time.Minute); ; time.Sleep(time.Second) {
+		total, err = byLabel("node_memory_MemTotal_bytes", "node")
+		if err == nil {
+			podMem, err = byLabel(`pod_memory_working_set_bytes{namespace="default",pod=~"hello-.*"}`, "pod")
+		}
+		if err == nil && len(total) == len(st.Nodes) && len(podMem) >= len(podNode) {
+			break
+		}
+		if time.Now().After(deadline) {
+			return fmt.Errorf("VictoriaMetrics has not scraped every node and hello pod after a minute: nodes %v, pods %v (%v)", total, podMem, err)
+		}
+	}
+	if avail, err = byLabel("node_memory_MemAvailable_bytes", "node"); err != nil {
+		return err
+	}
+	if load, err = byLabel("node_load1", "node"); err != nil {
+		return err
+	}
+	if podCPU, err = byLabel(`pod_cpu_usage_seconds_total{namespace="default",pod=~"hello-.*"}`, "pod"); err != nil {
+		return err
+	}
+	const mib = 1 << 20
+	fmt.Fprintf(out, "\nmetrics scraped by VictoriaMetrics at %s from each node's berth-logs:\n", base)
+	for _, n := range st.Nodes {
+		fmt.Fprintf(out, "  node %s: memory %.0f MiB, %.0f MiB available, load %.2f (node_exporter)\n", n.Name, total[n.Name]/mib, avail[n.Name]/mib, load[n.Name])
+	}
+	for _, pod := range slices.Sorted(maps.Keys(podNode)) {
+		fmt.Fprintf(out, "  pod %s: memory %.1f MiB, CPU %.2f s (the kubelet's Summary API)\n", pod, podMem[pod]/mib, podCPU[pod])
+	}
+	fmt.Fprintf(out, "more with PromQL, e.g. every pod's memory:\n  ip netns exec %s curl -s %s/api/v1/query -d 'query=pod_memory_working_set_bytes'\n", st.Namespace, base)
 	return nil
 }

@@ -59,6 +59,8 @@ var (
 	Dpkg = Need{"dpkg-deb", command("dpkg-deb", "dpkg")}
 	// NFT is the nft command, which kube-proxy's nftables mode runs (berth itself programs nftables over netlink).
 	NFT = Need{"nft", command("nft", "nftables")}
+	// VictoriaMetrics is Debian's victoria-metrics, the local cloud's metrics scraper.
+	VictoriaMetrics = Need{"victoria-metrics", command("victoria-metrics", "victoria-metrics")}
 	// JournalRemote is systemd-journal-remote, which writes real journal files from the export format (the log
 	// shipper's journal tests), and journalctl, which reads them.
 	JournalRemote = Need{"systemd-journal-remote and journalctl", func() string {

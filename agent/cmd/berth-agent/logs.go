@@ -32,6 +32,8 @@ import (
 	"berth.dev/berth/agent/logship/sink/esbulk"
 	"berth.dev/berth/agent/logship/sink/loki"
 	"berth.dev/berth/agent/logship/sink/otlp"
+	"berth.dev/berth/agent/metrics/nodeexporter"
+	"berth.dev/berth/agent/metrics/summary"
 )
 
 // logsCmd is the log shipper's commands: validate a LogShipperConfig, or run the shipper.
@@ -56,7 +58,7 @@ func logsRunCmd(args []string, stderr io.Writer) int {
 	fs.SetOutput(stderr)
 	file := fs.String("config", "", "LogShipperConfig file (required)")
 	node := fs.String("node", os.Getenv("NODE_NAME"), "this node's name, on every record (default $NODE_NAME)")
-	metricsAddr := fs.String("metrics-address", "127.0.0.1:9471", "where /metrics is served (the shipper's own metrics); empty: nowhere")
+	metricsAddr := fs.String("metrics-address", "127.0.0.1:9471", "where /metrics (the shipper's own and spec.metrics' metrics) and /healthz are served; empty: nowhere")
 	kubeconfig := fs.String("kubeconfig", "", "kubeconfig for the pods' labels (default: in-cluster; none: records without labels)")
 	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
 		return exitUsage
@@ -76,13 +78,21 @@ func logsRunCmd(args []string, stderr io.Writer) int {
 	reg := prometheus.NewRegistry()
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := shipmetrics.New(reg)
+	if err := registerNodeMetrics(ctx, reg, spec.Metrics, log); err != nil {
+		fmt.Fprintf(stderr, "berth-agent: spec.metrics: %v\n", err)
+		return exitInvalidConfig
+	}
 	if *metricsAddr != "" {
 		ln, err := net.Listen("tcp", *metricsAddr)
 		if err != nil {
 			fmt.Fprintf(stderr, "berth-agent: -metrics-address: %v\n", err)
 			return exitUsage
 		}
-		srv := &http.Server{Handler: promhttp.HandlerFor(reg, promhttp.HandlerOpts{}), ReadHeaderTimeout: 10 * time.Second}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		// The readiness probe's: the config was valid and the pipelines are starting; cheap, unlike a scrape.
+		mux.HandleFunc("/healthz", func(w http.ResponseWriter, _ *http.Request) { io.WriteString(w, "ok\n") })
+		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
 		go srv.Serve(ln)
 		defer srv.Close()
 	}
@@ -124,6 +134,30 @@ func logsRunCmd(args []string, stderr io.Writer) int {
 		code = exitInternal
 	}
 	return code
+}
+
+// registerNodeMetrics adds node_exporter's collectors and the kubelet's Summary API to reg, as m asks.
+func registerNodeMetrics(ctx context.Context, reg prometheus.Registerer, m *logsv1.Metrics, log *slog.Logger) error {
+	if m == nil {
+		return nil
+	}
+	if n := m.Node; n != nil {
+		c, err := nodeexporter.New(nodeexporter.Config{Root: n.HostRoot, Collectors: n.Collectors, Log: log.With("metrics", "node")})
+		if err != nil {
+			return fmt.Errorf("node: %w", err)
+		}
+		if err := reg.Register(c); err != nil {
+			return fmt.Errorf("node: %w", err)
+		}
+	}
+	if p := m.Pods; p != nil {
+		c := summary.New(summary.Config{URL: p.KubeletURL, CertFile: p.KubeletCertFile, TokenFile: p.TokenFile, Log: log.With("metrics", "pods")})
+		if err := reg.Register(c); err != nil {
+			return fmt.Errorf("pods: %w", err)
+		}
+		go c.Run(ctx)
+	}
+	return nil
 }
 
 // journalConfig is the journal input's config, nil if the journal is not read.

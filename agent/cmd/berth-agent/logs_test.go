@@ -51,6 +51,8 @@ spec:
   sinks:
   - {name: otlp, type: otlp, url: "%s/insert/opentelemetry", batch: {linger: 100ms}}
   - {name: loki, type: loki, url: "%s/insert", batch: {linger: 100ms}}
+  metrics:
+    node: {collectors: [meminfo, loadavg]}
 `, root, state, vl.URL, vl.URL)), 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -94,8 +96,13 @@ spec:
 		m := string(b)
 		return strings.Contains(m, `berth_logs_shipped_records_total{sink="otlp"} 400`) &&
 			strings.Contains(m, `berth_logs_shipped_records_total{sink="loki"} 400`) &&
-			strings.Contains(m, `berth_logs_lag_bytes{path="`+logFile+`",sink="loki"} 0`)
+			strings.Contains(m, `berth_logs_lag_bytes{path="`+logFile+`",sink="loki"} 0`) &&
+			// The node's metrics beside them, node_exporter's (spec.metrics.node), from this machine's /proc.
+			strings.Contains(m, "\nnode_memory_MemTotal_bytes ") && strings.Contains(m, "\nnode_load1 ")
 	})
+	if resp, err := http.Get(strings.TrimSuffix(metricsURL, "metrics") + "healthz"); err != nil || resp.StatusCode != http.StatusOK {
+		t.Errorf("/healthz: %v %v", resp, err)
+	}
 	stop(cmd, out)
 	for _, name := range []string{"otlp", "loki"} {
 		fi, err := os.Stat(filepath.Join(state, name+".checkpoint.json"))

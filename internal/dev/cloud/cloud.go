@@ -400,8 +400,9 @@ type State struct {
 
 // AnalyticsState is the analytics service in State.
 type AnalyticsState struct {
-	LogsURL string `json:"logsURL"`
-	Dir     string `json:"dir"`
+	LogsURL    string `json:"logsURL"`
+	MetricsURL string `json:"metricsURL"`
+	Dir        string `json:"dir"`
 }
 
 // LBState is the load balancer in State.
@@ -454,7 +455,7 @@ func (c *Cloud) save() error {
 		}
 	}
 	if a := c.Analytics; a != nil {
-		st.Analytics = &AnalyticsState{LogsURL: a.LogsURL, Dir: a.Dir}
+		st.Analytics = &AnalyticsState{LogsURL: a.LogsURL, MetricsURL: a.MetricsURL, Dir: a.Dir}
 	}
 	data, _ := json.MarshalIndent(st, "", "  ")
 	return atomicfile.Write(statePath(c.cfg.Dir), append(data, '\n'), 0o600)

@@ -38,6 +38,9 @@ type LogShipperConfigSpec struct {
 	// Journal, if set, ships the node's systemd journal too (kubelet, containerd, the agent), read with journalctl
 	// from the sink's journal cursor.
 	Journal *Journal `json:"journal,omitempty"`
+	// Metrics, if set, adds the node's and its pods' metrics to the shipper's /metrics endpoint, for a scraper
+	// (Prometheus, VictoriaMetrics) to read.
+	Metrics *Metrics `json:"metrics,omitempty"`
 	// StateDir holds each sink's checkpoint and dead-letter file (default /var/lib/berth/logs; a hostPath, so
 	// that a restarted pod goes on where the last one stopped).
 	StateDir string `json:"stateDir,omitempty"`
@@ -65,6 +68,41 @@ type Journal struct {
 	Directory string `json:"directory,omitempty"`
 	// Command runs journalctl (default [journalctl], looked up in hostRoot's bin directories if hostRoot is set).
 	Command []string `json:"command,omitempty"`
+}
+
+// Metrics are the node and pod metrics the shipper serves besides its own.
+type Metrics struct {
+	// Node runs node_exporter's collectors over the host: node_cpu_seconds_total, node_memory_MemTotal_bytes,
+	// node_filesystem_avail_bytes and the rest of node_exporter's names.
+	Node *NodeMetrics `json:"node,omitempty"`
+	// Pods serves each pod's and container's CPU and memory from the kubelet's Summary API, under the names of the
+	// kubelet's resource metrics (pod_cpu_usage_seconds_total, container_memory_working_set_bytes, …).
+	Pods *PodMetrics `json:"pods,omitempty"`
+}
+
+// NodeMetrics configures node_exporter's collectors.
+type NodeMetrics struct {
+	// HostRoot is the host's / as mounted in the pod (node_exporter's --path.rootfs; its proc and sys are read
+	// under it). Empty: the pod's own /, /proc and /sys.
+	HostRoot string `json:"hostRoot,omitempty"`
+	// Collectors are the node_exporter collectors to run, by name (cpu, meminfo, filesystem, diskstats, netdev,
+	// loadavg, …; empty: node_exporter's default set). A name node_exporter does not know stops the shipper with
+	// the name in its log.
+	Collectors []string `json:"collectors,omitempty"`
+}
+
+// PodMetrics configures the kubelet's Summary API client.
+type PodMetrics struct {
+	// KubeletURL is the kubelet's base URL (default https://127.0.0.1:10250: the node's kubelet, from a pod on the
+	// host network).
+	KubeletURL string `json:"kubeletURL,omitempty"`
+	// KubeletCertFile holds the certificate the kubelet must present: its own self-signed serving certificate,
+	// pinned (default /host/var/lib/kubelet/pki/kubelet.crt, the host's, through the DaemonSet's read-only mount of
+	// /), or the CA that signed it.
+	KubeletCertFile string `json:"kubeletCertFile,omitempty"`
+	// TokenFile is the bearer token the kubelet checks with the apiserver, which must allow get on nodes/stats
+	// (default: the pod's ServiceAccount token).
+	TokenFile string `json:"tokenFile,omitempty"`
 }
 
 // Sink is one backend.

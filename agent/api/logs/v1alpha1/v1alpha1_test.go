@@ -18,6 +18,9 @@ spec:
     headers:
       Authorization: Bearer abc
     batch: {records: 500, linger: 2s}
+  metrics:
+    node: {hostRoot: /host, collectors: [cpu, meminfo]}
+    pods: {}
 `
 
 func TestValidAndDefaults(t *testing.T) {
@@ -33,7 +36,10 @@ func TestValidAndDefaults(t *testing.T) {
 		d.Sinks[0].Batch.Records != 1000 || d.Sinks[1].Batch.Records != 500 || d.Sinks[1].Batch.Linger.Duration.String() != "2s" {
 		t.Errorf("defaults: %+v", d)
 	}
-	if c.Spec.Sinks[1].Index != "" {
+	if p := d.Metrics.Pods; p.KubeletURL != DefaultKubeletURL || p.KubeletCertFile != DefaultKubeletCertFile || p.TokenFile != DefaultTokenFile {
+		t.Errorf("metrics.pods defaults: %+v", p)
+	}
+	if c.Spec.Sinks[1].Index != "" || c.Spec.Metrics.Pods.KubeletURL != "" {
 		t.Error("Defaulted changed the config it was called on")
 	}
 }
@@ -46,6 +52,9 @@ spec:
   podLogs: {path: var/log/pods, maxLineBytes: 10}
   stateDir: /var/lib/../lib/berth
   journal: {hostRoot: host/, directory: run/log/journal, command: [bin/journalctl]}
+  metrics:
+    node: {hostRoot: host, collectors: [cpu, "CPU", cpu]}
+    pods: {kubeletURL: "http://127.0.0.1:10255", kubeletCertFile: kubelet.crt, tokenFile: /a/../token}
   sinks:
   - name: Bad_Name
     type: kafka
@@ -66,7 +75,9 @@ spec:
 	}
 	got := c.Validate().ToAggregate().Error()
 	for _, want := range []string{
-		"spec.podLogs.path", "spec.podLogs.maxLineBytes", "spec.journal.hostRoot", "spec.journal.directory", "spec.journal.command[0]", "spec.stateDir", "spec.sinks[0].name", "spec.sinks[0].type: Unsupported value: \"kafka\"",
+		"spec.podLogs.path", "spec.podLogs.maxLineBytes", "spec.journal.hostRoot", "spec.journal.directory", "spec.journal.command[0]",
+		"spec.metrics.node.hostRoot", "spec.metrics.node.collectors[1]", "spec.metrics.node.collectors[2]: Duplicate", "spec.metrics.pods.kubeletURL",
+		"spec.metrics.pods.kubeletCertFile", "spec.metrics.pods.tokenFile", "spec.stateDir", "spec.sinks[0].name", "spec.sinks[0].type: Unsupported value: \"kafka\"",
 		"spec.sinks[0].url", "spec.sinks[1].index: Forbidden", "spec.sinks[1].headers[Bad Header]", "spec.sinks[1].headers[Content-Type]: Forbidden",
 		"spec.sinks[2].name: Duplicate", "spec.sinks[2].url", "spec.sinks[2].batch.records", "spec.sinks[2].batch.bytes",
 		"spec.sinks[2].batch.linger", "spec.sinks[2].retry.initial", "spec.sinks[2].retry.max", `spec.sinks[1].url: Invalid value: "http://user:xxxxx@loki:3100"`,

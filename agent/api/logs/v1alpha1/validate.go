@@ -4,6 +4,7 @@ import (
 	"net/http"
 	"net/url"
 	"path/filepath"
+	"regexp"
 	"strings"
 	"time"
 
@@ -20,7 +21,14 @@ const (
 	DefaultStateDir     = "/var/lib/berth/logs"
 	DefaultMaxLineBytes = 1 << 20
 	DefaultIndex        = "berth-logs"
+	// The kubelet from a pod on the host network, its self-signed serving certificate through the DaemonSet's
+	// read-only mount of the host's / at /host, and the pod's ServiceAccount token.
+	DefaultKubeletURL      = "https://127.0.0.1:10250"
+	DefaultKubeletCertFile = "/host/var/lib/kubelet/pki/kubelet.crt"
+	DefaultTokenFile       = "/var/run/secrets/kubernetes.io/serviceaccount/token"
 )
+
+var collectorName = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
 
 // Validate returns every problem with c, each with its field path.
 func (c *LogShipperConfig) Validate() field.ErrorList {
@@ -40,6 +48,37 @@ func (c *LogShipperConfig) Validate() field.ErrorList {
 		}
 		if len(j.Command) > 0 && !filepath.IsAbs(j.Command[0]) && j.Command[0] != "journalctl" {
 			errs = append(errs, field.Invalid(jp.Child("command").Index(0), j.Command[0], "an absolute path (or journalctl, found on PATH)"))
+		}
+	}
+	if m := c.Spec.Metrics; m != nil {
+		mp := spec.Child("metrics")
+		if n := m.Node; n != nil {
+			np := mp.Child("node")
+			if d := n.HostRoot; d != "" && (!filepath.IsAbs(d) || filepath.Clean(d) != d) {
+				errs = append(errs, field.Invalid(np.Child("hostRoot"), d, "an absolute, clean path"))
+			}
+			seen := map[string]bool{}
+			for i, name := range n.Collectors {
+				if !collectorName.MatchString(name) {
+					errs = append(errs, field.Invalid(np.Child("collectors").Index(i), name, "a node_exporter collector name (lower case letters, digits, _)"))
+				} else if seen[name] {
+					errs = append(errs, field.Duplicate(np.Child("collectors").Index(i), name))
+				}
+				seen[name] = true
+			}
+		}
+		if p := m.Pods; p != nil {
+			pp := mp.Child("pods")
+			if p.KubeletURL != "" {
+				if u, err := url.Parse(p.KubeletURL); err != nil || u.Scheme != "https" || u.Host == "" || u.User != nil || u.RawQuery != "" || u.Fragment != "" {
+					errs = append(errs, field.Invalid(pp.Child("kubeletURL"), p.KubeletURL, "an https URL with a host and no user info, query or fragment"))
+				}
+			}
+			for _, f := range [][2]string{{"kubeletCertFile", p.KubeletCertFile}, {"tokenFile", p.TokenFile}} {
+				if d := f[1]; d != "" && (!filepath.IsAbs(d) || filepath.Clean(d) != d) {
+					errs = append(errs, field.Invalid(pp.Child(f[0]), d, "an absolute, clean path"))
+				}
+			}
 		}
 	}
 	if n := c.Spec.PodLogs.MaxLineBytes; n != 0 && (n < 16<<10 || n > 16<<20) {
@@ -128,6 +167,21 @@ func (c *LogShipperConfig) Defaulted() LogShipperConfigSpec {
 	}
 	if s.StateDir == "" {
 		s.StateDir = DefaultStateDir
+	}
+	if s.Metrics != nil && s.Metrics.Pods != nil {
+		p := *s.Metrics.Pods
+		if p.KubeletURL == "" {
+			p.KubeletURL = DefaultKubeletURL
+		}
+		if p.KubeletCertFile == "" {
+			p.KubeletCertFile = DefaultKubeletCertFile
+		}
+		if p.TokenFile == "" {
+			p.TokenFile = DefaultTokenFile
+		}
+		m := *s.Metrics
+		m.Pods = &p
+		s.Metrics = &m
 	}
 	s.Sinks = append([]Sink(nil), s.Sinks...)
 	for i := range s.Sinks {
