@@ -67,6 +67,17 @@ func scrubFile(p string) (changed bool, err error) {
 	return true, atomicfile.Write(p, out, fi.Mode().Perm())
 }
 
+// keepNulls spells out the empty null scalars under n (`key:` with no value, `{a, b}`), which the encoder would
+// write back as empty strings: the scrub must change nothing but the token.
+func keepNulls(n *yaml.Node) {
+	if n.Kind == yaml.ScalarNode && n.Value == "" && n.ShortTag() == "!!null" {
+		n.Value = "null"
+	}
+	for _, c := range n.Content {
+		keepNulls(c)
+	}
+}
+
 func scrubToken(data []byte) ([]byte, bool, error) {
 	var doc yaml.Node
 	if err := yaml.Unmarshal(data, &doc); err != nil {
@@ -84,6 +95,7 @@ func scrubToken(data []byte) ([]byte, bool, error) {
 	for i := 0; i+1 < len(m.Content); i += 2 {
 		if m.Content[i].Value == "token" {
 			m.Content = append(m.Content[:i], m.Content[i+2:]...)
+			keepNulls(&doc)
 			var b bytes.Buffer
 			enc := yaml.NewEncoder(&b)
 			enc.SetIndent(2)

@@ -1,6 +1,7 @@
 package join
 
 import (
+	"fmt"
 	"reflect"
 
 	"context"
@@ -112,6 +113,8 @@ func FuzzScrubToken(f *testing.F) {
 		if err := yamlv3.Unmarshal(out, &after); err != nil {
 			t.Fatalf("the scrubbed document does not parse: %v\n%s", err, out)
 		}
+		// Keys that are not all strings decode as map[any]any: compare with every key as its string.
+		before, after = normalize(before).(map[string]any), normalize(after).(map[string]any)
 		disc := func(m map[string]any) map[string]any {
 			spec, _ := m["spec"].(map[string]any)
 			cp, _ := spec["controlPlane"].(map[string]any)
@@ -133,6 +136,31 @@ func FuzzScrubToken(f *testing.F) {
 			t.Fatalf("a second scrub: changed %v, err %v", again, err)
 		}
 	})
+}
+
+// normalize is v with every map a map[string]any, its keys as fmt.Sprint spells them.
+func normalize(v any) any {
+	switch v := v.(type) {
+	case map[string]any:
+		out := map[string]any{}
+		for k, e := range v {
+			out[k] = normalize(e)
+		}
+		return out
+	case map[any]any:
+		out := map[string]any{}
+		for k, e := range v {
+			out[fmt.Sprint(k)] = normalize(e)
+		}
+		return out
+	case []any:
+		out := make([]any, len(v))
+		for i, e := range v {
+			out[i] = normalize(e)
+		}
+		return out
+	}
+	return v
 }
 
 // cloud-init's copies of the user data, as a NoCloud guest keeps them: the instance directory (the user data, its
