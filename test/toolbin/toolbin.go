@@ -1,5 +1,5 @@
 // Package toolbin finds the pinned tools that tools/build.sh builds from the module proxy and caches: Kubernetes
-// v1.37.2 with etcd, Packer v1.9.4, CoreDNS v1.13.1, the static container runtime and VictoriaLogs v1.52.2. It runs that script, which returns at once when the cache is complete and
+// v1.37.2 with etcd, Packer v1.9.4, CoreDNS v1.13.1, the static container runtime, VictoriaLogs v1.52.2 and an OpenTelemetry Collector v0.165.0. It runs that script, which returns at once when the cache is complete and
 // builds under a lock otherwise, so tests on a fresh machine need no manual step. The tools are a real
 // prerequisite: when they cannot be had, tests fail instead of skipping.
 package toolbin
@@ -40,6 +40,9 @@ var (
 	// VictoriaLogs is victoria-logs, the log backend of the log shipper's tests ($BERTH_VICTORIALOGS_BIN
 	// overrides).
 	VictoriaLogs = &Tool{name: "victorialogs", env: "BERTH_VICTORIALOGS_BIN", need: tier.Built("victorialogs")}
+	// OtelCol is the OpenTelemetry Collector (filelog receiver, OTLP/HTTP exporter) built with its builder, the
+	// peer in the log shipper's benchmarks ($BERTH_OTELCOL_BIN or tools/build.sh otelcol).
+	OtelCol = &Tool{name: "otelcol", env: "BERTH_OTELCOL_BIN", need: tier.Built("otelcol")}
 )
 
 var cache sync.Map // tool name → result
