@@ -94,7 +94,8 @@ func TestCleanupIsBestEffort(t *testing.T) {
 }
 
 // The scrub's properties on any drop-in: when it changes one, the result parses, holds no
-// spec.controlPlane.discovery.token, keeps every other value of the document, and a second scrub changes nothing.
+// spec.controlPlane.discovery.token (a second scrub changes nothing), and keeps every other value of the document
+// (compared where the document decodes as a map: one with a duplicate key loses its token but has no map).
 func FuzzScrubToken(f *testing.F) {
 	f.Add([]byte("apiVersion: node.berth.dev/v1alpha1\nkind: NodeConfig\nspec:\n  controlPlane:\n    discovery:\n      token: abcdef.0123456789abcdef # c\n      caCertHashes: [x]\n"))
 	f.Add([]byte(`{"spec":{"controlPlane":{"discovery":{"token":"abcdef.0123456789abcdef","tokenFile":""}}}}`))
@@ -106,9 +107,14 @@ func FuzzScrubToken(f *testing.F) {
 		if err != nil || !changed {
 			return
 		}
+		if _, again, err := scrubToken(out); again || err != nil {
+			t.Fatalf("a second scrub: changed %v, err %v", again, err)
+		}
 		var before, after map[string]any
 		if err := yamlv3.Unmarshal(data, &before); err != nil {
-			t.Fatalf("scrubbed a document that does not parse: %v", err)
+			// A drop-in the config loader refuses (a duplicate key): its token goes all the same, and the
+			// second scrub found none left; there is no map to compare.
+			return
 		}
 		if err := yamlv3.Unmarshal(out, &after); err != nil {
 			t.Fatalf("the scrubbed document does not parse: %v\n%s", err, out)
@@ -131,9 +137,6 @@ func FuzzScrubToken(f *testing.F) {
 		}
 		if !reflect.DeepEqual(before, after) {
 			t.Fatalf("the scrub changed more than the token:\nbefore %v\nafter  %v", before, after)
-		}
-		if _, again, err := scrubToken(out); again || err != nil {
-			t.Fatalf("a second scrub: changed %v, err %v", again, err)
 		}
 	})
 }
