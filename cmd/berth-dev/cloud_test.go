@@ -17,6 +17,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/util/retry"
 
 	"berth.dev/berth/internal/dev/cloud"
@@ -194,14 +195,7 @@ func TestCloudUpStatusDown(t *testing.T) {
 func drainLocal(t *testing.T, dir string) {
 	t.Helper()
 	ctx := context.Background()
-	st, err := cloud.Load(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cs, err := cloud.AdminClient(dir, st)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, cs := adminOf(t, dir)
 	svc, err := cs.CoreV1().Services("default").Get(ctx, "hello-lb", metav1.GetOptions{})
 	if err != nil || len(svc.Status.LoadBalancer.Ingress) == 0 {
 		t.Fatalf("hello-lb: %v", err)
@@ -278,14 +272,7 @@ func drainLocal(t *testing.T, dir string) {
 func shippedNumberedLines(t *testing.T, dir string) {
 	t.Helper()
 	ctx := context.Background()
-	st, err := cloud.Load(dir)
-	if err != nil {
-		t.Fatal(err)
-	}
-	cs, err := cloud.AdminClient(dir, st)
-	if err != nil {
-		t.Fatal(err)
-	}
+	st, cs := adminOf(t, dir)
 	const lines = 2000
 	script := fmt.Sprintf(`i=0; long=$(printf '%%20000s' '' | tr ' ' x)
 while [ $i -lt %d ]; do i=$((i+1)); if [ $((i %% 100)) = 0 ]; then echo "numbered $i $long"; else echo "numbered $i"; fi; done
@@ -305,6 +292,7 @@ sleep 3600`, lines)
 		pod := "numbered-" + node
 		q := fmt.Sprintf(`k8s.pod.name:=%s "numbered"`, pod)
 		var got []map[string]string
+		var err error
 		for deadline := time.Now().Add(3 * time.Minute); ; time.Sleep(2 * time.Second) {
 			got, err = cloud.QueryLogs(ctx, httpc, st.Analytics.LogsURL, q, 0)
 			if err == nil && len(got) >= lines || time.Now().After(deadline) {
@@ -344,4 +332,18 @@ sleep 3600`, lines)
 			t.Errorf("%s: no entry with the pod label test=numbered (kubernetes.labels.test): %v", pod, got[len(got)-1])
 		}
 	}
+}
+
+// adminOf is the state of the cloud in dir and a cluster-admin client for it.
+func adminOf(t *testing.T, dir string) (cloud.State, kubernetes.Interface) {
+	t.Helper()
+	st, err := cloud.Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cs, err := cloud.AdminClient(dir, st)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return st, cs
 }
