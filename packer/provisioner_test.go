@@ -13,6 +13,7 @@ import (
 	"berth.dev/berth/imagebuilder/bake"
 	"berth.dev/berth/imagebuilder/disk"
 	"berth.dev/berth/imagebuilder/payload"
+	"berth.dev/berth/internal/node/layout"
 	"berth.dev/berth/test/images"
 	"berth.dev/berth/test/nodeimage"
 )
@@ -98,7 +99,7 @@ build {
 		t.Fatalf("packer build: %v\n%s", err, log)
 	}
 	for _, want := range []string{"berth-node: installing missing packages", "payload files", "installing berth-agent_",
-		"applying sysctls and modules, starting containerd", "berth-node: importing 2 images", "berth-node: sealing"} {
+		"applying sysctls and modules, starting containerd", "berth-node: importing 3 images", "berth-node: sealing"} {
 		if !strings.Contains(log, want) {
 			t.Errorf("build log lacks %q:\n%s", want, log)
 		}
@@ -136,7 +137,8 @@ build {
 	if got := debugfs("cat /etc/sysctl.d/90-berth-kubernetes.conf"); !strings.Contains(got, "net.ipv4.ip_forward = 1") {
 		t.Errorf("sysctls not installed: %q", got)
 	}
-	if got := debugfs("cat /var/lib/containerd/io.containerd.metadata.v1.bolt/meta.db"); !strings.Contains(got, images.Pause) || !strings.Contains(got, images.Busybox) {
+	// The images given, and the agent's own (made of the agent the payload installs).
+	if got := debugfs("cat /var/lib/containerd/io.containerd.metadata.v1.bolt/meta.db"); !strings.Contains(got, images.Pause) || !strings.Contains(got, images.Busybox) || !strings.Contains(got, layout.AgentImage) {
 		t.Error("the images were not imported into containerd's store")
 	}
 	if got := debugfs("cat /etc/machine-id"); got != "" {
