@@ -116,17 +116,10 @@ func BenchmarkShipVsCollector(b *testing.B) {
 
 // startBerth runs `berth-agent logs run` on root, one OTLP sink to url (batches of 1,000 lines or a second).
 func startBerth(b *testing.B, agent, dir, root, url string) *exec.Cmd {
-	config := filepath.Join(dir, "logs.yaml")
-	if err := os.WriteFile(config, []byte(fmt.Sprintf(`apiVersion: logs.berth.dev/v1alpha1
-kind: LogShipperConfig
-spec:
-  podLogs: {path: %s}
-  stateDir: %s
+	config := writeShipperConfig(b, dir, root, filepath.Join(dir, "state"), fmt.Sprintf(`
   sinks:
   - {name: bench, type: otlp, url: %q}
-`, root, filepath.Join(dir, "state"), url)), 0o600); err != nil {
-		b.Fatal(err)
-	}
+`, url))
 	return startProcess(b, dir, agent, "logs", "run", "-config", config, "-node", "bench", "-metrics-address", "", "-kubeconfig", filepath.Join(dir, "none"))
 }
 

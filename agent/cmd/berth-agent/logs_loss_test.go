@@ -32,17 +32,10 @@ func TestNothingLostUnderLoad(t *testing.T) {
 		t.Fatal(err)
 	}
 	const batch = 500
-	config := filepath.Join(dir, "logs.yaml")
-	if err := os.WriteFile(config, []byte(fmt.Sprintf(`apiVersion: logs.berth.dev/v1alpha1
-kind: LogShipperConfig
-spec:
-  podLogs: {path: %s}
-  stateDir: %s
+	config := writeShipperConfig(t, dir, root, state, fmt.Sprintf(`
   sinks:
   - {name: otlp, type: otlp, url: "%s/insert/opentelemetry", batch: {records: %d, linger: 100ms}, retry: {initial: 100ms, max: 1s}}
-`, root, state, vl.URL, batch)), 0o600); err != nil {
-		t.Fatal(err)
-	}
+`, vl.URL, batch))
 	var mu sync.Mutex
 	var cmd *exec.Cmd
 	var out strings.Builder

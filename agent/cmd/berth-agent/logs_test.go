@@ -42,20 +42,13 @@ func TestLogsRole(t *testing.T) {
 			fmt.Fprintf(f, "%s stdout F role line %04d\n", time.Now().UTC().Format(time.RFC3339Nano), i)
 		}
 	}
-	config := filepath.Join(dir, "logs.yaml")
-	if err := os.WriteFile(config, []byte(fmt.Sprintf(`apiVersion: logs.berth.dev/v1alpha1
-kind: LogShipperConfig
-spec:
-  podLogs: {path: %s}
-  stateDir: %s
+	config := writeShipperConfig(t, dir, root, state, fmt.Sprintf(`
   sinks:
   - {name: otlp, type: otlp, url: "%s/insert/opentelemetry", batch: {linger: 100ms}}
   - {name: loki, type: loki, url: "%s/insert", batch: {linger: 100ms}}
   metrics:
     node: {collectors: [meminfo, loadavg]}
-`, root, state, vl.URL, vl.URL)), 0o600); err != nil {
-		t.Fatal(err)
-	}
+`, vl.URL, vl.URL))
 	if out, err := exec.Command(agent, "logs", "validate", "-f", config).CombinedOutput(); err != nil {
 		t.Fatalf("validate: %v\n%s", err, out)
 	}
@@ -115,4 +108,16 @@ spec:
 	defer stop(cmd, out)
 	vl.Count(t, `"role line" k8s.pod.name:hello`, 450)
 	vl.Count(t, `"role line" pod:hello`, 450)
+}
+
+// writeShipperConfig writes dir/logs.yaml, a LogShipperConfig reading the pods' logs under root with its state in
+// state, and the rest of its spec (sinks, metrics: YAML indented two spaces), and returns its path.
+func writeShipperConfig(t testing.TB, dir, root, state, rest string) string {
+	t.Helper()
+	config := filepath.Join(dir, "logs.yaml")
+	if err := os.WriteFile(config, []byte(fmt.Sprintf("apiVersion: logs.berth.dev/v1alpha1\nkind: LogShipperConfig\nspec:\n  podLogs: {path: %s}\n  stateDir: %s%s",
+		root, state, rest)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return config
 }
