@@ -11,6 +11,7 @@ import (
 	"path/filepath"
 	"strconv"
 	"strings"
+	"sync"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -85,18 +86,26 @@ func BenchmarkShipVsCollector(b *testing.B) {
 							}
 						}()
 					}
-					deadline := time.Now().Add(5 * time.Minute)
+					// The backend says when it holds every line; meanwhile the shipper's memory is sampled.
+					reached := backend.await(int64(c.lines))
+					deadline := time.After(5 * time.Minute)
+					sample := time.NewTicker(20 * time.Millisecond)
 					var peakAnon int64
-					for backend.records.Load() < int64(c.lines) {
-						peakAnon = max(peakAnon, statusKB(cmd.Process.Pid, "RssAnon:")<<10)
-						if time.Now().After(deadline) {
+				wait:
+					for {
+						select {
+						case <-reached:
+							break wait
+						case <-deadline:
 							b.Fatalf("%s: the backend has %d of %d lines after 5 minutes", s.name, backend.records.Load(), c.lines)
+						case <-sample.C:
+							peakAnon = max(peakAnon, statusKB(cmd.Process.Pid, "RssAnon:")<<10)
+							if exited(cmd.Process.Pid) {
+								b.Fatalf("%s exited with %d of %d lines delivered", s.name, backend.records.Load(), c.lines)
+							}
 						}
-						if exited(cmd.Process.Pid) {
-							b.Fatalf("%s exited with %d of %d lines delivered", s.name, backend.records.Load(), c.lines)
-						}
-						time.Sleep(20 * time.Millisecond)
 					}
+					sample.Stop()
 					elapsed := time.Since(begin)
 					cpu, hwm := procUsage(b, cmd.Process.Pid)
 					peakAnon = max(peakAnon, statusKB(cmd.Process.Pid, "RssAnon:")<<10)
@@ -255,6 +264,23 @@ func procUsage(b *testing.B, pid int) (time.Duration, int64) {
 type countingBackend struct {
 	*httptest.Server
 	records, requests atomic.Int64
+
+	mu     sync.Mutex
+	target int64
+	done   chan struct{}
+}
+
+// await returns a channel closed once the backend holds n records.
+func (c *countingBackend) await(n int64) <-chan struct{} {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	done := make(chan struct{})
+	if c.records.Load() >= n {
+		close(done)
+		return done
+	}
+	c.target, c.done = n, done
+	return done
 }
 
 func newCountingBackend() *countingBackend {
@@ -276,7 +302,13 @@ func newCountingBackend() *countingBackend {
 				n += len(sl.LogRecords)
 			}
 		}
-		c.records.Add(int64(n))
+		total := c.records.Add(int64(n))
+		c.mu.Lock()
+		if c.done != nil && total >= c.target {
+			close(c.done)
+			c.done = nil
+		}
+		c.mu.Unlock()
 		c.requests.Add(1)
 		w.Header().Set("Content-Type", "application/x-protobuf")
 		w.Write(ok)
