@@ -23,6 +23,7 @@ GO_MIN := 1.26
 BERTH_CACHE ?= $(HOME)/.cache/berth
 DEV_BIN := $(BERTH_CACHE)/bin/berth-dev
 AGENT_BIN := $(BERTH_CACHE)/bin/berth-agent
+LOGS_BIN := $(BERTH_CACHE)/bin/berth-logs
 TEST_TIMEOUT ?= 40m
 # make plugin: where Packer looks for plugins (its default on Linux; PACKER_PLUGIN_PATH overrides it for both),
 # where the pinned packer is linked, and the pause image it writes.
@@ -31,8 +32,9 @@ BINDIR ?= /usr/local/bin
 PLUGIN_VERSION := $(shell sed -n 's/^\tVersion = "\(.*\)"$$/\1/p' imagebuilder/version/version.go)
 PLUGIN_BIN := $(PACKER_PLUGIN_PATH)/github.com/berth-dev/berth/packer-plugin-berth_v$(PLUGIN_VERSION)_x5.0_linux_amd64
 PAUSE_TAR := $(BERTH_CACHE)/images/pause.oci.tar
+LOGS_TAR := $(BERTH_CACHE)/images/berth-logs.oci.tar
 
-.PHONY: all deps go-check tools agent plugin pause-image deb generate demo down test unit unit-nocaps e2e lint bench clean-cache
+.PHONY: all deps go-check tools agent logs-image plugin pause-image deb generate demo down test unit unit-nocaps e2e lint bench clean-cache
 
 all: test
 
@@ -75,6 +77,14 @@ agent: go-check
 	@CGO_ENABLED=0 go build -trimpath -o $(AGENT_BIN) ./agent/cmd/berth-agent
 	@echo $(AGENT_BIN)
 
+# The log shipper, berth-logs (static; the berth-logs DaemonSet of deploy/logs.yaml runs it), and its image
+# (berth.dev/berth-logs, which berth-logs writes of itself) for a bake's images list, so node images pre-cache it;
+# prints the image's path.
+logs-image: go-check
+	@mkdir -p $(dir $(LOGS_BIN)) $(dir $(LOGS_TAR))
+	@CGO_ENABLED=0 go build -trimpath -o $(LOGS_BIN) ./agent/cmd/berth-logs
+	@$(LOGS_BIN) image -o $(LOGS_TAR)
+
 # Everything `packer build packer/debian-12.pkr.hcl` needs besides the agent and the Kubernetes binaries: the
 # plugin, built and installed the way `packer plugins install` lays it out (binary + _SHA256SUM under
 # $(PACKER_PLUGIN_PATH)/github.com/berth-dev/berth, where the template's required_plugins finds it); the pinned
@@ -116,13 +126,13 @@ $(DEV_BIN): go-check $(shell find cmd agent imagebuilder internal cloud-init sys
 # needed), and links the pinned kubectl as $(BINDIR)/kubectl unless another kubectl is there (left alone, with a
 # warning). A second run reuses what it can: the image when its inputs are unchanged (a new bake replaces the file
 # by rename, so running guests keep theirs), and the running cloud when it came up from that same image file.
-demo: deps go-check agent pause-image $(DEV_BIN)
+demo: deps go-check agent logs-image pause-image $(DEV_BIN)
 	@set -e; \
 	  k8s=$$(BERTH_CACHE=$(BERTH_CACHE) tools/build.sh k8s); coredns=$$(BERTH_CACHE=$(BERTH_CACHE) tools/build.sh coredns); \
 	  vlogs=$$(BERTH_CACHE=$(BERTH_CACHE) tools/build.sh victorialogs); \
 	  $(call link_pinned,$$k8s/kubectl,$(BINDIR)/kubectl); \
 	  export BERTH_K8S_BIN=$$k8s BERTH_COREDNS_BIN=$$coredns BERTH_VICTORIALOGS_BIN=$$vlogs; \
-	  image=$$($(DEV_BIN) image -agent $(AGENT_BIN) -pause $(PAUSE_TAR)); \
+	  image=$$($(DEV_BIN) image -agent $(AGENT_BIN) -logs $(LOGS_BIN) -pause $(PAUSE_TAR)); \
 	  $(DEV_BIN) cloud up -reuse -image $$image -nodes 2 -agent $(AGENT_BIN); \
 	  $(DEV_BIN) cloud demo
 
@@ -165,7 +175,7 @@ bench: deps tools
 	go test -run '^$$' -bench WriteAgentDeb -benchtime 3x ./imagebuilder/deb
 	go test -run '^$$' -bench JoinBerthVsKubeadm -benchtime 1x -count 2 -timeout 60m ./test/e2e
 	go test -run '^$$' -bench BootToReady -benchtime 1x -timeout 40m ./internal/dev/cloud
-	go test -run '^$$' -bench ShipVsCollector -benchtime 1x -timeout 40m ./agent/cmd/berth-agent
+	go test -run '^$$' -bench ShipVsCollector -benchtime 1x -timeout 40m ./agent/cmd/berth-logs
 
 clean-cache:
 	rm -rf $(BERTH_CACHE)

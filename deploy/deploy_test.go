@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"path"
 	"reflect"
+	"slices"
 	"strings"
 	"testing"
 
@@ -87,8 +88,8 @@ func TestLogsManifest(t *testing.T) {
 		t.Fatalf("the ConfigMap's config: %v", errs.ToAggregate())
 	}
 	c := ds.Spec.Template.Spec.Containers[0]
-	if c.Image != layout.AgentImage || c.ImagePullPolicy != corev1.PullIfNotPresent {
-		t.Errorf("image %s (%s), want the pre-cached %s", c.Image, c.ImagePullPolicy, layout.AgentImage)
+	if c.Image != layout.LogsImage || c.ImagePullPolicy != corev1.PullIfNotPresent {
+		t.Errorf("image %s (%s), want the pre-cached %s", c.Image, c.ImagePullPolicy, layout.LogsImage)
 	}
 	sc := c.SecurityContext
 	if sc == nil || sc.Privileged != nil || !*sc.ReadOnlyRootFilesystem || *sc.AllowPrivilegeEscalation ||
@@ -97,6 +98,15 @@ func TestLogsManifest(t *testing.T) {
 	}
 	if c.Resources.Limits.Memory().IsZero() || c.Resources.Requests.Cpu().IsZero() {
 		t.Errorf("resources %+v: want requests and a memory limit", c.Resources)
+	}
+	if len(c.Command) < 2 || c.Command[0] != "/berth-logs" || c.Command[1] != "run" {
+		t.Errorf("command %q, want the image's /berth-logs run", c.Command)
+	}
+	// The Go runtime's soft memory limit is the container's limit (GOMEMLIMIT takes bytes).
+	if !slices.ContainsFunc(c.Env, func(e corev1.EnvVar) bool {
+		return e.Name == "GOMEMLIMIT" && e.ValueFrom != nil && e.ValueFrom.ResourceFieldRef != nil && e.ValueFrom.ResourceFieldRef.Resource == "limits.memory"
+	}) {
+		t.Error("no GOMEMLIMIT from limits.memory")
 	}
 	mounts := map[string]corev1.VolumeMount{}
 	for _, m := range c.VolumeMounts {

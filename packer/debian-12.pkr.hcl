@@ -3,8 +3,9 @@
 # in-guest check passes.
 #
 #   pause=$(make -s plugin)   # the plugin where required_plugins finds it, the pinned packer, the pause image
+#   logs=$(make -s logs-image) # the log shipper's image (deploy/logs.yaml runs it)
 #   packer build -var kubernetes_bin_dir=$(tools/build.sh k8s) -var agent=$(make -s agent) \
-#     -var "images=[\"$pause\"]" packer/debian-12.pkr.hcl
+#     -var "images=[\"$pause\",\"$logs\"]" packer/debian-12.pkr.hcl
 packer {
   required_plugins {
     berth = {
@@ -32,7 +33,7 @@ variable "agent" {
 
 variable "images" {
   type        = list(string)
-  description = "OCI image-layout tarballs to pre-cache; must include the pause image."
+  description = "OCI image-layout tarballs to pre-cache; must include the pause image (and the log shipper's, `make -s logs-image`, for deploy/logs.yaml)."
 }
 
 variable "sandbox_image" {

@@ -137,8 +137,8 @@ build {
 	if got := debugfs("cat /etc/sysctl.d/90-berth-kubernetes.conf"); !strings.Contains(got, "net.ipv4.ip_forward = 1") {
 		t.Errorf("sysctls not installed: %q", got)
 	}
-	// The images given, and the agent's own (made of the agent the payload installs).
-	if got := debugfs("cat /var/lib/containerd/io.containerd.metadata.v1.bolt/meta.db"); !strings.Contains(got, images.Pause) || !strings.Contains(got, images.Busybox) || !strings.Contains(got, layout.AgentImage) {
+	// The images given: pause, busybox and the log shipper's.
+	if got := debugfs("cat /var/lib/containerd/io.containerd.metadata.v1.bolt/meta.db"); !strings.Contains(got, images.Pause) || !strings.Contains(got, images.Busybox) || !strings.Contains(got, layout.LogsImage) {
 		t.Error("the images were not imported into containerd's store")
 	}
 	if got := debugfs("cat /etc/machine-id"); got != "" {

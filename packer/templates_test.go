@@ -49,8 +49,13 @@ func newEnv(t *testing.T) *env {
 	if err != nil {
 		t.Fatal(err)
 	}
+	// The log shipper's image as an image pipeline makes it: berth-logs writes it of itself.
+	logsImage := filepath.Join(t.TempDir(), "berth-logs.oci.tar")
+	if out, err := exec.Command(toolbin.Logs(t), "image", "-o", logsImage).CombinedOutput(); err != nil {
+		t.Fatalf("berth-logs image: %v\n%s", err, out)
+	}
 	e.vars = []string{"-var", "kubernetes_bin_dir=" + toolbin.Kubernetes.ForTest(t), "-var", "agent=" + toolbin.Agent(t),
-		"-var", fmt.Sprintf(`images=["%s","%s"]`, imgs.Pause, imgs.Busybox)}
+		"-var", fmt.Sprintf(`images=["%s","%s","%s"]`, imgs.Pause, imgs.Busybox, logsImage)}
 	return e
 }
 

@@ -22,11 +22,11 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"syscall"
 
 	"k8s.io/apimachinery/pkg/util/validation/field"
 
 	"berth.dev/berth/agent/api/v1alpha1"
+	"berth.dev/berth/agent/configfile"
 	"berth.dev/berth/agent/mergepatch"
 	"berth.dev/berth/internal/node/layout"
 )
@@ -42,7 +42,7 @@ type Source struct {
 
 // MaxSize bounds a drop-in and the NodeConfig part of user data (decoded): a NodeConfig is a few KiB, and a
 // bigger source is refused rather than cut short or read into memory whole.
-const MaxSize = 1 << 20
+const MaxSize = configfile.MaxSize
 
 // maxNesting bounds how deep multipart user data may nest (cloud-init accepts nested multipart).
 const maxNesting = 4
@@ -123,7 +123,7 @@ func findPart(body io.Reader, boundary, prefix string, depth int, found *[]byte)
 		default:
 			return fmt.Errorf("%s: unsupported Content-Transfer-Encoding %q", name, enc)
 		}
-		data, err := ReadBounded(r)
+		data, err := configfile.ReadBounded(r)
 		if err != nil {
 			return fmt.Errorf("%s: %w", name, err)
 		}
@@ -132,45 +132,12 @@ func findPart(body io.Reader, boundary, prefix string, depth int, found *[]byte)
 			if err != nil {
 				return fmt.Errorf("%s: gzip: %w", name, err)
 			}
-			if data, err = ReadBounded(zr); err != nil {
+			if data, err = configfile.ReadBounded(zr); err != nil {
 				return fmt.Errorf("%s: gzip: %w", name, err)
 			}
 		}
 		*found = data
 	}
-}
-
-// ErrNotAConfig is a file that cannot be a NodeConfig whatever it holds: not a regular file, or too large.
-var ErrNotAConfig = errors.New("not a NodeConfig file")
-
-// ReadBounded reads r whole, refusing more than MaxSize bytes.
-func ReadBounded(r io.Reader) ([]byte, error) {
-	data, err := io.ReadAll(io.LimitReader(r, MaxSize+1))
-	if err != nil {
-		return nil, err
-	}
-	if len(data) > MaxSize {
-		return nil, fmt.Errorf("%w: larger than %d bytes (a NodeConfig is a few KiB)", ErrNotAConfig, MaxSize)
-	}
-	return data, nil
-}
-
-// ReadFile reads a NodeConfig file (a drop-in, or a file given to berth-agent config validate): a regular file (or
-// a symlink to one) of at most MaxSize bytes. It opens without blocking, so a FIFO is refused rather than waited on.
-func ReadFile(path string) ([]byte, error) {
-	f, err := os.OpenFile(path, os.O_RDONLY|syscall.O_NONBLOCK, 0)
-	if err != nil {
-		return nil, err
-	}
-	defer f.Close()
-	st, err := f.Stat()
-	if err != nil {
-		return nil, err
-	}
-	if !st.Mode().IsRegular() {
-		return nil, fmt.Errorf("%w: not a regular file (%s)", ErrNotAConfig, st.Mode().Type())
-	}
-	return ReadBounded(f)
 }
 
 // ErrNoConfig is Merge's error when there is no source at all: no user data part and no drop-in.
@@ -198,7 +165,7 @@ func DropIns(dir string) ([]Source, error) {
 	var out []Source
 	for _, n := range names {
 		path := filepath.Join(dir, n)
-		data, err := ReadFile(path)
+		data, err := configfile.ReadFile(path)
 		if err != nil {
 			return nil, fmt.Errorf("read %s: %w", path, err)
 		}

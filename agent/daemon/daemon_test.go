@@ -19,16 +19,19 @@ import (
 
 // recorder is the fake side of Run: Load merges the real drop-ins of dir, Apply and Notify are recorded.
 type recorder struct {
-	mu      sync.Mutex
-	dir     string
-	applied []string // maxPods of each applied config
-	follow  []string // maxPods of each config Applied was called with
-	notes   []string
-	loads   int // Load calls: one per handled batch of changes, applied or not
-	joined  bool
-	fail    error
-	block   chan struct{}          // Apply waits on it when set
-	panics  func(applied int) bool // Apply panics when it returns true
+	mu  sync.Mutex
+	dir string
+	// debounce is the daemon's (default 50 ms; a test that needs a burst to be one change gives it the product's
+	// default, 1 s, so that a busy machine's gaps between writes stay inside it).
+	debounce time.Duration
+	applied  []string // maxPods of each applied config
+	follow   []string // maxPods of each config Applied was called with
+	notes    []string
+	loads    int // Load calls: one per handled batch of changes, applied or not
+	joined   bool
+	fail     error
+	block    chan struct{}          // Apply waits on it when set
+	panics   func(applied int) bool // Apply panics when it returns true
 }
 
 func (r *recorder) load() (*nodeconfig.Config, error) {
@@ -116,10 +119,14 @@ func start(t *testing.T, r *recorder, watchdog time.Duration) (chan error, conte
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	done, finished := make(chan error, 1), make(chan struct{})
+	debounce := r.debounce
+	if debounce == 0 {
+		debounce = 50 * time.Millisecond
+	}
 	go func() {
 		defer close(finished)
 		done <- Run(ctx, Config{DropInDir: r.dir, Load: r.load, Apply: r.apply, Joined: r.isJoined, Applied: r.onApplied, Notify: r.notify,
-			Watchdog: watchdog, ApplyTimeout: 300 * time.Millisecond, Debounce: 50 * time.Millisecond,
+			Watchdog: watchdog, ApplyTimeout: 300 * time.Millisecond, Debounce: debounce,
 			Log: slog.New(slog.DiscardHandler)})
 	}()
 	t.Cleanup(func() {
@@ -163,7 +170,7 @@ func TestWaitsForFirstDropIn(t *testing.T) {
 // A burst of writes is one re-apply of the merged result; swap files and other names are ignored; a bad drop-in
 // on a joined node is reported and does not stop the daemon; fixing it applies again.
 func TestReappliesChanges(t *testing.T) {
-	r := &recorder{dir: t.TempDir()}
+	r := &recorder{dir: t.TempDir(), debounce: time.Second}
 	write(t, r.dir, "10-user-data.yaml", base)
 	done, _ := start(t, r, 0)
 	wait.For(t, 5*time.Second, "the start apply", func() bool { a, _ := r.snapshot(); return len(a) == 1 })

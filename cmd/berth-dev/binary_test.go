@@ -80,7 +80,8 @@ func (d devTool) run(t *testing.T, args ...string) (string, error) {
 	cmd := exec.Command(d.path, args...)
 	cmd.Dir, cmd.Env, cmd.Stdout, cmd.Stderr = d.cwd, d.env, &out, &stderr
 	err := cmd.Run()
-	if stderr.Len() > 0 {
+	// Its log only when it failed: a passing run's log would push a failing test's messages out of a CI excerpt.
+	if err != nil && stderr.Len() > 0 {
 		t.Logf("berth-dev %s (stderr):\n%s", strings.Join(args, " "), stderr.String())
 	}
 	return out.String(), err

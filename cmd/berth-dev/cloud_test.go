@@ -38,7 +38,7 @@ func TestCloudUpStatusDown(t *testing.T) {
 	tier.Require(t, tier.Root, tier.NetNS, tier.QEMU, tier.Kubernetes, tier.VictoriaMetrics) // mmdebstrap chroot, dpkg in the tree, qemu, taps
 	// The image as `make demo` bakes it; a second `image` with the same inputs keeps the very same file.
 	// berth-dev as a user has it: copied elsewhere, the pinned binaries found in its tool cache.
-	agent, imgDir := toolbin.Agent(t), t.TempDir()
+	agent, logs, imgDir := toolbin.Agent(t), toolbin.Logs(t), t.TempDir()
 	dev := newDevTool(t, map[string]string{"k8s": toolbin.Kubernetes.ForTest(t), "coredns": toolbin.CoreDNS.ForTest(t),
 		"victorialogs": toolbin.VictoriaLogs.ForTest(t)})
 	imgs, err := images.Build(t.TempDir())
@@ -47,7 +47,7 @@ func TestCloudUpStatusDown(t *testing.T) {
 	}
 	bakeImage := func() (string, string) {
 		t.Helper()
-		out, err := dev.run(t, "image", "-agent", agent, "-pause", imgs.Pause, "-o", imgDir)
+		out, err := dev.run(t, "image", "-agent", agent, "-logs", logs, "-pause", imgs.Pause, "-o", imgDir)
 		if err != nil {
 			t.Fatalf("image: %v", err)
 		}
@@ -74,8 +74,15 @@ func TestCloudUpStatusDown(t *testing.T) {
 		}
 	})
 
+	// The outputs of up and demo are logged after the test's own messages, and only when it failed.
+	var upOut, demoOut string
+	defer func() {
+		if t.Failed() {
+			t.Logf("up:\n%s\ndemo:\n%s", upOut, demoOut)
+		}
+	}()
 	out, err := do("up", "-image", image, "-nodes", "2", "-name", "devtest", "-agent", agent)
-	t.Logf("up:\n%s", out)
+	upOut = out
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -95,7 +102,7 @@ func TestCloudUpStatusDown(t *testing.T) {
 		t.Errorf("kubectl get nodes with the printed kubeconfig: %v\n%s", err, got)
 	}
 	out, err = do("demo")
-	t.Logf("demo:\n%s", out)
+	demoOut = out
 	if err != nil {
 		t.Errorf("demo: %v", err)
 	}
@@ -153,11 +160,10 @@ func TestCloudUpStatusDown(t *testing.T) {
 		t.Errorf("second demo: %v\n%s", err, out)
 	}
 	out, err = do("status")
-	t.Logf("status:\n%s", out)
 	if err != nil || strings.Count(out, "node Ready") != 2 || !regexp.MustCompile(`(?m)^lb-[12] +pid \d+ +announcing 10\.89\.0\.`).MatchString(out) ||
 		!regexp.MustCompile(`(?m)^logs: victoria-logs pid [1-9]\d* at http://10\.88\.0\.1:9428, log shipper 2 of 2 pods ready$`).MatchString(out) ||
 		!regexp.MustCompile(`(?m)^metrics: victoria-metrics pid [1-9]\d* at http://10\.88\.0\.1:8428$`).MatchString(out) {
-		t.Errorf("status: %v", err)
+		t.Errorf("status: %v\n%s", err, out)
 	}
 
 	if out, err := do("down"); err != nil || !strings.Contains(out, "is down") {

@@ -36,11 +36,12 @@ import (
 )
 
 // imageCmd runs `berth-dev image`: bake the local cloud's node image (Debian 12, the pinned kubelet, the given
-// agent, the locally built pause and busybox images) with the berth-disk builder's phases and print its path.
+// agent, the locally built pause and busybox images, the given log shipper's image) with the berth-disk builder's phases and print its path.
 func imageCmd(ctx context.Context, args []string, out io.Writer, log *slog.Logger) error {
 	fs := flag.NewFlagSet("berth-dev image", flag.ContinueOnError)
 	dir := fs.String("o", filepath.Join(filepath.Dir(defaultDir()), "image"), "output directory (node.qcow2, node.manifest.json)")
 	agent := fs.String("agent", "", "the static berth-agent binary (`make agent` prints it) (required)")
+	logs := fs.String("logs", "", "the static berth-logs binary, made into the log shipper's image (`make agent` builds it beside the agent) (required)")
 	pause := fs.String("pause", filepath.Join(toolcache.Dir(), "images", "pause.oci.tar"), "the pause image tarball (`make plugin` or `berth-pause image -o` writes it)")
 	bin := fs.String("k8s-bin", os.Getenv("BERTH_K8S_BIN"), k8sBinUsage)
 	corednsBin := fs.String("coredns-bin", os.Getenv("BERTH_COREDNS_BIN"), "directory with the coredns binary (env BERTH_COREDNS_BIN; default: its newest complete build in the tool cache, which `make tools` fills)")
@@ -49,6 +50,9 @@ func imageCmd(ctx context.Context, args []string, out io.Writer, log *slog.Logge
 	}
 	if *agent == "" {
 		return errors.New("image: -agent: required")
+	}
+	if *logs == "" {
+		return errors.New("image: -logs: required")
 	}
 	if *corednsBin == "" {
 		var err error
@@ -64,13 +68,13 @@ func imageCmd(ctx context.Context, args []string, out io.Writer, log *slog.Logge
 		return err
 	}
 	start := time.Now()
-	img, reused, err := nodeimage.Bake(ctx, nodeimage.Sources{K8sBin: k8s, Agent: *agent, PauseImage: *pause,
+	img, reused, err := nodeimage.Bake(ctx, nodeimage.Sources{K8sBin: k8s, Agent: *agent, Logs: *logs, PauseImage: *pause,
 		CoreDNS: filepath.Join(*corednsBin, "coredns")}, *dir, log)
 	if err != nil {
 		return fmt.Errorf("image: %w", err)
 	}
 	if reused {
-		log.Info("node image unchanged (same berth-dev, agent, pause image, CoreDNS, kubelet and kube-proxy); reusing it", "path", img)
+		log.Info("node image unchanged (same berth-dev, agent, log shipper, pause image, CoreDNS, kubelet and kube-proxy); reusing it", "path", img)
 	} else {
 		log.Info("node image baked", "path", img, "took", time.Since(start).Round(time.Second))
 	}

@@ -6,8 +6,8 @@ package pauseimage
 import (
 	"fmt"
 
-	"berth.dev/berth/imagebuilder/ociimage"
 	"berth.dev/berth/internal/node/layout"
+	"berth.dev/berth/internal/ociimage"
 )
 
 // Write writes the pause image holding the static pause binary at bin to path (atomically) and returns the

@@ -12,8 +12,6 @@ import (
 	"sort"
 	"strings"
 
-	"berth.dev/berth/imagebuilder/agentimage"
-
 	"berth.dev/berth/imagebuilder/distro"
 	"berth.dev/berth/internal/node/atomicfile"
 	"berth.dev/berth/internal/node/layout"
@@ -166,13 +164,6 @@ func Build(p distro.Profile, in Inputs) (Payload, error) {
 		return Payload{}, err
 	}
 	pl.Packages = append(pl.Packages, agent)
-	// The agent's own image, for its DaemonSet roles, made of the very binary the package installs.
-	agentImage, err := agentimage.Tarball(in.AgentPath)
-	if err != nil {
-		return Payload{}, err
-	}
-	pl.Files = append(pl.Files, File{Path: filepath.Join(layout.ImageDir, agentimage.FileName), Mode: 0o644, Data: agentImage})
-	pl.Images = append(pl.Images, filepath.Join(layout.ImageDir, agentimage.FileName))
 	for _, img := range in.Images {
 		dst := filepath.Join(layout.ImageDir, filepath.Base(img))
 		pl.Files = append(pl.Files, File{Path: dst, Mode: 0o644, Source: img})

@@ -61,8 +61,6 @@ func render(t *testing.T, p distro.Profile) string {
 				fmt.Fprintf(&b, "--- %s -> %s\n", f.Path, f.Link)
 			case f.Source != "":
 				fmt.Fprintf(&b, "--- %s %04o (copied from %s)\n", f.Path, f.Mode, filepath.Base(f.Source))
-			case strings.HasSuffix(f.Path, ".oci.tar"):
-				fmt.Fprintf(&b, "--- %s %04o (an OCI image, made at bake time)\n", f.Path, f.Mode)
 			default:
 				fmt.Fprintf(&b, "--- %s %04o\n%s", f.Path, f.Mode, f.Data)
 			}

@@ -21,7 +21,7 @@ import (
 // Inputs builds what a test node image carries. Build them once per test: the agent and images are built here.
 func Inputs(tb testing.TB) payload.Inputs {
 	tb.Helper()
-	src := devnodeimage.Sources{K8sBin: toolbin.Kubernetes.ForTest(tb), Agent: toolbin.Agent(tb),
+	src := devnodeimage.Sources{K8sBin: toolbin.Kubernetes.ForTest(tb), Agent: toolbin.Agent(tb), Logs: toolbin.Logs(tb),
 		CoreDNS: filepath.Join(toolbin.CoreDNS.ForTest(tb), "coredns")}
 	dir := tb.TempDir()
 	imgs, err := images.Build(dir)

@@ -12,11 +12,22 @@ import (
 // repeated builds a relink.
 func Agent(tb testing.TB) string {
 	tb.Helper()
-	out := filepath.Join(tb.TempDir(), "berth-agent")
-	cmd := exec.Command("go", "build", "-trimpath", "-o", out, "berth.dev/berth/agent/cmd/berth-agent")
+	return buildStatic(tb, "berth-agent", "berth.dev/berth/agent/cmd/berth-agent")
+}
+
+// Logs builds berth-logs, the log shipper its image holds, as Agent does berth-agent.
+func Logs(tb testing.TB) string {
+	tb.Helper()
+	return buildStatic(tb, "berth-logs", "berth.dev/berth/agent/cmd/berth-logs")
+}
+
+func buildStatic(tb testing.TB, name, pkg string) string {
+	tb.Helper()
+	out := filepath.Join(tb.TempDir(), name)
+	cmd := exec.Command("go", "build", "-trimpath", "-o", out, pkg)
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0")
 	if b, err := cmd.CombinedOutput(); err != nil {
-		tb.Fatalf("build berth-agent: %v\n%s", err, b)
+		tb.Fatalf("build %s: %v\n%s", name, err, b)
 	}
 	return out
 }

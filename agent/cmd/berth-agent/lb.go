@@ -28,6 +28,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	lbv1 "berth.dev/berth/agent/api/lb/v1alpha1"
+	"berth.dev/berth/agent/configcheck"
 	"berth.dev/berth/agent/lb/announce"
 	"berth.dev/berth/agent/lb/controller"
 	"berth.dev/berth/agent/lb/dataplane"
@@ -47,7 +48,7 @@ func lbCmd(args []string, stdout, stderr io.Writer) int {
 	}
 	switch args[0] {
 	case "validate":
-		return validateCmd("berth-agent lb validate", args[1:], stdout, stderr, lbv1.Decode, (*lbv1.LoadBalancerConfig).Validate)
+		return configcheck.ValidateCmd("berth-agent lb validate", args[1:], stdout, stderr, lbv1.Decode, (*lbv1.LoadBalancerConfig).Validate)
 	case "controller":
 		return lbControllerCmd(args[1:], stderr)
 	case "host":
@@ -115,7 +116,7 @@ func controllerConfig(c *lbv1.LoadBalancerConfig, cs kubernetes.Interface, ident
 
 // lbSetup reads and checks the LoadBalancerConfig and connects to the control plane.
 func lbSetup(file, kubeconfig string, stderr io.Writer) (*lbv1.LoadBalancerConfig, kubernetes.Interface, int) {
-	c, code := check(file, stderr, lbv1.Decode, (*lbv1.LoadBalancerConfig).Validate)
+	c, code := configcheck.Check(file, stderr, lbv1.Decode, (*lbv1.LoadBalancerConfig).Validate)
 	if code != exitOK {
 		return nil, nil, code
 	}

@@ -18,19 +18,17 @@ package main
 import (
 	"context"
 	"errors"
-	"flag"
 	"fmt"
 	"io"
 	"os"
 	"time"
 
-	"berth.dev/berth/agent/api/strict"
 	"berth.dev/berth/agent/api/v1alpha1"
 	"berth.dev/berth/agent/config"
+	"berth.dev/berth/agent/configcheck"
 	"berth.dev/berth/agent/nodeconfig"
 	"berth.dev/berth/agent/preflight"
 	"berth.dev/berth/internal/node/exitcode"
-	"k8s.io/apimachinery/pkg/util/validation/field"
 )
 
 // Exit codes (internal/node/exitcode).
@@ -49,8 +47,6 @@ const usage = `usage: berth-agent config validate -f FILE
        berth-agent lb validate -f FILE
        berth-agent lb controller -config FILE [-kubeconfig FILE] [-identity NAME]
        berth-agent lb host -config FILE [-kubeconfig FILE] [-interface NAME] [-identity NAME]
-       berth-agent logs validate -f FILE
-       berth-agent logs run -config FILE [-node NAME] [-metrics-address ADDR]
 
   config validate   check a NodeConfig (node.berth.dev/v1alpha1): strict decoding, every problem with its field path
   preflight         check that this node can join: DNS, TCP, TLS and CA pin, bootstrap token, clock skew
@@ -63,9 +59,6 @@ const usage = `usage: berth-agent config validate -f FILE
   lb controller     the shared load balancer's controller (leader-elected): a frontend IP per LoadBalancer Service
   lb host           an LB host: berth's nftables table sends each frontend's flows to a healthy node; with
                     -interface it announces (ARP) the frontend IPs it owns among the live LB hosts
-  logs validate     check a LogShipperConfig (logs.berth.dev/v1alpha1)
-  logs run          the log shipper (a DaemonSet): every container log under /var/log/pods to each sink, at least
-                    once, each sink with its own checkpoint
 `
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
@@ -73,7 +66,7 @@ func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
 func run(args []string, stdout, stderr io.Writer) int {
 	switch {
 	case len(args) >= 2 && args[0] == "config" && args[1] == "validate":
-		file, code := fileFlag("berth-agent config validate", args[2:], stderr)
+		file, code := configcheck.FileFlag("berth-agent config validate", args[2:], stderr)
 		if code != exitOK {
 			return code
 		}
@@ -83,7 +76,7 @@ func run(args []string, stdout, stderr io.Writer) int {
 		fmt.Fprintf(stdout, "%s: valid\n", file)
 		return exitOK
 	case len(args) >= 1 && args[0] == "preflight":
-		file, code := fileFlag("berth-agent preflight", args[1:], stderr)
+		file, code := configcheck.FileFlag("berth-agent preflight", args[1:], stderr)
 		if code != exitOK {
 			return code
 		}
@@ -100,35 +93,15 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return statusCmd(args[1:], stdout, stderr)
 	case len(args) >= 1 && args[0] == "lb":
 		return lbCmd(args[1:], stdout, stderr)
-	case len(args) >= 1 && args[0] == "logs":
-		return logsCmd(args[1:], stdout, stderr)
 	default:
 		fmt.Fprint(stderr, usage)
 		return exitUsage
 	}
 }
 
-func fileFlag(name string, args []string, stderr io.Writer) (string, int) {
-	fs := flag.NewFlagSet(name, flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	file := fs.String("f", "", "NodeConfig file (YAML or JSON); - for standard input")
-	if err := fs.Parse(args); err != nil {
-		return "", exitUsage
-	}
-	if fs.NArg() > 0 {
-		fmt.Fprintf(stderr, "%s: unexpected argument %q\n", name, fs.Arg(0))
-		return "", exitUsage
-	}
-	if *file == "" {
-		fmt.Fprintf(stderr, "%s: -f FILE is required\n", name)
-		return "", exitUsage
-	}
-	return *file, exitOK
-}
-
 // load reads, decodes and validates a NodeConfig, printing every problem.
 func load(file string, stderr io.Writer) (*nodeconfig.Config, int) {
-	c, code := check(file, stderr, v1alpha1.Decode, (*v1alpha1.NodeConfig).Validate)
+	c, code := configcheck.Check(file, stderr, v1alpha1.Decode, (*v1alpha1.NodeConfig).Validate)
 	if code != exitOK {
 		return nil, code
 	}
@@ -138,60 +111,6 @@ func load(file string, stderr io.Writer) (*nodeconfig.Config, int) {
 		return nil, exitInvalidConfig
 	}
 	return nc, exitOK
-}
-
-// check reads a config file of any kind ("-": standard input; a regular file of at most config.MaxSize bytes),
-// decodes it strictly and validates it, printing every problem (unknown and duplicate fields, then the values) in
-// one pass, each on its own line.
-// validateCmd is `<role> validate -f FILE`: decode and validate one config document, say it is valid or name every
-// problem.
-func validateCmd[T any](name string, args []string, stdout, stderr io.Writer, decode func([]byte) (*T, error), validate func(*T) field.ErrorList) int {
-	file, code := fileFlag(name, args, stderr)
-	if code != exitOK {
-		return code
-	}
-	if _, code := check(file, stderr, decode, validate); code != exitOK {
-		return code
-	}
-	fmt.Fprintf(stdout, "%s: valid\n", file)
-	return exitOK
-}
-
-func check[T any](file string, stderr io.Writer, decode func([]byte) (*T, error), validate func(*T) field.ErrorList) (*T, int) {
-	var data []byte
-	var err error
-	if file == "-" {
-		data, err = config.ReadBounded(os.Stdin)
-	} else {
-		data, err = config.ReadFile(file)
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "berth-agent: read config: %v\n", err)
-		if errors.Is(err, os.ErrNotExist) || errors.Is(err, config.ErrNotAConfig) {
-			return nil, exitInvalidConfig
-		}
-		return nil, exitInternal
-	}
-	c, err := decode(data)
-	var se *strict.Error
-	var problems []string
-	if errors.As(err, &se) {
-		problems = append(problems, se.Problems...)
-	} else if err != nil {
-		fmt.Fprintf(stderr, "%s: %v\n", file, err)
-		return nil, exitInvalidConfig
-	}
-	for _, e := range validate(c) {
-		problems = append(problems, e.Error())
-	}
-	if len(problems) > 0 {
-		for _, p := range problems {
-			fmt.Fprintf(stderr, "%s: %s\n", file, p)
-		}
-		fmt.Fprintf(stderr, "%s: %d problem(s); nothing was changed\n", file, len(problems))
-		return nil, exitInvalidConfig
-	}
-	return c, exitOK
 }
 
 // preflightCmd runs the checks; a failure prints one line (check, cause, what to do) and exits with its class.

@@ -14,16 +14,20 @@ import (
 func TestThresholdAndRecovery(t *testing.T) {
 	var code atomic.Int32
 	code.Store(http.StatusOK)
-	var hits atomic.Int32
+	var hits, failed atomic.Int32 // probes served, and those answered with a failure
 	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		c := code.Load()
+		if c != http.StatusOK {
+			failed.Add(1)
+		}
 		hits.Add(1)
-		w.WriteHeader(int(code.Load()))
+		w.WriteHeader(int(c))
 	}))
 	defer srv.Close()
-	changes := make(chan int32, 10) // the probes served when a change fired
+	changes := make(chan int32, 10) // the failures served when a change fired
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	p := New(ctx, Config{Interval: 20 * time.Millisecond, Threshold: 3, Changed: func() { changes <- hits.Load() }})
+	p := New(ctx, Config{Interval: 20 * time.Millisecond, Threshold: 3, Changed: func() { changes <- failed.Load() }})
 	url := srv.URL + "/healthz"
 	p.Set([]string{url})
 	waitHits := func(n int32) {
@@ -38,12 +42,11 @@ func TestThresholdAndRecovery(t *testing.T) {
 	if p.Down(url) || !p.Known(url) {
 		t.Fatal("a passing target is down or unknown")
 	}
-	start := hits.Load()
 	code.Store(http.StatusServiceUnavailable)
 	select {
-	case at := <-changes:
-		if at-start < 3 {
-			t.Errorf("down after %d probes since the failures began; the threshold is 3", at-start)
+	case n := <-changes:
+		if n < 3 {
+			t.Errorf("down after %d failed probes; the threshold is 3", n)
 		}
 	case <-time.After(5 * time.Second):
 		t.Fatal("never went down")

@@ -240,7 +240,7 @@ func (d *Deliverer) deadLetter(recs []sink.Record, rejected map[int]string) erro
 			attrs[a.Key] = a.Value
 		}
 		if err := enc.Encode(map[string]any{"sink": d.cfg.Sink.Name(), "reason": reason, "key": r.Key,
-			"time": r.Time.UTC().Format(time.RFC3339Nano), "attrs": attrs, "body": string(r.Body)}); err != nil {
+			"time": r.Time.UTC().Format(time.RFC3339Nano), "attrs": attrs, "body": r.Body}); err != nil {
 			f.Close()
 			return fmt.Errorf("dead letters %s: %w", d.cfg.DeadLetter, err)
 		}

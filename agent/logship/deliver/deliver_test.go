@@ -56,7 +56,7 @@ func (s *shipper) step(ctx context.Context) (bool, error) {
 	var b deliver.Batch
 	for len(b.Records) < s.batch {
 		read, err := s.f.Poll(64<<10, func(l tail.Line) {
-			b.Records = append(b.Records, sink.Record{Time: l.Time, Body: []byte(string(l.Content)),
+			b.Records = append(b.Records, sink.Record{Time: l.Time, Body: string(l.Content),
 				Attrs: []sink.Attr{{Key: "stream", Value: l.Stream.String()}},
 				Key:   fmt.Sprintf("%d-%d-%d", l.At.Dev, l.At.Ino, l.At.Offset)})
 			b.Commit = checkpoint.Positions{s.path: l.At}
@@ -249,7 +249,7 @@ func TestPartialAnswers(t *testing.T) {
 	}
 	var recs []sink.Record
 	for _, b := range []string{"a", "b", "c"} {
-		recs = append(recs, sink.Record{Body: []byte(b), Key: "k-" + b})
+		recs = append(recs, sink.Record{Body: b, Key: "k-" + b})
 	}
 	at := tail.Position{Path: "/p/0.log", Offset: 99}
 	if err := d.Deliver(context.Background(), deliver.Batch{Records: recs, Commit: checkpoint.Positions{"/p/0.log": at}}); err != nil {

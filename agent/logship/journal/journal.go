@@ -204,7 +204,7 @@ var fields = [][2]string{{"_SYSTEMD_UNIT", "systemd.unit"}, {"SYSLOG_IDENTIFIER"
 // Record is entry as a log record: MESSAGE as the body, the unit, identifier, priority, pid, host and transport
 // as fields, the node, and the cursor as the record's key.
 func Record(e Entry, node string) sink.Record {
-	r := sink.Record{Time: e.Time, Body: e.Fields["MESSAGE"], Key: e.Cursor}
+	r := sink.Record{Time: e.Time, Body: string(e.Fields["MESSAGE"]), Key: e.Cursor}
 	for _, f := range fields {
 		if v, ok := e.Fields[f[0]]; ok {
 			r.Attrs = append(r.Attrs, sink.Attr{Key: f[1], Value: string(v)})

@@ -9,6 +9,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/metadata"
 
 	"berth.dev/berth/agent/logship/podmeta"
 	"berth.dev/berth/test/controlplane"
@@ -35,7 +36,11 @@ func TestLabelsOfThisNodesPods(t *testing.T) {
 	other := pod(t, cs, "other", "node-2", map[string]string{"app": "other"})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
-	p := podmeta.Start(ctx, cs, "node-1")
+	mc, err := metadata.NewForConfig(cp.Admin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := podmeta.Start(ctx, mc, "node-1")
 	if !p.WaitSynced(ctx) {
 		t.Fatal("never synced")
 	}

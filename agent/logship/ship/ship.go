@@ -7,15 +7,17 @@ package ship
 import (
 	"context"
 	"errors"
-	"fmt"
 	"log/slog"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"time"
 
 	"k8s.io/apimachinery/pkg/types"
 
 	"berth.dev/berth/agent/logship/checkpoint"
+	"berth.dev/berth/agent/logship/cri"
 	"berth.dev/berth/agent/logship/deliver"
 	"berth.dev/berth/agent/logship/journal"
 	"berth.dev/berth/agent/logship/pods"
@@ -50,6 +52,33 @@ type Config struct {
 type source struct {
 	c pods.Container
 	f *tail.Follower
+}
+
+// fields are the container's fields on its records of each stream: the pod's, the node, the pod's labels (which
+// the informer may learn later, so they are asked for each time) and the stream. The records read in one poll
+// share them.
+func (s *source) fields(cfg Config) [2][]sink.Attr {
+	attrs := append(s.c.Attrs(), sink.Attr{Key: "node", Value: cfg.Node})
+	if cfg.Meta != nil {
+		attrs = append(attrs, cfg.Meta(types.UID(s.c.UID))...)
+	}
+	var out [2][]sink.Attr
+	for _, st := range []cri.Stream{cri.Stdout, cri.Stderr} {
+		out[st] = slices.Clip(append(slices.Clip(attrs), sink.Attr{Key: "stream", Value: st.String()}))
+	}
+	return out
+}
+
+// key is the record key of the line that ends at at: the file's device and inode and the offset,
+// "<dev>-<ino>-<offset>".
+func key(at tail.Position) string {
+	var b [64]byte
+	k := strconv.AppendUint(b[:0], at.Dev, 10)
+	k = append(k, '-')
+	k = strconv.AppendUint(k, at.Ino, 10)
+	k = append(k, '-')
+	k = strconv.AppendInt(k, at.Offset, 10)
+	return string(k)
 }
 
 // Run ships until ctx ends.
@@ -101,14 +130,12 @@ func Run(ctx context.Context, cfg Config) error {
 			if len(b.Records) >= cfg.BatchRecords || size >= cfg.BatchBytes {
 				break
 			}
-			attrs := append(s.c.Attrs(), sink.Attr{Key: "node", Value: cfg.Node})
-			if cfg.Meta != nil {
-				attrs = append(attrs, cfg.Meta(types.UID(s.c.UID))...)
-			}
+			var fields [2][]sink.Attr // made for the first line read
 			got, err := s.f.Poll(cfg.BatchBytes-size, func(l tail.Line) {
-				rec := sink.Record{Time: l.Time, Body: []byte(string(l.Content)),
-					Attrs: append(attrs[:len(attrs):len(attrs)], sink.Attr{Key: "stream", Value: l.Stream.String()}),
-					Key:   fmt.Sprintf("%d-%d-%d", l.At.Dev, l.At.Ino, l.At.Offset)}
+				if fields[0] == nil {
+					fields = s.fields(cfg)
+				}
+				rec := sink.Record{Time: l.Time, Body: string(l.Content), Attrs: fields[l.Stream], Key: key(l.At)}
 				if l.Malformed {
 					rec.Time = time.Now()
 					rec.Attrs = append(rec.Attrs, sink.Attr{Key: "log.malformed", Value: "true"})

@@ -5,7 +5,6 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"os"
 	"os/exec"
 	"path/filepath"
 	"strings"
@@ -23,25 +22,6 @@ import (
 	"berth.dev/berth/test/tier"
 )
 
-func appendLines(t *testing.T, path, tag string, from, to int) {
-	t.Helper()
-	if err := os.MkdirAll(filepath.Dir(path), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var b strings.Builder
-	for i := from; i < to; i++ {
-		fmt.Fprintf(&b, "%s stdout F %s %05d\n", time.Now().UTC().Format(time.RFC3339Nano), tag, i)
-	}
-	if _, err := io.WriteString(f, b.String()); err != nil {
-		t.Fatal(err)
-	}
-}
-
 // Two pods' logs (one with a container restart: 0.log and 1.log), a third pod appearing while it runs, shipped
 // through the Loki sink into a real VictoriaLogs: every line arrives once, with its pod's namespace, name and
 // container and the node; a file outside the kubelet's layout is skipped.
@@ -51,10 +31,10 @@ func TestShipsEveryPod(t *testing.T) {
 	a := filepath.Join(root, "demo_alpha_11111111-1111-1111-1111-111111111111", "web", "0.log")
 	a1 := filepath.Join(root, "demo_alpha_11111111-1111-1111-1111-111111111111", "web", "1.log")
 	b := filepath.Join(root, "kube-system_beta_22222222-2222-2222-2222-222222222222", "dns", "0.log")
-	appendLines(t, a, "alpha", 0, 1500)
-	appendLines(t, a1, "alpha-restarted", 0, 10)
-	appendLines(t, b, "beta", 0, 700)
-	appendLines(t, filepath.Join(root, "stray", "x", "0.log"), "stray", 0, 5)
+	logbackend.AppendCRI(t, a, "alpha %05d", 0, 1500)
+	logbackend.AppendCRI(t, a1, "alpha-restarted %05d", 0, 10)
+	logbackend.AppendCRI(t, b, "beta %05d", 0, 700)
+	logbackend.AppendCRI(t, filepath.Join(root, "stray", "x", "0.log"), "stray %05d", 0, 5)
 	d, err := deliver.New(deliver.Config{Sink: loki.New(loki.Config{HTTP: sink.HTTP{URL: vl.URL + "/insert"}}), Checkpoint: filepath.Join(root, "..", "cp.json"),
 		DeadLetter: filepath.Join(t.TempDir(), "dead.ndjson"), Log: slog.New(slog.NewTextHandler(io.Discard, nil))})
 	if err != nil {
@@ -81,8 +61,8 @@ func TestShipsEveryPod(t *testing.T) {
 	}()
 	vl.Count(t, `alpha -"alpha-restarted"`, 1500)
 	c := filepath.Join(root, "demo_gamma_33333333-3333-3333-3333-333333333333", "app", "0.log")
-	appendLines(t, c, "gamma", 0, 300)
-	appendLines(t, a, "alpha", 1500, 1600)
+	logbackend.AppendCRI(t, c, "gamma %05d", 0, 300)
+	logbackend.AppendCRI(t, a, "alpha %05d", 1500, 1600)
 	for query, want := range map[string]int{`alpha -"alpha-restarted"`: 1600, `"alpha-restarted"`: 10, `beta`: 700, `gamma`: 300} {
 		got := vl.Count(t, query, want)
 		seen := map[string]bool{}

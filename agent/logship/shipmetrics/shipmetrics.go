@@ -13,6 +13,8 @@ type Metrics struct {
 	shipped, retries, dead *prometheus.CounterVec
 	lag                    *prometheus.GaugeVec
 	files                  *prometheus.GaugeVec
+	configValid            prometheus.Gauge
+	configRefused          prometheus.Counter
 }
 
 // New registers the metrics on reg.
@@ -28,9 +30,20 @@ func New(reg prometheus.Registerer) *Metrics {
 			Help: "Bytes of a container log not yet read for a sink (its file and rotated files still to read)."}, []string{"sink", "path"}),
 		files: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "berth_logs_followed_files",
 			Help: "Container logs a sink follows."}, []string{"sink"}),
+		configValid: prometheus.NewGauge(prometheus.GaugeOpts{Name: "berth_logs_config_valid",
+			Help: "1 while the config file holds the config the shipper runs with; 0 after a change to it was refused (the shipper goes on with the one it runs)."}),
+		configRefused: prometheus.NewCounter(prometheus.CounterOpts{Name: "berth_logs_config_refused_total",
+			Help: "Changes to the config file refused as invalid (each problem is in the log, with its field path)."}),
 	}
-	reg.MustRegister(m.shipped, m.retries, m.dead, m.lag, m.files)
+	m.configValid.Set(1)
+	reg.MustRegister(m.shipped, m.retries, m.dead, m.lag, m.files, m.configValid, m.configRefused)
 	return m
+}
+
+// ConfigRefused counts a change to the config file that was refused.
+func (m *Metrics) ConfigRefused() {
+	m.configValid.Set(0)
+	m.configRefused.Inc()
 }
 
 // Sink is one sink's view: it is a deliver.Observer and takes the lag per file.

@@ -17,9 +17,11 @@ import (
 // Record is one log line with its metadata.
 type Record struct {
 	Time time.Time
-	Body []byte
+	// Body is the line (a string: every backend's encoding takes one, so it is copied once, from the file).
+	Body string
 	// Attrs are the record's fields (kubernetes.namespace, kubernetes.pod, kubernetes.container, node, stream,
-	// labels), in a stable order.
+	// labels), in a stable order. Records of one container and stream read together share one slice (sinks use
+	// that to encode the fields once): nothing may change it.
 	Attrs []Attr
 	// Key identifies the record for a backend that deduplicates: the file's identity and the line's offset.
 	Key string

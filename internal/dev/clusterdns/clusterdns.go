@@ -23,7 +23,7 @@ import (
 	rbacv1ac "k8s.io/client-go/applyconfigurations/rbac/v1"
 	"k8s.io/client-go/kubernetes"
 
-	"berth.dev/berth/imagebuilder/ociimage"
+	"berth.dev/berth/internal/ociimage"
 )
 
 const (

@@ -6,8 +6,8 @@ package images
 import (
 	"fmt"
 
-	"berth.dev/berth/imagebuilder/ociimage"
 	"berth.dev/berth/internal/node/layout"
+	"berth.dev/berth/internal/ociimage"
 )
 
 const (

@@ -1,5 +1,5 @@
 // Package nodeimage bakes the local cloud's node image: Debian 12 with the pinned kubelet and kube-proxy, a
-// berth-agent binary, and the pause, busybox and CoreDNS images, on a 3072 MiB disk, with the machine's shared rootfs
+// berth-agent binary, and the pause, busybox, CoreDNS and log shipper (berth-logs) images, on a 3072 MiB disk, with the machine's shared rootfs
 // cache. berth-dev image runs Bake; tests (test/nodeimage) bake the same Spec.
 package nodeimage
 
@@ -7,6 +7,7 @@ import (
 	"context"
 	"crypto/sha256"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
@@ -14,6 +15,7 @@ import (
 	"path/filepath"
 	"time"
 
+	"berth.dev/berth/agent/logsimage"
 	"berth.dev/berth/imagebuilder/bake"
 	"berth.dev/berth/imagebuilder/disk"
 	"berth.dev/berth/imagebuilder/distro"
@@ -30,6 +32,8 @@ type Sources struct {
 	K8sBin string
 	// Agent is the static berth-agent binary.
 	Agent string
+	// Logs is the static berth-logs binary, made into the log shipper's image (layout.LogsImage).
+	Logs string
 	// PauseImage is the pause image's tarball (berth-pause image).
 	PauseImage string
 	// CoreDNS is the coredns binary (tools/build.sh coredns), made into the cluster DNS image.
@@ -37,12 +41,13 @@ type Sources struct {
 }
 
 func (s Sources) files() []string {
-	return []string{s.Agent, s.PauseImage, s.CoreDNS, filepath.Join(s.K8sBin, "kubelet"), filepath.Join(s.K8sBin, "kube-proxy")}
+	return []string{s.Agent, s.Logs, s.PauseImage, s.CoreDNS, filepath.Join(s.K8sBin, "kubelet"), filepath.Join(s.K8sBin, "kube-proxy")}
 }
 
-// Inputs are the bake's inputs from src; the images made here (busybox, CoreDNS) are written into dir.
+// Inputs are the bake's inputs from src; the images made here (busybox, CoreDNS, the log shipper's) are written
+// into dir.
 func Inputs(src Sources, dir string) (payload.Inputs, error) {
-	busybox, coredns := filepath.Join(dir, "busybox.oci.tar"), filepath.Join(dir, "coredns.oci.tar")
+	busybox, coredns, logs := filepath.Join(dir, "busybox.oci.tar"), filepath.Join(dir, "coredns.oci.tar"), filepath.Join(dir, "berth-logs.oci.tar")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return payload.Inputs{}, err
 	}
@@ -52,8 +57,14 @@ func Inputs(src Sources, dir string) (payload.Inputs, error) {
 	if err := clusterdns.WriteImage(src.CoreDNS, coredns); err != nil {
 		return payload.Inputs{}, err
 	}
+	if src.Logs == "" {
+		return payload.Inputs{}, errors.New("the berth-logs binary (Sources.Logs) is required")
+	}
+	if _, err := logsimage.Write(logs, src.Logs); err != nil {
+		return payload.Inputs{}, err
+	}
 	return payload.Inputs{KubeletPath: filepath.Join(src.K8sBin, "kubelet"), KubeProxyPath: filepath.Join(src.K8sBin, "kube-proxy"),
-		AgentPath: src.Agent, Images: []string{src.PauseImage, busybox, coredns}}, nil
+		AgentPath: src.Agent, Images: []string{src.PauseImage, busybox, coredns, logs}}, nil
 }
 
 // Spec is the bake of in as the local cloud has it: Debian 12, a 3072 MiB disk, qcow2 only, the machine's shared

@@ -15,9 +15,9 @@ const (
 // NodeConfig names another.
 const PauseImage = "berth.dev/pause:3.10"
 
-// AgentImage is the agent's container image, which every node image pre-caches (made of the node's own agent
-// binary) and berth's DaemonSets (deploy/logs.yaml) run. Its tag is the agent's version.
-const AgentImage = "berth.dev/berth-agent:0.1.0"
+// LogsImage is the log shipper's container image (berth-logs, agent/logsimage), which the berth-logs DaemonSet
+// (deploy/logs.yaml) runs and node images pre-cache. Its tag is the agent's version.
+const LogsImage = "berth.dev/berth-logs:0.1.0"
 
 // The agent's own files.
 const (

@@ -48,7 +48,7 @@ func (s *Sink) Send(ctx context.Context, batch []sink.Record) error {
 			doc[a.Key] = a.Value
 		}
 		doc["@timestamp"] = r.Time.UTC().Format(time.RFC3339Nano)
-		doc["message"] = string(r.Body)
+		doc["message"] = r.Body
 		if err := enc.Encode(action); err != nil {
 			return err
 		}

@@ -18,7 +18,7 @@ func records(n int, tag string) []sink.Record {
 	at := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
 	out := make([]sink.Record, n)
 	for i := range out {
-		out[i] = sink.Record{Time: at.Add(time.Duration(i) * time.Millisecond), Body: []byte(fmt.Sprintf("%s line %04d", tag, i)),
+		out[i] = sink.Record{Time: at.Add(time.Duration(i) * time.Millisecond), Body: fmt.Sprintf("%s line %04d", tag, i),
 			Attrs: []sink.Attr{{Key: "kubernetes.namespace", Value: "demo"}, {Key: "kubernetes.pod", Value: "hello-1"}, {Key: "stream", Value: "stdout"}},
 			Key:   fmt.Sprintf("dev1-ino2-%d", i*100)}
 	}

@@ -64,7 +64,7 @@ func Body(batch []sink.Record) ([]byte, error) {
 			index[key.String()] = st
 			streams = append(streams, st)
 		}
-		v := []any{strconv.FormatInt(r.Time.UnixNano(), 10), string(r.Body)}
+		v := []any{strconv.FormatInt(r.Time.UnixNano(), 10), r.Body}
 		if len(meta) > 0 {
 			v = append(v, meta)
 		}

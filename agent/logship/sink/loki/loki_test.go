@@ -16,7 +16,7 @@ func records(n int) []sink.Record {
 	at := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
 	out := make([]sink.Record, n)
 	for i := range out {
-		out[i] = sink.Record{Time: at.Add(time.Duration(i) * time.Millisecond), Body: []byte(fmt.Sprintf("loki line %04d", i)),
+		out[i] = sink.Record{Time: at.Add(time.Duration(i) * time.Millisecond), Body: fmt.Sprintf("loki line %04d", i),
 			Attrs: []sink.Attr{{Key: "kubernetes.namespace", Value: "demo"}, {Key: "kubernetes.pod", Value: fmt.Sprintf("hello-%d", i%2)},
 				{Key: "stream", Value: "stdout"}, {Key: "app.kubernetes.io/name", Value: "hello"}},
 			Key: fmt.Sprintf("k-%d", i)}

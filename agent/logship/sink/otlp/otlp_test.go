@@ -6,10 +6,12 @@ import (
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"testing"
 	"time"
 
 	collogs "go.opentelemetry.io/proto/otlp/collector/logs/v1"
+	"google.golang.org/protobuf/encoding/protowire"
 	"google.golang.org/protobuf/proto"
 
 	"berth.dev/berth/agent/logship/sink"
@@ -22,7 +24,7 @@ func records(n int) []sink.Record {
 	out := make([]sink.Record, n)
 	for i := range out {
 		pod := fmt.Sprintf("hello-%d", i%2)
-		out[i] = sink.Record{Time: at.Add(time.Duration(i) * time.Millisecond), Body: []byte(fmt.Sprintf("otlp line %04d", i)),
+		out[i] = sink.Record{Time: at.Add(time.Duration(i) * time.Millisecond), Body: fmt.Sprintf("otlp line %04d", i),
 			Attrs: []sink.Attr{{Key: "kubernetes.namespace", Value: "demo"}, {Key: "kubernetes.pod", Value: pod}, {Key: "stream", Value: "stderr"}},
 			Key:   fmt.Sprintf("k-%d", i)}
 	}
@@ -54,6 +56,61 @@ func TestRequestGroupsByResource(t *testing.T) {
 	}
 }
 
+// Records that share their fields (one container's stream, read together) and records with equal fields in
+// another slice land in one resource; each record keeps its own body, time and key, and a record without a key
+// has no log.record.uid.
+func TestRequestSharedFields(t *testing.T) {
+	at := time.Date(2026, 12, 3, 12, 0, 0, 0, time.UTC)
+	fields := func(pod string) []sink.Attr {
+		return []sink.Attr{{Key: "kubernetes.pod", Value: pod}, {Key: "node", Value: "node-1"}, {Key: "stream", Value: "stdout"},
+			{Key: "kubernetes.labels.app", Value: pod + "-app"}}
+	}
+	a, b := fields("a"), fields("b")
+	batch := []sink.Record{{Body: "a0", Attrs: a, Key: "k0"}, {Body: "a1", Attrs: a}, {Body: "b2", Attrs: b, Key: "k2"},
+		{Body: "a3", Attrs: a, Key: "k3"}, {Body: "a4", Attrs: fields("a"), Key: "k4"}}
+	for i := range batch {
+		batch[i].Time = at.Add(time.Duration(i) * time.Second)
+	}
+	// Decoded as what a backend receives, an export request.
+	wire, err := proto.Marshal(otlp.Request(batch))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var req collogs.ExportLogsServiceRequest
+	if err := proto.Unmarshal(wire, &req); err != nil {
+		t.Fatal(err)
+	}
+	got := map[string]string{}
+	for _, rl := range req.ResourceLogs {
+		res := ""
+		for _, kv := range rl.Resource.Attributes {
+			res += kv.Key + "=" + kv.Value.GetStringValue() + " "
+		}
+		for _, lr := range rl.ScopeLogs[0].LogRecords {
+			line := fmt.Sprintf("%s| t=%d", res, time.Unix(0, int64(lr.TimeUnixNano)).Sub(at)/time.Second)
+			for _, kv := range lr.Attributes {
+				line += " " + kv.Key + "=" + kv.Value.GetStringValue()
+			}
+			got[lr.Body.GetStringValue()] = line
+		}
+	}
+	want := map[string]string{
+		"a0": "k8s.pod.name=a k8s.node.name=node-1 | t=0 log.iostream=stdout kubernetes.labels.app=a-app log.record.uid=k0",
+		"a1": "k8s.pod.name=a k8s.node.name=node-1 | t=1 log.iostream=stdout kubernetes.labels.app=a-app",
+		"b2": "k8s.pod.name=b k8s.node.name=node-1 | t=2 log.iostream=stdout kubernetes.labels.app=b-app log.record.uid=k2",
+		"a3": "k8s.pod.name=a k8s.node.name=node-1 | t=3 log.iostream=stdout kubernetes.labels.app=a-app log.record.uid=k3",
+		"a4": "k8s.pod.name=a k8s.node.name=node-1 | t=4 log.iostream=stdout kubernetes.labels.app=a-app log.record.uid=k4",
+	}
+	for body, w := range want {
+		if got[body] != w {
+			t.Errorf("%s: %q\nwant %q", body, got[body], w)
+		}
+	}
+	if n := len(otlp.Request(batch).ResourceLogs); n != 2 {
+		t.Errorf("%d resources, want 2 (pods a and b)", n)
+	}
+}
+
 // The answers the specification defines: a partial success drops its count for good; 429/502/503/504 retry (with
 // Retry-After); other codes refuse the batch.
 func TestAnswers(t *testing.T) {
@@ -79,8 +136,19 @@ func TestAnswers(t *testing.T) {
 	}
 	partial, _ := proto.Marshal(&collogs.ExportLogsServiceResponse{PartialSuccess: &collogs.ExportLogsPartialSuccess{RejectedLogRecords: 2, ErrorMessage: "too old"}})
 	status, answer = 200, partial
-	if e := send(); e == nil || e.Retry || e.Dropped != 2 {
+	if e := send(); e == nil || e.Retry || e.Dropped != 2 || !strings.Contains(e.Error(), "too old") {
 		t.Errorf("partial success: %+v", e)
+	}
+	// A response with fields this client does not know around the partial success, and one that does not parse.
+	unknown := protowire.AppendTag(nil, 7, protowire.BytesType)
+	unknown = protowire.AppendBytes(unknown, []byte("later"))
+	status, answer = 200, append(append(unknown, partial...), unknown...)
+	if e := send(); e == nil || e.Dropped != 2 {
+		t.Errorf("partial success among unknown fields: %+v", e)
+	}
+	status, answer = 200, partial[:len(partial)-3]
+	if e := send(); e != nil {
+		t.Errorf("a 200 whose body is cut short: %+v", e)
 	}
 	status, answer = 200, nil
 	if e := send(); e != nil {

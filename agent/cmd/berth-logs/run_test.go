@@ -7,6 +7,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"syscall"
 	"testing"
@@ -18,47 +19,25 @@ import (
 	"berth.dev/berth/test/wait"
 )
 
-// The logs role as the DaemonSet runs it, the agent binary against a real VictoriaLogs with two sinks (OTLP and
+// The shipper as the DaemonSet runs it, the berth-logs binary against a real VictoriaLogs with two sinks (OTLP and
 // Loki): every line reaches each sink once with its pod's fields; SIGTERM exits 0 leaving 0600 checkpoints; a
 // restart ships only the lines written since.
 func TestLogsRole(t *testing.T) {
-	vl := logbackend.StartVictoriaLogs(t)
-	agent := toolbin.Agent(t)
-	dir := t.TempDir()
-	root := filepath.Join(dir, "pods")
-	state := filepath.Join(dir, "state")
-	logFile := filepath.Join(root, "demo_hello_0c0c0c0c-0000-0000-0000-000000000000", "web", "0.log")
-	write := func(from, to int) {
-		t.Helper()
-		if err := os.MkdirAll(filepath.Dir(logFile), 0o755); err != nil {
-			t.Fatal(err)
-		}
-		f, err := os.OpenFile(logFile, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o600)
-		if err != nil {
-			t.Fatal(err)
-		}
-		defer f.Close()
-		for i := from; i < to; i++ {
-			fmt.Fprintf(f, "%s stdout F role line %04d\n", time.Now().UTC().Format(time.RFC3339Nano), i)
-		}
-	}
-	config := writeShipperConfig(t, dir, root, state, fmt.Sprintf(`
+	f := newFixture(t, filepath.Join("demo_hello_0c0c0c0c-0000-0000-0000-000000000000", "web"))
+	vl := f.vl
+	write := func(from, to int) { logbackend.AppendCRI(t, f.logFile, "role line %04d", from, to) }
+	config := writeShipperConfig(t, f.dir, f.root, f.state, fmt.Sprintf(`
   sinks:
   - {name: otlp, type: otlp, url: "%s/insert/opentelemetry", batch: {linger: 100ms}}
   - {name: loki, type: loki, url: "%s/insert", batch: {linger: 100ms}}
   metrics:
     node: {collectors: [meminfo, loadavg]}
 `, vl.URL, vl.URL))
-	if out, err := exec.Command(agent, "logs", "validate", "-f", config).CombinedOutput(); err != nil {
+	if out, err := exec.Command(f.shipper, "validate", "-f", config).CombinedOutput(); err != nil {
 		t.Fatalf("validate: %v\n%s", err, out)
 	}
-	port, err := ports.Free()
-	if err != nil {
-		t.Fatal(err)
-	}
-	metricsURL := fmt.Sprintf("http://127.0.0.1:%d/metrics", port)
 	start := func() (*exec.Cmd, *strings.Builder) {
-		cmd := exec.Command(agent, "logs", "run", "-config", config, "-node", "node-7", "-metrics-address", fmt.Sprintf("127.0.0.1:%d", port))
+		cmd := exec.Command(f.shipper, "run", "-config", config, "-node", "node-7", "-metrics-address", f.addr)
 		var out strings.Builder
 		cmd.Stdout, cmd.Stderr = &out, &out
 		if err := cmd.Start(); err != nil {
@@ -79,26 +58,16 @@ func TestLogsRole(t *testing.T) {
 	vl.Count(t, `"role line" k8s.pod.name:hello`, 400)
 	vl.Count(t, `"role line" pod:hello node:node-7`, 400)
 	// Its own metrics: what each sink shipped, and (after a rescan) nothing left to read.
-	wait.For(t, 30*time.Second, "the shipped and lag metrics", func() bool {
-		resp, err := http.Get(metricsURL)
-		if err != nil {
-			return false
-		}
-		defer resp.Body.Close()
-		b, _ := io.ReadAll(resp.Body)
-		m := string(b)
-		return strings.Contains(m, `berth_logs_shipped_records_total{sink="otlp"} 400`) &&
-			strings.Contains(m, `berth_logs_shipped_records_total{sink="loki"} 400`) &&
-			strings.Contains(m, `berth_logs_lag_bytes{path="`+logFile+`",sink="loki"} 0`) &&
-			// The node's metrics beside them, node_exporter's (spec.metrics.node), from this machine's /proc.
-			strings.Contains(m, "\nnode_memory_MemTotal_bytes ") && strings.Contains(m, "\nnode_load1 ")
-	})
-	if resp, err := http.Get(strings.TrimSuffix(metricsURL, "metrics") + "healthz"); err != nil || resp.StatusCode != http.StatusOK {
+	// The node's metrics beside them, node_exporter's (spec.metrics.node), from this machine's /proc.
+	f.metricsHave(t, "the shipped and lag metrics", `berth_logs_shipped_records_total{sink="otlp"} 400`+"\n",
+		`berth_logs_shipped_records_total{sink="loki"} 400`+"\n", `berth_logs_lag_bytes{path="`+f.logFile+`",sink="loki"} 0`+"\n",
+		"node_memory_MemTotal_bytes ", "node_load1 ")
+	if resp, err := http.Get("http://" + f.addr + "/healthz"); err != nil || resp.StatusCode != http.StatusOK {
 		t.Errorf("/healthz: %v %v", resp, err)
 	}
 	stop(cmd, out)
 	for _, name := range []string{"otlp", "loki"} {
-		fi, err := os.Stat(filepath.Join(state, name+".checkpoint.json"))
+		fi, err := os.Stat(filepath.Join(f.state, name+".checkpoint.json"))
 		if err != nil || fi.Mode().Perm() != 0o600 {
 			t.Errorf("%s checkpoint: %v, %v", name, fi, err)
 		}
@@ -108,6 +77,40 @@ func TestLogsRole(t *testing.T) {
 	defer stop(cmd, out)
 	vl.Count(t, `"role line" k8s.pod.name:hello`, 450)
 	vl.Count(t, `"role line" pod:hello`, 450)
+}
+
+// fixture is where a test runs the shipper: a real VictoriaLogs, the berth-logs binary, a pods' log directory
+// with one container's log (logFile), a state directory, and a free port for /metrics.
+type fixture struct {
+	vl                                       *logbackend.VictoriaLogs
+	shipper, dir, root, state, logFile, addr string
+}
+
+func newFixture(t *testing.T, podDir string) *fixture {
+	t.Helper()
+	f := &fixture{vl: logbackend.StartVictoriaLogs(t), shipper: toolbin.Logs(t), dir: t.TempDir()}
+	f.root, f.state = filepath.Join(f.dir, "pods"), filepath.Join(f.dir, "state")
+	f.logFile = filepath.Join(f.root, podDir, "0.log")
+	port, err := ports.Free()
+	if err != nil {
+		t.Fatal(err)
+	}
+	f.addr = fmt.Sprintf("127.0.0.1:%d", port)
+	return f
+}
+
+// metricsHave waits until the shipper's /metrics has every line of want.
+func (f *fixture) metricsHave(t *testing.T, what string, want ...string) {
+	t.Helper()
+	wait.For(t, 30*time.Second, what, func() bool {
+		resp, err := http.Get("http://" + f.addr + "/metrics")
+		if err != nil {
+			return false
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return !slices.ContainsFunc(want, func(w string) bool { return !strings.Contains(string(b), "\n"+w) })
+	})
 }
 
 // writeShipperConfig writes dir/logs.yaml, a LogShipperConfig reading the pods' logs under root with its state in

@@ -1,4 +1,7 @@
-package main
+// Package logscmd is the log shipper's command line (the DaemonSet's berth-logs): validate a LogShipperConfig, or
+// run the shipper: every container log under /var/log/pods (and the journal) to each sink, at least once, each
+// sink with its own checkpoint; its own metrics, node_exporter's and the kubelet's Summary API's on /metrics.
+package logscmd
 
 import (
 	"context"
@@ -12,6 +15,7 @@ import (
 	"os/signal"
 	"path/filepath"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"time"
 
@@ -19,10 +23,12 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/metadata"
 	"k8s.io/client-go/tools/clientcmd"
 
 	logsv1 "berth.dev/berth/agent/api/logs/v1alpha1"
+	"berth.dev/berth/agent/configcheck"
+	"berth.dev/berth/agent/configwatch"
 	"berth.dev/berth/agent/logship/deliver"
 	"berth.dev/berth/agent/logship/journal"
 	"berth.dev/berth/agent/logship/podmeta"
@@ -32,43 +38,83 @@ import (
 	"berth.dev/berth/agent/logship/sink/esbulk"
 	"berth.dev/berth/agent/logship/sink/loki"
 	"berth.dev/berth/agent/logship/sink/otlp"
+	"berth.dev/berth/agent/logsimage"
 	"berth.dev/berth/agent/metrics/nodeexporter"
 	"berth.dev/berth/agent/metrics/summary"
+	"berth.dev/berth/internal/node/exitcode"
 )
 
-// logsCmd is the log shipper's commands: validate a LogShipperConfig, or run the shipper.
-func logsCmd(args []string, stdout, stderr io.Writer) int {
+// Usage is the commands' usage, prog being the program's name.
+func Usage(prog string) string {
+	return fmt.Sprintf(`usage: %[1]s validate -f FILE
+       %[1]s run -config FILE [-node NAME] [-metrics-address ADDR] [-kubeconfig FILE]
+       %[1]s image -o FILE
+
+  validate   check a LogShipperConfig (logs.berth.dev/v1alpha1): strict decoding, every problem with its field path
+  run        the log shipper (a DaemonSet): every container log under /var/log/pods, and the journal, to each sink,
+             at least once, each sink with its own checkpoint; metrics and /healthz on -metrics-address
+  image      write the log shipper's image (berth.dev/berth-logs, this very binary as /berth-logs) as an OCI
+             image-layout tarball, for the image builder's images list; prints its path
+`, prog)
+}
+
+// Main runs the command args name (prog is the program's name, for messages) and returns its exit code
+// (internal/node/exitcode).
+func Main(prog string, args []string, stdout, stderr io.Writer) int {
 	if len(args) == 0 {
-		fmt.Fprint(stderr, usage)
-		return exitUsage
+		fmt.Fprint(stderr, Usage(prog))
+		return exitcode.Usage
 	}
 	switch args[0] {
 	case "validate":
-		return validateCmd("berth-agent logs validate", args[1:], stdout, stderr, logsv1.Decode, (*logsv1.LogShipperConfig).Validate)
+		return configcheck.ValidateCmd(prog+" validate", args[1:], stdout, stderr, logsv1.Decode, (*logsv1.LogShipperConfig).Validate)
 	case "run":
-		return logsRunCmd(args[1:], stderr)
+		return runCmd(prog, args[1:], stderr)
+	case "image":
+		return imageCmd(prog, args[1:], stdout, stderr)
 	}
-	fmt.Fprint(stderr, usage)
-	return exitUsage
+	fmt.Fprint(stderr, Usage(prog))
+	return exitcode.Usage
 }
 
-// logsRunCmd ships the pods' logs to every sink until SIGTERM (exit 0).
-func logsRunCmd(args []string, stderr io.Writer) int {
-	fs := flag.NewFlagSet("berth-agent logs run", flag.ContinueOnError)
+// imageCmd writes the image of this very binary.
+func imageCmd(prog string, args []string, stdout, stderr io.Writer) int {
+	fs := flag.NewFlagSet(prog+" image", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	out := fs.String("o", "", "the OCI image-layout tarball to write (required)")
+	if err := fs.Parse(args); err != nil || fs.NArg() > 0 || *out == "" {
+		fmt.Fprintf(stderr, "usage: %s image -o FILE\n", prog)
+		return exitcode.Usage
+	}
+	self, err := os.Executable()
+	if err == nil {
+		_, err = logsimage.Write(*out, self)
+	}
+	if err != nil {
+		fmt.Fprintf(stderr, "%s: %v\n", prog, err)
+		return exitcode.Internal
+	}
+	fmt.Fprintln(stdout, *out)
+	return exitcode.OK
+}
+
+// runCmd ships the pods' logs to every sink until SIGTERM (exit 0).
+func runCmd(prog string, args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet(prog+" run", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	file := fs.String("config", "", "LogShipperConfig file (required)")
 	node := fs.String("node", os.Getenv("NODE_NAME"), "this node's name, on every record (default $NODE_NAME)")
 	metricsAddr := fs.String("metrics-address", "127.0.0.1:9471", "where /metrics (the shipper's own and spec.metrics' metrics) and /healthz are served; empty: nowhere")
 	kubeconfig := fs.String("kubeconfig", "", "kubeconfig for the pods' labels (default: in-cluster; none: records without labels)")
 	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
-		return exitUsage
+		return exitcode.Usage
 	}
 	if *file == "" {
-		fmt.Fprintln(stderr, "berth-agent logs run: -config FILE is required")
-		return exitUsage
+		fmt.Fprintf(stderr, "%s run: -config FILE is required\n", prog)
+		return exitcode.Usage
 	}
-	c, code := check(*file, stderr, logsv1.Decode, (*logsv1.LogShipperConfig).Validate)
-	if code != exitOK {
+	c, data, code := configcheck.Load(*file, stderr, logsv1.Decode, (*logsv1.LogShipperConfig).Validate)
+	if code != exitcode.OK {
 		return code
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))
@@ -79,14 +125,14 @@ func logsRunCmd(args []string, stderr io.Writer) int {
 	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	metrics := shipmetrics.New(reg)
 	if err := registerNodeMetrics(ctx, reg, spec.Metrics, log); err != nil {
-		fmt.Fprintf(stderr, "berth-agent: spec.metrics: %v\n", err)
-		return exitInvalidConfig
+		fmt.Fprintf(stderr, "%s: spec.metrics: %v\n", prog, err)
+		return exitcode.InvalidConfig
 	}
 	if *metricsAddr != "" {
 		ln, err := net.Listen("tcp", *metricsAddr)
 		if err != nil {
-			fmt.Fprintf(stderr, "berth-agent: -metrics-address: %v\n", err)
-			return exitUsage
+			fmt.Fprintf(stderr, "%s: -metrics-address: %v\n", prog, err)
+			return exitcode.Usage
 		}
 		mux := http.NewServeMux()
 		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
@@ -99,10 +145,10 @@ func logsRunCmd(args []string, stderr io.Writer) int {
 	var meta func(types.UID) []sink.Attr
 	if rc, err := clientcmd.BuildConfigFromFlags("", *kubeconfig); err != nil {
 		log.Warn("no API access: records carry no pod labels", "err", err)
-	} else if cs, err := kubernetes.NewForConfig(rc); err != nil {
+	} else if mc, err := metadata.NewForConfig(rc); err != nil {
 		log.Warn("no API access: records carry no pod labels", "err", err)
 	} else {
-		meta = podmeta.Start(ctx, cs, *node).Attrs
+		meta = podmeta.Start(ctx, mc, *node).Attrs
 	}
 	var wg sync.WaitGroup
 	errs := make(chan error, len(spec.Sinks))
@@ -111,8 +157,8 @@ func logsRunCmd(args []string, stderr io.Writer) int {
 			DeadLetter: filepath.Join(spec.StateDir, s.Name+".dead-letters.ndjson"), Backoff: s.Retry.Initial.Duration,
 			MaxBackoff: s.Retry.Max.Duration, Observe: metrics.For(s.Name), Log: log.With("sink", s.Name)})
 		if err != nil {
-			fmt.Fprintf(stderr, "berth-agent: sink %s: %v\n", s.Name, err)
-			return exitInvalidConfig
+			fmt.Fprintf(stderr, "%s: sink %s: %v\n", prog, s.Name, err)
+			return exitcode.InvalidConfig
 		}
 		wg.Add(1)
 		go func() {
@@ -125,15 +171,53 @@ func logsRunCmd(args []string, stderr io.Writer) int {
 			}
 		}()
 	}
+	var restart atomic.Bool
+	go watchConfig(ctx, *file, data, log, metrics, func() { restart.Store(true); stop() })
 	log.Info("shipping", "pods", spec.PodLogs.Path, "sinks", len(spec.Sinks), "node", *node)
 	wg.Wait()
 	close(errs)
-	code = exitOK
+	code = exitcode.OK
 	for err := range errs {
-		fmt.Fprintf(stderr, "berth-agent: %v\n", err)
-		code = exitInternal
+		fmt.Fprintf(stderr, "%s: %v\n", prog, err)
+		code = exitcode.Internal
+	}
+	if code == exitcode.OK && restart.Load() {
+		// Every pipeline stopped (what was acknowledged is committed): the same program, in the same process (no
+		// container restart and its back-off), starts again and reads the new config.
+		self, err := os.Executable()
+		if err == nil {
+			err = syscall.Exec(self, os.Args, os.Environ())
+		}
+		fmt.Fprintf(stderr, "%s: restarting with the new config: %v\n", prog, err)
+		return exitcode.Internal
 	}
 	return code
+}
+
+// watchConfig follows the config file (a ConfigMap volume's, which the kubelet replaces): a new content that is
+// not a valid config is refused, every problem logged with its field path, and shipping goes on with the running
+// config; a valid one calls restart.
+func watchConfig(ctx context.Context, file string, running []byte, log *slog.Logger, metrics *shipmetrics.Metrics, restart func()) {
+	err := configwatch.Watch(ctx, configwatch.Config{Path: file, Current: running,
+		Changed: func(data []byte) {
+			_, problems := configcheck.Parse(data, logsv1.Decode, (*logsv1.LogShipperConfig).Validate)
+			if len(problems) == 0 {
+				log.Info("the config changed; restarting with it", "file", file)
+				restart()
+				return
+			}
+			metrics.ConfigRefused()
+			for _, p := range problems {
+				log.Error("config problem", "file", file, "problem", p)
+			}
+			log.Error("the changed config is refused; shipping goes on with the running one", "file", file, "problems", len(problems))
+		},
+		ReadFailed: func(err error) {
+			log.Warn("reading the changed config; shipping goes on with the running one", "file", file, "err", err)
+		}})
+	if err != nil {
+		log.Warn("config changes will not be seen", "err", err)
+	}
 }
 
 // registerNodeMetrics adds node_exporter's collectors and the kubelet's Summary API to reg, as m asks.

@@ -12,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"berth.dev/berth/test/logbackend"
-	"berth.dev/berth/test/toolbin"
 	"berth.dev/berth/test/wait"
 )
 
@@ -23,11 +21,8 @@ import (
 // and restarted, and the backend is stopped while 5,000 lines are written and brought back. Every line arrives whole in the
 // real VictoriaLogs; it reports lines lost (must be 0) and duplicated (at most one batch per kill or outage).
 func TestNothingLostUnderLoad(t *testing.T) {
-	vl := logbackend.StartVictoriaLogs(t)
-	agent := toolbin.Agent(t)
-	dir := t.TempDir()
-	root, state := filepath.Join(dir, "pods"), filepath.Join(dir, "state")
-	logFile := filepath.Join(root, "load_loadgen_1b1b1b1b-0000-0000-0000-000000000000", "gen", "0.log")
+	f := newFixture(t, filepath.Join("load_loadgen_1b1b1b1b-0000-0000-0000-000000000000", "gen"))
+	vl, shipper, dir, root, state, logFile := f.vl, f.shipper, f.dir, f.root, f.state, f.logFile
 	if err := os.MkdirAll(filepath.Dir(logFile), 0o755); err != nil {
 		t.Fatal(err)
 	}
@@ -42,7 +37,7 @@ func TestNothingLostUnderLoad(t *testing.T) {
 	start := func() {
 		mu.Lock()
 		defer mu.Unlock()
-		cmd = exec.Command(agent, "logs", "run", "-config", config, "-node", "node-1", "-metrics-address", "")
+		cmd = exec.Command(shipper, "run", "-config", config, "-node", "node-1", "-metrics-address", "")
 		cmd.Stdout, cmd.Stderr = &out, &out
 		if err := cmd.Start(); err != nil {
 			t.Fatal(err)

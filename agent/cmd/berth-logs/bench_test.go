@@ -3,27 +3,20 @@ package main
 import (
 	"bytes"
 	"fmt"
-	"io"
-	"net/http"
-	"net/http/httptest"
 	"os"
 	"os/exec"
 	"path/filepath"
 	"strconv"
 	"strings"
-	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
 
-	collogs "go.opentelemetry.io/proto/otlp/collector/logs/v1"
-	"google.golang.org/protobuf/proto"
-
+	"berth.dev/berth/test/logbackend"
 	"berth.dev/berth/test/toolbin"
 )
 
-// go test -run '^$' -bench ShipVsCollector -benchtime 1x ./agent/cmd/berth-agent (part of make bench)
+// go test -run '^$' -bench ShipVsCollector -benchtime 1x ./agent/cmd/berth-logs (part of make bench)
 //
 // berth's shipper and the OpenTelemetry Collector's filelog receiver (v0.165, built with its builder) side by side,
 // each reading the same container logs in the CRI format and sending OTLP/HTTP protobuf, uncompressed, to the same
@@ -36,14 +29,14 @@ import (
 // (RssAnon, sampled every 20 ms: what it allocated). The backlog cases read a file written beforehand; the rate case writes 10,000 lines/s for 10 s
 // while the shipper follows.
 func BenchmarkShipVsCollector(b *testing.B) {
-	agent := toolbin.Agent(b)
+	shipper := toolbin.Logs(b)
 	otelcol := filepath.Join(toolbin.OtelCol.ForTest(b), "otelcol")
 	shippers := []struct {
 		name  string
 		start func(b *testing.B, dir, root, url string) *exec.Cmd
 	}{
 		{"berth", func(b *testing.B, dir, root, url string) *exec.Cmd {
-			return startBerth(b, agent, dir, root, url)
+			return startBerth(b, shipper, dir, root, url)
 		}},
 		{"otelcol-acks", func(b *testing.B, dir, root, url string) *exec.Cmd {
 			return startCollector(b, otelcol, dir, root, url, true)
@@ -70,24 +63,24 @@ func BenchmarkShipVsCollector(b *testing.B) {
 					if err := os.MkdirAll(filepath.Dir(logFile), 0o755); err != nil {
 						b.Fatal(err)
 					}
-					backend := newCountingBackend()
+					backend := logbackend.StartOTLPCounter()
 					defer backend.Close()
 					if c.rate == 0 {
-						writeLines(b, logFile, 0, c.lines, c.size)
+						logbackend.AppendPadded(b, logFile, 0, c.lines, c.size)
 					}
 					begin := time.Now()
 					cmd := s.start(b, dir, root, backend.URL)
 					if c.rate > 0 {
 						go func() {
 							for i, next := 0, time.Now(); i < c.lines; i += c.rate / 100 {
-								writeLines(b, logFile, i, i+c.rate/100, c.size)
+								logbackend.AppendPadded(b, logFile, i, i+c.rate/100, c.size)
 								next = next.Add(10 * time.Millisecond)
 								time.Sleep(time.Until(next))
 							}
 						}()
 					}
 					// The backend says when it holds every line; meanwhile the shipper's memory is sampled.
-					reached := backend.await(int64(c.lines))
+					reached := backend.Await(int64(c.lines))
 					deadline := time.After(5 * time.Minute)
 					sample := time.NewTicker(20 * time.Millisecond)
 					var peakAnon int64
@@ -97,11 +90,11 @@ func BenchmarkShipVsCollector(b *testing.B) {
 						case <-reached:
 							break wait
 						case <-deadline:
-							b.Fatalf("%s: the backend has %d of %d lines after 5 minutes", s.name, backend.records.Load(), c.lines)
+							b.Fatalf("%s: the backend has %d of %d lines after 5 minutes", s.name, backend.Records.Load(), c.lines)
 						case <-sample.C:
 							peakAnon = max(peakAnon, statusKB(cmd.Process.Pid, "RssAnon:")<<10)
 							if exited(cmd.Process.Pid) {
-								b.Fatalf("%s exited with %d of %d lines delivered", s.name, backend.records.Load(), c.lines)
+								b.Fatalf("%s exited with %d of %d lines delivered", s.name, backend.Records.Load(), c.lines)
 							}
 						}
 					}
@@ -116,20 +109,20 @@ func BenchmarkShipVsCollector(b *testing.B) {
 					b.ReportMetric(100*cpu.Seconds()/elapsed.Seconds(), "cpu-%")
 					b.ReportMetric(float64(hwm)/(1<<20), "peak-RSS-MiB")
 					b.ReportMetric(float64(peakAnon)/(1<<20), "peak-anon-MiB")
-					b.ReportMetric(float64(backend.requests.Load()), "requests")
+					b.ReportMetric(float64(backend.Requests.Load()), "requests")
 				}
 			})
 		}
 	}
 }
 
-// startBerth runs `berth-agent logs run` on root, one OTLP sink to url (batches of 1,000 lines or a second).
-func startBerth(b *testing.B, agent, dir, root, url string) *exec.Cmd {
+// startBerth runs `berth-logs run` on root, one OTLP sink to url (batches of 1,000 lines or a second).
+func startBerth(b *testing.B, shipper, dir, root, url string) *exec.Cmd {
 	config := writeShipperConfig(b, dir, root, filepath.Join(dir, "state"), fmt.Sprintf(`
   sinks:
   - {name: bench, type: otlp, url: %q}
 `, url))
-	return startProcess(b, dir, agent, "logs", "run", "-config", config, "-node", "bench", "-metrics-address", "", "-kubeconfig", filepath.Join(dir, "none"))
+	return startProcess(b, dir, shipper, "run", "-config", config, "-node", "bench", "-metrics-address", "", "-kubeconfig", filepath.Join(dir, "none"))
 }
 
 // startCollector runs the collector's filelog receiver on root (the container parser: CRI format, the pod's fields
@@ -221,30 +214,6 @@ func exited(pid int) bool {
 	return len(f) == 0 || f[0] == "Z"
 }
 
-// writeLines appends lines from..to of size bytes each (their message; the CRI prefix comes on top) to path.
-func writeLines(b *testing.B, path string, from, to, size int) {
-	f, err := os.OpenFile(path, os.O_CREATE|os.O_WRONLY|os.O_APPEND, 0o640)
-	if err != nil {
-		b.Error(err)
-		return
-	}
-	defer f.Close()
-	var buf bytes.Buffer
-	pad := strings.Repeat("x", size)
-	ts := time.Now().UTC().Format(time.RFC3339Nano)
-	for i := from; i < to; i++ {
-		msg := strconv.Itoa(i) + " "
-		fmt.Fprintf(&buf, "%s stdout F %s%s\n", ts, msg, pad[:size-len(msg)])
-		if buf.Len() > 1<<20 {
-			f.Write(buf.Bytes())
-			buf.Reset()
-		}
-	}
-	if _, err := f.Write(buf.Bytes()); err != nil {
-		b.Error(err)
-	}
-}
-
 // procUsage is the process's CPU time (user + system) and peak resident set size in bytes.
 func procUsage(b *testing.B, pid int) (time.Duration, int64) {
 	stat, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
@@ -258,60 +227,4 @@ func procUsage(b *testing.B, pid int) (time.Duration, int64) {
 	hwm := statusKB(pid, "VmHWM:") << 10
 	const ticks = 100 // USER_HZ
 	return time.Duration(utime+stime) * time.Second / ticks, hwm
-}
-
-// countingBackend is an OTLP/HTTP logs endpoint that decodes each request, counts its records and acknowledges it.
-type countingBackend struct {
-	*httptest.Server
-	records, requests atomic.Int64
-
-	mu     sync.Mutex
-	target int64
-	done   chan struct{}
-}
-
-// await returns a channel closed once the backend holds n records.
-func (c *countingBackend) await(n int64) <-chan struct{} {
-	c.mu.Lock()
-	defer c.mu.Unlock()
-	done := make(chan struct{})
-	if c.records.Load() >= n {
-		close(done)
-		return done
-	}
-	c.target, c.done = n, done
-	return done
-}
-
-func newCountingBackend() *countingBackend {
-	c := &countingBackend{}
-	ok, _ := proto.Marshal(&collogs.ExportLogsServiceResponse{})
-	c.Server = httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		body, err := io.ReadAll(r.Body)
-		var req collogs.ExportLogsServiceRequest
-		if err == nil {
-			err = proto.Unmarshal(body, &req)
-		}
-		if err != nil || r.URL.Path != "/v1/logs" {
-			http.Error(w, fmt.Sprintf("%s: %v", r.URL.Path, err), http.StatusBadRequest)
-			return
-		}
-		n := 0
-		for _, rl := range req.ResourceLogs {
-			for _, sl := range rl.ScopeLogs {
-				n += len(sl.LogRecords)
-			}
-		}
-		total := c.records.Add(int64(n))
-		c.mu.Lock()
-		if c.done != nil && total >= c.target {
-			close(c.done)
-			c.done = nil
-		}
-		c.mu.Unlock()
-		c.requests.Add(1)
-		w.Header().Set("Content-Type", "application/x-protobuf")
-		w.Write(ok)
-	}))
-	return c
 }
