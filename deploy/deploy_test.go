@@ -108,12 +108,25 @@ func TestLogsManifest(t *testing.T) {
 	}) {
 		t.Error("no GOMEMLIMIT from limits.memory")
 	}
+	// https sinks trust the host's CA certificates, under the host's root the DaemonSet mounts.
+	if !slices.ContainsFunc(c.Env, func(e corev1.EnvVar) bool {
+		return e.Name == "SSL_CERT_DIR" && strings.HasPrefix(e.Value, cfg.Spec.Journal.HostRoot+"/etc/ssl/certs")
+	}) {
+		t.Error("no SSL_CERT_DIR under the host's root")
+	}
 	mounts := map[string]corev1.VolumeMount{}
 	for _, m := range c.VolumeMounts {
 		mounts[m.MountPath] = m
 		if !m.ReadOnly && m.MountPath != cfg.Spec.StateDir {
 			t.Errorf("%s is mounted writable; only the state directory may be", m.MountPath)
 		}
+	}
+	// Credentials come from an optional Secret, mounted read-only for the owner only.
+	if !slices.ContainsFunc(ds.Spec.Template.Spec.Volumes, func(v corev1.Volume) bool {
+		return v.Secret != nil && v.Secret.Optional != nil && *v.Secret.Optional && v.Secret.DefaultMode != nil && *v.Secret.DefaultMode == 0o400 &&
+			mounts["/etc/berth/logs-secrets"].Name == v.Name
+	}) {
+		t.Error("no optional credentials Secret (mode 0400) mounted at /etc/berth/logs-secrets")
 	}
 	for what, p := range map[string]string{"podLogs.path": cfg.Spec.PodLogs.Path, "stateDir": cfg.Spec.StateDir, "journal.hostRoot": cfg.Spec.Journal.HostRoot,
 		"metrics.node.hostRoot": cfg.Spec.Metrics.Node.HostRoot, "metrics.pods.kubeletCertFile's root": "/" + strings.Split(cfg.Defaulted().Metrics.Pods.KubeletCertFile, "/")[1]} {

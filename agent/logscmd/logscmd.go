@@ -152,8 +152,13 @@ func runCmd(prog string, args []string, stderr io.Writer) int {
 	}
 	var wg sync.WaitGroup
 	errs := make(chan error, len(spec.Sinks))
-	for _, s := range spec.Sinks {
-		d, err := deliver.New(deliver.Config{Sink: newSink(s), Checkpoint: filepath.Join(spec.StateDir, s.Name+".checkpoint.json"),
+	for i, s := range spec.Sinks {
+		sk, err := newSink(s)
+		if err != nil {
+			fmt.Fprintf(stderr, "%s: spec.sinks[%d].tls: %v\n", prog, i, err)
+			return exitcode.InvalidConfig
+		}
+		d, err := deliver.New(deliver.Config{Sink: sk, Checkpoint: filepath.Join(spec.StateDir, s.Name+".checkpoint.json"),
 			DeadLetter: filepath.Join(spec.StateDir, s.Name+".dead-letters.ndjson"), Backoff: s.Retry.Initial.Duration,
 			MaxBackoff: s.Retry.Max.Duration, Observe: metrics.For(s.Name), Log: log.With("sink", s.Name)})
 		if err != nil {
@@ -253,13 +258,21 @@ func journalConfig(j *logsv1.Journal) *journal.Config {
 }
 
 // newSink builds the sink a validated, defaulted Sink describes.
-func newSink(s logsv1.Sink) sink.Sink {
+func newSink(s logsv1.Sink) (sink.Sink, error) {
+	h := sink.HTTP{URL: s.URL, Header: s.Header(), HeaderFiles: s.HeadersFromFiles}
+	if t := s.TLS; t != nil {
+		c, err := sink.TLSClient(t.CAFile, t.CertFile, t.KeyFile)
+		if err != nil {
+			return nil, err
+		}
+		h.Client = c
+	}
 	switch s.Type {
 	case logsv1.SinkLoki:
-		return loki.New(loki.Config{HTTP: sink.HTTP{URL: s.URL, Header: s.Header()}})
+		return loki.New(loki.Config{HTTP: h}), nil
 	case logsv1.SinkElasticsearch:
-		return esbulk.New(esbulk.Config{HTTP: sink.HTTP{URL: s.URL, Header: s.Header()}, Index: s.Index})
+		return esbulk.New(esbulk.Config{HTTP: h, Index: s.Index}), nil
 	default:
-		return otlp.New(otlp.Config{HTTP: sink.HTTP{URL: s.URL, Header: s.Header()}})
+		return otlp.New(otlp.Config{HTTP: h}), nil
 	}
 }

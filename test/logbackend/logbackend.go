@@ -5,6 +5,8 @@ package logbackend
 import (
 	"bufio"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/json"
 	"fmt"
 	"net/http"
@@ -33,10 +35,40 @@ type VictoriaLogs struct {
 	log    string
 	cmd    *exec.Cmd
 	exited chan error
+	client *http.Client // the test's own, for /health and queries
+	opts   Options
+}
+
+// Options are how a VictoriaLogs is reached: over https with the certificate and key given (CA is what signed
+// them, for the test's own requests), and with basic authentication if User is set (a password change takes
+// SetPassword and a restart).
+type Options struct {
+	CertFile, KeyFile, CA string
+	User, Password        string
+}
+
+// basicAuth adds the current credentials to the test's requests.
+type basicAuth struct {
+	v    *VictoriaLogs
+	next http.RoundTripper
+}
+
+func (b basicAuth) RoundTrip(r *http.Request) (*http.Response, error) {
+	r = r.Clone(r.Context())
+	if b.v.opts.User != "" {
+		r.SetBasicAuth(b.v.opts.User, b.v.opts.Password)
+	}
+	return b.next.RoundTrip(r)
 }
 
 // StartVictoriaLogs runs victoria-logs until the test ends and waits until it answers on /health.
 func StartVictoriaLogs(t testing.TB) *VictoriaLogs {
+	t.Helper()
+	return StartVictoriaLogsWith(t, Options{})
+}
+
+// StartVictoriaLogsWith is StartVictoriaLogs reached as opts say.
+func StartVictoriaLogsWith(t testing.TB, opts Options) *VictoriaLogs {
 	t.Helper()
 	bin := filepath.Join(toolbin.VictoriaLogs.ForTest(t), "victoria-logs")
 	port, err := ports.Free()
@@ -44,9 +76,24 @@ func StartVictoriaLogs(t testing.TB) *VictoriaLogs {
 		t.Fatal(err)
 	}
 	dir := t.TempDir()
-	v := &VictoriaLogs{URL: fmt.Sprintf("http://127.0.0.1:%d", port), t: t, bin: bin, log: filepath.Join(dir, "victoria-logs.log"),
-		args: []string{fmt.Sprintf("-httpListenAddr=127.0.0.1:%d", port), "-storageDataPath=" + filepath.Join(dir, "data"),
+	scheme, tr := "http", http.DefaultTransport.(*http.Transport).Clone()
+	if opts.CertFile != "" {
+		scheme = "https"
+		pem, err := os.ReadFile(opts.CA)
+		if err != nil {
+			t.Fatal(err)
+		}
+		pool := x509.NewCertPool()
+		pool.AppendCertsFromPEM(pem)
+		tr.TLSClientConfig = &tls.Config{RootCAs: pool}
+	}
+	v := &VictoriaLogs{URL: fmt.Sprintf("%s://127.0.0.1:%d", scheme, port), t: t, bin: bin, log: filepath.Join(dir, "victoria-logs.log"),
+		opts: opts, args: []string{fmt.Sprintf("-httpListenAddr=127.0.0.1:%d", port), "-storageDataPath=" + filepath.Join(dir, "data"),
 			"-loggerLevel=WARN", "-retentionPeriod=100y"}}
+	v.client = &http.Client{Transport: basicAuth{v: v, next: tr}}
+	if opts.CertFile != "" {
+		v.args = append(v.args, "-tls", "-tlsCertFile="+opts.CertFile, "-tlsKeyFile="+opts.KeyFile)
+	}
 	t.Cleanup(func() {
 		v.Stop()
 		if t.Failed() {
@@ -68,7 +115,11 @@ func (v *VictoriaLogs) Start() {
 		t.Fatal(err)
 	}
 	defer logf.Close()
-	cmd := exec.Command(v.bin, v.args...)
+	args := v.args
+	if v.opts.User != "" {
+		args = append(args[:len(args):len(args)], "-httpAuth.username="+v.opts.User, "-httpAuth.password="+v.opts.Password)
+	}
+	cmd := exec.Command(v.bin, args...)
 	cmd.Stdout, cmd.Stderr = logf, logf
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
@@ -82,7 +133,7 @@ func (v *VictoriaLogs) Start() {
 			t.Fatalf("victoria-logs exited: %v", err)
 		default:
 		}
-		resp, err := http.Get(v.URL + "/health")
+		resp, err := v.client.Get(v.URL + "/health")
 		if err != nil {
 			return false
 		}
@@ -90,6 +141,9 @@ func (v *VictoriaLogs) Start() {
 		return resp.StatusCode == http.StatusOK
 	})
 }
+
+// SetPassword changes the basic-authentication password, in effect at the next Start.
+func (v *VictoriaLogs) SetPassword(p string) { v.opts.Password = p }
 
 // Stop stops it (an outage of the backend) with SIGTERM, so that it flushes what it acknowledged, and waits until
 // it is gone (SIGKILL after 30 s).
@@ -118,7 +172,7 @@ func (v *VictoriaLogs) Query(t testing.TB, query string) []map[string]string {
 		t.Fatal(err)
 	}
 	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	resp, err := http.DefaultClient.Do(req)
+	resp, err := v.client.Do(req)
 	if err != nil {
 		t.Fatalf("query %q: %v", query, err)
 	}

@@ -3,11 +3,9 @@ package main
 import (
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"sync"
-	"syscall"
 	"testing"
 	"time"
 
@@ -31,18 +29,7 @@ func TestConfigChangesWhileRunning(t *testing.T) {
 	lokiSink := fmt.Sprintf("  - {name: loki, type: loki, url: \"%s/insert\", batch: {linger: 100ms}}\n", vl.URL)
 	file := configMapUpdate(t, volume, "config.yaml", config(otlpSink))
 
-	var out syncBuffer
-	cmd := exec.Command(f.shipper, "run", "-config", file, "-node", "node-7", "-metrics-address", f.addr)
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		cmd.Process.Signal(syscall.SIGTERM)
-		if err := cmd.Wait(); err != nil {
-			t.Errorf("after SIGTERM: %v\n%s", err, out.String())
-		}
-	}()
+	out := f.run(t, file)
 	metricsHave := func(what string, want ...string) {
 		t.Helper()
 		for i := range want {

@@ -99,6 +99,25 @@ func newFixture(t *testing.T, podDir string) *fixture {
 	return f
 }
 
+// run runs `berth-logs run` with config as node-7 until the test ends, when SIGTERM must end it with 0; its output
+// is returned.
+func (f *fixture) run(t *testing.T, config string) *syncBuffer {
+	t.Helper()
+	out := &syncBuffer{}
+	cmd := exec.Command(f.shipper, "run", "-config", config, "-node", "node-7", "-metrics-address", f.addr)
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		if err := cmd.Wait(); err != nil {
+			t.Errorf("after SIGTERM: %v\n%s", err, out.String())
+		}
+	})
+	return out
+}
+
 // metricsHave waits until the shipper's /metrics has every line of want.
 func (f *fixture) metricsHave(t *testing.T, what string, want ...string) {
 	t.Helper()

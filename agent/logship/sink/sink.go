@@ -6,12 +6,19 @@ package sink
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"io"
 	"net/http"
+	"os"
+	"strings"
+
 	"strconv"
 	"time"
+
+	"golang.org/x/net/http/httpguts"
 )
 
 // Record is one log line with its metadata.
@@ -68,12 +75,14 @@ func Transient(sink string, err error) *Error { return &Error{Sink: sink, Retry:
 
 // Status classifies an HTTP answer to a whole batch as OTLP/HTTP and Loki clients do: 2xx taken; 429, 502, 503,
 // 504 (and other 5xx) retried, honouring Retry-After; other 4xx refused for good (every record a dead letter).
+// Unlike those clients, 401 and 403 are retried too: the backend refused the credentials, not the records, and a
+// credential being rotated (a Secret updated after the backend) must not turn a minute of logs into dead letters.
 func Status(sink string, resp *http.Response, body []byte, n int) error {
 	if resp.StatusCode >= 200 && resp.StatusCode < 300 {
 		return nil
 	}
 	err := fmt.Errorf("HTTP %d: %s", resp.StatusCode, cut(body))
-	if resp.StatusCode == http.StatusTooManyRequests || resp.StatusCode >= 500 {
+	if Retried(resp.StatusCode) {
 		e := Transient(sink, err)
 		e.RetryAfter = retryAfter(resp.Header.Get("Retry-After"))
 		return e
@@ -83,6 +92,11 @@ func Status(sink string, resp *http.Response, body []byte, n int) error {
 		rejected[i] = err.Error()
 	}
 	return &Error{Sink: sink, Rejected: rejected, Err: err}
+}
+
+// Retried reports whether an HTTP status to a whole batch means sending it again: 401, 403, 429 and 5xx.
+func Retried(code int) bool {
+	return code == http.StatusUnauthorized || code == http.StatusForbidden || code == http.StatusTooManyRequests || code >= 500
 }
 
 func retryAfter(v string) time.Duration {
@@ -115,7 +129,66 @@ func IsRetry(err error) bool {
 type HTTP struct {
 	URL    string
 	Header http.Header
-	Client *http.Client
+	// HeaderFiles are headers whose values are files' contents, read for every request (credentials from a
+	// mounted Secret, which the kubelet updates in place): name → path.
+	HeaderFiles map[string]string
+	Client      *http.Client
+}
+
+// maxHeaderFile bounds a header value read from a file.
+const maxHeaderFile = 64 << 10
+
+// headerFile is the header value in the file at path: its content without a trailing newline. The content is
+// never put in an error.
+func headerFile(path string) (string, error) {
+	f, err := os.Open(path)
+	if err != nil {
+		return "", err
+	}
+	defer f.Close()
+	b, err := io.ReadAll(io.LimitReader(f, maxHeaderFile+1))
+	if err != nil {
+		return "", err
+	}
+	if len(b) > maxHeaderFile {
+		return "", fmt.Errorf("%s: larger than %d bytes", path, maxHeaderFile)
+	}
+	v := strings.TrimRight(string(b), "\r\n")
+	if !httpguts.ValidHeaderFieldValue(v) {
+		return "", fmt.Errorf("%s: not a valid header value (a control character or a line break inside)", path)
+	}
+	return v, nil
+}
+
+// TLSClient is an HTTP client (30 s timeout) that trusts the CAs in caFile (the system's roots if empty) and
+// shows the client certificate in certFile and keyFile when the server asks (none if empty), read at each new
+// connection so that a renewed one is used. Each file is read once now, so that a missing or bad one is an error
+// at start.
+func TLSClient(caFile, certFile, keyFile string) (*http.Client, error) {
+	cfg := &tls.Config{MinVersion: tls.VersionTLS12}
+	if caFile != "" {
+		pem, err := os.ReadFile(caFile)
+		if err != nil {
+			return nil, fmt.Errorf("caFile: %w", err)
+		}
+		pool := x509.NewCertPool()
+		if !pool.AppendCertsFromPEM(pem) {
+			return nil, fmt.Errorf("caFile: no PEM certificate in %s", caFile)
+		}
+		cfg.RootCAs = pool
+	}
+	if certFile != "" {
+		if _, err := tls.LoadX509KeyPair(certFile, keyFile); err != nil {
+			return nil, fmt.Errorf("certFile, keyFile: %w", err)
+		}
+		cfg.GetClientCertificate = func(*tls.CertificateRequestInfo) (*tls.Certificate, error) {
+			c, err := tls.LoadX509KeyPair(certFile, keyFile)
+			return &c, err
+		}
+	}
+	tr := http.DefaultTransport.(*http.Transport).Clone()
+	tr.TLSClientConfig = cfg
+	return &http.Client{Timeout: 30 * time.Second, Transport: tr}, nil
 }
 
 // Post sends body to the base URL joined with path and returns the answer's status and up to limit bytes of its
@@ -127,6 +200,13 @@ func (h HTTP) Post(ctx context.Context, name, path, contentType string, body []b
 	}
 	for k, v := range h.Header {
 		req.Header[k] = v
+	}
+	for k, path := range h.HeaderFiles {
+		v, err := headerFile(path)
+		if err != nil {
+			return nil, nil, Transient(name, fmt.Errorf("header %s: %w", k, err))
+		}
+		req.Header.Set(k, v)
 	}
 	req.Header.Set("Content-Type", contentType)
 	client := h.Client

@@ -119,10 +119,30 @@ type Sink struct {
 	// Headers are sent with every request (VictoriaLogs' VL-* headers, a tenant header). Names must be valid
 	// HTTP header names.
 	Headers map[string]string `json:"headers,omitempty"`
+	// HeadersFromFiles are headers whose values are files' contents (without a trailing newline), for credentials
+	// that do not belong in the ConfigMap: a Secret's keys mounted in the pod (an Authorization header, an API
+	// key). Each file is read for every request, so a rotated Secret is used without a restart. A name is in
+	// headers or here, not both.
+	HeadersFromFiles map[string]string `json:"headersFromFiles,omitempty"`
+	// TLS is how the server of an https URL is trusted and, if it asks, what certificate the shipper shows.
+	// Without it the system's roots are trusted (in deploy/logs.yaml, the host's, through SSL_CERT_DIR).
+	TLS *TLS `json:"tls,omitempty"`
 	// Batch bounds a request.
 	Batch Batch `json:"batch,omitzero"`
 	// Retry tunes the backoff between attempts; transient failures are retried for as long as it takes.
 	Retry Retry `json:"retry,omitzero"`
+}
+
+// TLS is an https sink's trust and client certificate, as files (mounted from a ConfigMap or Secret).
+type TLS struct {
+	// CAFile is a PEM bundle of the CAs that sign the backend's certificate, trusted instead of the system's
+	// roots (read at start).
+	CAFile string `json:"caFile,omitempty"`
+	// CertFile is a client certificate (PEM, with its chain), for a backend that asks for one; with keyFile. It
+	// is read at each new connection, so a renewed certificate is used without a restart.
+	CertFile string `json:"certFile,omitempty"`
+	// KeyFile is certFile's private key (PEM).
+	KeyFile string `json:"keyFile,omitempty"`
 }
 
 // Batch bounds one request.

@@ -16,7 +16,10 @@ spec:
     type: elasticsearch
     url: https://logs.example.com
     headers:
-      Authorization: Bearer abc
+      X-Tenant: team-a
+    headersFromFiles:
+      Authorization: /etc/berth/logs-secrets/authorization
+    tls: {caFile: /etc/berth/logs-secrets/ca.pem, certFile: /etc/berth/logs-secrets/tls.crt, keyFile: /etc/berth/logs-secrets/tls.key}
     batch: {records: 500, linger: 2s}
   metrics:
     node: {hostRoot: /host, collectors: [cpu, meminfo]}
@@ -69,6 +72,12 @@ spec:
     url: http://c:4318?x=1
     batch: {records: -1, bytes: 100000000, linger: 2m}
     retry: {initial: 1ms, max: 1h}
+  - name: secrets
+    type: otlp
+    url: http://plain:4318
+    headers: {X-Tenant: a}
+    headersFromFiles: {x-tenant: /run/secrets/tenant, Authorization: token, Content-Length: /x}
+    tls: {caFile: ca.pem, certFile: /c.pem}
 `))
 	if err != nil {
 		t.Fatal(err)
@@ -81,6 +90,9 @@ spec:
 		"spec.sinks[0].url", "spec.sinks[1].index: Forbidden", "spec.sinks[1].headers[Bad Header]", "spec.sinks[1].headers[Content-Type]: Forbidden",
 		"spec.sinks[2].name: Duplicate", "spec.sinks[2].url", "spec.sinks[2].batch.records", "spec.sinks[2].batch.bytes",
 		"spec.sinks[2].batch.linger", "spec.sinks[2].retry.initial", "spec.sinks[2].retry.max", `spec.sinks[1].url: Invalid value: "http://user:xxxxx@loki:3100"`,
+		"spec.sinks[3].headersFromFiles[x-tenant]: Duplicate", `spec.sinks[3].headersFromFiles[Authorization]: Invalid value: "token"`,
+		"spec.sinks[3].headersFromFiles[Content-Length]: Forbidden", "spec.sinks[3].tls: Forbidden: only for an https URL",
+		"spec.sinks[3].tls.caFile", "spec.sinks[3].tls.keyFile: Required",
 	} {
 		if !strings.Contains(got, want) {
 			t.Errorf("missing %q in:\n%s", want, got)

@@ -30,22 +30,24 @@ const (
 
 var collectorName = regexp.MustCompile(`^[a-z][a-z0-9_]*$`)
 
+// absPath is a problem if v is set and not an absolute, clean path.
+func absPath(p *field.Path, v string) field.ErrorList {
+	if v != "" && (!filepath.IsAbs(v) || filepath.Clean(v) != v) {
+		return field.ErrorList{field.Invalid(p, v, "an absolute, clean path")}
+	}
+	return nil
+}
+
 // Validate returns every problem with c, each with its field path.
 func (c *LogShipperConfig) Validate() field.ErrorList {
 	errs := strict.TypeMeta(c.APIVersion, c.Kind, APIVersion, Kind)
 	spec := field.NewPath("spec")
-	for p, v := range map[*field.Path]string{spec.Child("podLogs", "path"): c.Spec.PodLogs.Path, spec.Child("stateDir"): c.Spec.StateDir} {
-		if v != "" && (!filepath.IsAbs(v) || filepath.Clean(v) != v) {
-			errs = append(errs, field.Invalid(p, v, "an absolute, clean path"))
-		}
-	}
+	errs = append(errs, absPath(spec.Child("podLogs", "path"), c.Spec.PodLogs.Path)...)
+	errs = append(errs, absPath(spec.Child("stateDir"), c.Spec.StateDir)...)
 	if j := c.Spec.Journal; j != nil {
 		jp := spec.Child("journal")
-		for _, f := range [][2]string{{"hostRoot", j.HostRoot}, {"directory", j.Directory}} {
-			if d := f[1]; d != "" && (!filepath.IsAbs(d) || filepath.Clean(d) != d) {
-				errs = append(errs, field.Invalid(jp.Child(f[0]), d, "an absolute, clean path"))
-			}
-		}
+		errs = append(errs, absPath(jp.Child("hostRoot"), j.HostRoot)...)
+		errs = append(errs, absPath(jp.Child("directory"), j.Directory)...)
 		if len(j.Command) > 0 && !filepath.IsAbs(j.Command[0]) && j.Command[0] != "journalctl" {
 			errs = append(errs, field.Invalid(jp.Child("command").Index(0), j.Command[0], "an absolute path (or journalctl, found on PATH)"))
 		}
@@ -54,9 +56,7 @@ func (c *LogShipperConfig) Validate() field.ErrorList {
 		mp := spec.Child("metrics")
 		if n := m.Node; n != nil {
 			np := mp.Child("node")
-			if d := n.HostRoot; d != "" && (!filepath.IsAbs(d) || filepath.Clean(d) != d) {
-				errs = append(errs, field.Invalid(np.Child("hostRoot"), d, "an absolute, clean path"))
-			}
+			errs = append(errs, absPath(np.Child("hostRoot"), n.HostRoot)...)
 			seen := map[string]bool{}
 			for i, name := range n.Collectors {
 				if !collectorName.MatchString(name) {
@@ -74,11 +74,8 @@ func (c *LogShipperConfig) Validate() field.ErrorList {
 					errs = append(errs, field.Invalid(pp.Child("kubeletURL"), p.KubeletURL, "an https URL with a host and no user info, query or fragment"))
 				}
 			}
-			for _, f := range [][2]string{{"kubeletCertFile", p.KubeletCertFile}, {"tokenFile", p.TokenFile}} {
-				if d := f[1]; d != "" && (!filepath.IsAbs(d) || filepath.Clean(d) != d) {
-					errs = append(errs, field.Invalid(pp.Child(f[0]), d, "an absolute, clean path"))
-				}
-			}
+			errs = append(errs, absPath(pp.Child("kubeletCertFile"), p.KubeletCertFile)...)
+			errs = append(errs, absPath(pp.Child("tokenFile"), p.TokenFile)...)
 		}
 	}
 	if n := c.Spec.PodLogs.MaxLineBytes; n != 0 && (n < 16<<10 || n > 16<<20) {
@@ -115,6 +112,37 @@ func (c *LogShipperConfig) Validate() field.ErrorList {
 			}
 			if strings.EqualFold(k, "Content-Type") || strings.EqualFold(k, "Content-Length") {
 				errs = append(errs, field.Forbidden(sp.Child("headers").Key(k), "set by the sink"))
+			}
+		}
+		inHeaders := map[string]bool{}
+		for k := range s.Headers {
+			inHeaders[http.CanonicalHeaderKey(k)] = true
+		}
+		for k, f := range s.HeadersFromFiles {
+			hp := sp.Child("headersFromFiles").Key(k)
+			switch {
+			case !httpguts.ValidHeaderFieldName(k):
+				errs = append(errs, field.Invalid(hp, k, "not an HTTP header name"))
+			case strings.EqualFold(k, "Content-Type") || strings.EqualFold(k, "Content-Length"):
+				errs = append(errs, field.Forbidden(hp, "set by the sink"))
+			case inHeaders[http.CanonicalHeaderKey(k)]:
+				errs = append(errs, field.Duplicate(hp, k))
+			}
+			if f == "" {
+				errs = append(errs, field.Required(hp, "the file holding the value"))
+			}
+			errs = append(errs, absPath(hp, f)...)
+		}
+		if t := s.TLS; t != nil {
+			tp := sp.Child("tls")
+			if !strings.HasPrefix(s.URL, "https://") {
+				errs = append(errs, field.Forbidden(tp, "only for an https URL"))
+			}
+			errs = append(errs, absPath(tp.Child("caFile"), t.CAFile)...)
+			errs = append(errs, absPath(tp.Child("certFile"), t.CertFile)...)
+			errs = append(errs, absPath(tp.Child("keyFile"), t.KeyFile)...)
+			if (t.CertFile == "") != (t.KeyFile == "") {
+				errs = append(errs, field.Required(tp.Child("keyFile"), "certFile and keyFile go together"))
 			}
 		}
 		b := sp.Child("batch")

@@ -125,9 +125,11 @@ func (s *Sink) Send(ctx context.Context, batch []sink.Record) error {
 		return err
 	}
 	if resp.StatusCode >= 300 {
-		// The specification retries only 429, 502, 503 and 504; other codes are final.
+		// The specification retries only 429, 502, 503 and 504, other codes being final; berth retries 401 and 403
+		// too (sink.Status: the credentials were refused, not the records).
 		switch resp.StatusCode {
-		case http.StatusTooManyRequests, http.StatusBadGateway, http.StatusServiceUnavailable, http.StatusGatewayTimeout:
+		case http.StatusUnauthorized, http.StatusForbidden, http.StatusTooManyRequests, http.StatusBadGateway,
+			http.StatusServiceUnavailable, http.StatusGatewayTimeout:
 			return sink.Status(s.Name(), resp, answer, len(batch))
 		}
 		resp.StatusCode = http.StatusBadRequest // final: every record refused

@@ -162,4 +162,15 @@ func TestAnswers(t *testing.T) {
 	if e := send(); e == nil || e.Retry || len(e.Rejected) != 4 {
 		t.Errorf("500 is final for OTLP: %+v", e)
 	}
+	// Refused credentials are retried (a Secret being rotated), a refused request is final.
+	for _, code := range []int{401, 403} {
+		status = code
+		if e := send(); e == nil || !e.Retry {
+			t.Errorf("%d: %+v, want retried", code, e)
+		}
+	}
+	status = 400
+	if e := send(); e == nil || e.Retry || len(e.Rejected) != 4 {
+		t.Errorf("400: %+v, want final", e)
+	}
 }
