@@ -8,7 +8,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"os"
 	"syscall"
 )
 
@@ -42,8 +41,11 @@ func (id Identity) String() string {
 	return fmt.Sprintf("dev %d inode %d head %d bytes", id.Dev, id.Ino, len(id.Head))
 }
 
-// identify is f's Identity now.
-func identify(f *os.File) (Identity, int64, error) {
+// identify is f's Identity now, and its size (a gzipped file's: its content's, which never changes).
+func identify(f logFile) (Identity, int64, error) {
+	if g, ok := f.(*gzFile); ok {
+		return g.id, g.size, nil
+	}
 	fi, err := f.Stat()
 	if err != nil {
 		return Identity{}, 0, err

@@ -35,7 +35,7 @@ type Position struct {
 // Config says what to follow.
 type Config struct {
 	// Path is the file the runtime writes (…/<container>/0.log). Rotated files are found beside it: Path
-	// followed by "." and a suffix, not gzipped.
+	// followed by "." and a suffix, gzipped (".gz", read as their content) or not.
 	Path string
 	// MaxLine caps a merged line (default cri.DefaultMaxLine); ReadSize is how much one read takes (64 KiB).
 	MaxLine, ReadSize int
@@ -129,6 +129,11 @@ func (f *Follower) Poll(max int, emit func(Line)) (bool, error) {
 		r := f.copies[0]
 		n, err := r.read(f.cfg, max-read, emit)
 		read += n
+		if errors.Is(err, ErrCorrupt) {
+			// What it held past here is lost; the files after it are not.
+			f.cfg.Log.Warn("a compressed rotated log is corrupt; going on with the next file", "err", err)
+			n, err = 0, nil
+		}
 		if err != nil {
 			return read > 0, err
 		}
@@ -253,25 +258,35 @@ func (f *Follower) open(path string, offset int64) (*reader, error) {
 	if err != nil {
 		return nil, fmt.Errorf("tail: %w", err)
 	}
-	id, _, err := identify(file)
+	var lf logFile = file
+	if strings.HasSuffix(path, ".gz") {
+		if lf, err = openGz(file); err != nil {
+			file.Close()
+			return nil, fmt.Errorf("tail: %s: %w", path, err)
+		}
+	}
+	id, _, err := identify(lf)
 	if err != nil {
 		file.Close()
 		return nil, fmt.Errorf("tail: %s: %w", path, err)
 	}
-	r := &reader{f: file, path: path, id: id, m: cri.Merger{Max: f.cfg.MaxLine}}
+	r := &reader{f: lf, path: path, id: id, m: cri.Merger{Max: f.cfg.MaxLine}}
 	r.seek(offset)
 	return r, nil
 }
 
 // rotated are the rotated files beside the path, oldest first (the kubelet's suffix is a time stamp, so names
-// sort by age; gzipped ones are left out: the kubelet compresses only files older than the newest rotated one).
+// sort by age). A gzipped one counts unless the file it was made of is still there (the kubelet writes the .gz,
+// then removes the file); the kubelet's temporary files do not.
 func (f *Follower) rotated() ([]string, error) {
 	names, err := filepath.Glob(f.cfg.Path + ".*")
 	if err != nil {
 		return nil, fmt.Errorf("tail: %w", err)
 	}
 	sort.Strings(names)
-	return slices.DeleteFunc(names, func(n string) bool { return strings.HasSuffix(n, ".gz") || strings.HasSuffix(n, ".tmp") }), nil
+	return slices.DeleteFunc(names, func(n string) bool {
+		return strings.HasSuffix(n, ".tmp") || strings.HasSuffix(n, ".gz") && slices.Contains(names, strings.TrimSuffix(n, ".gz"))
+	}), nil
 }
 
 // rotatedAfter opens, from their start, the rotated files that sort after name.
@@ -285,12 +300,14 @@ func (f *Follower) rotatedAfter(name string) ([]*reader, error) {
 	}
 	var out []*reader
 	for _, n := range names {
-		if n <= name {
+		if n <= name || n == name+".gz" {
 			continue
 		}
 		r, err := f.open(n, 0)
 		if err != nil {
-			return nil, err
+			// Unreadable (a compressed file without a gzip header): skipped, not waited on.
+			f.cfg.Log.Warn("a rotated log cannot be read; skipped", "err", err)
+			continue
 		}
 		if r != nil {
 			out = append(out, r)
@@ -347,14 +364,14 @@ func paths(rs []*reader) []string {
 	return out
 }
 
-func sameFile(st os.FileInfo, f *os.File) bool {
+func sameFile(st os.FileInfo, f logFile) bool {
 	fi, err := f.Stat()
 	return err == nil && os.SameFile(st, fi)
 }
 
 // reader reads one file's lines from an offset.
 type reader struct {
-	f    *os.File
+	f    logFile
 	path string
 	id   Identity
 	off  int64  // offset of buf[0]
@@ -396,11 +413,15 @@ func (r *reader) read(cfg Config, max int, emit func(Line)) (int, error) {
 		r.buf = append(make([]byte, 0, have+size), r.buf...)
 	}
 	n, err := r.f.ReadAt(r.buf[have:have+size], r.end())
+	var corrupt error // the lines read before a compressed file's corruption still count
+	if errors.Is(err, ErrCorrupt) {
+		corrupt, err = err, nil
+	}
 	if err != nil && !errors.Is(err, io.EOF) {
 		return 0, fmt.Errorf("tail: %s: %w", r.path, err)
 	}
 	if n == 0 {
-		return 0, nil
+		return 0, corrupt
 	}
 	// Still the file we were reading? A copytruncate may have cut it and the writer filled it past our offset
 	// again, so that what we just read is the middle of new lines: then it is dropped, and the caller finds the
@@ -415,7 +436,7 @@ func (r *reader) read(cfg Config, max int, emit func(Line)) (int, error) {
 	r.id = id
 	r.buf = r.buf[:have+n]
 	r.lines(cfg.MaxLine, emit)
-	return n, nil
+	return n, corrupt
 }
 
 // lines emits the whole lines in buf and keeps the rest. A line longer than the cap without its newline is emitted
