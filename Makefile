@@ -67,9 +67,10 @@ deps:
 
 # Pinned tools, each built once per machine into $(BERTH_CACHE)/<tool> (tools/build.sh): Kubernetes v1.37.2 +
 # etcd, CoreDNS v1.13.1 (the local cloud's cluster DNS), Packer v1.9.4, packer-sdc v0.6.10, the static runtime
-# (containerd v2.3.2, runc v1.4.3, CNI v1.8.0).
+# (containerd v2.3.2, runc v1.4.3, CNI v1.8.0), VictoriaLogs v1.52.2 and the OpenTelemetry Collector v0.165.0 (the
+# log shipper's backends and peer).
 tools: go-check
-	@for t in k8s coredns packer packer-sdc runtime victorialogs; do echo "$$t: $$(BERTH_CACHE=$(BERTH_CACHE) tools/build.sh $$t)"; done
+	@for t in k8s coredns packer packer-sdc runtime victorialogs otelcol; do echo "$$t: $$(BERTH_CACHE=$(BERTH_CACHE) tools/build.sh $$t)"; done
 
 # The berth-agent binary images ship (static, so one binary fits every distro profile); prints its path.
 agent: go-check

@@ -170,7 +170,7 @@ func runCmd(prog string, args []string, stderr io.Writer) int {
 			defer wg.Done()
 			if err := ship.Run(ctx, ship.Config{Root: spec.PodLogs.Path, Deliverer: d, Node: *node, BatchRecords: s.Batch.Records,
 				BatchBytes: s.Batch.Bytes, Linger: s.Batch.Linger.Duration, MaxLine: spec.PodLogs.MaxLineBytes,
-				Lag: metrics.For(s.Name).Lag, Meta: meta, Journal: journalConfig(spec.Journal), Log: log.With("sink", s.Name)}); err != nil {
+				Lag: metrics.For(s.Name).Lag, Buffered: metrics.For(s.Name).Buffered, Meta: meta, Journal: journalConfig(spec.Journal), Log: log.With("sink", s.Name)}); err != nil {
 				errs <- fmt.Errorf("sink %s: %w", s.Name, err)
 				stop()
 			}

@@ -40,8 +40,9 @@ var (
 	// VictoriaLogs is victoria-logs, the log backend of the log shipper's tests ($BERTH_VICTORIALOGS_BIN
 	// overrides).
 	VictoriaLogs = &Tool{name: "victorialogs", env: "BERTH_VICTORIALOGS_BIN", need: tier.Built("victorialogs")}
-	// OtelCol is the OpenTelemetry Collector (filelog receiver, OTLP/HTTP exporter) built with its builder, the
-	// peer in the log shipper's benchmarks ($BERTH_OTELCOL_BIN or tools/build.sh otelcol).
+	// OtelCol is the OpenTelemetry Collector (filelog and OTLP receivers, OTLP/HTTP exporter) built with its
+	// builder: a backend of the OTLP sink's tests and the peer in the log shipper's benchmarks ($BERTH_OTELCOL_BIN
+	// or tools/build.sh otelcol).
 	OtelCol = &Tool{name: "otelcol", env: "BERTH_OTELCOL_BIN", need: tier.Built("otelcol")}
 )
 

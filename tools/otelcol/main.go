@@ -16,7 +16,7 @@ import (
 func main() {
 	info := component.BuildInfo{
 		Command:     "otelcol-berth-bench",
-		Description: "OpenTelemetry Collector for berth's log shipping benchmark (filelog receiver, OTLP/HTTP exporter)",
+		Description: "OpenTelemetry Collector for berth's log shipping tests and benchmark (filelog and OTLP receivers, OTLP/HTTP exporter)",
 		Version:     "",
 	}
 

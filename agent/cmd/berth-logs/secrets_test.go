@@ -14,7 +14,8 @@ import (
 // An https backend that asks for a password, as a real deployment has it: a real VictoriaLogs over TLS with basic
 // authentication, its CA in tls.caFile and the Authorization header in a Secret's file (headersFromFiles, the
 // kubelet's way of updating it). The password is rotated on the backend first: the shipper's requests are refused
-// (401) and retried, not dead-lettered, until the Secret holds the new one; then every line arrives, none lost.
+// (401) and retried, not dead-lettered, the lines held in memory meanwhile (berth_logs_buffered_records), until
+// the Secret holds the new one; then every line arrives, none lost.
 func TestHTTPSSinkWithRotatedSecret(t *testing.T) {
 	f := newFixture(t, filepath.Join("demo_hello_0c0c0c0c-0000-0000-0000-000000000000", "web"))
 	c := certs.Write(t, t.TempDir())
@@ -40,7 +41,9 @@ func TestHTTPSSinkWithRotatedSecret(t *testing.T) {
 	vl.SetPassword("second")
 	vl.Start()
 	logbackend.AppendCRI(t, f.logFile, "secret line %04d", 100, 200)
-	f.metricsHave(t, "retries while the Secret holds the old password", `berth_logs_retries_total{sink="otlp"} `)
+	// Refused and retried, the 100 lines held in memory (the buffer is one batch; the files hold the rest).
+	f.metricsHave(t, "retries while the Secret holds the old password", `berth_logs_retries_total{sink="otlp"} `,
+		`berth_logs_buffered_records{sink="otlp"} 100`+"\n")
 	configMapUpdate(t, secrets, "authorization", basic("second"))
 	got := vl.Count(t, `"secret line"`, 200)
 	seen := map[string]bool{}
@@ -50,6 +53,7 @@ func TestHTTPSSinkWithRotatedSecret(t *testing.T) {
 	if len(seen) != 200 {
 		t.Errorf("%d distinct lines of 200", len(seen))
 	}
+	f.metricsHave(t, "the buffer emptied", `berth_logs_buffered_records{sink="otlp"} 0`+"\n", `berth_logs_buffered_bytes{sink="otlp"} 0`+"\n")
 	if _, err := os.Stat(filepath.Join(f.state, "otlp.dead-letters.ndjson")); !os.IsNotExist(err) {
 		t.Errorf("dead letters were written (%v):\n%s", err, out.String())
 	}

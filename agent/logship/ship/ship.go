@@ -41,6 +41,9 @@ type Config struct {
 	MaxLine int
 	// Lag, if set, is given each followed file's lag in bytes after every rescan.
 	Lag func(map[string]int64)
+	// Buffered, if set, is told what is held in memory (records and bytes read, not yet acknowledged) whenever
+	// that changes between reads and deliveries.
+	Buffered func(records, bytes int)
 	// Meta, if set, gives more fields of a pod by its UID (its labels, package podmeta).
 	Meta func(uid types.UID) []sink.Attr
 	// Journal, if set, is read too (followed, from the sink's journal cursor); its entries go into the same
@@ -176,6 +179,9 @@ func Run(ctx context.Context, cfg Config) error {
 		if len(b.Records) > 0 && started.IsZero() {
 			started = time.Now()
 		}
+		if read && cfg.Buffered != nil {
+			cfg.Buffered(len(b.Records), size)
+		}
 		full := len(b.Records) >= cfg.BatchRecords || size >= cfg.BatchBytes
 		if len(b.Records) > 0 && (full || time.Since(started) >= cfg.Linger || !read) {
 			if err := cfg.Deliverer.Deliver(ctx, b); err != nil {
@@ -185,6 +191,9 @@ func Run(ctx context.Context, cfg Config) error {
 				return err
 			}
 			b, size, started = deliver.Batch{}, 0, time.Time{}
+			if cfg.Buffered != nil {
+				cfg.Buffered(0, 0)
+			}
 			continue
 		}
 		if read {

@@ -13,6 +13,7 @@ type Metrics struct {
 	shipped, retries, dead *prometheus.CounterVec
 	lag                    *prometheus.GaugeVec
 	files                  *prometheus.GaugeVec
+	bufRecords, bufBytes   *prometheus.GaugeVec
 	configValid            prometheus.Gauge
 	configRefused          prometheus.Counter
 }
@@ -30,13 +31,17 @@ func New(reg prometheus.Registerer) *Metrics {
 			Help: "Bytes of a container log not yet read for a sink (its file and rotated files still to read)."}, []string{"sink", "path"}),
 		files: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "berth_logs_followed_files",
 			Help: "Container logs a sink follows."}, []string{"sink"}),
+		bufRecords: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "berth_logs_buffered_records",
+			Help: "Records a sink holds in memory: read, not yet acknowledged (at most a batch)."}, []string{"sink"}),
+		bufBytes: prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "berth_logs_buffered_bytes",
+			Help: "Bytes of log lines a sink holds in memory: read, not yet acknowledged (at most a batch's bytes)."}, []string{"sink"}),
 		configValid: prometheus.NewGauge(prometheus.GaugeOpts{Name: "berth_logs_config_valid",
 			Help: "1 while the config file holds the config the shipper runs with; 0 after a change to it was refused (the shipper goes on with the one it runs)."}),
 		configRefused: prometheus.NewCounter(prometheus.CounterOpts{Name: "berth_logs_config_refused_total",
 			Help: "Changes to the config file refused as invalid (each problem is in the log, with its field path)."}),
 	}
 	m.configValid.Set(1)
-	reg.MustRegister(m.shipped, m.retries, m.dead, m.lag, m.files, m.configValid, m.configRefused)
+	reg.MustRegister(m.shipped, m.retries, m.dead, m.lag, m.files, m.bufRecords, m.bufBytes, m.configValid, m.configRefused)
 	return m
 }
 
@@ -58,6 +63,12 @@ func (m *Metrics) For(name string) *Sink { return &Sink{m: m, name: name} }
 func (s *Sink) Delivered(n int)    { s.m.shipped.WithLabelValues(s.name).Add(float64(n)) }
 func (s *Sink) Retried(error)      { s.m.retries.WithLabelValues(s.name).Inc() }
 func (s *Sink) DeadLettered(n int) { s.m.dead.WithLabelValues(s.name).Add(float64(n)) }
+
+// Buffered sets what the sink holds in memory.
+func (s *Sink) Buffered(records, bytes int) {
+	s.m.bufRecords.WithLabelValues(s.name).Set(float64(records))
+	s.m.bufBytes.WithLabelValues(s.name).Set(float64(bytes))
+}
 
 // Lag sets the lag of every followed file (files not given are dropped).
 func (s *Sink) Lag(perPath map[string]int64) {

@@ -1,12 +1,17 @@
 package otlp_test
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"net/http"
 	"net/http/httptest"
+	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
+	"syscall"
 	"testing"
 	"time"
 
@@ -16,7 +21,10 @@ import (
 
 	"berth.dev/berth/agent/logship/sink"
 	"berth.dev/berth/agent/logship/sink/otlp"
+	"berth.dev/berth/internal/dev/ports"
 	"berth.dev/berth/test/logbackend"
+	"berth.dev/berth/test/toolbin"
+	"berth.dev/berth/test/wait"
 )
 
 func records(n int) []sink.Record {
@@ -39,13 +47,7 @@ func TestIntoVictoriaLogs(t *testing.T) {
 	if err := s.Send(context.Background(), records(300)); err != nil {
 		t.Fatal(err)
 	}
-	got := vl.Count(t, `"otlp line" | sort by (_time)`, 300)
-	for i, e := range got {
-		if want := fmt.Sprintf("otlp line %04d", i); e["_msg"] != want || e["k8s.pod.name"] != fmt.Sprintf("hello-%d", i%2) ||
-			e["k8s.namespace.name"] != "demo" || e["log.iostream"] != "stderr" || e["log.record.uid"] != fmt.Sprintf("k-%d", i) {
-			t.Fatalf("entry %d: %v; want %q with its resource and attributes", i, e, want)
-		}
-	}
+	arrived(t, vl, 300)
 }
 
 // Two pods' records make two resources, in the order they first appear.
@@ -172,5 +174,72 @@ func TestAnswers(t *testing.T) {
 	status = 400
 	if e := send(); e == nil || e.Retry || len(e.Rejected) != 4 {
 		t.Errorf("400: %+v, want final", e)
+	}
+}
+
+// Into the OpenTelemetry Collector's OTLP receiver (the pinned build, tools/otelcol), which forwards to a real
+// VictoriaLogs with its OTLP/HTTP exporter: the collector takes berth's export requests (a 200 with no partial
+// rejection) and every record comes out the other side with its body, resource and attributes.
+func TestThroughOpenTelemetryCollector(t *testing.T) {
+	vl := logbackend.StartVictoriaLogs(t)
+	otelcol := filepath.Join(toolbin.OtelCol.ForTest(t), "otelcol")
+	port, err := ports.Free()
+	if err != nil {
+		t.Fatal(err)
+	}
+	dir := t.TempDir()
+	config := filepath.Join(dir, "otelcol.yaml")
+	if err := os.WriteFile(config, []byte(fmt.Sprintf(`receivers:
+  otlp:
+    protocols:
+      http: {endpoint: "127.0.0.1:%d"}
+exporters:
+  otlphttp:
+    endpoint: %s/insert/opentelemetry
+    compression: none
+    sending_queue: {enabled: true, wait_for_result: true}
+service:
+  telemetry:
+    metrics: {level: none}
+    logs: {level: warn}
+  pipelines:
+    logs: {receivers: [otlp], exporters: [otlphttp]}
+`, port, vl.URL)), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	var out bytes.Buffer
+	cmd := exec.Command(otelcol, "--config", config)
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		cmd.Process.Signal(syscall.SIGTERM)
+		cmd.Wait()
+		if t.Failed() {
+			t.Logf("the collector's output:\n%s", out.String())
+		}
+	})
+	s := otlp.New(otlp.Config{HTTP: sink.HTTP{URL: fmt.Sprintf("http://127.0.0.1:%d", port)}})
+	// The receiver listens a moment after the process starts: a send that gets no answer is retried.
+	wait.For(t, 30*time.Second, "the collector taking a batch", func() bool {
+		err := s.Send(context.Background(), records(300))
+		if err != nil && !sink.IsRetry(err) {
+			t.Fatalf("the collector refused the batch: %v", err)
+		}
+		return err == nil
+	})
+	arrived(t, vl, 300)
+}
+
+// arrived checks that vl holds records(n), each with its body, time order, resource and attributes.
+func arrived(t *testing.T, vl *logbackend.VictoriaLogs, n int) {
+	t.Helper()
+	got := vl.Count(t, `"otlp line" | sort by (_time)`, n)
+	for i, e := range got {
+		if want := fmt.Sprintf("otlp line %04d", i); e["_msg"] != want || e["k8s.pod.name"] != fmt.Sprintf("hello-%d", i%2) ||
+			e["k8s.namespace.name"] != "demo" || e["log.iostream"] != "stderr" || e["log.record.uid"] != fmt.Sprintf("k-%d", i) {
+			t.Fatalf("entry %d: %v; want %q with its resource and attributes", i, e, want)
+		}
 	}
 }
