@@ -21,6 +21,7 @@ import (
 	"k8s.io/client-go/util/retry"
 
 	"berth.dev/berth/internal/dev/cloud"
+	"berth.dev/berth/internal/dev/logsql"
 	"berth.dev/berth/internal/dev/netns"
 	"berth.dev/berth/internal/dev/proc"
 	"berth.dev/berth/test/images"
@@ -300,7 +301,7 @@ sleep 3600`, lines)
 		var got []map[string]string
 		var err error
 		for deadline := time.Now().Add(3 * time.Minute); ; time.Sleep(2 * time.Second) {
-			got, err = cloud.QueryLogs(ctx, httpc, st.Analytics.LogsURL, q, 0)
+			got, err = logsql.Query(ctx, httpc, st.Analytics.LogsURL, q, 0)
 			if err == nil && len(got) >= lines || time.Now().After(deadline) {
 				break
 			}

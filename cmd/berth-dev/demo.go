@@ -30,6 +30,7 @@ import (
 	"berth.dev/berth/internal/dev/cloud"
 	"berth.dev/berth/internal/dev/guestssh"
 	"berth.dev/berth/internal/dev/images"
+	"berth.dev/berth/internal/dev/logsql"
 	"berth.dev/berth/internal/dev/netns"
 	"berth.dev/berth/internal/dev/nodeimage"
 	"berth.dev/berth/internal/dev/toolcache"
@@ -435,7 +436,7 @@ func shippedLogs(ctx context.Context, out io.Writer, st cloud.State, podNode map
 		var lines []map[string]string
 		var err error
 		for deadline := time.Now().Add(time.Minute); ; time.Sleep(time.Second) {
-			if lines, err = cloud.QueryLogs(ctx, httpc, base, q, 0); err == nil && len(lines) > 0 {
+			if lines, err = logsql.Query(ctx, httpc, base, q, 0); err == nil && len(lines) > 0 {
 				break
 			}
 			if time.Now().After(deadline) {
@@ -447,7 +448,7 @@ func shippedLogs(ctx context.Context, out io.Writer, st cloud.State, podNode map
 			fmt.Fprintf(out, "    %s  %s\n", l["_time"], l["_msg"])
 		}
 	}
-	counts, err := cloud.QueryLogs(ctx, httpc, base, `log.source:=journal | stats by (k8s.node.name) count() as entries`, 0)
+	counts, err := logsql.Query(ctx, httpc, base, `log.source:=journal | stats by (k8s.node.name) count() as entries`, 0)
 	if err != nil {
 		return err
 	}

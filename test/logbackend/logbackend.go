@@ -3,22 +3,19 @@
 package logbackend
 
 import (
-	"bufio"
 	"context"
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"fmt"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strings"
 	"syscall"
 	"testing"
 	"time"
 
+	"berth.dev/berth/internal/dev/logsql"
 	"berth.dev/berth/internal/dev/ports"
 	"berth.dev/berth/test/toolbin"
 	"berth.dev/berth/test/wait"
@@ -166,32 +163,9 @@ func (v *VictoriaLogs) Query(t testing.TB, query string) []map[string]string {
 	t.Helper()
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
 	defer cancel()
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, v.URL+"/select/logsql/query",
-		strings.NewReader(url.Values{"query": {query}}.Encode()))
+	out, err := logsql.Query(ctx, v.client, v.URL, query, 0)
 	if err != nil {
 		t.Fatal(err)
-	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	resp, err := v.client.Do(req)
-	if err != nil {
-		t.Fatalf("query %q: %v", query, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		t.Fatalf("query %q: HTTP %d", query, resp.StatusCode)
-	}
-	var out []map[string]string
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 64<<20)
-	for sc.Scan() {
-		var m map[string]string
-		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
-			t.Fatalf("query %q: %v in %q", query, err, sc.Bytes())
-		}
-		out = append(out, m)
-	}
-	if err := sc.Err(); err != nil {
-		t.Fatalf("query %q: %v", query, err)
 	}
 	return out
 }

@@ -1,7 +1,6 @@
 package cloud
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"errors"
@@ -16,6 +15,8 @@ import (
 	"strconv"
 	"strings"
 	"time"
+
+	"berth.dev/berth/internal/dev/logsql"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/yaml"
@@ -203,39 +204,7 @@ func (a *Analytics) waitShipping(ctx context.Context) error {
 // Query runs a LogsQL query against the cloud's VictoriaLogs (from this host, inside the namespace) and returns
 // the matching entries, each a field → value map, at most limit of them (0: no limit).
 func (a *Analytics) Query(ctx context.Context, query string, limit int) ([]map[string]string, error) {
-	return QueryLogs(ctx, a.client(), a.LogsURL, query, limit)
-}
-
-// QueryLogs runs a LogsQL query against the VictoriaLogs at base through client.
-func QueryLogs(ctx context.Context, client *http.Client, base, query string, limit int) ([]map[string]string, error) {
-	form := url.Values{"query": {query}}
-	if limit > 0 {
-		form.Set("limit", fmt.Sprint(limit))
-	}
-	req, err := http.NewRequestWithContext(ctx, http.MethodPost, base+"/select/logsql/query", strings.NewReader(form.Encode()))
-	if err != nil {
-		return nil, err
-	}
-	req.Header.Set("Content-Type", "application/x-www-form-urlencoded")
-	resp, err := client.Do(req)
-	if err != nil {
-		return nil, fmt.Errorf("logs query %q: %w", query, err)
-	}
-	defer resp.Body.Close()
-	if resp.StatusCode != http.StatusOK {
-		return nil, fmt.Errorf("logs query %q: HTTP %d", query, resp.StatusCode)
-	}
-	var out []map[string]string
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 64<<20)
-	for sc.Scan() {
-		var m map[string]string
-		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
-			return nil, fmt.Errorf("logs query %q: %w", query, err)
-		}
-		out = append(out, m)
-	}
-	return out, sc.Err()
+	return logsql.Query(ctx, a.client(), a.LogsURL, query, limit)
 }
 
 // Sample is one series of an instant query's answer.
