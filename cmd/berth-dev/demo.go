@@ -346,13 +346,19 @@ func viaLoadBalancer(ctx context.Context, out io.Writer, cs kubernetes.Interface
 // got; it fails unless a hello pod answers.
 func byName(ctx context.Context, out io.Writer, cs kubernetes.Interface, podNode map[string]string) error {
 	const name, fqdn = "hello-by-name", "hello.default.svc.cluster.local"
-	// busybox's image has no /tmp: the answer stays in a variable. Debian's static busybox wget crashes with -T; the
-	// pod's deadline bounds it instead.
+	// busybox's image has no /tmp: the answer stays in a variable. Debian's static busybox wget crashes with -T:
+	// each fetch is bounded by the timeout applet instead, and tried again (a busy node may still route the
+	// Service to a pod the demo just replaced, whose address no longer answers), all well inside the pod's
+	// deadline.
 	script := `out=$(nslookup -type=a ` + fqdn + ` 2>&1)
 ip=$(echo "$out" | awk '/^Name:/ { n = 1 } n && /^Address/ { print $2; exit }')
 [ -n "$ip" ] || { echo "$out"; exit 1; }
 echo "` + fqdn + ` is $ip"
-echo "answered by $(wget -q -O - http://$ip/hostname)"`
+for i in 1 2 3 4 5 6; do
+  if r=$(timeout 10 wget -q -O - http://$ip/hostname); then echo "answered by $r"; exit 0; fi
+  sleep 2
+done
+echo "no answer from $ip"; exit 1`
 	pods := cs.CoreV1().Pods("default")
 	_ = pods.Delete(ctx, name, metav1.DeleteOptions{})
 	for deadline := time.Now().Add(time.Minute); ; time.Sleep(time.Second) {
@@ -371,13 +377,15 @@ echo "answered by $(wget -q -O - http://$ip/hostname)"`
 		return err
 	}
 	var phase corev1.PodPhase
-	for deadline := time.Now().Add(2 * time.Minute); phase != corev1.PodSucceeded && phase != corev1.PodFailed; time.Sleep(time.Second) {
+	// The pod's own deadline ends it (its kubelet may be late to notice on a busy node): a minute more.
+	wait := time.Duration(deadline)*time.Second + time.Minute
+	for deadline := time.Now().Add(wait); phase != corev1.PodSucceeded && phase != corev1.PodFailed; time.Sleep(time.Second) {
 		p, err := pods.Get(ctx, name, metav1.GetOptions{})
 		if err == nil {
 			phase = p.Status.Phase
 		}
 		if time.Now().After(deadline) {
-			return fmt.Errorf("pod %s did not finish in 2 minutes (phase %q, %v)", name, phase, err)
+			return fmt.Errorf("pod %s did not finish in %v (phase %q, %v)", name, wait, phase, err)
 		}
 	}
 	logs, err := pods.GetLogs(name, &corev1.PodLogOptions{}).DoRaw(ctx)
