@@ -158,9 +158,10 @@ func runCmd(prog string, args []string, stderr io.Writer) int {
 			fmt.Fprintf(stderr, "%s: spec.sinks[%d].tls: %v\n", prog, i, err)
 			return exitcode.InvalidConfig
 		}
+		sm := metrics.For(s.Name)
 		d, err := deliver.New(deliver.Config{Sink: sk, Checkpoint: filepath.Join(spec.StateDir, s.Name+".checkpoint.json"),
 			DeadLetter: filepath.Join(spec.StateDir, s.Name+".dead-letters.ndjson"), Backoff: s.Retry.Initial.Duration,
-			MaxBackoff: s.Retry.Max.Duration, Observe: metrics.For(s.Name), Log: log.With("sink", s.Name)})
+			MaxBackoff: s.Retry.Max.Duration, Observe: sm, Log: log.With("sink", s.Name)})
 		if err != nil {
 			fmt.Fprintf(stderr, "%s: sink %s: %v\n", prog, s.Name, err)
 			return exitcode.InvalidConfig
@@ -170,7 +171,7 @@ func runCmd(prog string, args []string, stderr io.Writer) int {
 			defer wg.Done()
 			if err := ship.Run(ctx, ship.Config{Root: spec.PodLogs.Path, Deliverer: d, Node: *node, BatchRecords: s.Batch.Records,
 				BatchBytes: s.Batch.Bytes, Linger: s.Batch.Linger.Duration, MaxLine: spec.PodLogs.MaxLineBytes,
-				Lag: metrics.For(s.Name).Lag, Buffered: metrics.For(s.Name).Buffered, Meta: meta, Journal: journalConfig(spec.Journal), Log: log.With("sink", s.Name)}); err != nil {
+				Lag: sm.Lag, Buffered: sm.Buffered, Meta: meta, Journal: journalConfig(spec.Journal), Log: log.With("sink", s.Name)}); err != nil {
 				errs <- fmt.Errorf("sink %s: %w", s.Name, err)
 				stop()
 			}
