@@ -25,6 +25,7 @@ import (
 	"berth.dev/berth/internal/dev/netns"
 	"berth.dev/berth/internal/dev/proc"
 	"berth.dev/berth/test/images"
+	"berth.dev/berth/test/nodeimage"
 	"berth.dev/berth/test/tier"
 	"berth.dev/berth/test/toolbin"
 )
@@ -38,14 +39,17 @@ import (
 func TestCloudUpStatusDown(t *testing.T) {
 	tier.Require(t, tier.Root, tier.NetNS, tier.QEMU, tier.Kubernetes, tier.VictoriaMetrics) // mmdebstrap chroot, dpkg in the tree, qemu, taps
 	// The image as `make demo` bakes it; a second `image` with the same inputs keeps the very same file.
-	// berth-dev as a user has it: copied elsewhere, the pinned binaries found in its tool cache.
-	agent, logs, imgDir := toolbin.Agent(t), toolbin.Logs(t), t.TempDir()
+	// berth-dev as a user has it: copied elsewhere, the pinned binaries found in its tool cache. The image's
+	// directory is the one the other tests of this tree share (test/nodeimage), so of the tests that boot it,
+	// whichever comes first bakes it and the others wait for that bake.
+	agent, logs := toolbin.Agent(t), toolbin.Logs(t)
 	dev := newDevTool(t, map[string]string{"k8s": toolbin.Kubernetes.ForTest(t), "coredns": toolbin.CoreDNS.ForTest(t),
 		"victorialogs": toolbin.VictoriaLogs.ForTest(t)})
 	imgs, err := images.Build(t.TempDir())
 	if err != nil {
 		t.Fatal(err)
 	}
+	imgDir := nodeimage.Dir(t, dev.path, agent, logs, imgs.Pause)
 	bakeImage := func() (string, string) {
 		t.Helper()
 		out, err := dev.run(t, "image", "-agent", agent, "-logs", logs, "-pause", imgs.Pause, "-o", imgDir)

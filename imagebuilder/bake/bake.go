@@ -1,5 +1,5 @@
-// Package bake is the disk builder's pipeline as plain phases over an explicit state: rootfs (cached mmdebstrap),
-// extract, install the payload (and pre-cache images), seal, manifest, disk, convert, boot check. The Packer
+// Package bake is the disk builder's pipeline as plain phases over an explicit state: versions (the binaries
+// say the declared Kubernetes version), rootfs (cached mmdebstrap), extract, install the payload (and pre-cache images), seal, manifest, disk, convert, boot check. The Packer
 // builder runs each phase as one step; tests run them directly.
 package bake
 
@@ -9,8 +9,10 @@ import (
 	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"strings"
+	"syscall"
 	"time"
 
 	"berth.dev/berth/imagebuilder/bootcheck"
@@ -35,7 +37,7 @@ type Spec struct {
 	// RootfsMaxAge rebuilds a cached rootfs older than this (0: never), so images pick up security updates.
 	RootfsMaxAge time.Duration
 
-	// KubernetesVersion is what kubelet/kube-proxy --version must say (checked at boot).
+	// KubernetesVersion is what kubelet/kube-proxy --version must say (checked before the bake and at boot).
 	KubernetesVersion string
 	// SandboxImage is the pause image's name (it must be among the pre-cached images).
 	SandboxImage string
@@ -85,6 +87,7 @@ type Phase struct {
 
 // Phases is the bake, in order.
 var Phases = []Phase{
+	{"versions", Versions},
 	{"rootfs", Rootfs},
 	{"extract", Extract},
 	{"install", Install},
@@ -126,6 +129,33 @@ func Cleanup(s *Spec, st *State, failed bool) {
 		}
 		os.Remove(manifestPath(s))
 	}
+}
+
+// Versions checks, before anything is built, that the kubelet and kube-proxy to install say the declared
+// KubernetesVersion, which the boot check would otherwise find only minutes later. A binary this machine cannot
+// run (another architecture) is left to the boot check, with a warning.
+func Versions(ctx context.Context, s *Spec, st *State) error {
+	want := "Kubernetes " + s.KubernetesVersion
+	var errs []error
+	for _, bin := range []string{s.Inputs.KubeletPath, s.Inputs.KubeProxyPath} {
+		if bin == "" {
+			continue
+		}
+		vctx, cancel := context.WithTimeout(ctx, 30*time.Second)
+		out, err := exec.CommandContext(vctx, bin, "--version").Output()
+		cancel()
+		switch {
+		case errors.Is(err, syscall.ENOEXEC):
+			s.Log.Warn("cannot run this binary here (another architecture?): its version is left to the boot check", "binary", bin)
+		case err != nil:
+			errs = append(errs, fmt.Errorf("%s --version: %w", bin, err))
+		default:
+			if got := strings.TrimSpace(string(out)); got != want {
+				errs = append(errs, fmt.Errorf("%s --version says %q, but the image is declared for Kubernetes %s (kubernetes_version)", bin, got, s.KubernetesVersion))
+			}
+		}
+	}
+	return errors.Join(errs...)
 }
 
 // Rootfs gets the cached rootfs tarball, building it with mmdebstrap if needed.

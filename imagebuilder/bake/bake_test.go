@@ -14,13 +14,13 @@ import (
 	"berth.dev/berth/imagebuilder/disk"
 	"berth.dev/berth/test/images"
 	"berth.dev/berth/test/nodeimage"
-	"berth.dev/berth/test/vm"
 )
 
 // The whole bake of a Debian 12 node image, for real: mmdebstrap rootfs (cached across runs), payload with the
 // pinned kubelet and kube-proxy and pre-cached images, sealing, offline disk assembly, qcow2 + fixed VHD, and a
-// boot under qemu whose in-guest checks must all pass. Then the same image booted with a wrong expectation must
-// fail the check: a boot check that cannot fail would be worthless.
+// boot under qemu whose in-guest checks must all pass. Then what that boot reported, judged against a wrong
+// expectation, must fail the check: a boot check that cannot fail would be worthless. (What a first boot of the
+// image shows over SSH, its fresh machine-id and host keys, is checked by the e2e join, which boots this image.)
 func TestBakeDebian12(t *testing.T) {
 	s := nodeimage.Spec(t, nodeimage.Inputs(t))
 	s.Formats = []disk.Format{disk.QCOW2, disk.VHD}
@@ -66,39 +66,14 @@ func TestBakeDebian12(t *testing.T) {
 		t.Error(err)
 	}
 
-	// Independently of the build's own check: boot the qcow2 as a test guest and look inside over SSH.
-	g := vm.Boot(t, vm.Config{Name: "baked", Image: st.Outputs[disk.QCOW2], Format: "qcow2"})
-	if got := strings.TrimSpace(g.Run("systemctl is-system-running --wait || true")); got != "running" {
-		t.Errorf("systemd state = %q, want running (failed units: %s)", got, g.Run("systemctl --failed --no-legend || true"))
-	}
-	if got := g.Run("cloud-init status --wait || true"); !strings.Contains(got, "status: done") {
-		t.Errorf("cloud-init: %s", got)
-	}
-	if got := strings.TrimSpace(g.Run("ctr -n k8s.io run --rm --runtime io.containerd.runc.v2 " + images.Busybox + " t1 echo hello-from-a-baked-image")); got != "hello-from-a-baked-image" {
-		t.Errorf("container from a pre-cached image printed %q", got)
-	}
-	if got := strings.TrimSpace(g.Run("/usr/local/bin/kubelet --version")); got != "Kubernetes v1.37.2" {
-		t.Errorf("kubelet --version = %q", got)
-	}
-	if got := strings.TrimSpace(g.Run("cat /etc/machine-id")); len(got) != 32 {
-		t.Errorf("machine-id after first boot = %q, want a fresh 32-hex id", got)
-	}
-	if got := g.Run("ls /etc/ssh/"); !strings.Contains(got, "ssh_host_ed25519_key") {
-		t.Errorf("first boot did not generate SSH host keys: %s", got)
-	}
-	if got := strings.TrimSpace(g.Run("systemctl is-enabled kubelet.service || true")); got != "disabled" {
-		t.Errorf("kubelet.service is %q, want installed but disabled (the agent starts it)", got)
-	}
-
-	// The same image, expecting another Kubernetes version: the check must fail and name what failed.
-	res, err := bootcheck.Run(ctx, st.Outputs[disk.QCOW2], "qcow2", t.TempDir(), bootcheck.Expect{
-		KubernetesVersion: "v1.99.0", SandboxImage: images.Pause, Images: st.Images}, 6*time.Minute)
-	if err != nil {
-		t.Fatal(err)
-	}
+	// What this boot reported, judged against another Kubernetes version: the check must fail and name what
+	// failed. (The versions are judged on the host from what the guest reported, so no second boot is needed;
+	// the bake's versions phase refuses such a mismatch before baking, so a real bake never gets this far.)
 	var failed []string
-	for _, c := range res.Failed() {
-		failed = append(failed, c.Name)
+	for _, c := range st.BootCheck.Judge(bootcheck.Expect{KubernetesVersion: "v1.99.0", SandboxImage: images.Pause, Images: st.Images}) {
+		if !c.OK {
+			failed = append(failed, c.Name)
+		}
 	}
 	if strings.Join(failed, ",") != "kubelet-version,kube-proxy-version" {
 		t.Errorf("with a wrong version expected, failed checks = %v; want kubelet-version and kube-proxy-version only", failed)

@@ -2,7 +2,9 @@
 // installs a one-shot check unit. After boot has finished, the unit checks systemd, cloud-init, containerd running
 // a container from a pre-cached image with runc, the pinned kubelet and kube-proxy, berth's units, sysctls and
 // modules, and the agent enabled and waiting for a NodeConfig (its sd_notify READY and STATUS). It prints one line
-// per check on the serial console and powers off. Any failed or missing check fails.
+// per check on the serial console and powers off. Any failed or missing check fails. The versions are judged here,
+// not in the guest: the guest reports what the binaries say, so a result can be judged again against another
+// expectation (Result.Judge) without another boot.
 // The unit is Type=simple: a oneshot's start job would stay queued while its first check waits for boot to finish.
 package bootcheck
 
@@ -41,6 +43,29 @@ type Result struct {
 	Checks []Check
 	Serial string
 	Took   time.Duration
+	// reports are the guest's lines, by check name, before judging.
+	reports map[string]Check
+}
+
+// Judge judges what the guest reported against e: the versions against e's, and every check e lists that the
+// guest did not report fails. Checks whose names carry the expectation (images, units, packages) were run in the
+// guest against the expectation the image booted with.
+func (r Result) Judge(e Expect) []Check {
+	var out []Check
+	for _, n := range checkNames(e) {
+		c, ok := r.reports[n]
+		switch {
+		case !ok:
+			c = Check{Name: n, Detail: "did not report"}
+		case c.OK && (n == "kubelet-version" || n == "kube-proxy-version"):
+			if want := "Kubernetes " + e.KubernetesVersion; c.Detail != want {
+				c = Check{Name: n, Detail: fmt.Sprintf("says %q, want %q", c.Detail, want)}
+			}
+		}
+		out = append(out, c)
+	}
+	sort.SliceStable(out, func(i, j int) bool { return !out[i].OK && out[j].OK })
+	return out
 }
 
 // Failed lists the failed checks.
@@ -70,23 +95,25 @@ func checkNames(e Expect) []string {
 	return names
 }
 
-// script is the check unit's program. Each check prints "BERTH-CHECK <nonce> ok|fail <name> <detail>".
+// script is the check unit's program. Each check prints "BERTH-CHECK <nonce> ok|fail <name> <detail>"; a
+// version check's detail is the first line the binary printed.
 func script(e Expect, nonce string) string {
 	var b strings.Builder
 	fmt.Fprintf(&b, `#!/bin/sh
 out=/dev/ttyS0
 c() { name=$1; shift; if r=$("$@" 2>&1); then echo "BERTH-CHECK %[1]s ok $name" >$out; else echo "BERTH-CHECK %[1]s fail $name $(echo "$r" | tail -n 3 | tr '\n' ' ')" >$out; fi; }
+v() { name=$1; shift; if r=$("$@" 2>&1); then echo "BERTH-CHECK %[1]s ok $name $(echo "$r" | head -n 1)" >$out; else echo "BERTH-CHECK %[1]s fail $name $(echo "$r" | tail -n 3 | tr '\n' ' ')" >$out; fi; }
 c systemd-running sh -c 's=$(systemctl is-system-running --wait); echo $s; [ "$s" = running ] || { systemctl --failed --no-legend; false; }'
 c cloud-init-done sh -c 'cloud-init status --wait | grep -q "status: done"'
 c cloud-init-user-data grep -qx %[1]s /run/berth-bootcheck/nonce
 c containerd-active systemctl is-active containerd
 c container-runs sh -c 'ctr -n k8s.io run -d --runtime io.containerd.runc.v2 %[2]s berth-bootcheck && sleep 2 && ctr -n k8s.io task ls | grep -E "^berth-bootcheck +[0-9]+ +RUNNING" && ctr -n k8s.io task kill -s KILL berth-bootcheck && sleep 1 && ctr -n k8s.io task rm -f berth-bootcheck && ctr -n k8s.io container rm berth-bootcheck'
-c kubelet-version sh -c '/usr/local/bin/kubelet --version | grep -qx "Kubernetes %[3]s"'
-c kube-proxy-version sh -c '/usr/local/bin/kube-proxy --version | grep -qx "Kubernetes %[3]s"'
+v kubelet-version /usr/local/bin/kubelet --version
+v kube-proxy-version /usr/local/bin/kube-proxy --version
 c ip-forward sh -c '[ "$(sysctl -n net.ipv4.ip_forward)" = 1 ]'
 c br-netfilter sh -c 'grep -q "^br_netfilter " /proc/modules'
 c agent-waiting sh -c 'systemctl is-enabled berth-agent && systemctl is-active berth-agent && systemctl show -p StatusText berth-agent | grep "^StatusText=waiting for a NodeConfig"'
-`, nonce, e.SandboxImage, e.KubernetesVersion)
+`, nonce, e.SandboxImage)
 	for _, img := range e.Images {
 		fmt.Fprintf(&b, "c image:%s sh -c 'ctr -n k8s.io images ls -q | grep -qx %s'\n", img, img)
 	}
@@ -132,17 +159,17 @@ func Run(ctx context.Context, image, format, dir string, e Expect, timeout time.
 	res := Result{Serial: filepath.Join(dir, "bootcheck.serial.log")}
 	ctx, cancel := context.WithTimeout(ctx, timeout)
 	defer cancel()
-	if _, err := m.WaitFor(ctx, "BERTH-CHECK-DONE "+nonce); err != nil {
-		res.Checks = parse(m.Tail(1<<20), nonce, e)
-		return res, err
+	_, err = m.WaitFor(ctx, "BERTH-CHECK-DONE "+nonce)
+	if err == nil {
+		res.Took = time.Since(t0)
 	}
-	res.Took = time.Since(t0)
-	res.Checks = parse(m.Tail(1<<20), nonce, e)
-	return res, nil
+	res.reports = parse(m.Tail(1<<20), nonce)
+	res.Checks = res.Judge(e)
+	return res, err
 }
 
-// parse reads the check lines of this run (nonce) from the console; expected checks that never reported fail.
-func parse(console, nonce string, e Expect) []Check {
+// parse reads the check lines of this run (nonce) from the console, by check name.
+func parse(console, nonce string) map[string]Check {
 	got := map[string]Check{}
 	for _, line := range strings.Split(console, "\n") {
 		i := strings.Index(line, "BERTH-CHECK "+nonce+" ")
@@ -159,16 +186,7 @@ func parse(console, nonce string, e Expect) []Check {
 		}
 		got[c.Name] = c
 	}
-	var out []Check
-	for _, n := range checkNames(e) {
-		c, ok := got[n]
-		if !ok {
-			c = Check{Name: n, Detail: "did not report"}
-		}
-		out = append(out, c)
-	}
-	sort.SliceStable(out, func(i, j int) bool { return !out[i].OK && out[j].OK })
-	return out
+	return got
 }
 
 func sortedKeys(m map[string]string) []string {

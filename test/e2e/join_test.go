@@ -44,7 +44,7 @@ import (
 const apiInGuest = "10.0.2.100:6443"
 
 // The e2e join. The control plane is down when the guest boots and comes up 60 s after the guest started; the
-// agent retries and joins without help. Then: the Node is Ready, a pod from a pre-cached image runs to
+// agent retries and joins without help (meanwhile: what a first boot of the image must show). Then: the Node is Ready, a pod from a pre-cached image runs to
 // completion on it, the bootstrap credentials are gone from the guest, the agent unit says it joined, and in the
 // guest `berth-agent preflight` refuses a wrong CA pin (12) and an expired token (16: unsigned, retried).
 func TestJoinInQemu(t *testing.T) {
@@ -105,6 +105,18 @@ func TestJoinInQemu(t *testing.T) {
 	// While the control plane is down the agent is still starting (Type=notify: READY comes with the join).
 	if got := g.Run("systemctl show -p ActiveState -p StatusText berth-agent"); !strings.Contains(got, "ActiveState=activating") {
 		t.Errorf("agent with the control plane down: %s, want activating", got)
+	}
+	// A first boot of the baked image (the bake's own boot check covers systemd, cloud-init, containerd, the
+	// versions and the units): a fresh machine-id and fresh SSH host keys, and the kubelet installed but disabled,
+	// since the agent starts it.
+	if got := strings.TrimSpace(g.Run("cat /etc/machine-id")); len(got) != 32 {
+		t.Errorf("machine-id after first boot = %q, want a fresh 32-hex id", got)
+	}
+	if got := g.Run("ls /etc/ssh/"); !strings.Contains(got, "ssh_host_ed25519_key") {
+		t.Errorf("first boot did not generate SSH host keys: %s", got)
+	}
+	if got := strings.TrimSpace(g.Run("systemctl is-enabled kubelet.service || true")); got != "disabled" {
+		t.Errorf("kubelet.service is %q, want installed but disabled (the agent starts it)", got)
 	}
 	if wait := 60*time.Second - time.Since(booted); wait > 0 {
 		time.Sleep(wait)

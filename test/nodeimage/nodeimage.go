@@ -3,16 +3,22 @@
 package nodeimage
 
 import (
-	"context"
+	"bytes"
+	"crypto/sha256"
+	"encoding/hex"
+	"fmt"
 	"log/slog"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strings"
 	"testing"
+	"time"
 
 	"berth.dev/berth/imagebuilder/bake"
-	"berth.dev/berth/imagebuilder/disk"
 	"berth.dev/berth/imagebuilder/payload"
 	devnodeimage "berth.dev/berth/internal/dev/nodeimage"
+	"berth.dev/berth/internal/dev/toolcache"
 	"berth.dev/berth/test/images"
 	"berth.dev/berth/test/tier"
 	"berth.dev/berth/test/toolbin"
@@ -48,15 +54,61 @@ func Spec(tb testing.TB, in payload.Inputs) *bake.Spec {
 	return s
 }
 
-// QCOW2 bakes the tests' node image with the phases the berth-disk builder runs (the rootfs cache makes it a
-// warm bake) and returns the qcow2 disk. The boot check is left out: the bake tests cover it, and callers boot
-// the image themselves.
+// QCOW2 returns the tests' node image as `berth-dev image` bakes it for `make demo`: this tree's berth-dev, agent,
+// log shipper and pause image, the pinned kubelet, kube-proxy and CoreDNS. Every test of a run shares it: it
+// lives in the tool cache in a directory named for those inputs (Dir), where berth-dev bakes it once (its lock
+// makes a concurrent caller wait for that bake) and reuses it after. The boot check is left out: the bake tests
+// cover it, and callers boot the image themselves.
 func QCOW2(tb testing.TB) string {
 	tb.Helper()
 	tier.Require(tb, tier.Root, tier.QEMU) // mmdebstrap chroot, dpkg in the tree, qemu-img
-	st, err := bake.RunAll(context.Background(), Spec(tb, Inputs(tb)))
-	if err != nil {
-		tb.Fatalf("bake: %v", err)
+	dev := filepath.Join(tb.TempDir(), "berth-dev")
+	if out, err := exec.Command("go", "build", "-o", dev, "berth.dev/berth/cmd/berth-dev").CombinedOutput(); err != nil {
+		tb.Fatalf("build berth-dev: %v\n%s", err, out)
 	}
-	return st.Outputs[disk.QCOW2]
+	agent, logs := toolbin.Agent(tb), toolbin.Logs(tb)
+	imgs, err := images.Build(tb.TempDir())
+	if err != nil {
+		tb.Fatal(err)
+	}
+	cmd := exec.Command(dev, "image", "-agent", agent, "-logs", logs, "-pause", imgs.Pause, "-o", Dir(tb, dev, agent, logs, imgs.Pause),
+		"-k8s-bin", toolbin.Kubernetes.ForTest(tb), "-coredns-bin", toolbin.CoreDNS.ForTest(tb))
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		tb.Fatalf("berth-dev image: %v\n%s", err, stderr.String())
+	}
+	return strings.TrimSpace(string(out))
+}
+
+// Dir is where the test node image baked from these files (berth-dev, which holds the bake, and the binaries and
+// images given to `berth-dev image`) lives: the tool cache's test-images/<their hash>. Directories of other
+// inputs unused for three days are removed (each is a 3 GiB sparse qcow2's worth).
+func Dir(tb testing.TB, files ...string) string {
+	tb.Helper()
+	all := sha256.New()
+	for _, p := range files {
+		data, err := os.ReadFile(p)
+		if err != nil {
+			tb.Fatal(err)
+		}
+		fmt.Fprintf(all, "%x\n", sha256.Sum256(data))
+	}
+	root := filepath.Join(toolcache.Dir(), "test-images")
+	dir := filepath.Join(root, hex.EncodeToString(all.Sum(nil))[:16])
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		tb.Fatal(err)
+	}
+	now := time.Now()
+	if err := os.Chtimes(dir, now, now); err != nil { // in use
+		tb.Fatal(err)
+	}
+	old, _ := os.ReadDir(root)
+	for _, e := range old {
+		if fi, err := e.Info(); err == nil && e.IsDir() && now.Sub(fi.ModTime()) > 72*time.Hour {
+			os.RemoveAll(filepath.Join(root, e.Name()))
+		}
+	}
+	return dir
 }

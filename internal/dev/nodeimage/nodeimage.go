@@ -13,6 +13,7 @@ import (
 	"log/slog"
 	"os"
 	"path/filepath"
+	"syscall"
 	"time"
 
 	"berth.dev/berth/agent/logsimage"
@@ -85,8 +86,19 @@ func Spec(in payload.Inputs, out, work string, log *slog.Logger) (*bake.Spec, er
 // holds an image baked from the same inputs (dir/node.inputs records their fingerprint: this program, which holds
 // the bake, and every file of src), that image is returned with reused set. A new image replaces
 // the old one by rename, so guests still running on the old one keep their backing file.
+//
+// One bake at a time per dir (a lock file, dir/node.lock): a second caller waits, then finds the image the first
+// baked, so tests and users that ask for the same image at once bake it once.
 func Bake(ctx context.Context, src Sources, dir string, log *slog.Logger) (path string, reused bool, err error) {
 	img, stamp := filepath.Join(dir, "node.qcow2"), filepath.Join(dir, "node.inputs")
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return "", false, err
+	}
+	unlock, err := lock(ctx, filepath.Join(dir, "node.lock"), log)
+	if err != nil {
+		return "", false, err
+	}
+	defer unlock()
 	self, err := os.Executable()
 	if err != nil {
 		return "", false, err
@@ -126,6 +138,37 @@ func Bake(ctx context.Context, src Sources, dir string, log *slog.Logger) (path 
 		}
 	}
 	return img, false, atomicfile.Write(stamp, []byte(fp), 0o644)
+}
+
+// lock takes an exclusive lock on path (flock: the kernel drops it when the process dies), waiting while another
+// process holds it, until ctx ends.
+func lock(ctx context.Context, path string, log *slog.Logger) (unlock func(), err error) {
+	f, err := os.OpenFile(path, os.O_CREATE|os.O_RDWR, 0o644)
+	if err != nil {
+		return nil, err
+	}
+	tick := time.NewTicker(500 * time.Millisecond)
+	defer tick.Stop()
+	for waited := false; ; {
+		err := syscall.Flock(int(f.Fd()), syscall.LOCK_EX|syscall.LOCK_NB)
+		if err == nil {
+			return func() { f.Close() }, nil
+		}
+		if !errors.Is(err, syscall.EWOULDBLOCK) {
+			f.Close()
+			return nil, fmt.Errorf("lock %s: %w", path, err)
+		}
+		if !waited {
+			log.Info("another bake of this image is running; waiting for it", "lock", path)
+			waited = true
+		}
+		select {
+		case <-ctx.Done():
+			f.Close()
+			return nil, fmt.Errorf("waiting for %s: %w", path, ctx.Err())
+		case <-tick.C:
+		}
+	}
 }
 
 // fingerprint is the sha256 over the files' sha256s.
