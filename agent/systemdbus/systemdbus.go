@@ -5,9 +5,11 @@ package systemdbus
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"os"
 	"strconv"
+	"strings"
 	"time"
 
 	"github.com/coreos/go-systemd/v22/dbus"
@@ -147,6 +149,13 @@ func (m *Manager) describe(ctx context.Context, unit string) string {
 	// Its own deadline: it runs after ctx may have ended, and a hung bus must not hang the error path.
 	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 5*time.Second)
 	defer cancel()
+	if strings.HasSuffix(unit, ".mount") {
+		s, err := m.MountState(ctx, unit)
+		if err != nil {
+			return "state unknown: " + err.Error()
+		}
+		return fmt.Sprintf("%s/%s", s.Active, s.Sub)
+	}
 	s, err := m.State(ctx, unit)
 	if err != nil {
 		return "state unknown: " + err.Error()
@@ -171,4 +180,70 @@ func (m *Manager) SystemState(ctx context.Context) (string, []string, error) {
 		failed = append(failed, u.Name)
 	}
 	return state, failed, nil
+}
+
+// StartTransient creates and starts a transient unit with props (mode "fail": refused while a job for the unit
+// is queued) and waits for its job. systemd forgets the unit once it stops, unless it failed: ResetFailed.
+func (m *Manager) StartTransient(ctx context.Context, unit string, props []dbus.Property) error {
+	return m.job(ctx, "start", unit, func(ctx context.Context, name, _ string, ch chan<- string) (int, error) {
+		return m.conn.StartTransientUnitContext(ctx, name, "fail", props, ch)
+	})
+}
+
+// Stop stops unit and waits for the job; stopping a unit that is not active, or that systemd does not know, is
+// done at once.
+func (m *Manager) Stop(ctx context.Context, unit string) error {
+	err := m.job(ctx, "stop", unit, m.conn.StopUnitContext)
+	if noSuchUnit(err) {
+		return nil
+	}
+	return err
+}
+
+func noSuchUnit(err error) bool {
+	var dbusErr godbus.Error
+	return errors.As(err, &dbusErr) && dbusErr.Name == "org.freedesktop.systemd1.NoSuchUnit"
+}
+
+// ResetFailed forgets a unit's failed state (and a failed transient unit altogether); a unit systemd does not know
+// is not an error.
+func (m *Manager) ResetFailed(ctx context.Context, unit string) error {
+	err := m.conn.ResetFailedUnitContext(ctx, unit)
+	if noSuchUnit(err) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("reset-failed %s: %w", unit, err)
+	}
+	return nil
+}
+
+// MountState is a mount unit's state: ActiveState, SubState, what is mounted and the unit's Result (success,
+// exit-code, timeout, ...).
+type MountState struct {
+	Active, Sub, What, Result string
+}
+
+// MountState reads a mount unit's state; a unit systemd does not know reads as inactive.
+func (m *Manager) MountState(ctx context.Context, unit string) (MountState, error) {
+	var s MountState
+	for _, p := range []struct {
+		iface, name string
+		into        *string
+	}{
+		{"", "ActiveState", &s.Active}, {"", "SubState", &s.Sub}, {"Mount", "What", &s.What}, {"Mount", "Result", &s.Result},
+	} {
+		var prop *dbus.Property
+		var err error
+		if p.iface == "" {
+			prop, err = m.conn.GetUnitPropertyContext(ctx, unit, p.name)
+		} else {
+			prop, err = m.conn.GetUnitTypePropertyContext(ctx, unit, p.iface, p.name)
+		}
+		if err != nil {
+			return s, fmt.Errorf("%s %s: %w", unit, p.name, err)
+		}
+		*p.into, _ = prop.Value.Value().(string)
+	}
+	return s, nil
 }
