@@ -31,11 +31,13 @@ import (
 )
 
 // `berth-dev cloud` end to end, as `make demo` runs it, with two guests: up (detached) waits for the Nodes to be
-// Ready and says how to use the cloud; demo's NodePort answers through each node from pods on both, and so does a
+// Ready and says how to use the cloud; the nodes' network is as the local cloud promises (nodeNetwork); demo's NodePort answers through each node from pods on both, and so does a
 // second demo; its LoadBalancer Service answers the client namespace from pods on both nodes through the guests'
 // kube-proxy, keeps the client's address, and drains a node left without a local endpoint (drainLocal); status,
-// from the state file, sees the guests running, their Nodes Ready and the LB hosts announcing; down leaves no
-// guest, no control plane and no namespace; a second down is a no-op.
+// from the state file, sees the guests running, their Nodes Ready and the LB hosts announcing; a node that dies
+// goes NotReady and its route goes (nodeDies); down leaves no guest, no control plane and no namespace; a second
+// down is a no-op. This is the local cloud's one two-node test: it covers internal/dev/cloud's Up, AddNode and
+// Down as the CLI runs them.
 func TestCloudUpStatusDown(t *testing.T) {
 	tier.Require(t, tier.Root, tier.NetNS, tier.QEMU, tier.Kubernetes, tier.VictoriaMetrics) // mmdebstrap chroot, dpkg in the tree, qemu, taps
 	// The image as `make demo` bakes it; a second `image` with the same inputs keeps the very same file.
@@ -106,6 +108,7 @@ func TestCloudUpStatusDown(t *testing.T) {
 	if got, err := kubectl.CombinedOutput(); err != nil || string(got) != "node/node-1\nnode/node-2\n" {
 		t.Errorf("kubectl get nodes with the printed kubeconfig: %v\n%s", err, got)
 	}
+	nodeNetwork(t, dir)
 	out, err = do("demo")
 	demoOut = out
 	if err != nil {
@@ -171,6 +174,8 @@ func TestCloudUpStatusDown(t *testing.T) {
 		t.Errorf("status: %v\n%s", err, out)
 	}
 
+	// Last, as it leaves the cloud broken: a node dies.
+	nodeDies(t, dir)
 	if out, err := do("down"); err != nil || !strings.Contains(out, "is down") {
 		t.Fatalf("down: %v %s", err, out)
 	}
