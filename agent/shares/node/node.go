@@ -1,0 +1,412 @@
+// Package node is the CSI Node service of berth's share driver. NodeStageVolume mounts a share once per
+// (source, options, credentials) under the state directory, as a systemd mount unit (Mounts), and binds the
+// volume's directory of it to the kubelet's staging path; NodePublishVolume binds the staging path into the pod
+// (read-only when asked). Every call is idempotent; unstaging the last volume of a share unmounts the share. SMB
+// credentials go to a 0600 file on tmpfs, named in the options as credentials=, and are deleted once the mount
+// is made: they are never on a command line, in a unit's properties or in a log. What is staged is recorded in
+// state.json (written atomically), so an agent restarted between calls carries on.
+package node
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"slices"
+	"strconv"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/grpc/codes"
+	"google.golang.org/grpc/status"
+
+	"berth.dev/berth/agent/shares/mounter"
+	"berth.dev/berth/agent/shares/mountopts"
+	"berth.dev/berth/agent/shares/volume"
+	"berth.dev/berth/internal/node/atomicfile"
+)
+
+// Mounts mount shares (mounter.Mounter: systemd mount units).
+type Mounts interface {
+	Mount(ctx context.Context, m mounter.Mount) error
+	Unmount(ctx context.Context, where string) error
+}
+
+// Binds bind-mount directories (the staging and publish paths).
+type Binds interface {
+	Bind(ctx context.Context, src, dst string, readOnly bool) error
+	Unbind(ctx context.Context, dst string) error
+	IsMounted(dst string) (bool, error)
+}
+
+// Config is the Node service's setup.
+type Config struct {
+	NodeID string
+	// StateDir holds the share mounts (mounts/<key>) and state.json.
+	StateDir string
+	// CredDir is where SMB credential files live while a mount is made: tmpfs (/run/berth/shares).
+	CredDir string
+	// Root prefixes every path the service creates or removes itself (tests point it at a container's root);
+	// paths given to Mounts and Binds are the node's.
+	Root string
+	// MountTimeout bounds a share's mount helper (default 60 s).
+	MountTimeout time.Duration
+	Log          *slog.Logger
+}
+
+// Server is the Node service.
+type Server struct {
+	csi.UnimplementedNodeServer
+	cfg    Config
+	mounts Mounts
+	binds  Binds
+	mu     sync.Mutex // one call at a time: the state is read, changed and saved whole
+}
+
+// New returns the Node service.
+func New(cfg Config, mounts Mounts, binds Binds) *Server {
+	if cfg.MountTimeout == 0 {
+		cfg.MountTimeout = 60 * time.Second
+	}
+	if cfg.Log == nil {
+		cfg.Log = slog.New(slog.DiscardHandler)
+	}
+	return &Server{cfg: cfg, mounts: mounts, binds: binds}
+}
+
+// State is what is staged, in state.json.
+type State struct {
+	Version int `json:"version"`
+	// Shares by key: one mount each.
+	Shares map[string]*Share `json:"shares"`
+	// Volumes by volume ID.
+	Volumes map[string]*Staged `json:"volumes"`
+}
+
+// Share is one mounted share.
+type Share struct {
+	Source  string   `json:"source"`
+	Type    string   `json:"type"`
+	Options []string `json:"options"` // without the credentials file
+	Where   string   `json:"where"`
+}
+
+// Staged is one staged volume.
+type Staged struct {
+	Share   string `json:"share"` // its key
+	SubDir  string `json:"subDir,omitempty"`
+	Staging string `json:"staging"`
+}
+
+const stateVersion = 1
+
+func (s *Server) path(p string) string { return filepath.Join(s.cfg.Root, p) }
+
+func (s *Server) load() (*State, error) {
+	st := &State{Version: stateVersion, Shares: map[string]*Share{}, Volumes: map[string]*Staged{}}
+	data, err := os.ReadFile(s.path(filepath.Join(s.cfg.StateDir, "state.json")))
+	if errors.Is(err, os.ErrNotExist) {
+		return st, nil
+	}
+	if err != nil {
+		return nil, err
+	}
+	if err := json.Unmarshal(data, st); err != nil {
+		return nil, fmt.Errorf("%s: %w", filepath.Join(s.cfg.StateDir, "state.json"), err)
+	}
+	if st.Version != stateVersion {
+		return nil, fmt.Errorf("%s: version %d, want %d", filepath.Join(s.cfg.StateDir, "state.json"), st.Version, stateVersion)
+	}
+	return st, nil
+}
+
+func (s *Server) save(st *State) error {
+	data, _ := json.MarshalIndent(st, "", "  ")
+	if err := os.MkdirAll(s.path(s.cfg.StateDir), 0o700); err != nil {
+		return err
+	}
+	return atomicfile.Write(s.path(filepath.Join(s.cfg.StateDir, "state.json")), append(data, '\n'), 0o600)
+}
+
+// NodeGetCapabilities: stage/unstage, and the pod's fsGroup handed to the driver (VOLUME_MOUNT_GROUP), which an
+// SMB mount applies as gid (the kubelet cannot chown files on cifs).
+func (s *Server) NodeGetCapabilities(context.Context, *csi.NodeGetCapabilitiesRequest) (*csi.NodeGetCapabilitiesResponse, error) {
+	var caps []*csi.NodeServiceCapability
+	for _, c := range []csi.NodeServiceCapability_RPC_Type{csi.NodeServiceCapability_RPC_STAGE_UNSTAGE_VOLUME, csi.NodeServiceCapability_RPC_VOLUME_MOUNT_GROUP} {
+		caps = append(caps, &csi.NodeServiceCapability{Type: &csi.NodeServiceCapability_Rpc{Rpc: &csi.NodeServiceCapability_RPC{Type: c}}})
+	}
+	return &csi.NodeGetCapabilitiesResponse{Capabilities: caps}, nil
+}
+
+// NodeGetInfo names the node.
+func (s *Server) NodeGetInfo(context.Context, *csi.NodeGetInfoRequest) (*csi.NodeGetInfoResponse, error) {
+	return &csi.NodeGetInfoResponse{NodeId: s.cfg.NodeID}, nil
+}
+
+// request is a stage request, checked.
+type request struct {
+	vol     volume.Volume
+	creds   volume.Credentials
+	options []string
+	key     string
+}
+
+func checkStage(req *csi.NodeStageVolumeRequest) (request, error) {
+	var errs []error
+	if req.GetVolumeId() == "" {
+		errs = append(errs, errors.New("volume_id: required"))
+	}
+	if p := req.GetStagingTargetPath(); p == "" || !filepath.IsAbs(p) || filepath.Clean(p) != p {
+		errs = append(errs, fmt.Errorf("staging_target_path: %q: want an absolute, clean path", p))
+	}
+	capability := req.GetVolumeCapability()
+	if capability == nil {
+		errs = append(errs, errors.New("volume_capability: required"))
+	} else if capability.GetMount() == nil {
+		errs = append(errs, errors.New("volume_capability: a share is a file system: block access is not supported"))
+	}
+	vol, err := volume.Parse(req.GetVolumeContext())
+	if err != nil {
+		errs = append(errs, fmt.Errorf("volume context: %w", err))
+	}
+	var r request
+	if err == nil {
+		r.vol = vol
+		if r.creds, err = volume.ParseSecret(vol.Protocol, req.GetSecrets()); err != nil {
+			errs = append(errs, err)
+		}
+		mr := mountopts.Request{Protocol: vol.Protocol, Options: capability.GetMount().GetMountFlags()}
+		if g := capability.GetMount().GetVolumeMountGroup(); g != "" {
+			n, err := strconv.ParseInt(g, 10, 64)
+			if err != nil {
+				errs = append(errs, fmt.Errorf("volume_capability.mount.volume_mount_group: %q is not a group ID", g))
+			}
+			mr.FSGroup = &n
+		}
+		if r.options, err = mountopts.Build(mr); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	if len(errs) > 0 {
+		return r, status.Error(codes.InvalidArgument, errors.Join(errs...).Error())
+	}
+	if r.vol.Protocol == mountopts.SMB && r.creds.Username == "" && !slices.ContainsFunc(r.options, func(o string) bool { return o == "guest" || strings.HasPrefix(o, "sec=") }) {
+		r.options = append(r.options, "guest")
+	}
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\x00%s\x00%s\x00%s\x00%s\x00", r.vol.Protocol, r.vol.Source(), strings.Join(r.options, ","), r.creds.Username, r.creds.Domain)
+	pw := sha256.Sum256([]byte(r.creds.Password))
+	h.Write(pw[:])
+	r.key = hex.EncodeToString(h.Sum(nil))[:16]
+	return r, nil
+}
+
+// NodeStageVolume mounts the volume's share (once for every volume of the same share, options and credentials)
+// and binds the volume's directory of it to the staging path.
+func (s *Server) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolumeRequest) (*csi.NodeStageVolumeResponse, error) {
+	r, err := checkStage(req)
+	if err != nil {
+		return nil, err
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st, err := s.load()
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	staging := req.GetStagingTargetPath()
+	if v, ok := st.Volumes[req.GetVolumeId()]; ok && v.Staging == staging && v.Share == r.key {
+		if mounted, err := s.binds.IsMounted(staging); err == nil && mounted {
+			return &csi.NodeStageVolumeResponse{}, nil
+		}
+	}
+	sh, err := s.shareMount(ctx, st, r)
+	if err != nil {
+		return nil, err
+	}
+	src := sh.Where
+	if r.vol.SubDir != "" {
+		src = filepath.Join(sh.Where, r.vol.SubDir)
+		if fi, err := os.Stat(s.path(src)); err != nil || !fi.IsDir() {
+			s.releaseShare(ctx, st, r.key)
+			return nil, status.Errorf(codes.NotFound, "subDir %q: not a directory on %s (%v)", r.vol.SubDir, sh.Source, err)
+		}
+	}
+	if err := os.MkdirAll(s.path(staging), 0o750); err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	if err := s.binds.Bind(ctx, src, staging, false); err != nil {
+		s.releaseShare(ctx, st, r.key)
+		return nil, status.Errorf(codes.Internal, "bind %s to %s: %v", src, staging, err)
+	}
+	st.Volumes[req.GetVolumeId()] = &Staged{Share: r.key, SubDir: r.vol.SubDir, Staging: staging}
+	if err := s.save(st); err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	s.cfg.Log.Info("staged", "volume", req.GetVolumeId(), "share", sh.Source, "subDir", r.vol.SubDir, "staging", staging)
+	return &csi.NodeStageVolumeResponse{}, nil
+}
+
+// shareMount returns the share's mount, mounting it if it is not mounted.
+func (s *Server) shareMount(ctx context.Context, st *State, r request) (*Share, error) {
+	where := filepath.Join(s.cfg.StateDir, "mounts", r.key)
+	// NFS mounts as type nfs: its nfsvers= picks the version (mount.nfs4 would refuse a volume's nfsvers=3).
+	sh := &Share{Source: r.vol.Source(), Type: map[mountopts.Protocol]string{mountopts.SMB: "cifs", mountopts.NFS: "nfs"}[r.vol.Protocol],
+		Options: r.options, Where: where}
+	if err := os.MkdirAll(s.path(where), 0o750); err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	options := slices.Clone(r.options)
+	if r.creds.Username != "" {
+		file, err := s.writeCredentials(r)
+		if err != nil {
+			return nil, status.Error(codes.Internal, err.Error())
+		}
+		defer os.Remove(s.path(file))
+		options = append(options, "credentials="+file)
+	}
+	err := s.mounts.Mount(ctx, mounter.Mount{What: sh.Source, Where: where, Type: sh.Type, Options: options, Timeout: s.cfg.MountTimeout})
+	if err != nil {
+		os.Remove(s.path(where))
+		return nil, status.Errorf(codes.Internal, "mount %s: %v", sh.Source, err)
+	}
+	st.Shares[r.key] = sh
+	return sh, nil
+}
+
+// writeCredentials writes the SMB credentials file (0600, on tmpfs) and returns its node path.
+func (s *Server) writeCredentials(r request) (string, error) {
+	file := filepath.Join(s.cfg.CredDir, r.key+".cred")
+	if err := os.MkdirAll(s.path(s.cfg.CredDir), 0o700); err != nil {
+		return "", err
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "username=%s\npassword=%s\n", r.creds.Username, string(r.creds.Password))
+	if r.creds.Domain != "" {
+		fmt.Fprintf(&b, "domain=%s\n", r.creds.Domain)
+	}
+	return file, atomicfile.Write(s.path(file), []byte(b.String()), 0o600)
+}
+
+// releaseShare unmounts a share no staged volume uses.
+func (s *Server) releaseShare(ctx context.Context, st *State, key string) error {
+	for _, v := range st.Volumes {
+		if v.Share == key {
+			return nil
+		}
+	}
+	sh, ok := st.Shares[key]
+	where := filepath.Join(s.cfg.StateDir, "mounts", key)
+	if ok {
+		where = sh.Where
+	}
+	if err := s.mounts.Unmount(ctx, where); err != nil {
+		return err
+	}
+	delete(st.Shares, key)
+	if err := os.Remove(s.path(where)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return err
+	}
+	return nil
+}
+
+// NodeUnstageVolume unbinds the staging path and unmounts the share if no other volume uses it.
+func (s *Server) NodeUnstageVolume(ctx context.Context, req *csi.NodeUnstageVolumeRequest) (*csi.NodeUnstageVolumeResponse, error) {
+	if req.GetVolumeId() == "" || req.GetStagingTargetPath() == "" {
+		return nil, status.Error(codes.InvalidArgument, "volume_id and staging_target_path: required")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st, err := s.load()
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	staging := req.GetStagingTargetPath()
+	if err := s.unbind(ctx, staging); err != nil {
+		return nil, err
+	}
+	v, ok := st.Volumes[req.GetVolumeId()]
+	if ok {
+		delete(st.Volumes, req.GetVolumeId())
+		if err := s.releaseShare(ctx, st, v.Share); err != nil {
+			return nil, status.Errorf(codes.Internal, "unmount the share: %v", err)
+		}
+		if err := s.save(st); err != nil {
+			return nil, status.Error(codes.Internal, err.Error())
+		}
+	}
+	s.cfg.Log.Info("unstaged", "volume", req.GetVolumeId(), "staging", staging)
+	return &csi.NodeUnstageVolumeResponse{}, nil
+}
+
+// unbind unmounts a bind at path if there is one; nothing there is not an error.
+func (s *Server) unbind(ctx context.Context, path string) error {
+	mounted, err := s.binds.IsMounted(path)
+	if err != nil && !errors.Is(err, os.ErrNotExist) {
+		return status.Error(codes.Internal, err.Error())
+	}
+	if mounted {
+		if err := s.binds.Unbind(ctx, path); err != nil {
+			return status.Errorf(codes.Internal, "unmount %s: %v", path, err)
+		}
+	}
+	return nil
+}
+
+// NodePublishVolume binds the staging path into the pod, read-only when asked.
+func (s *Server) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolumeRequest) (*csi.NodePublishVolumeResponse, error) {
+	target, staging := req.GetTargetPath(), req.GetStagingTargetPath()
+	if req.GetVolumeId() == "" || target == "" || staging == "" || req.GetVolumeCapability() == nil {
+		return nil, status.Error(codes.InvalidArgument, "volume_id, target_path, staging_target_path and volume_capability: required")
+	}
+	if req.GetVolumeCapability().GetMount() == nil {
+		return nil, status.Error(codes.InvalidArgument, "volume_capability: a share is a file system: block access is not supported")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	st, err := s.load()
+	if err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	if v, ok := st.Volumes[req.GetVolumeId()]; !ok || v.Staging != staging {
+		return nil, status.Errorf(codes.FailedPrecondition, "volume %s is not staged at %s", req.GetVolumeId(), staging)
+	}
+	if mounted, err := s.binds.IsMounted(target); err == nil && mounted {
+		return &csi.NodePublishVolumeResponse{}, nil
+	}
+	if err := os.MkdirAll(s.path(target), 0o750); err != nil {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	mode := req.GetVolumeCapability().GetAccessMode().GetMode()
+	ro := req.GetReadonly() || mode == csi.VolumeCapability_AccessMode_MULTI_NODE_READER_ONLY || mode == csi.VolumeCapability_AccessMode_SINGLE_NODE_READER_ONLY
+	if err := s.binds.Bind(ctx, staging, target, ro); err != nil {
+		return nil, status.Errorf(codes.Internal, "bind %s to %s: %v", staging, target, err)
+	}
+	s.cfg.Log.Info("published", "volume", req.GetVolumeId(), "target", target, "readOnly", ro)
+	return &csi.NodePublishVolumeResponse{}, nil
+}
+
+// NodeUnpublishVolume unbinds the pod's path and removes it.
+func (s *Server) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublishVolumeRequest) (*csi.NodeUnpublishVolumeResponse, error) {
+	target := req.GetTargetPath()
+	if req.GetVolumeId() == "" || target == "" {
+		return nil, status.Error(codes.InvalidArgument, "volume_id and target_path: required")
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if err := s.unbind(ctx, target); err != nil {
+		return nil, err
+	}
+	if err := os.Remove(s.path(target)); err != nil && !errors.Is(err, os.ErrNotExist) {
+		return nil, status.Error(codes.Internal, err.Error())
+	}
+	s.cfg.Log.Info("unpublished", "volume", req.GetVolumeId(), "target", target)
+	return &csi.NodeUnpublishVolumeResponse{}, nil
+}
