@@ -57,7 +57,7 @@ func (f *fakeBinds) Bind(_ context.Context, src, dst string, ro bool) error {
 	return nil
 }
 func (f *fakeBinds) Unbind(_ context.Context, dst string) error { delete(f.binds, dst); return nil }
-func (f *fakeBinds) IsMounted(dst string) (bool, error)        { _, ok := f.binds[dst]; return ok, nil }
+func (f *fakeBinds) IsMounted(dst string) (bool, error)         { _, ok := f.binds[dst]; return ok, nil }
 
 func newServer(t *testing.T) (*Server, *fakeMounts, *fakeBinds) {
 	root := t.TempDir()
