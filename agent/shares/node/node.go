@@ -48,7 +48,11 @@ type Binds interface {
 
 // Config is the Node service's setup.
 type Config struct {
-	NodeID string
+	// Protocol is the driver's: berth registers one driver per protocol, since their fsGroup handling differs
+	// (CSIDriver fsGroupPolicy File for both; SMB takes the pod's fsGroup as gid= (VOLUME_MOUNT_GROUP), the
+	// kubelet cannot chown on cifs; NFS leaves it to the kubelet, which chowns the volume).
+	Protocol mountopts.Protocol
+	NodeID   string
 	// StateDir holds the share mounts (mounts/<key>) and state.json.
 	StateDir string
 	// CredDir is where SMB credential files live while a mount is made: tmpfs (/run/berth/shares).
@@ -135,11 +139,15 @@ func (s *Server) save(st *State) error {
 	return atomicfile.Write(s.path(filepath.Join(s.cfg.StateDir, "state.json")), append(data, '\n'), 0o600)
 }
 
-// NodeGetCapabilities: stage/unstage, and the pod's fsGroup handed to the driver (VOLUME_MOUNT_GROUP), which an
-// SMB mount applies as gid (the kubelet cannot chown files on cifs).
+// NodeGetCapabilities: stage/unstage; for SMB also the pod's fsGroup handed to the driver (VOLUME_MOUNT_GROUP),
+// which the mount applies as gid (the kubelet cannot chown files on cifs).
 func (s *Server) NodeGetCapabilities(context.Context, *csi.NodeGetCapabilitiesRequest) (*csi.NodeGetCapabilitiesResponse, error) {
 	var caps []*csi.NodeServiceCapability
-	for _, c := range []csi.NodeServiceCapability_RPC_Type{csi.NodeServiceCapability_RPC_STAGE_UNSTAGE_VOLUME, csi.NodeServiceCapability_RPC_VOLUME_MOUNT_GROUP} {
+	types := []csi.NodeServiceCapability_RPC_Type{csi.NodeServiceCapability_RPC_STAGE_UNSTAGE_VOLUME}
+	if s.cfg.Protocol == mountopts.SMB {
+		types = append(types, csi.NodeServiceCapability_RPC_VOLUME_MOUNT_GROUP)
+	}
+	for _, c := range types {
 		caps = append(caps, &csi.NodeServiceCapability{Type: &csi.NodeServiceCapability_Rpc{Rpc: &csi.NodeServiceCapability_RPC{Type: c}}})
 	}
 	return &csi.NodeGetCapabilitiesResponse{Capabilities: caps}, nil
@@ -158,7 +166,7 @@ type request struct {
 	key     string
 }
 
-func checkStage(req *csi.NodeStageVolumeRequest) (request, error) {
+func checkStage(protocol mountopts.Protocol, req *csi.NodeStageVolumeRequest) (request, error) {
 	var errs []error
 	if req.GetVolumeId() == "" {
 		errs = append(errs, errors.New("volume_id: required"))
@@ -175,6 +183,10 @@ func checkStage(req *csi.NodeStageVolumeRequest) (request, error) {
 	vol, err := volume.Parse(req.GetVolumeContext())
 	if err != nil {
 		errs = append(errs, fmt.Errorf("volume context: %w", err))
+	}
+	if err == nil && vol.Protocol != protocol {
+		err = fmt.Errorf("volume context: source: %q is an %s share; this driver mounts %s shares (use the %s driver)", vol.Source(), vol.Protocol, protocol, vol.Protocol)
+		errs = append(errs, err)
 	}
 	var r request
 	if err == nil {
@@ -211,7 +223,7 @@ func checkStage(req *csi.NodeStageVolumeRequest) (request, error) {
 // NodeStageVolume mounts the volume's share (once for every volume of the same share, options and credentials)
 // and binds the volume's directory of it to the staging path.
 func (s *Server) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolumeRequest) (*csi.NodeStageVolumeResponse, error) {
-	r, err := checkStage(req)
+	r, err := checkStage(s.cfg.Protocol, req)
 	if err != nil {
 		return nil, err
 	}

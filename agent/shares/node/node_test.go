@@ -12,6 +12,7 @@ import (
 	"google.golang.org/grpc/status"
 
 	"berth.dev/berth/agent/shares/mounter"
+	"berth.dev/berth/agent/shares/mountopts"
 )
 
 // fakeMounts records share mounts, and what the credentials file held while each was made (unit tests of the
@@ -62,7 +63,7 @@ func (f *fakeBinds) IsMounted(dst string) (bool, error)         { _, ok := f.bin
 func newServer(t *testing.T) (*Server, *fakeMounts, *fakeBinds) {
 	root := t.TempDir()
 	m, b := &fakeMounts{root: root, mounted: map[string]mounter.Mount{}}, &fakeBinds{binds: map[string]string{}}
-	return New(Config{NodeID: "node-1", StateDir: "/var/lib/berth/shares", CredDir: "/run/berth/shares", Root: root}, m, b), m, b
+	return New(Config{Protocol: mountopts.SMB, NodeID: "node-1", StateDir: "/var/lib/berth/shares", CredDir: "/run/berth/shares", Root: root}, m, b), m, b
 }
 
 func stageReq(id, staging string, ctx, secrets map[string]string, flags ...string) *csi.NodeStageVolumeRequest {
@@ -182,6 +183,8 @@ func TestStageRefusesBadInput(t *testing.T) {
 			[]string{"is not a host name or an IP address"}},
 		{"a missing subDir", stageReq("v", "/stage/v", map[string]string{"source": "//s/d", "subDir": "gone"}, nil), codes.NotFound,
 			[]string{`subDir "gone": not a directory on //s/d`}},
+		{"an NFS share given to the SMB driver", stageReq("v", "/stage/v", map[string]string{"source": "nfs:/export"}, nil), codes.InvalidArgument,
+			[]string{`"nfs:/export" is an nfs share; this driver mounts smb shares`}},
 		{"a relative staging path", stageReq("v", "stage", map[string]string{"source": "//s/d"}, nil), codes.InvalidArgument,
 			[]string{"staging_target_path"}},
 	} {

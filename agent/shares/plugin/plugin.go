@@ -20,8 +20,12 @@ import (
 	registerapi "k8s.io/kubelet/pkg/apis/pluginregistration/v1"
 )
 
-// Name is the driver's name, as CSIDriver objects, StorageClasses and PersistentVolumes name it.
-const Name = "shares.berth.dev"
+// The drivers' names, as CSIDriver objects, StorageClasses and PersistentVolumes name them: one per protocol (see
+// node.Config.Protocol).
+const (
+	SMB = "smb.shares.berth.dev"
+	NFS = "nfs.shares.berth.dev"
+)
 
 // Config is where the plugin listens.
 type Config struct {

@@ -44,8 +44,8 @@ func dial(t *testing.T, socket string) *grpc.ClientConn {
 func TestServeAndRegister(t *testing.T) {
 	dir := t.TempDir()
 	var logs bytes.Buffer
-	cfg := Config{Name: Name, Version: "0.1.0", Socket: filepath.Join(dir, "plugins", Name, "csi.sock"),
-		RegistrationSocket: filepath.Join(dir, "plugins_registry", Name+"-reg.sock"), Log: slog.New(slog.NewTextHandler(&logs, nil))}
+	cfg := Config{Name: SMB, Version: "0.1.0", Socket: filepath.Join(dir, "plugins", SMB, "csi.sock"),
+		RegistrationSocket: filepath.Join(dir, "plugins_registry", SMB+"-reg.sock"), Log: slog.New(slog.NewTextHandler(&logs, nil))}
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
 	go func() { done <- Serve(ctx, cfg, stubNode{}) }()
@@ -57,12 +57,12 @@ func TestServeAndRegister(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if info.Type != registerapi.CSIPlugin || info.Name != Name || info.Endpoint != cfg.Socket || len(info.SupportedVersions) == 0 {
+	if info.Type != registerapi.CSIPlugin || info.Name != SMB || info.Endpoint != cfg.Socket || len(info.SupportedVersions) == 0 {
 		t.Errorf("registration info %+v", info)
 	}
 	conn := dial(t, info.Endpoint)
 	pi, err := csi.NewIdentityClient(conn).GetPluginInfo(cctx, &csi.GetPluginInfoRequest{}, wait)
-	if err != nil || pi.Name != Name || pi.VendorVersion != "0.1.0" {
+	if err != nil || pi.Name != SMB || pi.VendorVersion != "0.1.0" {
 		t.Errorf("GetPluginInfo: %+v %v", pi, err)
 	}
 	if _, err := csi.NewIdentityClient(conn).Probe(cctx, &csi.ProbeRequest{}); err != nil {
