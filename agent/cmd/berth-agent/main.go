@@ -47,6 +47,7 @@ const usage = `usage: berth-agent config validate -f FILE
        berth-agent lb validate -f FILE
        berth-agent lb controller -config FILE [-kubeconfig FILE] [-identity NAME]
        berth-agent lb host -config FILE [-kubeconfig FILE] [-interface NAME] [-identity NAME]
+       berth-agent csi node [-node NAME] [-kubelet-dir DIR] [-state-dir DIR] [-cred-dir DIR]
 
   config validate   check a NodeConfig (node.berth.dev/v1alpha1): strict decoding, every problem with its field path
   preflight         check that this node can join: DNS, TCP, TLS and CA pin, bootstrap token, clock skew
@@ -59,6 +60,8 @@ const usage = `usage: berth-agent config validate -f FILE
   lb controller     the shared load balancer's controller (leader-elected): a frontend IP per LoadBalancer Service
   lb host           an LB host: berth's nftables table sends each frontend's flows to a healthy node; with
                     -interface it announces (ARP) the frontend IPs it owns among the live LB hosts
+  csi node          the share drivers' node plugin (smb.shares.berth.dev, nfs.shares.berth.dev): registered with
+                    the kubelet through its plugins_registry; shares are systemd mount units
 `
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
@@ -93,6 +96,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return statusCmd(args[1:], stdout, stderr)
 	case len(args) >= 1 && args[0] == "lb":
 		return lbCmd(args[1:], stdout, stderr)
+	case len(args) >= 1 && args[0] == "csi":
+		return csiCmd(args[1:], stderr)
 	default:
 		fmt.Fprint(stderr, usage)
 		return exitUsage

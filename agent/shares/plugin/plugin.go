@@ -20,6 +20,9 @@ import (
 	registerapi "k8s.io/kubelet/pkg/apis/pluginregistration/v1"
 )
 
+// Version is the drivers' vendor version.
+const Version = "0.1.0"
+
 // The drivers' names, as CSIDriver objects, StorageClasses and PersistentVolumes name them: one per protocol (see
 // node.Config.Protocol).
 const (
