@@ -143,9 +143,18 @@ func (m *Machine) Stop() error {
 // Log is the container's console log.
 func (m *Machine) Log() string { return m.p.Log }
 
-// Sh runs a shell script inside the container (nsenter into its init's namespaces, so systemctl reaches its
-// systemd) and returns the combined output.
-func (m *Machine) Sh(ctx context.Context, script string) (string, error) {
+// NSRoot is the container's root as its own mount namespace sees it (/proc/<its init>/root): unlike Root, paths
+// under it show what is mounted inside the container (its /run, mounts made by its systemd).
+func (m *Machine) NSRoot() (string, error) {
+	pid, err := m.initPID()
+	if err != nil {
+		return "", err
+	}
+	return "/proc/" + pid + "/root", nil
+}
+
+// initPID is the container's init, the one child of systemd-nspawn.
+func (m *Machine) initPID() (string, error) {
 	children, err := os.ReadFile(fmt.Sprintf("/proc/%d/task/%d/children", m.p.PID, m.p.PID))
 	if err != nil {
 		return "", fmt.Errorf("find the container's init: %w", err)
@@ -154,7 +163,17 @@ func (m *Machine) Sh(ctx context.Context, script string) (string, error) {
 	if len(fields) != 1 {
 		return "", fmt.Errorf("find the container's init: systemd-nspawn (pid %d) has children %q", m.p.PID, fields)
 	}
-	out, err := exec.CommandContext(ctx, "nsenter", "-t", fields[0], "-m", "-u", "-i", "-n", "-p", "-r", "-w", "--",
+	return fields[0], nil
+}
+
+// Sh runs a shell script inside the container (nsenter into its init's namespaces, so systemctl reaches its
+// systemd) and returns the combined output.
+func (m *Machine) Sh(ctx context.Context, script string) (string, error) {
+	pid, err := m.initPID()
+	if err != nil {
+		return "", err
+	}
+	out, err := exec.CommandContext(ctx, "nsenter", "-t", pid, "-m", "-u", "-i", "-n", "-p", "-r", "-w", "--",
 		"/bin/sh", "-c", script).CombinedOutput()
 	if err != nil {
 		return string(out), fmt.Errorf("in the container: %s: %w: %s", script, err, out)
