@@ -24,6 +24,11 @@ var LBRBAC string
 //go:embed logs.yaml
 var Logs string
 
+// Shares is shares.yaml: the CSIDriver objects of berth's share drivers.
+//
+//go:embed shares.yaml
+var Shares string
+
 // The log shipper's ConfigMap in kube-system and its key.
 const (
 	LogsConfigMap = "berth-logs"

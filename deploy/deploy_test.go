@@ -13,6 +13,9 @@ import (
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
+	storagev1 "k8s.io/api/storage/v1"
+
+	"berth.dev/berth/agent/shares/plugin"
 )
 
 // The load balancer's manifest decodes into ServiceAccounts, roles and bindings, each binding naming a
@@ -168,5 +171,27 @@ func TestLogsWith(t *testing.T) {
 		} else if !reflect.DeepEqual(o, orig[i]) {
 			t.Errorf("object %d (%T) changed", i, o)
 		}
+	}
+}
+
+// The share drivers' CSIDriver objects: one per driver the agent registers, no attach, fsGroupPolicy File.
+func TestSharesManifest(t *testing.T) {
+	objs, err := Objects(Shares)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var names []string
+	for _, o := range objs {
+		d, ok := o.(*storagev1.CSIDriver)
+		if !ok {
+			t.Fatalf("unexpected %T", o)
+		}
+		names = append(names, d.Name)
+		if d.Spec.AttachRequired == nil || *d.Spec.AttachRequired || d.Spec.FSGroupPolicy == nil || *d.Spec.FSGroupPolicy != storagev1.FileFSGroupPolicy {
+			t.Errorf("%s: attachRequired %v, fsGroupPolicy %v; want false, File", d.Name, d.Spec.AttachRequired, d.Spec.FSGroupPolicy)
+		}
+	}
+	if want := []string{plugin.SMB, plugin.NFS}; !slices.Equal(names, want) {
+		t.Errorf("CSIDrivers %v, want %v (the drivers berth-agent csi node registers)", names, want)
 	}
 }
