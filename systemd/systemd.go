@@ -28,9 +28,10 @@ func Units() []string {
 	return names
 }
 
-// Enabled reports whether the image enables the unit. Only the agent is: it starts containerd, the kubelet and
-// kube-proxy itself once it has written their configuration.
-func Enabled(unit string) bool { return unit == layout.AgentUnit }
+// Enabled reports whether the image enables the unit: the agent, which starts containerd, the kubelet and
+// kube-proxy itself once it has written their configuration, and the share drivers' plugin, which needs no
+// configuration (the kubelet registers it whenever it starts).
+func Enabled(unit string) bool { return unit == layout.AgentUnit || unit == layout.SharesUnit }
 
 // RuntimeUnits are the units of the static container runtime, installed only on targets whose archive does not
 // provide one (their packages ship their own units otherwise), by name.

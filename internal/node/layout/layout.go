@@ -9,6 +9,7 @@ const (
 	ContainerdUnit = "containerd.service"
 	KubeletUnit    = "kubelet.service"
 	KubeProxyUnit  = "kube-proxy.service"
+	SharesUnit     = "berth-csi.service"
 )
 
 // PauseImage is the sandbox (pause) image the image builder pre-caches and the node's containerd uses unless the
