@@ -18,7 +18,7 @@ export PATH := /usr/local/go/bin:$(PATH)
 # kube-proxy; systemd-journal-remote to write real journal files for the log shipper's journal tests.
 APT_PACKAGES := containerd runc containernetworking-plugins busybox-static iproute2 util-linux ca-certificates \
 	mmdebstrap e2fsprogs fdisk grub-pc-bin grub2-common qemu-system-x86 qemu-utils genisoimage systemd-container \
-	socat nftables systemd-journal-remote victoria-metrics
+	socat nftables systemd-journal-remote victoria-metrics samba nfs-ganesha nfs-ganesha-vfs
 GO_MIN := 1.26
 BERTH_CACHE ?= $(HOME)/.cache/berth
 DEV_BIN := $(BERTH_CACHE)/bin/berth-dev
@@ -149,8 +149,15 @@ lint: go-check
 	go run ./cmd/apidocs -pkg agent/api/lb/v1alpha1 -root LoadBalancerConfig -o docs/lbconfig.md -check
 	go run ./cmd/apidocs -pkg agent/api/logs/v1alpha1 -root LogShipperConfig -o docs/logsconfig.md -check
 
-test: deps tools lint unit-nocaps
-	BERTH_K8S_BIN=$$(BERTH_CACHE=$(BERTH_CACHE) tools/build.sh k8s) go test -count=1 -timeout $(TEST_TIMEOUT) ./...
+# make test (CI): its first steps overlap: the pinned tools build (cold, about half an hour, much of it linking and downloading,
+# which leave a core idle) while lint and the capability-free unit tier compile and run.
+test: deps
+	@$(MAKE) --no-print-directory -j3 tools lint unit-nocaps
+	BERTH_K8S_BIN=$$(BERTH_CACHE=$(BERTH_CACHE) tools/build.sh k8s) go test -count=1 -timeout $(TEST_TIMEOUT) $(LONG_TESTS) ./...
+
+# The packages whose tests take longest (qemu guests), named first so that go test starts them first: two run at a
+# time, and one started last would run alone at the end.
+LONG_TESTS := ./test/e2e ./cmd/berth-dev ./packer ./test/shares ./imagebuilder/bake
 
 # The unit tier: every test that needs no root, network namespace, Kubernetes binaries, qemu, systemd-nspawn or
 # Packer (each of those calls test/tier.Require, which skips it under -short). Runs as any user; make test runs

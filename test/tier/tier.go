@@ -59,6 +59,10 @@ var (
 	Dpkg = Need{"dpkg-deb", command("dpkg-deb", "dpkg")}
 	// NFT is the nft command, which kube-proxy's nftables mode runs (berth itself programs nftables over netlink).
 	NFT = Need{"nft", command("nft", "nftables")}
+	// Samba is Debian's smbd and smbpasswd, the share tests' SMB server.
+	Samba = Need{"samba", command("smbd", "samba")}
+	// Ganesha is nfs-ganesha with its VFS backend, the share tests' NFSv4 server (the host has no kernel nfsd).
+	Ganesha = Need{"nfs-ganesha", command("ganesha.nfsd", "nfs-ganesha nfs-ganesha-vfs")}
 	// VictoriaMetrics is Debian's victoria-metrics, the local cloud's metrics scraper.
 	VictoriaMetrics = Need{"victoria-metrics", command("victoria-metrics", "victoria-metrics")}
 	// JournalRemote is systemd-journal-remote, which writes real journal files from the export format (the log

@@ -1,0 +1,158 @@
+// Package shares_test runs berth's share drivers for real: a guest booted from the tests' node image (its
+// berth-csi.service serves them), real servers on this host's loopback (Debian's smbd, nfs-ganesha) reached through
+// qemu forwards, and the CSI calls the kubelet makes, made in the guest on the drivers' sockets (test/csicall).
+package shares_test
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"berth.dev/berth/imagebuilder/qemu"
+	"berth.dev/berth/test/nodeimage"
+	"berth.dev/berth/test/shareserver"
+	"berth.dev/berth/test/tier"
+	"berth.dev/berth/test/vm"
+)
+
+// Where the guest reaches the servers (qemu forwards them to the host's loopback ports).
+const (
+	smbInGuest = "10.0.2.110"
+	nfsInGuest = "10.0.2.111"
+)
+
+type guest struct {
+	t *testing.T
+	g *vm.Guest
+}
+
+// call makes one CSI call in the guest with the request (protojson) on stdin.
+func (g guest) call(driver, method, request string) (string, error) {
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	return g.g.SSH().Run(ctx, "csicall -socket /var/lib/kubelet/plugins/"+driver+"/csi.sock "+method, strings.NewReader(request))
+}
+
+func (g guest) must(driver, method, request string) {
+	g.t.Helper()
+	if out, err := g.call(driver, method, request); err != nil {
+		g.t.Fatalf("%s %s: %v\n%s\nberth-csi:\n%s", driver, method, err, out, g.g.Run("journalctl -u berth-csi --no-pager | tail -n 20"))
+	}
+}
+
+func stage(id, source, subDir, secret string, flags ...string) string {
+	var f []string
+	for _, x := range flags {
+		f = append(f, fmt.Sprintf("%q", x))
+	}
+	return fmt.Sprintf(`{"volumeId": %q, "stagingTargetPath": "/var/lib/kubelet/plugins/kubernetes.io/csi/x/%s/globalmount",
+	  "volumeCapability": {"mount": {"volumeMountGroup": "2000", "mountFlags": [%s]}, "accessMode": {"mode": "MULTI_NODE_MULTI_WRITER"}},
+	  "volumeContext": {"source": %q, "subDir": %q}%s}`, id, id, strings.Join(f, ","), source, subDir, secret)
+}
+
+func publish(id string, ro bool) string {
+	return fmt.Sprintf(`{"volumeId": %q, "stagingTargetPath": "/var/lib/kubelet/plugins/kubernetes.io/csi/x/%s/globalmount",
+	  "targetPath": "/var/lib/kubelet/pods/p/volumes/kubernetes.io~csi/%s/mount", "readonly": %v,
+	  "volumeCapability": {"mount": {}, "accessMode": {"mode": "MULTI_NODE_MULTI_WRITER"}}}`, id, id, id, ro)
+}
+
+func unpublish(id string) string {
+	return fmt.Sprintf(`{"volumeId": %q, "targetPath": "/var/lib/kubelet/pods/p/volumes/kubernetes.io~csi/%s/mount"}`, id, id)
+}
+
+func unstage(id string) string {
+	return fmt.Sprintf(`{"volumeId": %q, "stagingTargetPath": "/var/lib/kubelet/plugins/kubernetes.io/csi/x/%s/globalmount"}`, id, id)
+}
+
+// An SMB share and an NFS export, each mounted by the guest's kernel through the drivers: staged as a systemd
+// mount unit with berth's default options and the pod's group, the SMB password in a credentials file that is
+// gone after, published into a pod's path where a write lands on the server; a wrong password and an unreachable
+// server fail with their cause, in time, leaving no mount helper behind; unstaging leaves nothing mounted.
+func TestSharesInAGuest(t *testing.T) {
+	tier.Require(t, tier.Root, tier.QEMU, tier.Samba, tier.Ganesha)
+	const password = "pw-Berth-7x"
+	smb, nfs := shareserver.SMB(t, password), shareserver.NFS(t)
+	for _, d := range []string{filepath.Join(smb.Dir, "pvc-smb"), filepath.Join(nfs.Dir, "pvc-nfs")} {
+		if err := os.MkdirAll(d, 0o777); err != nil {
+			t.Fatal(err)
+		}
+	}
+	image := nodeimage.QCOW2(t)
+	g := guest{t, vm.Boot(t, vm.Config{Name: "shares", Image: image, Format: "qcow2", GuestForwards: []qemu.GuestForward{
+		{Guest: smbInGuest + ":445", HostPort: smb.Port}, {Guest: nfsInGuest + ":2049", HostPort: nfs.Port}}})}
+	csicall := filepath.Join(t.TempDir(), "csicall")
+	build := exec.Command("go", "build", "-trimpath", "-o", csicall, "berth.dev/berth/test/csicall")
+	build.Env = append(os.Environ(), "CGO_ENABLED=0")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build csicall: %v\n%s", err, out)
+	}
+	g.g.Copy(csicall, "/usr/local/bin/csicall", 0o755)
+	if out, err := g.g.Try("systemctl is-active berth-csi; ls /var/lib/kubelet/plugins_registry/"); err != nil || !strings.Contains(out, "smb.shares.berth.dev-reg.sock") {
+		t.Fatalf("berth-csi in the guest: %v\n%s", err, out)
+	}
+
+	const smbDriver, nfsDriver = "smb.shares.berth.dev", "nfs.shares.berth.dev"
+	secret := fmt.Sprintf(`, "secrets": {"username": "root", "password": %q}`, password)
+	g.must(smbDriver, "NodeStageVolume", stage("smb-1", "//"+smbInGuest+"/data", "pvc-smb", secret))
+	g.must(nfsDriver, "NodeStageVolume", stage("nfs-1", nfsInGuest+":/export", "pvc-nfs", ""))
+	mounts := g.g.Run("findmnt -n -r -o FSTYPE,SOURCE,OPTIONS -t cifs,nfs4 | sort")
+	t.Logf("share mounts in the guest:\n%s", mounts)
+	for _, want := range []string{"cifs //" + smbInGuest + "/data", "vers=3.0", "gid=2000", "cache=strict", "actimeo=30", "nosharesock",
+		"nfs4 " + nfsInGuest + ":/export", "vers=4.1", "hard", "noresvport"} {
+		if !strings.Contains(mounts, want) {
+			t.Errorf("the guest's share mounts lack %q", want)
+		}
+	}
+	if got := strings.TrimSpace(g.g.Run("systemctl list-units --no-legend --type mount --state active 'var-lib-berth-shares-*' | wc -l; ls -A /run/berth/shares | wc -l")); got != "2\n0" {
+		t.Errorf("share mount units active, credentials files left: %q, want 2 and 0", got)
+	}
+	if out := g.g.Run("grep -r -l -F " + password + " /etc /run /var/lib/berth /var/log 2>/dev/null; systemctl show -p Options 'var-lib-berth-shares-*.mount'; journalctl -u berth-csi --no-pager"); strings.Contains(out, password) {
+		t.Errorf("the password is on the guest's disk, in a unit or in the log:\n%s", out)
+	}
+
+	g.must(smbDriver, "NodePublishVolume", publish("smb-1", false))
+	g.must(nfsDriver, "NodePublishVolume", publish("nfs-1", true))
+	g.g.Run("echo from-a-pod > /var/lib/kubelet/pods/p/volumes/kubernetes.io~csi/smb-1/mount/written")
+	if data, err := os.ReadFile(filepath.Join(smb.Dir, "pvc-smb", "written")); err != nil || string(data) != "from-a-pod\n" {
+		t.Errorf("the pod's write on the SMB volume, on the server: %q %v", data, err)
+	}
+	if err := os.WriteFile(filepath.Join(nfs.Dir, "pvc-nfs", "served"), []byte("from-the-server\n"), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if got := g.g.Run("cat /var/lib/kubelet/pods/p/volumes/kubernetes.io~csi/nfs-1/mount/served; touch /var/lib/kubelet/pods/p/volumes/kubernetes.io~csi/nfs-1/mount/x 2>&1 || true"); !strings.HasPrefix(got, "from-the-server") || !strings.Contains(got, "Read-only") {
+		t.Errorf("the read-only NFS volume in the pod: %q", got)
+	}
+
+	// A wrong password: the mount fails with the server's refusal, and no mount.cifs is left.
+	start := time.Now()
+	out, err := g.call(smbDriver, "NodeStageVolume", stage("smb-bad", "//"+smbInGuest+"/data", "", fmt.Sprintf(`, "secrets": {"username": "root", "password": "wrong"}`)))
+	if err == nil || !strings.Contains(err.Error(), "Permission denied") {
+		t.Errorf("a wrong password: %v\n%s", err, out)
+	}
+	t.Logf("wrong password refused in %v", time.Since(start).Round(time.Millisecond))
+	// An unreachable server (no forward: nothing answers): it fails within the mount timeout with its cause.
+	start = time.Now()
+	out, err = g.call(nfsDriver, "NodeStageVolume", stage("nfs-dead", "10.0.2.199:/export", "", "", "timeo=50", "retrans=1"))
+	if err == nil {
+		t.Errorf("a mount of an unreachable server succeeded:\n%s", out)
+	}
+	t.Logf("unreachable server failed in %v: %v", time.Since(start).Round(time.Millisecond), err)
+	if left := g.g.Run("pgrep -a 'mount\\.(cifs|nfs)' || echo none"); strings.TrimSpace(left) != "none" {
+		t.Errorf("mount helpers left: %s", left)
+	}
+
+	for _, v := range []struct{ driver, id string }{{smbDriver, "smb-1"}, {nfsDriver, "nfs-1"}} {
+		for range 2 {
+			g.must(v.driver, "NodeUnpublishVolume", unpublish(v.id))
+			g.must(v.driver, "NodeUnstageVolume", unstage(v.id))
+		}
+	}
+	if got := strings.TrimSpace(g.g.Run("findmnt -n -t cifs,nfs4 | wc -l; systemctl list-units --all --no-legend 'var-lib-berth-shares-*' | wc -l")); got != "0\n0" {
+		t.Errorf("after unstaging: share mounts and units %q, want none", got)
+	}
+}
