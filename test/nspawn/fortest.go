@@ -4,6 +4,7 @@ import (
 	"context"
 	"log/slog"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
@@ -51,4 +52,14 @@ func ForTest(t *testing.T, ctx context.Context, cfg Config) (*Machine, *systemdb
 	}
 	t.Cleanup(mgr.Close)
 	return m, mgr
+}
+
+// Run runs script in the container (Sh) and returns its output trimmed, failing the test on an error.
+func Run(t testing.TB, ctx context.Context, m *Machine, script string) string {
+	t.Helper()
+	out, err := m.Sh(ctx, script)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return strings.TrimSpace(out)
 }

@@ -37,14 +37,7 @@ func TestMountUnitsInNspawn(t *testing.T) {
 			}
 			return os.MkdirAll(filepath.Join(root, "srv", "data"), 0o755)
 		}})
-	sh := func(script string) string {
-		t.Helper()
-		out, err := m.Sh(ctx, script)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return strings.TrimSpace(out)
-	}
+	sh := func(script string) string { t.Helper(); return nspawn.Run(t, ctx, m, script) }
 	mt := mounter.Mounter{Units: mgr, Journal: func(ctx context.Context, unit string, lines int) string {
 		out, _ := m.Sh(ctx, "journalctl -u "+unit+" -o cat --no-pager -n 8")
 		return out

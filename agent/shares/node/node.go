@@ -131,6 +131,17 @@ func (s *Server) load() (*State, error) {
 	return st, nil
 }
 
+// lockState takes the service's lock (one call at a time: the state is read, changed and saved whole) and reads
+// the state; unlock lets go.
+func (s *Server) lockState() (st *State, unlock func(), err error) {
+	s.mu.Lock()
+	if st, err = s.load(); err != nil {
+		s.mu.Unlock()
+		return nil, nil, status.Error(codes.Internal, err.Error())
+	}
+	return st, s.mu.Unlock, nil
+}
+
 func (s *Server) save(st *State) error {
 	data, _ := json.MarshalIndent(st, "", "  ")
 	if err := os.MkdirAll(s.path(s.cfg.StateDir), 0o700); err != nil {
@@ -227,12 +238,11 @@ func (s *Server) NodeStageVolume(ctx context.Context, req *csi.NodeStageVolumeRe
 	if err != nil {
 		return nil, err
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	st, err := s.load()
+	st, unlock, err := s.lockState()
 	if err != nil {
-		return nil, status.Error(codes.Internal, err.Error())
+		return nil, err
 	}
+	defer unlock()
 	staging := req.GetStagingTargetPath()
 	if v, ok := st.Volumes[req.GetVolumeId()]; ok && v.Staging == staging && v.Share == r.key {
 		if mounted, err := s.binds.IsMounted(staging); err == nil && mounted {
@@ -334,12 +344,11 @@ func (s *Server) NodeUnstageVolume(ctx context.Context, req *csi.NodeUnstageVolu
 	if req.GetVolumeId() == "" || req.GetStagingTargetPath() == "" {
 		return nil, status.Error(codes.InvalidArgument, "volume_id and staging_target_path: required")
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	st, err := s.load()
+	st, unlock, err := s.lockState()
 	if err != nil {
-		return nil, status.Error(codes.Internal, err.Error())
+		return nil, err
 	}
+	defer unlock()
 	staging := req.GetStagingTargetPath()
 	if err := s.unbind(ctx, staging); err != nil {
 		return nil, err
@@ -381,12 +390,11 @@ func (s *Server) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 	if req.GetVolumeCapability().GetMount() == nil {
 		return nil, status.Error(codes.InvalidArgument, "volume_capability: a share is a file system: block access is not supported")
 	}
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	st, err := s.load()
+	st, unlock, err := s.lockState()
 	if err != nil {
-		return nil, status.Error(codes.Internal, err.Error())
+		return nil, err
 	}
+	defer unlock()
 	if v, ok := st.Volumes[req.GetVolumeId()]; !ok || v.Staging != staging {
 		return nil, status.Errorf(codes.FailedPrecondition, "volume %s is not staged at %s", req.GetVolumeId(), staging)
 	}

@@ -64,14 +64,7 @@ func TestNodeServiceInNspawn(t *testing.T) {
 			}
 			return os.MkdirAll(filepath.Join(root, "srv", "exports", "data", "pvc-a"), 0o755)
 		}})
-	sh := func(script string) string {
-		t.Helper()
-		out, err := m.Sh(ctx, script)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return strings.TrimSpace(out)
-	}
+	sh := func(script string) string { t.Helper(); return nspawn.Run(t, ctx, m, script) }
 	root, err := m.NSRoot() // the service's own files, as the container sees them (its /run, its mounts)
 	if err != nil {
 		t.Fatal(err)
