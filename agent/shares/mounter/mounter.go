@@ -108,13 +108,29 @@ func (mt Mounter) Mount(ctx context.Context, m Mount) error {
 	return nil
 }
 
-// Unmount unmounts where; nothing mounted there is not an error.
+// Unmount unmounts where; nothing mounted there is not an error. A mount that is busy (umount refused) is tried
+// again, up to five times a second apart, before its error (with the unit's last journal lines) is returned.
 func (mt Mounter) Unmount(ctx context.Context, where string) error {
 	name := UnitName(where)
-	if err := mt.Units.Stop(ctx, name); err != nil {
-		return fmt.Errorf("unmount %s: %w", where, err)
+	var err error
+	for attempt := 0; attempt < 5; attempt++ {
+		if attempt > 0 {
+			select {
+			case <-ctx.Done():
+				return fmt.Errorf("unmount %s: %w (%v)", where, ctx.Err(), err)
+			case <-time.After(time.Second):
+			}
+		}
+		if err = mt.Units.Stop(ctx, name); err == nil {
+			return mt.Units.ResetFailed(ctx, name)
+		}
 	}
-	return mt.Units.ResetFailed(ctx, name)
+	if mt.Journal != nil {
+		if lines := strings.TrimSpace(mt.Journal(ctx, name, 5)); lines != "" {
+			err = fmt.Errorf("%w: %s", err, strings.ReplaceAll(lines, "\n", "; "))
+		}
+	}
+	return fmt.Errorf("unmount %s: %w", where, err)
 }
 
 // JournalCtl reads a unit's last lines with journalctl (the journal has no D-Bus API; reading it natively needs
