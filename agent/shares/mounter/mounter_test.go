@@ -86,14 +86,9 @@ func TestMountUnitsInNspawn(t *testing.T) {
 		t.Errorf("a hanging helper: %v, want a timeout", err)
 	}
 	t.Logf("hanging helper failed after %v: %v", time.Since(start).Round(time.Millisecond), err)
-	// systemd signals the unit's whole control group at the timeout; the helper's process may take a moment to go.
-	// (Waited for, up to 10 s, since on this cgroup v1 host systemd may log that it "remains running".)
-	var left string
-	for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(200 * time.Millisecond) {
-		if left = sh("pgrep -a -f '^sleep 1000$' || echo gone"); left == "gone" || time.Now().After(deadline) {
-			break
-		}
-	}
+	// systemd signals the unit's whole control group at the timeout; the helper's process may take a moment to go
+	// (on this cgroup v1 host systemd may log that it "remains running"): pidwait waits for it to exit, up to 10 s.
+	left := sh("timeout 10 pidwait -f '^sleep 1000$'; pgrep -a -f '^sleep 1000$' || echo gone")
 	if got := sh("cat /run/berthhang.started; systemctl list-units --all --no-legend srv-hang.mount | wc -l"); got != "started\n0" || left != "gone" {
 		t.Errorf("after the timeout: helper started and units left: %q, its process: %q", got, left)
 	}
