@@ -250,7 +250,9 @@ func drainLocal(t *testing.T, dir string) {
 		}
 	}
 	client := netns.NS{Name: st.LB.Client}
-	httpc := &http.Client{Timeout: 2 * time.Second, Transport: &http.Transport{DialContext: client.DialContext, DisableKeepAlives: true}}
+	// 5 s: a loaded TCG guest answers late at times; a request sent to node-2, which has no local endpoint, is dropped
+	// and times out however long the wait.
+	httpc := &http.Client{Timeout: 5 * time.Second, Transport: &http.Transport{DialContext: client.DialContext, DisableKeepAlives: true}}
 	get := func() (string, error) {
 		resp, err := httpc.Get(url)
 		if err != nil {

@@ -9,6 +9,7 @@ import (
 	"time"
 
 	"berth.dev/berth/agent/systemdbus"
+	"berth.dev/berth/internal/dev/proc"
 	"berth.dev/berth/test/tier"
 )
 
@@ -39,8 +40,8 @@ func ForTest(t *testing.T, ctx context.Context, cfg Config) (*Machine, *systemdb
 	}
 	t.Cleanup(func() {
 		if t.Failed() {
-			data, _ := os.ReadFile(m.Log())
-			t.Logf("console:\n%s", data)
+			// The tail only: the failures above it must stay readable in a CI log that cuts long output.
+			t.Logf("console (last 40 lines of %s):\n%s", m.Log(), proc.Tail(m.Log(), 40))
 		}
 		if err := m.Stop(); err != nil {
 			t.Errorf("stop container: %v", err)

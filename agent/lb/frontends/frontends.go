@@ -27,7 +27,8 @@ type Input struct {
 	// Local is, for each Service (namespace/name) with externalTrafficPolicy Local, the nodes that have a ready
 	// endpoint of it: only those get its flows, so that the client's address reaches the pod unchanged.
 	Local map[string][]string
-	// Unhealthy are nodes whose health probe failed (interval × threshold): they get no new flows.
+	// Unhealthy are nodes whose health probe failed (interval × threshold): they get no new flows, unless every
+	// node would then be out (see FailOpen).
 	Unhealthy map[string]bool
 	// NodePorts says the data plane sends to the nodes' nodePorts (DNAT mode): a port without one
 	// (allocateLoadBalancerNodePorts: false) cannot be served then. The floating-IP mode does not use them.
@@ -43,10 +44,11 @@ type Skipped struct {
 func Build(in Input) ([]dataplane.Frontend, []Skipped) {
 	var eligible []dataplane.Backend
 	for _, n := range in.Nodes {
-		if b, ok := backend(n, in.Unhealthy); ok {
+		if b, ok := backend(n); ok {
 			eligible = append(eligible, b)
 		}
 	}
+	eligible = FailOpen(eligible, func(b dataplane.Backend) bool { return in.Unhealthy[b.Name] })
 	slices.SortFunc(eligible, func(a, b dataplane.Backend) int { return strings.Compare(a.Name, b.Name) })
 	var out []dataplane.Frontend
 	var skipped []Skipped
@@ -103,10 +105,22 @@ func Build(in Input) ([]dataplane.Frontend, []Skipped) {
 	return out, skipped
 }
 
-// backend is a node that may take new flows: Ready, not being deleted, not excluded by label, not failing its
-// probe, with an InternalIP.
-func backend(n *corev1.Node, unhealthy map[string]bool) (dataplane.Backend, bool) {
-	if _, excluded := n.Labels[ExcludeLabel]; excluded || n.DeletionTimestamp != nil || !nodeready.Ready(n) || unhealthy[n.Name] {
+// FailOpen returns the candidates that are not down, or all of them when every one is: a probe that fails
+// everywhere at once says more about the prober (its own network, a loaded cluster answering late) than about the
+// nodes, which the API server still reports Ready with endpoints. Dropping every flow then would turn a probing
+// problem into an outage, so berth fails open, as AWS's Network Load Balancer and Google Cloud's load balancers do.
+func FailOpen[T any](candidates []T, down func(T) bool) []T {
+	up := slices.DeleteFunc(slices.Clone(candidates), down)
+	if len(up) == 0 {
+		return candidates
+	}
+	return up
+}
+
+// backend is a node that may take new flows by what the API server says: Ready, not being deleted, not excluded by
+// label, with an InternalIP. Its probe is judged after (FailOpen).
+func backend(n *corev1.Node) (dataplane.Backend, bool) {
+	if _, excluded := n.Labels[ExcludeLabel]; excluded || n.DeletionTimestamp != nil || !nodeready.Ready(n) {
 		return dataplane.Backend{}, false
 	}
 	for _, a := range n.Status.Addresses {

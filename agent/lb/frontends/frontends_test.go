@@ -2,12 +2,14 @@ package frontends
 
 import (
 	"fmt"
+	"slices"
 	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"berth.dev/berth/agent/lb/dataplane"
 	"berth.dev/berth/agent/lb/lbsvc"
 )
 
@@ -90,6 +92,16 @@ func TestBuild(t *testing.T) {
 	if len(skipped) != 2 || skipped[0].Service != "default/web" || !strings.Contains(skipped[0].Reason, "SCTP") || !strings.Contains(skipped[1].Reason, "no nodePort") {
 		t.Errorf("skipped %+v", skipped)
 	}
+	// Every Ready node failing its probe at once: the probes are not believed; the Ready nodes keep their flows.
+	in.Unhealthy = map[string]bool{"node-1": true, "node-2": true, "node-6": true}
+	if fs, _ := Build(in); len(fs) != 3 || fmt.Sprint(names(fs[0].Backends)) != "[node-1 node-2 node-6]" || fmt.Sprint(names(fs[2].Backends)) != "[node-2]" {
+		t.Errorf("every node unhealthy: %+v, want the Ready nodes served (fail open)", fs)
+	}
+	in.Unhealthy = map[string]bool{"node-1": true, "node-6": true}
+	if fs, _ := Build(in); len(fs) != 3 || fmt.Sprint(names(fs[0].Backends)) != "[node-2]" {
+		t.Errorf("two of three nodes unhealthy: %+v, want node-2 alone", fs)
+	}
+	in.Unhealthy = nil
 	in.NodePorts = false
 	if fs, skipped := Build(in); len(fs) != 4 || len(skipped) != 1 || fs[1].Port != 81 || fs[1].NodePort != 0 {
 		t.Errorf("floating-IP mode: %d frontends (port 81 second: %+v), skipped %+v; want 4, the port without a nodePort served", len(fs), fs, skipped)
@@ -119,5 +131,32 @@ func TestSourceRanges(t *testing.T) {
 				t.Errorf("bad: %+v, skipped %+v", fs, skipped)
 			}
 		}
+	}
+}
+
+func names(bs []dataplane.Backend) []string {
+	var out []string
+	for _, b := range bs {
+		out = append(out, b.Name)
+	}
+	return out
+}
+
+// FailOpen keeps the candidates that are up, or all when none is; it does not touch its input.
+func TestFailOpen(t *testing.T) {
+	in := []string{"a", "b", "c"}
+	for _, c := range []struct {
+		down []string
+		want string
+	}{{nil, "[a b c]"}, {[]string{"b"}, "[a c]"}, {[]string{"a", "c"}, "[b]"}, {[]string{"a", "b", "c"}, "[a b c]"}} {
+		if got := FailOpen(in, func(s string) bool { return slices.Contains(c.down, s) }); fmt.Sprint(got) != c.want {
+			t.Errorf("down %v: %v, want %s", c.down, got, c.want)
+		}
+	}
+	if fmt.Sprint(in) != "[a b c]" {
+		t.Errorf("input changed: %v", in)
+	}
+	if got := FailOpen(nil, func(string) bool { return true }); len(got) != 0 {
+		t.Errorf("no candidates: %v", got)
 	}
 }

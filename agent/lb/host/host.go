@@ -253,8 +253,9 @@ func localNodes(eps []*discoveryv1.EndpointSlice) map[string][]string {
 
 // probeTargets sets the prober's targets for in (kube-proxy's healthz on every node with an address; each Local
 // Service's healthCheckNodePort on each of its nodes) and applies what the probes found so far: a node failing
-// kube-proxy's probe is unhealthy, a node failing a Service's probe has no local endpoint of it. A target not yet
-// probed counts as passing: the EndpointSlices and the Nodes' conditions already vouch for it.
+// kube-proxy's probe is unhealthy, a node failing a Service's probe has no local endpoint of it — unless all of a
+// Service's nodes fail it, then the EndpointSlices are believed (frontends.FailOpen). A target not yet probed counts
+// as passing: the EndpointSlices and the Nodes' conditions already vouch for it.
 func probeTargets(in *frontends.Input, p *probe.Prober, kubeProxyPort int) {
 	addr := map[string]string{}
 	for _, n := range in.Nodes {
@@ -282,18 +283,15 @@ func probeTargets(in *frontends.Input, p *probe.Prober, kubeProxyPort int) {
 			continue
 		}
 		k := lbsvc.Key(svc)
-		var keep []string
+		var probed []string
 		for _, node := range in.Local[k] {
 			if _, ok := addr[node]; !ok {
 				continue
 			}
-			u := url(node, svc.Spec.HealthCheckNodePort)
-			urls = append(urls, u)
-			if !p.Down(u) {
-				keep = append(keep, node)
-			}
+			urls = append(urls, url(node, svc.Spec.HealthCheckNodePort))
+			probed = append(probed, node)
 		}
-		in.Local[k] = keep
+		in.Local[k] = frontends.FailOpen(probed, func(node string) bool { return p.Down(url(node, svc.Spec.HealthCheckNodePort)) })
 	}
 	p.Set(urls)
 }

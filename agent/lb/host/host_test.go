@@ -281,7 +281,7 @@ func TestLBHost(t *testing.T) {
 		t.Fatalf("local has no healthCheckNodePort: %v", err)
 	}
 	hc2 := lblab.ServeHealth(t, l.N2, int(lsvc.Spec.HealthCheckNodePort))
-	lblab.ServeHealth(t, l.N1, int(lsvc.Spec.HealthCheckNodePort))
+	hc1 := lblab.ServeHealth(t, l.N1, int(lsvc.Spec.HealthCheckNodePort))
 	a.wait(t, "local on node-2 only", func(fs []dataplane.Frontend) bool {
 		b := backends(fs, local)
 		return len(b) == 1 && b[0] == "node-2" && len(backends(fs, web)) == 2
@@ -296,9 +296,27 @@ func TestLBHost(t *testing.T) {
 	reach(web+":80", "node-2")
 	proxy1.Set(http.StatusOK)
 	a.wait(t, "node-1 back", func(fs []dataplane.Frontend) bool { return len(backends(fs, web)) == 2 })
-	// The Local Service's healthCheckNodePort on node-2 answers 503 (no local endpoint, as kube-proxy says when the
-	// pods are gone): the Service has no backend left, and its frontend takes no new flows.
+	// The Local Service gets a second endpoint, on node-1; node-2's healthCheckNodePort answers 503 (no local
+	// endpoint, as kube-proxy says before the EndpointSlice catches up): node-2 leaves the Service.
+	one := "node-1"
+	slice.Endpoints = append(slice.Endpoints, discoveryv1.Endpoint{Addresses: []string{"10.244.0.5"}, NodeName: &one, Conditions: discoveryv1.EndpointConditions{Ready: &ready}})
+	if _, err := cs.DiscoveryV1().EndpointSlices("default").Update(ctx, slice, metav1.UpdateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	a.wait(t, "local on both nodes", func(fs []dataplane.Frontend) bool { return len(backends(fs, local)) == 2 })
 	hc2.Set(http.StatusServiceUnavailable)
+	a.wait(t, "local off node-2 after its failed probes", func(fs []dataplane.Frontend) bool {
+		b := backends(fs, local)
+		return len(b) == 1 && b[0] == "node-1"
+	})
+	// Both nodes' probes fail while the EndpointSlice lists both: the probes are not believed (fail open, as
+	// AWS's and Google's load balancers do); the Service keeps its nodes rather than dropping every flow.
+	hc1.Set(http.StatusServiceUnavailable)
+	a.wait(t, "local failed open on both nodes", func(fs []dataplane.Frontend) bool { return len(backends(fs, local)) == 2 })
+	// The endpoints gone from the API too: the Service has no backend left, and its frontend takes no new flows.
+	if err := cs.DiscoveryV1().EndpointSlices("default").Delete(ctx, slice.Name, metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
 	a.wait(t, "local drained", func(fs []dataplane.Frontend) bool {
 		return len(backends(fs, local)) == 0 && len(backends(fs, web)) == 2
 	})

@@ -134,9 +134,15 @@ func (mt Mounter) Unmount(ctx context.Context, where string) error {
 }
 
 // JournalCtl reads a unit's last lines with journalctl (the journal has no D-Bus API; reading it natively needs
-// cgo). root, if not empty, is another system's root directory whose journal to read.
+// cgo). root, if not empty, is another system's root directory whose journal to read. On this system it first asks
+// journald to take in what it has queued (journalctl --sync returns after the daemon has read its pending input): a
+// helper's last words reach journald through a stream socket, and on a busy node they would otherwise arrive after
+// the read.
 func JournalCtl(root string) Journal {
 	return func(ctx context.Context, unit string, lines int) string {
+		if root == "" {
+			_ = exec.CommandContext(ctx, "journalctl", "--sync").Run() // best effort: the read below says what there is
+		}
 		args := []string{"-u", unit, "-o", "cat", "--no-pager", "-n", fmt.Sprint(lines)}
 		if root != "" {
 			args = append(args, "--root", root)

@@ -39,7 +39,7 @@ func TestMountUnitsInNspawn(t *testing.T) {
 		}})
 	sh := func(script string) string { t.Helper(); return nspawn.Run(t, ctx, m, script) }
 	mt := mounter.Mounter{Units: mgr, Journal: func(ctx context.Context, unit string, lines int) string {
-		out, _ := m.Sh(ctx, "journalctl -u "+unit+" -o cat --no-pager -n 8")
+		out, _ := m.Sh(ctx, "journalctl --sync; journalctl -u "+unit+" -o cat --no-pager -n 8") // as JournalCtl does
 		return out
 	}}
 

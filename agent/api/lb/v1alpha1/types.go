@@ -61,7 +61,8 @@ type LoadBalancerConfigSpec struct {
 }
 
 // Health tunes the probes. A node or Service endpoint leaves after Threshold consecutive failed probes, so within
-// Interval × Threshold, and comes back at its first success.
+// Interval × Threshold, and comes back at its first success. When every candidate fails at once, none leaves: the
+// load balancer fails open to what the API server reports (Ready nodes, endpoints in EndpointSlices).
 type Health struct {
 	// Interval between two probes of a target, and each probe's timeout (default 5s, at least 100ms).
 	Interval metav1.Duration `json:"interval,omitzero"`
