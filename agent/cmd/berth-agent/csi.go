@@ -6,17 +6,26 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"golang.org/x/sync/errgroup"
 
+	"berth.dev/berth/agent/shares/health"
 	"berth.dev/berth/agent/shares/mounter"
 	"berth.dev/berth/agent/shares/mountopts"
 	sharenode "berth.dev/berth/agent/shares/node"
 	"berth.dev/berth/agent/shares/plugin"
+	"berth.dev/berth/agent/shares/sharemetrics"
 	"berth.dev/berth/agent/systemdbus"
 )
 
@@ -34,6 +43,8 @@ func csiCmd(args []string, stderr io.Writer) int {
 	kubeletDir := fs.String("kubelet-dir", "/var/lib/kubelet", "the kubelet's root directory (its plugins and plugins_registry)")
 	stateDir := fs.String("state-dir", "/var/lib/berth/shares", "where shares are mounted and what is staged is recorded")
 	credDir := fs.String("cred-dir", "/run/berth/shares", "where SMB credential files live while a mount is made (tmpfs)")
+	metricsAddr := fs.String("metrics-address", "127.0.0.1:9472", "where /metrics is served (Prometheus); \"\" for nowhere")
+	probeEvery := fs.Duration("probe-interval", 5*time.Second, "how often each mounted share is probed (a stat under a deadline of the same length); a dead or hung one is mounted again")
 	if err := fs.Parse(args[1:]); err != nil || fs.NArg() > 0 {
 		return exitUsage
 	}
@@ -47,6 +58,21 @@ func csiCmd(args []string, stderr io.Writer) int {
 	}
 	defer units.Close()
 	mt := mounter.Mounter{Units: units, Journal: mounter.JournalCtl("")}
+	reg := prometheus.NewRegistry()
+	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	metrics := sharemetrics.New(reg)
+	if *metricsAddr != "" {
+		ln, err := net.Listen("tcp", *metricsAddr)
+		if err != nil {
+			fmt.Fprintf(stderr, "berth-agent csi node: -metrics-address: %v\n", err)
+			return exitUsage
+		}
+		mux := http.NewServeMux()
+		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
+		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
+		go srv.Serve(ln)
+		defer srv.Close()
+	}
 	g, ctx := errgroup.WithContext(ctx)
 	for name, protocol := range map[string]mountopts.Protocol{plugin.SMB: mountopts.SMB, plugin.NFS: mountopts.NFS} {
 		srv := sharenode.New(sharenode.Config{Protocol: protocol, NodeID: *nodeID, StateDir: filepath.Join(*stateDir, string(protocol)),
@@ -55,10 +81,38 @@ func csiCmd(args []string, stderr io.Writer) int {
 			Socket:             filepath.Join(*kubeletDir, "plugins", name, "csi.sock"),
 			RegistrationSocket: filepath.Join(*kubeletDir, "plugins_registry", name+"-reg.sock")}
 		g.Go(func() error { return plugin.Serve(ctx, cfg, srv) })
+		g.Go(func() error {
+			healShares(ctx, srv, metrics.Driver(name), *probeEvery, log.With("driver", name))
+			return nil
+		})
 	}
 	if err := g.Wait(); err != nil {
 		fmt.Fprintf(stderr, "berth-agent csi node: %v\n", err)
 		return exitInternal
 	}
 	return exitOK
+}
+
+// healShares probes the driver's mounted shares every interval and mounts a dead or hung one again (with backoff
+// after a failed remount: 5 s doubling up to 5 minutes), until ctx ends.
+func healShares(ctx context.Context, srv *sharenode.Server, m *sharemetrics.Driver, every time.Duration, log *slog.Logger) {
+	health.Run(ctx, health.Config{Interval: every, Timeout: every, MinBackoff: 5 * time.Second, MaxBackoff: 5 * time.Minute, Stat: health.Statx, Log: log,
+		Targets: func() []health.Target {
+			ts, err := srv.Shares()
+			if err != nil {
+				log.Warn("listing the mounted shares", "err", err)
+			}
+			keys := make([]string, len(ts))
+			for i, t := range ts {
+				keys[i] = t.Key
+			}
+			m.Round(keys)
+			return ts
+		},
+		Observe: func(t health.Target, r health.Result) { m.Probed(t.Key, r) },
+		Heal: func(ctx context.Context, t health.Target, _ health.Result) error {
+			err := srv.Heal(ctx, t.Key)
+			m.Remounted(t.Key, err)
+			return err
+		}})
 }

@@ -47,7 +47,8 @@ const usage = `usage: berth-agent config validate -f FILE
        berth-agent lb validate -f FILE
        berth-agent lb controller -config FILE [-kubeconfig FILE] [-identity NAME]
        berth-agent lb host -config FILE [-kubeconfig FILE] [-interface NAME] [-identity NAME]
-       berth-agent csi node [-node NAME] [-kubelet-dir DIR] [-state-dir DIR] [-cred-dir DIR]
+       berth-agent csi node [-node NAME] [-kubelet-dir DIR] [-state-dir DIR] [-cred-dir DIR] [-metrics-address ADDR]
+                            [-probe-interval DURATION]
 
   config validate   check a NodeConfig (node.berth.dev/v1alpha1): strict decoding, every problem with its field path
   preflight         check that this node can join: DNS, TCP, TLS and CA pin, bootstrap token, clock skew
@@ -61,7 +62,8 @@ const usage = `usage: berth-agent config validate -f FILE
   lb host           an LB host: berth's nftables table sends each frontend's flows to a healthy node; with
                     -interface it announces (ARP) the frontend IPs it owns among the live LB hosts
   csi node          the share drivers' node plugin (smb.shares.berth.dev, nfs.shares.berth.dev): registered with
-                    the kubelet through its plugins_registry; shares are systemd mount units
+                    the kubelet through its plugins_registry; shares are systemd mount units, probed every
+                    -probe-interval and mounted again when dead or hung; metrics on -metrics-address
 `
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }

@@ -133,6 +133,27 @@ func (mt Mounter) Unmount(ctx context.Context, where string) error {
 	return fmt.Errorf("unmount %s: %w", where, err)
 }
 
+// Forget waits, within ctx, for systemd to see that the mount at where is gone (it was detached under it: a dead
+// share the health loop dropped) and forgets its unit, so that the path can be mounted again. Nothing mounted there
+// is not an error.
+func (mt Mounter) Forget(ctx context.Context, where string) error {
+	name := UnitName(where)
+	for {
+		st, err := mt.Units.MountState(ctx, name)
+		if err != nil {
+			return fmt.Errorf("forget the mount at %s: %w", where, err)
+		}
+		if st.Active != "active" && st.Active != "reloading" && st.Active != "deactivating" {
+			return mt.Units.ResetFailed(ctx, name)
+		}
+		select {
+		case <-ctx.Done():
+			return fmt.Errorf("forget the mount at %s: systemd still has it %s: %w", where, st.Active, ctx.Err())
+		case <-time.After(100 * time.Millisecond): // systemd reads mountinfo on its own schedule; a poll is all there is
+		}
+	}
+}
+
 // JournalCtl reads a unit's last lines with journalctl (the journal has no D-Bus API; reading it natively needs
 // cgo). root, if not empty, is another system's root directory whose journal to read. On this system it first asks
 // journald to take in what it has queued (journalctl --sync returns after the daemon has read its pending input): a

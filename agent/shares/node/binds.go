@@ -46,6 +46,19 @@ func (KernelBinds) Unbind(_ context.Context, dst string) error {
 	return nil
 }
 
+// Detach drops the mount at dst at once: lazily (it goes from the tree now, from the kernel when its last user
+// lets go) and forced (a cifs or NFS client aborts what it waits on). Nothing mounted there is not an error.
+func (KernelBinds) Detach(_ context.Context, dst string) error {
+	err := unix.Unmount(dst, unix.MNT_DETACH|unix.MNT_FORCE)
+	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
+		return nil
+	}
+	if err != nil {
+		return fmt.Errorf("detach %s: %w", dst, err)
+	}
+	return nil
+}
+
 // IsMounted says whether dst is a mount point, from /proc/self/mountinfo (a stat of a dead share would hang).
 func (KernelBinds) IsMounted(dst string) (bool, error) {
 	return isMountPoint("/proc/self/mountinfo", filepath.Clean(dst))

@@ -27,6 +27,7 @@ import (
 	"google.golang.org/grpc/codes"
 	"google.golang.org/grpc/status"
 
+	"berth.dev/berth/agent/shares/health"
 	"berth.dev/berth/agent/shares/mounter"
 	"berth.dev/berth/agent/shares/mountopts"
 	"berth.dev/berth/agent/shares/volume"
@@ -37,6 +38,8 @@ import (
 type Mounts interface {
 	Mount(ctx context.Context, m mounter.Mount) error
 	Unmount(ctx context.Context, where string) error
+	// Forget waits for a mount detached under it to be gone from the system's view (Heal).
+	Forget(ctx context.Context, where string) error
 }
 
 // Binds bind-mount directories (the staging and publish paths).
@@ -44,6 +47,8 @@ type Binds interface {
 	Bind(ctx context.Context, src, dst string, readOnly bool) error
 	Unbind(ctx context.Context, dst string) error
 	IsMounted(dst string) (bool, error)
+	// Detach drops a mount at once, lazily and forced: a dead share must not hold its healing up.
+	Detach(ctx context.Context, dst string) error
 }
 
 // Config is the Node service's setup.
@@ -72,6 +77,9 @@ type Server struct {
 	mounts Mounts
 	binds  Binds
 	mu     sync.Mutex // one call at a time: the state is read, changed and saved whole
+	// creds are the SMB credentials each share was last mounted with, by key, so that Heal can mount it again.
+	// Memory only: after a restart of the agent a share's credentials are known again at its next stage.
+	creds map[string]volume.Credentials
 }
 
 // New returns the Node service.
@@ -82,7 +90,7 @@ func New(cfg Config, mounts Mounts, binds Binds) *Server {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	return &Server{cfg: cfg, mounts: mounts, binds: binds}
+	return &Server{cfg: cfg, mounts: mounts, binds: binds, creds: map[string]volume.Credentials{}}
 }
 
 // State is what is staged, in state.json.
@@ -282,20 +290,7 @@ func (s *Server) shareMount(ctx context.Context, st *State, r request) (*Share, 
 	// NFS mounts as type nfs: its nfsvers= picks the version (mount.nfs4 would refuse a volume's nfsvers=3).
 	sh := &Share{Source: r.vol.Source(), Type: map[mountopts.Protocol]string{mountopts.SMB: "cifs", mountopts.NFS: "nfs"}[r.vol.Protocol],
 		Options: r.options, Where: where}
-	if err := os.MkdirAll(s.path(where), 0o750); err != nil {
-		return nil, status.Error(codes.Internal, err.Error())
-	}
-	options := slices.Clone(r.options)
-	if r.creds.Username != "" {
-		file, err := s.writeCredentials(r)
-		if err != nil {
-			return nil, status.Error(codes.Internal, err.Error())
-		}
-		defer os.Remove(s.path(file))
-		options = append(options, "credentials="+file)
-	}
-	err := s.mounts.Mount(ctx, mounter.Mount{What: sh.Source, Where: where, Type: sh.Type, Options: options, Timeout: s.cfg.MountTimeout})
-	if err != nil {
+	if err := s.mount(ctx, r.key, sh, r.creds); err != nil {
 		os.Remove(s.path(where))
 		return nil, status.Errorf(codes.Internal, "mount %s: %v", sh.Source, err)
 	}
@@ -303,16 +298,37 @@ func (s *Server) shareMount(ctx context.Context, st *State, r request) (*Share, 
 	return sh, nil
 }
 
+// mount mounts share key (SMB: with creds, through a credentials file deleted after) and remembers the creds.
+func (s *Server) mount(ctx context.Context, key string, sh *Share, creds volume.Credentials) error {
+	if err := os.MkdirAll(s.path(sh.Where), 0o750); err != nil {
+		return err
+	}
+	options := slices.Clone(sh.Options)
+	if creds.Username != "" {
+		file, err := s.writeCredentials(key, creds)
+		if err != nil {
+			return err
+		}
+		defer os.Remove(s.path(file))
+		options = append(options, "credentials="+file)
+	}
+	if err := s.mounts.Mount(ctx, mounter.Mount{What: sh.Source, Where: sh.Where, Type: sh.Type, Options: options, Timeout: s.cfg.MountTimeout}); err != nil {
+		return err
+	}
+	s.creds[key] = creds
+	return nil
+}
+
 // writeCredentials writes the SMB credentials file (0600, on tmpfs) and returns its node path.
-func (s *Server) writeCredentials(r request) (string, error) {
-	file := filepath.Join(s.cfg.CredDir, r.key+".cred")
+func (s *Server) writeCredentials(key string, creds volume.Credentials) (string, error) {
+	file := filepath.Join(s.cfg.CredDir, key+".cred")
 	if err := os.MkdirAll(s.path(s.cfg.CredDir), 0o700); err != nil {
 		return "", err
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, "username=%s\npassword=%s\n", r.creds.Username, string(r.creds.Password))
-	if r.creds.Domain != "" {
-		fmt.Fprintf(&b, "domain=%s\n", r.creds.Domain)
+	fmt.Fprintf(&b, "username=%s\npassword=%s\n", creds.Username, string(creds.Password))
+	if creds.Domain != "" {
+		fmt.Fprintf(&b, "domain=%s\n", creds.Domain)
 	}
 	return file, atomicfile.Write(s.path(file), []byte(b.String()), 0o600)
 }
@@ -333,6 +349,7 @@ func (s *Server) releaseShare(ctx context.Context, st *State, key string) error 
 		return err
 	}
 	delete(st.Shares, key)
+	delete(s.creds, key)
 	if err := os.Remove(s.path(where)); err != nil && !errors.Is(err, os.ErrNotExist) {
 		return err
 	}
@@ -429,4 +446,73 @@ func (s *Server) NodeUnpublishVolume(ctx context.Context, req *csi.NodeUnpublish
 	}
 	s.cfg.Log.Info("unpublished", "volume", req.GetVolumeId(), "target", target)
 	return &csi.NodeUnpublishVolumeResponse{}, nil
+}
+
+// Shares are the mounted shares, for the health loop: key and mount point (the node's path).
+func (s *Server) Shares() ([]health.Target, error) {
+	st, unlock, err := s.lockState()
+	if err != nil {
+		return nil, err
+	}
+	defer unlock()
+	out := make([]health.Target, 0, len(st.Shares))
+	for key, sh := range st.Shares {
+		out = append(out, health.Target{Key: key, Path: sh.Where})
+	}
+	slices.SortFunc(out, func(a, b health.Target) int { return strings.Compare(a.Key, b.Key) })
+	return out, nil
+}
+
+// Heal mounts a dead share again: its mount is detached (lazily, forced: a hung server cannot hold this up), the
+// share mounted anew at the same path (SMB with the credentials of its last stage), and every volume staged from
+// it bound again, so that pods started from now on get a live share. Running pods keep the mount they started with:
+// their containers hold it in their own mount namespaces, where only the kernel's own reconnection reaches it.
+// After an agent restart an SMB share's credentials are unknown until a stage gives them again; Heal says so.
+func (s *Server) Heal(ctx context.Context, key string) error {
+	st, unlock, err := s.lockState()
+	if err != nil {
+		return err
+	}
+	defer unlock()
+	sh, ok := st.Shares[key]
+	if !ok {
+		return nil // unstaged meanwhile
+	}
+	creds, known := s.creds[key]
+	if !known && slices.ContainsFunc(sh.Options, func(o string) bool { return o == "guest" || strings.HasPrefix(o, "sec=") }) {
+		known = true // a guest mount needs none
+	}
+	if !known && sh.Type == "cifs" {
+		return fmt.Errorf("share %s: its credentials are not known since the agent restarted; the next stage of one of its volumes gives them", sh.Source)
+	}
+	if err := s.binds.Detach(ctx, sh.Where); err != nil {
+		return fmt.Errorf("detach %s: %w", sh.Where, err)
+	}
+	fctx, cancel := context.WithTimeout(ctx, 10*time.Second)
+	err = s.mounts.Forget(fctx, sh.Where)
+	cancel()
+	if err != nil {
+		return err
+	}
+	if err := s.mount(ctx, key, sh, creds); err != nil {
+		return fmt.Errorf("mount %s again: %w", sh.Source, err)
+	}
+	var errs []error
+	for id, v := range st.Volumes {
+		if v.Share != key {
+			continue
+		}
+		src := sh.Where
+		if v.SubDir != "" {
+			src = filepath.Join(sh.Where, v.SubDir)
+		}
+		if err := s.binds.Detach(ctx, v.Staging); err != nil {
+			errs = append(errs, fmt.Errorf("volume %s: detach %s: %w", id, v.Staging, err))
+			continue
+		}
+		if err := s.binds.Bind(ctx, src, v.Staging, false); err != nil {
+			errs = append(errs, fmt.Errorf("volume %s: bind %s to %s: %w", id, src, v.Staging, err))
+		}
+	}
+	return errors.Join(errs...)
 }

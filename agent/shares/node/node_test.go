@@ -2,6 +2,7 @@ package node
 
 import (
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -43,12 +44,20 @@ func (f *fakeMounts) Mount(_ context.Context, m mounter.Mount) error {
 	return os.MkdirAll(filepath.Join(f.root, m.Where, "pvc-a"), 0o755) // the share holds one directory
 }
 
+func (f *fakeMounts) Forget(_ context.Context, where string) error {
+	delete(f.mounted, where) // the detached mount is gone
+	return nil
+}
+
 func (f *fakeMounts) Unmount(_ context.Context, where string) error {
 	delete(f.mounted, where)
 	return os.RemoveAll(filepath.Join(f.root, where, "pvc-a"))
 }
 
-type fakeBinds struct{ binds map[string]string } // dst → src (+",ro")
+type fakeBinds struct {
+	binds    map[string]string // dst → src (+",ro")
+	detached []string
+}
 
 func (f *fakeBinds) Bind(_ context.Context, src, dst string, ro bool) error {
 	if ro {
@@ -59,6 +68,11 @@ func (f *fakeBinds) Bind(_ context.Context, src, dst string, ro bool) error {
 }
 func (f *fakeBinds) Unbind(_ context.Context, dst string) error { delete(f.binds, dst); return nil }
 func (f *fakeBinds) IsMounted(dst string) (bool, error)         { _, ok := f.binds[dst]; return ok, nil }
+func (f *fakeBinds) Detach(_ context.Context, dst string) error {
+	f.detached = append(f.detached, dst)
+	delete(f.binds, dst)
+	return nil
+}
 
 func newServer(t *testing.T) (*Server, *fakeMounts, *fakeBinds) {
 	root := t.TempDir()
@@ -209,5 +223,71 @@ func TestStageRefusesBadInput(t *testing.T) {
 		VolumeCapability: stageReq("v", "/s", nil, nil).VolumeCapability})
 	if status.Code(err) != codes.FailedPrecondition {
 		t.Errorf("publish of a volume not staged: %v", err)
+	}
+}
+
+// Heal of a dead share: the share's mount detached and made again with the credentials of its last stage (a 0600
+// file, gone after), each of its volumes' staging paths detached and bound again; the pods' binds are left alone.
+// After an agent restart an SMB share cannot be healed until a stage gives its credentials again; an NFS share can.
+func TestHealMountsAgain(t *testing.T) {
+	s, m, b := newServer(t)
+	ctx := context.Background()
+	secret := map[string]string{"username": "alice", "password": "hunter2"}
+	a := stageReq("vol-a", "/stage/a", map[string]string{"source": "//10.88.0.1/data", "subDir": "pvc-a"}, secret)
+	whole := stageReq("vol-whole", "/stage/w", map[string]string{"source": "//10.88.0.1/data"}, secret)
+	for _, req := range []*csi.NodeStageVolumeRequest{a, whole} {
+		if _, err := s.NodeStageVolume(ctx, req); err != nil {
+			t.Fatal(err)
+		}
+	}
+	pub := &csi.NodePublishVolumeRequest{VolumeId: "vol-a", StagingTargetPath: a.StagingTargetPath, TargetPath: "/pods/p/mount", VolumeCapability: a.VolumeCapability}
+	if _, err := s.NodePublishVolume(ctx, pub); err != nil {
+		t.Fatal(err)
+	}
+	shares, err := s.Shares()
+	if err != nil || len(shares) != 1 {
+		t.Fatalf("shares %v, %v; want one", shares, err)
+	}
+	where := shares[0].Path
+	b.binds[a.StagingTargetPath] = "dead"
+	calls := m.calls
+	if err := s.Heal(ctx, shares[0].Key); err != nil {
+		t.Fatal(err)
+	}
+	if m.calls != calls+1 || m.mounted[where].What != "//10.88.0.1/data" || len(m.creds) != calls+1 || m.creds[calls] != "-rw------- username=alice\npassword=hunter2\n" {
+		t.Errorf("after heal: %d mounts, share %+v, credentials at each %q", m.calls, m.mounted[where], m.creds)
+	}
+	if left, _ := os.ReadDir(filepath.Join(s.cfg.Root, "/run/berth/shares")); len(left) != 0 {
+		t.Errorf("credentials files left after the heal: %v", left)
+	}
+	if fmt.Sprint(b.detached) != fmt.Sprint([]string{where, a.StagingTargetPath, whole.StagingTargetPath}) && fmt.Sprint(b.detached) != fmt.Sprint([]string{where, whole.StagingTargetPath, a.StagingTargetPath}) {
+		t.Errorf("detached %v, want the share, then both staging paths", b.detached)
+	}
+	if b.binds[a.StagingTargetPath] != filepath.Join(where, "pvc-a") || b.binds[whole.StagingTargetPath] != where || b.binds[pub.TargetPath] != a.StagingTargetPath {
+		t.Errorf("binds after heal: %v", b.binds)
+	}
+
+	s2 := New(s.cfg, m, b) // the agent restarted: the password is nowhere but in the Secret
+	if err := s2.Heal(ctx, shares[0].Key); err == nil || !strings.Contains(err.Error(), "credentials are not known since the agent restarted") || strings.Contains(err.Error(), "hunter2") {
+		t.Errorf("heal after a restart: %v", err)
+	}
+	if _, err := s2.NodeStageVolume(ctx, stageReq("vol-b", "/stage/b", map[string]string{"source": "//10.88.0.1/data"}, secret)); err != nil {
+		t.Fatal(err)
+	}
+	if err := s2.Heal(ctx, shares[0].Key); err != nil {
+		t.Errorf("heal after a stage gave the credentials again: %v", err)
+	}
+	if err := s2.Heal(ctx, "no-such-share"); err != nil {
+		t.Errorf("heal of a share unstaged meanwhile: %v", err)
+	}
+
+	n := New(Config{Protocol: mountopts.NFS, NodeID: "node-1", StateDir: "/var/lib/berth/shares/nfs", Root: s.cfg.Root}, m, b)
+	if _, err := n.NodeStageVolume(ctx, stageReq("vol-n", "/stage/n", map[string]string{"source": "files:/export"}, nil)); err != nil {
+		t.Fatal(err)
+	}
+	n = New(n.cfg, m, b)
+	ns, _ := n.Shares()
+	if err := n.Heal(ctx, ns[0].Key); err != nil {
+		t.Errorf("heal of an NFS share after a restart: %v", err)
 	}
 }

@@ -45,6 +45,10 @@ func (b nsBinds) Unbind(ctx context.Context, dst string) error {
 	_, err := b.m.Sh(ctx, fmt.Sprintf("umount %q", dst))
 	return err
 }
+func (b nsBinds) Detach(ctx context.Context, dst string) error {
+	_, err := b.m.Sh(ctx, fmt.Sprintf("umount -l -f %q 2>/dev/null || ! mountpoint -q %q", dst, dst))
+	return err
+}
 func (b nsBinds) IsMounted(dst string) (bool, error) {
 	out, err := b.m.Sh(context.Background(), fmt.Sprintf("mountpoint -q %q && echo yes || echo no", dst))
 	return strings.TrimSpace(out) == "yes", err
@@ -105,6 +109,20 @@ func TestNodeServiceInNspawn(t *testing.T) {
 	}
 	if got := sh("cat " + pub.TargetPath + "/f; touch " + pub.TargetPath + "/g 2>&1 || true"); !strings.HasPrefix(got, "hello") || !strings.Contains(got, "Read-only") {
 		t.Errorf("the pod's view: %q, want the share's file and read-only", got)
+	}
+
+	// Heal: the share's mount detached under systemd, mounted again (a second mount.cifs with the credentials file),
+	// its unit active again, the volume's staging path bound to the new mount; the pod's bind is left alone.
+	shares, err := srv.Shares()
+	if err != nil || len(shares) != 1 {
+		t.Fatalf("shares %v, %v", shares, err)
+	}
+	sh("echo from-server > /srv/exports/data/pvc-a/after")
+	if err := srv.Heal(ctx, shares[0].Key); err != nil {
+		t.Fatal(err)
+	}
+	if got := sh("grep -c '^credentials 600 username=alice' /run/fake-cifs.log; ls -A /run/berth/shares | wc -l; systemctl is-active 'var-lib-berth-shares-*.mount'; cat " + a.StagingTargetPath + "/after; cat " + pub.TargetPath + "/f"); got != "2\n0\nactive\nfrom-server\nhello" {
+		t.Errorf("after heal (mounts made with credentials, files left, the unit, the staging path's view, the pod's):\n%s", got)
 	}
 
 	srv = node.New(cfg, mt, nsBinds{m}) // the agent restarted
