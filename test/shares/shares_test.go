@@ -55,14 +55,19 @@ func stage(id, source, subDir, secret string, flags ...string) string {
 	  "volumeContext": {"source": %q, "subDir": %q}%s}`, id, id, strings.Join(f, ","), source, subDir, secret)
 }
 
-func publish(id string, ro bool) string {
-	return fmt.Sprintf(`{"volumeId": %q, "stagingTargetPath": "/var/lib/kubelet/plugins/kubernetes.io/csi/x/%s/globalmount",
-	  "targetPath": "/var/lib/kubelet/pods/p/volumes/kubernetes.io~csi/%s/mount", "readonly": %v,
-	  "volumeCapability": {"mount": {}, "accessMode": {"mode": "MULTI_NODE_MULTI_WRITER"}}}`, id, id, id, ro)
+// target is where pod publishes volume id.
+func target(pod, id string) string {
+	return "/var/lib/kubelet/pods/" + pod + "/volumes/kubernetes.io~csi/" + id + "/mount"
 }
 
-func unpublish(id string) string {
-	return fmt.Sprintf(`{"volumeId": %q, "targetPath": "/var/lib/kubelet/pods/p/volumes/kubernetes.io~csi/%s/mount"}`, id, id)
+func publish(pod, id string, ro bool) string {
+	return fmt.Sprintf(`{"volumeId": %q, "stagingTargetPath": "/var/lib/kubelet/plugins/kubernetes.io/csi/x/%s/globalmount",
+	  "targetPath": %q, "readonly": %v,
+	  "volumeCapability": {"mount": {}, "accessMode": {"mode": "MULTI_NODE_MULTI_WRITER"}}}`, id, id, target(pod, id), ro)
+}
+
+func unpublish(pod, id string) string {
+	return fmt.Sprintf(`{"volumeId": %q, "targetPath": %q}`, id, target(pod, id))
 }
 
 func unstage(id string) string {
@@ -119,8 +124,8 @@ func TestSharesInAGuest(t *testing.T) {
 		t.Errorf("the password is on the guest's disk, in a unit or in the log:\n%s", out)
 	}
 
-	g.must(smbDriver, "NodePublishVolume", publish("smb-1", false))
-	g.must(nfsDriver, "NodePublishVolume", publish("nfs-1", true))
+	g.must(smbDriver, "NodePublishVolume", publish("p", "smb-1", false))
+	g.must(nfsDriver, "NodePublishVolume", publish("p", "nfs-1", true))
 	g.g.Run("echo from-a-pod > /var/lib/kubelet/pods/p/volumes/kubernetes.io~csi/smb-1/mount/written")
 	if data, err := os.ReadFile(filepath.Join(smb.Dir, "pvc-smb", "written")); err != nil || string(data) != "from-a-pod\n" {
 		t.Errorf("the pod's write on the SMB volume, on the server: %q %v", data, err)
@@ -131,6 +136,9 @@ func TestSharesInAGuest(t *testing.T) {
 	if got := g.g.Run("cat /var/lib/kubelet/pods/p/volumes/kubernetes.io~csi/nfs-1/mount/served; touch /var/lib/kubelet/pods/p/volumes/kubernetes.io~csi/nfs-1/mount/x 2>&1 || true"); !strings.HasPrefix(got, "from-the-server") || !strings.Contains(got, "Read-only") {
 		t.Errorf("the read-only NFS volume in the pod: %q", got)
 	}
+
+	serverRestart(t, g, smb)
+	staleExport(t, g, nfs)
 
 	// A wrong password: the mount fails with the server's refusal, and no mount.cifs is left.
 	start := time.Now()
@@ -152,11 +160,80 @@ func TestSharesInAGuest(t *testing.T) {
 
 	for _, v := range []struct{ driver, id string }{{smbDriver, "smb-1"}, {nfsDriver, "nfs-1"}} {
 		for range 2 {
-			g.must(v.driver, "NodeUnpublishVolume", unpublish(v.id))
+			g.must(v.driver, "NodeUnpublishVolume", unpublish("p", v.id))
+			g.must(v.driver, "NodeUnpublishVolume", unpublish("p2", v.id))
 			g.must(v.driver, "NodeUnstageVolume", unstage(v.id))
 		}
 	}
 	if got := strings.TrimSpace(g.g.Run("findmnt -n -t cifs,nfs4 | wc -l; systemctl list-units --all --no-legend 'var-lib-berth-shares-*' | wc -l")); got != "0\n0" {
 		t.Errorf("after unstaging: share mounts and units %q, want none", got)
+	}
+}
+
+// serverRestart: a running pod's SMB volume works again within 15 s of the server's restart, with no call to the
+// driver and no restart of the pod. The pod is a process in a mount namespace of its own made after the publish,
+// with private propagation, as a container's is: the share it holds is the one the kernel's cifs client reconnects
+// (a remount on the node would not reach it).
+func serverRestart(t *testing.T, g guest, smb *shareserver.Server) {
+	t.Helper()
+	pid := strings.TrimSpace(g.g.Run("setsid unshare -m --propagation private sleep 3600 </dev/null >/dev/null 2>&1 & echo $!"))
+	vol := target("p", "smb-1")
+	inPod := func(script string) (string, error) { return g.g.Try("nsenter -t " + pid + " -m sh -c '" + script + "'") }
+	if out, err := inPod("cat " + vol + "/written"); err != nil || out != "from-a-pod\n" {
+		t.Fatalf("the pod's view before the restart: %q %v", out, err)
+	}
+	smb.Restart()
+	restarted := time.Now()
+	var out string
+	var err error
+	for deadline := restarted.Add(90 * time.Second); time.Now().Before(deadline); time.Sleep(500 * time.Millisecond) {
+		if out, err = inPod("timeout 10 sh -c \"echo after-restart > " + vol + "/after && cat " + vol + "/after\""); err == nil && out == "after-restart\n" {
+			break
+		}
+	}
+	took := time.Since(restarted)
+	t.Logf("the pod wrote through its SMB volume again %v after the server restarted", took.Round(100*time.Millisecond))
+	if err != nil || out != "after-restart\n" {
+		t.Fatalf("the pod's SMB volume after the server restarted: %q %v\nguest kernel:\n%s", out, err, g.g.Run("dmesg | grep -i cifs | tail -n 20"))
+	}
+	if took > 15*time.Second {
+		t.Errorf("the pod's SMB volume took %v to work again after the server restarted, want at most 15 s", took.Round(100*time.Millisecond))
+	}
+	if data, err := os.ReadFile(filepath.Join(smb.Dir, "pvc-smb", "after")); err != nil || string(data) != "after-restart\n" {
+		t.Errorf("the write after the restart, on the server: %q %v", data, err)
+	}
+	g.g.Run("kill " + pid)
+}
+
+// staleExport: an NFS share that stays dead — its export's directory replaced on the server, so every handle the
+// client holds is stale — is found by the driver's health loop and mounted again, and a pod started after it gets
+// the live export; the metrics count the probes and the remount.
+func staleExport(t *testing.T, g guest, nfs *shareserver.Server) {
+	t.Helper()
+	nfs.RestartWith(func() {
+		for _, err := range []error{os.RemoveAll(nfs.Dir), os.MkdirAll(filepath.Join(nfs.Dir, "pvc-nfs"), 0o777),
+			os.WriteFile(filepath.Join(nfs.Dir, "pvc-nfs", "fresh"), []byte("after-the-replacement\n"), 0o644)} {
+			if err != nil {
+				t.Fatal(err)
+			}
+		}
+	})
+	replaced := time.Now()
+	for deadline := replaced.Add(2 * time.Minute); !strings.Contains(g.g.Run("journalctl -u berth-csi --no-pager -o cat | grep -c 'share remounted. driver=nfs' || true"), "1"); time.Sleep(time.Second) {
+		if time.Now().After(deadline) {
+			t.Fatalf("the stale NFS share was not mounted again in 2 minutes; berth-csi:\n%s", g.g.Run("journalctl -u berth-csi --no-pager | tail -n 20"))
+		}
+	}
+	t.Logf("stale NFS share mounted again %v after the export was replaced", time.Since(replaced).Round(time.Second))
+	g.must("nfs.shares.berth.dev", "NodePublishVolume", publish("p2", "nfs-1", true))
+	if got, err := g.g.Try("cat " + target("p2", "nfs-1") + "/fresh"); err != nil || got != "after-the-replacement\n" {
+		t.Errorf("a pod started after the heal reads %q, %v; want the replaced export's file", got, err)
+	}
+	metrics := g.g.Run("exec 3<>/dev/tcp/127.0.0.1/9472; printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3; cat <&3")
+	for _, want := range []string{`berth_shares_remounts_total{driver="nfs.shares.berth.dev",result="ok"} 1`, `berth_shares_mounted{driver="smb.shares.berth.dev"} 1`,
+		`berth_shares_probes_total{driver="nfs.shares.berth.dev",result="dead"} `} {
+		if !strings.Contains(metrics, want) {
+			t.Errorf("the driver's metrics lack %q:\n%s", want, metrics)
+		}
 	}
 }

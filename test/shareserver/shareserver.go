@@ -169,8 +169,12 @@ func (s *Server) Stop() {
 }
 
 // Restart stops the server and starts it again on the same port, as a server's restart does to clients.
-func (s *Server) Restart() {
+func (s *Server) Restart() { s.t.Helper(); s.RestartWith(func() {}) }
+
+// RestartWith stops the server, runs between (to change what it serves), and starts it again on the same port.
+func (s *Server) RestartWith(between func()) {
 	s.t.Helper()
 	s.Stop()
+	between()
 	s.start()
 }

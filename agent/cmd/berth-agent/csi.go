@@ -6,17 +6,11 @@ import (
 	"fmt"
 	"io"
 	"log/slog"
-	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"path/filepath"
 	"syscall"
 	"time"
-
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"golang.org/x/sync/errgroup"
 
@@ -58,21 +52,14 @@ func csiCmd(args []string, stderr io.Writer) int {
 	}
 	defer units.Close()
 	mt := mounter.Mounter{Units: units, Journal: mounter.JournalCtl("")}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg := metricsRegistry()
 	metrics := sharemetrics.New(reg)
-	if *metricsAddr != "" {
-		ln, err := net.Listen("tcp", *metricsAddr)
-		if err != nil {
-			fmt.Fprintf(stderr, "berth-agent csi node: -metrics-address: %v\n", err)
-			return exitUsage
-		}
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-		go srv.Serve(ln)
-		defer srv.Close()
+	stopMetrics, err := serveMetrics(*metricsAddr, reg)
+	if err != nil {
+		fmt.Fprintf(stderr, "berth-agent csi node: -metrics-address: %v\n", err)
+		return exitUsage
 	}
+	defer stopMetrics()
 	g, ctx := errgroup.WithContext(ctx)
 	for name, protocol := range map[string]mountopts.Protocol{plugin.SMB: mountopts.SMB, plugin.NFS: mountopts.NFS} {
 		srv := sharenode.New(sharenode.Config{Protocol: protocol, NodeID: *nodeID, StateDir: filepath.Join(*stateDir, string(protocol)),

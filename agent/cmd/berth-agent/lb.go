@@ -9,7 +9,6 @@ import (
 	"io"
 	"log/slog"
 	"net"
-	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -17,9 +16,6 @@ import (
 	"time"
 
 	"github.com/mdlayher/arp"
-	"github.com/prometheus/client_golang/prometheus"
-	"github.com/prometheus/client_golang/prometheus/collectors"
-	"github.com/prometheus/client_golang/prometheus/promhttp"
 	"github.com/vishvananda/netlink"
 	"golang.org/x/sys/unix"
 	corev1 "k8s.io/api/core/v1"
@@ -209,21 +205,14 @@ func lbHostCmd(args []string, stderr io.Writer) int {
 	if class.Name == "" {
 		class.Name = lbv1.DefaultClassName
 	}
-	reg := prometheus.NewRegistry()
-	reg.MustRegister(collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg := metricsRegistry()
 	metrics := lbmetrics.New(reg)
-	if *metricsAddr != "" {
-		ln, err := net.Listen("tcp", *metricsAddr)
-		if err != nil {
-			fmt.Fprintf(stderr, "berth-agent lb host: -metrics-address: %v\n", err)
-			return exitUsage
-		}
-		mux := http.NewServeMux()
-		mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{Registry: reg}))
-		srv := &http.Server{Handler: mux, ReadHeaderTimeout: 10 * time.Second}
-		go srv.Serve(ln)
-		defer srv.Close()
+	stopMetrics, err := serveMetrics(*metricsAddr, reg)
+	if err != nil {
+		fmt.Fprintf(stderr, "berth-agent lb host: -metrics-address: %v\n", err)
+		return exitUsage
 	}
+	defer stopMetrics()
 	if err := host.Run(ctx, host.Config{Identity: *identity, StatusFile: *statusFile, Metrics: metrics, Client: cs, Class: class, NFT: nft, Mode: mode, Routes: routes, Announce: ann, Log: log,
 		Probe: probe.Config{Interval: c.Spec.Health.Interval.Duration, Threshold: c.Spec.Health.Threshold}}); err != nil {
 		fmt.Fprintf(stderr, "berth-agent: %v\n", err)

@@ -1,8 +1,9 @@
 // Package health probes mounted shares the way a pod would find them broken, and heals the broken ones: a probe
-// is a statx of the mount point (AT_STATX_DONT_SYNC: no round trip the kernel can skip) under a deadline, in a
-// goroutine of its own, so a hung server costs the loop one deadline, never a stuck loop. ENOTCONN, ESTALE, EIO,
-// EHOSTDOWN and their kin (mount-utils' IsCorruptedMnt set) are a dead mount; a probe past its deadline is a hung
-// one. Each broken share is healed (remounted) with exponential backoff, without touching the pods that use it.
+// is a statx of the mount point (AT_STATX_FORCE_SYNC: the attributes fetched from the server, not from the
+// client's cache, which answers for a dead share for as long as actimeo) under a deadline, in a goroutine of its
+// own, so a hung server costs the loop one deadline, never a stuck loop. ENOTCONN, ESTALE, EIO, EHOSTDOWN and their
+// kin (mount-utils' IsCorruptedMnt set) are a dead mount; a probe past its deadline is a hung one. Each broken
+// share is healed (remounted) with exponential backoff, without touching the pods that use it.
 package health
 
 import (
@@ -48,10 +49,10 @@ var corrupted = []error{unix.ENOTCONN, unix.ESTALE, unix.EIO, unix.EACCES, unix.
 // Stat is the probe's system call (unix.Statx in production; tests pass a fake to hang or fail).
 type Stat func(path string) error
 
-// Statx stats path without forcing a sync with the server.
+// Statx stats path, its attributes fetched from the server (on a local file system, a plain stat).
 func Statx(path string) error {
 	var st unix.Statx_t
-	return unix.Statx(unix.AT_FDCWD, path, unix.AT_STATX_DONT_SYNC|unix.AT_SYMLINK_NOFOLLOW, unix.STATX_TYPE, &st)
+	return unix.Statx(unix.AT_FDCWD, path, unix.AT_STATX_FORCE_SYNC|unix.AT_SYMLINK_NOFOLLOW, unix.STATX_TYPE, &st)
 }
 
 // Probe stats path within timeout. A probe that hangs is left to finish in its goroutine (a stat in the kernel

@@ -46,10 +46,12 @@ func (KernelBinds) Unbind(_ context.Context, dst string) error {
 	return nil
 }
 
-// Detach drops the mount at dst at once: lazily (it goes from the tree now, from the kernel when its last user
-// lets go) and forced (a cifs or NFS client aborts what it waits on). Nothing mounted there is not an error.
+// Detach drops the mount at dst at once, lazily: it leaves the tree now, and its file system stays for the mounts
+// that still hold it. Not forced: MNT_FORCE would abort the share's requests for every holder of its superblock,
+// the running pods among them, whose mounts the kernel's client could still reconnect. Nothing mounted there is not
+// an error.
 func (KernelBinds) Detach(_ context.Context, dst string) error {
-	err := unix.Unmount(dst, unix.MNT_DETACH|unix.MNT_FORCE)
+	err := unix.Unmount(dst, unix.MNT_DETACH)
 	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
 		return nil
 	}

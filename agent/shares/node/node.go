@@ -47,7 +47,7 @@ type Binds interface {
 	Bind(ctx context.Context, src, dst string, readOnly bool) error
 	Unbind(ctx context.Context, dst string) error
 	IsMounted(dst string) (bool, error)
-	// Detach drops a mount at once, lazily and forced: a dead share must not hold its healing up.
+	// Detach drops a mount at once, lazily: a dead share must not hold its healing up.
 	Detach(ctx context.Context, dst string) error
 }
 
@@ -463,7 +463,7 @@ func (s *Server) Shares() ([]health.Target, error) {
 	return out, nil
 }
 
-// Heal mounts a dead share again: its mount is detached (lazily, forced: a hung server cannot hold this up), the
+// Heal mounts a dead share again: its mount is detached (lazily: a hung server cannot hold this up), the
 // share mounted anew at the same path (SMB with the credentials of its last stage), and every volume staged from
 // it bound again, so that pods started from now on get a live share. Running pods keep the mount they started with:
 // their containers hold it in their own mount namespaces, where only the kernel's own reconnection reaches it.

@@ -46,7 +46,7 @@ func (b nsBinds) Unbind(ctx context.Context, dst string) error {
 	return err
 }
 func (b nsBinds) Detach(ctx context.Context, dst string) error {
-	_, err := b.m.Sh(ctx, fmt.Sprintf("umount -l -f %q 2>/dev/null || ! mountpoint -q %q", dst, dst))
+	_, err := b.m.Sh(ctx, fmt.Sprintf("umount -l %q 2>/dev/null || ! mountpoint -q %q", dst, dst))
 	return err
 }
 func (b nsBinds) IsMounted(dst string) (bool, error) {
