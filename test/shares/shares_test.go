@@ -178,7 +178,9 @@ func serverRestart(t *testing.T, g guest, smb *shareserver.Server) {
 	t.Helper()
 	pid := strings.TrimSpace(g.g.Run("setsid unshare -m --propagation private sleep 3600 </dev/null >/dev/null 2>&1 & echo $!"))
 	vol := target("p", "smb-1")
-	inPod := func(script string) (string, error) { return g.g.Try("nsenter -t " + pid + " -m sh -c '" + script + "'") }
+	inPod := func(script string) (string, error) {
+		return g.g.Try("nsenter -t " + pid + " -m sh -c '" + script + "'")
+	}
 	if out, err := inPod("cat " + vol + "/written"); err != nil || out != "from-a-pod\n" {
 		t.Fatalf("the pod's view before the restart: %q %v", out, err)
 	}
