@@ -7,7 +7,10 @@ package nspawn
 
 import (
 	"context"
+	"crypto/sha256"
+	"encoding/hex"
 	"fmt"
+	"io/fs"
 	"log/slog"
 	"os"
 	"os/exec"
@@ -38,6 +41,8 @@ type Machine struct {
 	Bus  string // its system bus socket
 	p    *proc.Process
 	grp  *proc.Group
+	// cgroup is the container's own cgroup (under trackingHierarchies).
+	cgroup string
 }
 
 // Rootfs is the Debian 12 rootfs tarball the containers boot, built with mmdebstrap on first use and cached.
@@ -92,7 +97,19 @@ func Boot(ctx context.Context, cfg Config) (_ *Machine, err error) {
 			return nil, fmt.Errorf("prepare root: %w", err)
 		}
 	}
-	m.p, err = m.grp.Start("nspawn", "systemd-nspawn", "-D", m.Root, "-b", "--register=no", "--keep-unit",
+	// A cgroup of its own: with --keep-unit nspawn stays in its caller's cgroup, the root on this host, and puts the
+	// container in "payload" below it, so two containers at once would share one cgroup tree and each systemd would
+	// prune the other's units' cgroups (a umount's control process then fails with 219/CGROUP). The shell joins the
+	// cgroup in the hierarchies systemd tracks processes in, then becomes systemd-nspawn.
+	sum := sha256.Sum256([]byte(m.Root))
+	m.cgroup = "berth-nspawn-" + cfg.Name + "-" + hex.EncodeToString(sum[:4])
+	for _, h := range trackingHierarchies {
+		if err := os.MkdirAll(filepath.Join(cgroupRoot, h, m.cgroup), 0o755); err != nil {
+			return nil, fmt.Errorf("cgroup for the container: %w", err)
+		}
+	}
+	join := "for h in " + strings.Join(trackingHierarchies, " ") + "; do echo $$ > " + cgroupRoot + "/$h/" + m.cgroup + "/cgroup.procs || exit 1; done; exec systemd-nspawn \"$@\""
+	m.p, err = m.grp.Start("nspawn", "sh", "-c", join, "nspawn", "-D", m.Root, "-b", "--register=no", "--keep-unit",
 		"--private-network", "--console=read-only", "-M", cfg.Name, "--bind="+filepath.Dir(m.Bus)+":/run/dbus")
 	if err != nil {
 		return nil, err
@@ -137,7 +154,34 @@ func (m *Machine) waitRunning(ctx context.Context) error {
 
 // Stop powers the container off (nspawn turns SIGTERM into a clean shutdown) and kills it if that takes long.
 func (m *Machine) Stop() error {
-	return proc.StopAll(m.grp.Take(), 15*time.Second)
+	err := proc.StopAll(m.grp.Take(), 15*time.Second)
+	if m.cgroup != "" {
+		for _, h := range trackingHierarchies {
+			removeCgroupTree(filepath.Join(cgroupRoot, h, m.cgroup))
+		}
+	}
+	return err
+}
+
+const cgroupRoot = "/sys/fs/cgroup"
+
+// trackingHierarchies are the cgroup hierarchies systemd tracks processes in on this host (cgroup v1 with the
+// named systemd hierarchy, and the unified one mounted beside it).
+var trackingHierarchies = []string{"systemd", "unified"}
+
+// removeCgroupTree removes an emptied cgroup directory and those below it, deepest first (best effort: a cgroup
+// that still has a process stays).
+func removeCgroupTree(dir string) {
+	var dirs []string
+	filepath.WalkDir(dir, func(path string, d fs.DirEntry, err error) error {
+		if err == nil && d.IsDir() {
+			dirs = append(dirs, path)
+		}
+		return nil
+	})
+	for i := len(dirs) - 1; i >= 0; i-- {
+		os.Remove(dirs[i])
+	}
 }
 
 // Log is the container's console log.
