@@ -78,8 +78,10 @@ func killCgroupTree(p string) error {
 	if err != nil {
 		return err
 	}
+	// The unified hierarchy too: the runtime makes the node's cgroups there as well (in hybrid mode), and they
+	// were left behind, an empty tree per test node.
 	var dirs []string
-	for _, h := range hs {
+	for _, h := range append(hs, "unified") {
 		root := filepath.Join(cgroupRoot, h, p)
 		filepath.WalkDir(root, func(path string, d os.DirEntry, err error) error {
 			if err == nil && d.IsDir() {

@@ -223,7 +223,8 @@ func staleExport(t *testing.T, g guest, nfs *shareserver.Server) {
 	replaced := time.Now()
 	for deadline := replaced.Add(2 * time.Minute); !strings.Contains(g.g.Run("journalctl -u berth-csi --no-pager -o cat | grep -c 'share remounted. driver=nfs' || true"), "1"); time.Sleep(time.Second) {
 		if time.Now().After(deadline) {
-			t.Fatalf("the stale NFS share was not mounted again in 2 minutes; berth-csi:\n%s", g.g.Run("journalctl -u berth-csi --no-pager | tail -n 20"))
+			t.Fatalf("the stale NFS share was not mounted again in 2 minutes; berth-csi:\n%s", g.g.Run("systemctl status berth-csi --no-pager; journalctl -b --no-pager | grep -i -e csi -e nfs | tail -n 30; "+
+				"timeout 10 stat /var/lib/berth/shares/nfs/mounts/* 2>&1; echo stat=$?; timeout 10 ls "+target("p", "nfs-1")+" 2>&1; ls -l /proc/$(pidof berth-agent)/fd/ 2>&1 | head; journalctl -o verbose -n 3 _COMM=berth-agent --no-pager; exec 3<>/dev/tcp/127.0.0.1/9472; printf 'GET /metrics HTTP/1.0\\r\\n\\r\\n' >&3; grep berth_shares <&3"))
 		}
 	}
 	t.Logf("stale NFS share mounted again %v after the export was replaced", time.Since(replaced).Round(time.Second))

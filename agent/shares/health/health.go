@@ -49,10 +49,12 @@ var corrupted = []error{unix.ENOTCONN, unix.ESTALE, unix.EIO, unix.EACCES, unix.
 // Stat is the probe's system call (unix.Statx in production; tests pass a fake to hang or fail).
 type Stat func(path string) error
 
-// Statx stats path, its attributes fetched from the server (on a local file system, a plain stat).
+// Statx stats path, its attributes fetched from the server (on a local file system, a plain stat). It asks for
+// the basic attributes: the NFS client answers a request for the file type alone from its cache, even when forced
+// to sync, and a stale share would pass.
 func Statx(path string) error {
 	var st unix.Statx_t
-	return unix.Statx(unix.AT_FDCWD, path, unix.AT_STATX_FORCE_SYNC|unix.AT_SYMLINK_NOFOLLOW, unix.STATX_TYPE, &st)
+	return unix.Statx(unix.AT_FDCWD, path, unix.AT_STATX_FORCE_SYNC|unix.AT_SYMLINK_NOFOLLOW, unix.STATX_BASIC_STATS, &st)
 }
 
 // Probe stats path within timeout. A probe that hangs is left to finish in its goroutine (a stat in the kernel
