@@ -76,8 +76,10 @@ func unstage(id string) string {
 
 // An SMB share and an NFS export, each mounted by the guest's kernel through the drivers: staged as a systemd
 // mount unit with berth's default options and the pod's group, the SMB password in a credentials file that is
-// gone after, published into a pod's path where a write lands on the server; a wrong password and an unreachable
-// server fail with their cause, in time, leaving no mount helper behind; unstaging leaves nothing mounted.
+// gone after, published into a pod's path where a write lands on the server; a running pod's SMB volume works
+// again within 15 s of the server's restart; an NFS export that went stale is found and mounted again by the
+// drivers' health loop, for the pods that start after; a wrong password and an unreachable server fail with their
+// cause, in time, leaving no mount helper behind; unstaging leaves nothing mounted.
 func TestSharesInAGuest(t *testing.T) {
 	tier.Require(t, tier.Root, tier.QEMU, tier.Samba, tier.Ganesha)
 	const password = "pw-Berth-7x"
