@@ -1,4 +1,4 @@
-// Command csicall makes one CSI Node call on a driver's socket, as the kubelet would, for tests that run it in a
+// Command csicall makes one CSI Node or Controller call on a driver's socket, as the kubelet would, for tests that run it in a
 // guest: the request is protojson on stdin (so a Secret never goes on a command line), the response protojson on
 // stdout; a failed call prints its gRPC code and message on stderr and exits 1.
 //
@@ -26,7 +26,7 @@ func main() {
 	timeout := flag.Duration("timeout", 3*time.Minute, "the call's deadline")
 	flag.Parse()
 	if *socket == "" || flag.NArg() != 1 {
-		fmt.Fprintln(os.Stderr, "usage: csicall -socket PATH NodeStageVolume|NodeUnstageVolume|NodePublishVolume|NodeUnpublishVolume|NodeGetCapabilities < request.json")
+		fmt.Fprintln(os.Stderr, "usage: csicall -socket PATH NodeStageVolume|NodeUnstageVolume|NodePublishVolume|NodeUnpublishVolume|NodeGetCapabilities|CreateVolume|DeleteVolume < request.json")
 		os.Exit(2)
 	}
 	if err := call(*socket, flag.Arg(0), *timeout); err != nil {
@@ -43,7 +43,7 @@ func call(socket, method string, timeout time.Duration) error {
 	defer conn.Close()
 	ctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
-	node := csi.NewNodeClient(conn)
+	node, ctrl := csi.NewNodeClient(conn), csi.NewControllerClient(conn)
 	in, err := io.ReadAll(os.Stdin)
 	if err != nil {
 		return err
@@ -63,6 +63,12 @@ func call(socket, method string, timeout time.Duration) error {
 	case "NodeUnpublishVolume":
 		r := &csi.NodeUnpublishVolumeRequest{}
 		req, do = r, func() (proto.Message, error) { return node.NodeUnpublishVolume(ctx, r, grpc.WaitForReady(true)) }
+	case "CreateVolume":
+		r := &csi.CreateVolumeRequest{}
+		req, do = r, func() (proto.Message, error) { return ctrl.CreateVolume(ctx, r, grpc.WaitForReady(true)) }
+	case "DeleteVolume":
+		r := &csi.DeleteVolumeRequest{}
+		req, do = r, func() (proto.Message, error) { return ctrl.DeleteVolume(ctx, r, grpc.WaitForReady(true)) }
 	case "NodeGetCapabilities":
 		r := &csi.NodeGetCapabilitiesRequest{}
 		req, do = r, func() (proto.Message, error) { return node.NodeGetCapabilities(ctx, r, grpc.WaitForReady(true)) }

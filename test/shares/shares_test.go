@@ -13,6 +13,9 @@ import (
 	"testing"
 	"time"
 
+	"github.com/container-storage-interface/spec/lib/go/csi"
+	"google.golang.org/protobuf/encoding/protojson"
+
 	"berth.dev/berth/imagebuilder/qemu"
 	"berth.dev/berth/test/nodeimage"
 	"berth.dev/berth/test/shareserver"
@@ -141,6 +144,7 @@ func TestSharesInAGuest(t *testing.T) {
 
 	serverRestart(t, g, smb)
 	staleExport(t, g, nfs)
+	provision(t, g, smb, nfs, secret)
 
 	// A wrong password: the mount fails with the server's refusal, and no mount.cifs is left.
 	start := time.Now()
@@ -240,5 +244,61 @@ func staleExport(t *testing.T, g guest, nfs *shareserver.Server) {
 		if !strings.Contains(metrics, want) {
 			t.Errorf("the driver's metrics lack %q:\n%s", want, metrics)
 		}
+	}
+}
+
+// provision: the Controller service makes a directory per volume on the share, as the guest's kernel mounts it
+// with mount(2) in a namespace of its own (no mount helper): the volume it returns stages and publishes, a pod's
+// write lands in that directory on the server; deleting it archives it (SMB, onDelete archive) or removes it
+// (NFS, the default).
+func provision(t *testing.T, g guest, smb, nfs *shareserver.Server, secret string) {
+	t.Helper()
+	create := func(driver, name, params string) *csi.Volume {
+		t.Helper()
+		out, err := g.call(driver, "CreateVolume", fmt.Sprintf(`{"name": %q, "parameters": {%s}, "volumeCapabilities": [{"mount": {}, "accessMode": {"mode": "MULTI_NODE_MULTI_WRITER"}}]%s}`,
+			name, params, secret))
+		if err != nil {
+			t.Fatalf("%s CreateVolume: %v\n%s", driver, err, out)
+		}
+		var resp csi.CreateVolumeResponse
+		if err := protojson.Unmarshal([]byte(out), &resp); err != nil {
+			t.Fatalf("%s CreateVolume: %v\n%s", driver, err, out)
+		}
+		return resp.GetVolume()
+	}
+	const smbDriver, nfsDriver = "smb.shares.berth.dev", "nfs.shares.berth.dev"
+	v := create(smbDriver, "pvc-dyn-1", `"source": "//`+smbInGuest+`/data", "subDir": "dynamic", "onDelete": "archive"`)
+	if got := v.GetVolumeContext(); got["source"] != "//"+smbInGuest+"/data" || got["subDir"] != "dynamic/pvc-dyn-1" {
+		t.Errorf("the SMB volume's context: %v", got)
+	}
+	if fi, err := os.Stat(filepath.Join(smb.Dir, "dynamic", "pvc-dyn-1")); err != nil || !fi.IsDir() {
+		t.Fatalf("the SMB volume's directory on the server: %v", err)
+	}
+	g.must(smbDriver, "NodeStageVolume", stage("smb-dyn", v.GetVolumeContext()["source"], v.GetVolumeContext()["subDir"], secret))
+	g.must(smbDriver, "NodePublishVolume", publish("p3", "smb-dyn", false))
+	g.g.Run("echo provisioned > " + target("p3", "smb-dyn") + "/f")
+	if data, err := os.ReadFile(filepath.Join(smb.Dir, "dynamic", "pvc-dyn-1", "f")); err != nil || string(data) != "provisioned\n" {
+		t.Errorf("a pod's write on the provisioned SMB volume, on the server: %q %v", data, err)
+	}
+	g.must(smbDriver, "NodeUnpublishVolume", unpublish("p3", "smb-dyn"))
+	g.must(smbDriver, "NodeUnstageVolume", unstage("smb-dyn"))
+	g.must(smbDriver, "DeleteVolume", fmt.Sprintf(`{"volumeId": %q%s}`, v.GetVolumeId(), secret))
+	if _, err := os.Stat(filepath.Join(smb.Dir, "dynamic", "archived-pvc-dyn-1", "f")); err != nil {
+		t.Errorf("the deleted SMB volume is not archived: %v", err)
+	}
+	if _, err := os.Stat(filepath.Join(smb.Dir, "dynamic", "pvc-dyn-1")); !os.IsNotExist(err) {
+		t.Errorf("the deleted SMB volume's directory is still there: %v", err)
+	}
+
+	n := create(nfsDriver, "pvc-dyn-2", `"source": "`+nfsInGuest+`:/export"`)
+	if fi, err := os.Stat(filepath.Join(nfs.Dir, "pvc-dyn-2")); err != nil || !fi.IsDir() || fi.Mode().Perm() != 0o777 {
+		t.Fatalf("the NFS volume's directory on the server: %v %v", fi, err)
+	}
+	g.must(nfsDriver, "DeleteVolume", fmt.Sprintf(`{"volumeId": %q}`, n.GetVolumeId()))
+	if _, err := os.Stat(filepath.Join(nfs.Dir, "pvc-dyn-2")); !os.IsNotExist(err) {
+		t.Errorf("the deleted NFS volume's directory is still there: %v", err)
+	}
+	if out := g.g.Run("grep -c berth-share- /proc/*/mountinfo 2>/dev/null | grep -v ':0$' || echo none"); strings.TrimSpace(out) != "none" {
+		t.Errorf("the controller's share mounts are left in some namespace:\n%s", out)
 	}
 }

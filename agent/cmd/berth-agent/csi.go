@@ -14,11 +14,13 @@ import (
 
 	"golang.org/x/sync/errgroup"
 
+	sharecontroller "berth.dev/berth/agent/shares/controller"
 	"berth.dev/berth/agent/shares/health"
 	"berth.dev/berth/agent/shares/mounter"
 	"berth.dev/berth/agent/shares/mountopts"
 	sharenode "berth.dev/berth/agent/shares/node"
 	"berth.dev/berth/agent/shares/plugin"
+	"berth.dev/berth/agent/shares/sharedirs"
 	"berth.dev/berth/agent/shares/sharemetrics"
 	"berth.dev/berth/agent/systemdbus"
 )
@@ -66,7 +68,8 @@ func csiCmd(args []string, stderr io.Writer) int {
 			CredDir: *credDir, Log: log.With("driver", name)}, mt, sharenode.KernelBinds{})
 		cfg := plugin.Config{Name: name, Version: plugin.Version, Log: log.With("driver", name),
 			Socket:             filepath.Join(*kubeletDir, "plugins", name, "csi.sock"),
-			RegistrationSocket: filepath.Join(*kubeletDir, "plugins_registry", name+"-reg.sock")}
+			RegistrationSocket: filepath.Join(*kubeletDir, "plugins_registry", name+"-reg.sock"),
+			Controller:         sharecontroller.New(protocol, sharedirs.Kernel{})}
 		g.Go(func() error { return plugin.Serve(ctx, cfg, srv) })
 		g.Go(func() error {
 			healShares(ctx, srv, metrics.Driver(name), *probeEvery, log.With("driver", name))

@@ -38,7 +38,10 @@ type Config struct {
 	// RegistrationSocket is in the kubelet's plugins_registry: /var/lib/kubelet/plugins_registry/<name>-reg.sock.
 	// Empty: no registration (a test that calls the CSI socket itself).
 	RegistrationSocket string
-	Log                *slog.Logger
+	// Controller, if set, is served beside the Node service (CreateVolume and DeleteVolume), and the Identity
+	// service says so.
+	Controller csi.ControllerServer
+	Log        *slog.Logger
 }
 
 // Serve serves node (and the Identity service) until ctx ends.
@@ -51,8 +54,11 @@ func Serve(ctx context.Context, cfg Config, node csi.NodeServer) error {
 		return err
 	}
 	csiSrv := grpc.NewServer(grpc.UnaryInterceptor(logCalls(cfg.Log)))
-	csi.RegisterIdentityServer(csiSrv, identity{name: cfg.Name, version: cfg.Version})
+	csi.RegisterIdentityServer(csiSrv, identity{name: cfg.Name, version: cfg.Version, controller: cfg.Controller != nil})
 	csi.RegisterNodeServer(csiSrv, node)
+	if cfg.Controller != nil {
+		csi.RegisterControllerServer(csiSrv, cfg.Controller)
+	}
 	errc := make(chan error, 2)
 	go func() { errc <- csiSrv.Serve(csiLn) }()
 	servers := []*grpc.Server{csiSrv}
@@ -120,6 +126,7 @@ func logCalls(log *slog.Logger) grpc.UnaryServerInterceptor {
 type identity struct {
 	csi.UnimplementedIdentityServer
 	name, version string
+	controller    bool // a Controller service is served too
 }
 
 func (i identity) GetPluginInfo(context.Context, *csi.GetPluginInfoRequest) (*csi.GetPluginInfoResponse, error) {
@@ -127,7 +134,11 @@ func (i identity) GetPluginInfo(context.Context, *csi.GetPluginInfoRequest) (*cs
 }
 
 func (i identity) GetPluginCapabilities(context.Context, *csi.GetPluginCapabilitiesRequest) (*csi.GetPluginCapabilitiesResponse, error) {
-	return &csi.GetPluginCapabilitiesResponse{}, nil
+	if !i.controller {
+		return &csi.GetPluginCapabilitiesResponse{}, nil
+	}
+	return &csi.GetPluginCapabilitiesResponse{Capabilities: []*csi.PluginCapability{{Type: &csi.PluginCapability_Service_{
+		Service: &csi.PluginCapability_Service{Type: csi.PluginCapability_Service_CONTROLLER_SERVICE}}}}}, nil
 }
 
 func (i identity) Probe(context.Context, *csi.ProbeRequest) (*csi.ProbeResponse, error) {
