@@ -253,7 +253,7 @@ func staleExport(t *testing.T, g guest, nfs *shareserver.Server) {
 // (NFS, the default).
 func provision(t *testing.T, g guest, smb, nfs *shareserver.Server, secret string) {
 	t.Helper()
-	create := func(driver, name, params string) *csi.Volume {
+	create := func(driver, name, params, secret string) *csi.Volume {
 		t.Helper()
 		out, err := g.call(driver, "CreateVolume", fmt.Sprintf(`{"name": %q, "parameters": {%s}, "volumeCapabilities": [{"mount": {}, "accessMode": {"mode": "MULTI_NODE_MULTI_WRITER"}}]%s}`,
 			name, params, secret))
@@ -267,7 +267,7 @@ func provision(t *testing.T, g guest, smb, nfs *shareserver.Server, secret strin
 		return resp.GetVolume()
 	}
 	const smbDriver, nfsDriver = "smb.shares.berth.dev", "nfs.shares.berth.dev"
-	v := create(smbDriver, "pvc-dyn-1", `"source": "//`+smbInGuest+`/data", "subDir": "dynamic", "onDelete": "archive"`)
+	v := create(smbDriver, "pvc-dyn-1", `"source": "//`+smbInGuest+`/data", "subDir": "dynamic", "onDelete": "archive"`, secret)
 	if got := v.GetVolumeContext(); got["source"] != "//"+smbInGuest+"/data" || got["subDir"] != "dynamic/pvc-dyn-1" {
 		t.Errorf("the SMB volume's context: %v", got)
 	}
@@ -290,7 +290,7 @@ func provision(t *testing.T, g guest, smb, nfs *shareserver.Server, secret strin
 		t.Errorf("the deleted SMB volume's directory is still there: %v", err)
 	}
 
-	n := create(nfsDriver, "pvc-dyn-2", `"source": "`+nfsInGuest+`:/export"`)
+	n := create(nfsDriver, "pvc-dyn-2", `"source": "`+nfsInGuest+`:/export"`, "")
 	if fi, err := os.Stat(filepath.Join(nfs.Dir, "pvc-dyn-2")); err != nil || !fi.IsDir() || fi.Mode().Perm() != 0o777 {
 		t.Fatalf("the NFS volume's directory on the server: %v %v", fi, err)
 	}

@@ -70,15 +70,51 @@ func (t Target) Command(ctx context.Context, cmd string) *exec.Cmd {
 }
 
 // Run runs cmd with stdin (may be nil) and returns its stdout; the error carries ssh's and the command's stderr.
+// A connection that fails before the command starts (a loaded guest's sshd answering late) is tried again, a
+// second apart, until ctx ends.
 func (t Target) Run(ctx context.Context, cmd string, stdin io.Reader) (string, error) {
-	c := t.Command(ctx, cmd)
-	c.Stdin = stdin
-	var stdout, stderr bytes.Buffer
-	c.Stdout, c.Stderr = &stdout, &stderr
-	if err := c.Run(); err != nil {
-		return stdout.String(), fmt.Errorf("%w: %s", err, strings.TrimSpace(stderr.String()))
+	var in []byte
+	if stdin != nil {
+		var err error
+		if in, err = io.ReadAll(stdin); err != nil {
+			return "", err
+		}
 	}
-	return stdout.String(), nil
+	for {
+		c := t.Command(ctx, cmd)
+		c.Stdin = bytes.NewReader(in)
+		var stdout, stderr bytes.Buffer
+		c.Stdout, c.Stderr = &stdout, &stderr
+		err := c.Run()
+		if err == nil {
+			return stdout.String(), nil
+		}
+		err = fmt.Errorf("%w: %s", err, strings.TrimSpace(stderr.String()))
+		// A loaded guest's sshd may not greet in time: the command never ran, so it is safe to ask again.
+		if !unreached(c, stderr.String()) || ctx.Err() != nil {
+			return stdout.String(), err
+		}
+		select {
+		case <-ctx.Done():
+			return stdout.String(), err
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// unreached says whether ssh failed before the command started: its own exit status 255 with a connection-level
+// message (a remote command's own 255 carries none of these).
+func unreached(c *exec.Cmd, stderr string) bool {
+	if c.ProcessState == nil || c.ProcessState.ExitCode() != 255 {
+		return false
+	}
+	for _, m := range []string{"during banner exchange", "kex_exchange_identification", "Connection refused", "Connection timed out",
+		"Connection reset by peer", "Connection closed by"} {
+		if strings.Contains(stderr, m) {
+			return true
+		}
+	}
+	return false
 }
 
 // Wait runs cmd every poll until ok accepts its output, and returns that output. When ctx ends first, the error
