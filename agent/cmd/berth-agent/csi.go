@@ -86,7 +86,7 @@ func csiCmd(args []string, stderr io.Writer) int {
 // healShares probes the driver's mounted shares every interval and mounts a dead or hung one again (with backoff
 // after a failed remount: 5 s doubling up to 5 minutes), until ctx ends.
 func healShares(ctx context.Context, srv *sharenode.Server, m *sharemetrics.Driver, every time.Duration, log *slog.Logger) {
-	health.Run(ctx, health.Config{Interval: every, Timeout: every, MinBackoff: 5 * time.Second, MaxBackoff: 5 * time.Minute, Stat: health.Statx, Log: log,
+	health.Run(ctx, health.Config{Interval: every, Timeout: every, MinBackoff: 5 * time.Second, MaxBackoff: 5 * time.Minute, Stat: health.Mounted(sharenode.KernelBinds{}.IsMounted, health.Statx), Log: log,
 		Targets: func() []health.Target {
 			ts, err := srv.Shares()
 			if err != nil {

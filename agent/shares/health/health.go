@@ -57,6 +57,18 @@ func Statx(path string) error {
 	return unix.Statx(unix.AT_FDCWD, path, unix.AT_STATX_FORCE_SYNC|unix.AT_SYMLINK_NOFOLLOW, unix.STATX_BASIC_STATS, &st)
 }
 
+// Mounted wraps stat: a path that is no longer a mount point (its mount lost, or detached by a heal whose remount
+// failed) is a dead share, not an empty directory that answers. isMounted must not touch the file system under
+// path (read mountinfo).
+func Mounted(isMounted func(path string) (bool, error), stat Stat) Stat {
+	return func(path string) error {
+		if m, err := isMounted(path); err == nil && !m {
+			return fmt.Errorf("%s: not mounted: %w", path, unix.ENOTCONN)
+		}
+		return stat(path)
+	}
+}
+
 // Probe stats path within timeout. A probe that hangs is left to finish in its goroutine (a stat in the kernel
 // cannot be cancelled); the caller is not held.
 func Probe(stat Stat, path string, timeout time.Duration) Result {

@@ -88,3 +88,18 @@ func TestRoundHealsWithBackoff(t *testing.T) {
 		t.Error("a share that answers got a backoff")
 	}
 }
+
+// A share whose mount point is no longer a mount (lost, or detached by a heal whose remount failed) probes dead
+// without a stat; a mounted one is stat'ed.
+func TestMountedProbe(t *testing.T) {
+	stats := 0
+	stat := func(string) error { stats++; return nil }
+	mounted := map[string]bool{"/s/a": true}
+	probe := Mounted(func(p string) (bool, error) { return mounted[p], nil }, stat)
+	if r := Probe(probe, "/s/b", time.Second); r.State != Dead || !errors.Is(r.Err, unix.ENOTCONN) || stats != 0 {
+		t.Errorf("a mount point without its mount: %+v, %d stats", r, stats)
+	}
+	if r := Probe(probe, "/s/a", time.Second); r.State != OK || stats != 1 {
+		t.Errorf("a mounted share: %+v, %d stats", r, stats)
+	}
+}
