@@ -10,6 +10,12 @@
 
 SHELL := /bin/bash
 export PATH := /usr/local/go/bin:$(PATH)
+# One build configuration for everything berth compiles of its own, here and in what the tests build (go vet, the
+# unit runs, the test binaries, the agent, berth-dev, the plugin, the images' binaries): static, as images ship the
+# agent, with -trimpath and no DWARF. Go's build cache then compiles each dependency once, not once per
+# configuration (a cold `make test` compiled client-go, containerd and the Packer SDK twice before).
+export CGO_ENABLED := 0
+export GOFLAGS := -trimpath -gcflags=all=-dwarf=false $(GOFLAGS)
 
 # apt packages the tests and tools run for real: containerd + runc + CNI plugins for the node helper and image
 # pre-caching, busybox for test images, iproute2/util-linux for namespaces; mmdebstrap, e2fsprogs, fdisk, GRUB,
@@ -21,6 +27,8 @@ APT_PACKAGES := containerd runc containernetworking-plugins busybox-static iprou
 	socat nftables systemd-journal-remote victoria-metrics samba nfs-ganesha nfs-ganesha-vfs
 GO_MIN := 1.26
 BERTH_CACHE ?= $(HOME)/.cache/berth
+# The pinned tools (tools/<name>, built by tools/build.sh), longest first.
+TOOLS := k8s packer coredns otelcol runtime victorialogs packer-sdc
 DEV_BIN := $(BERTH_CACHE)/bin/berth-dev
 AGENT_BIN := $(BERTH_CACHE)/bin/berth-agent
 LOGS_BIN := $(BERTH_CACHE)/bin/berth-logs
@@ -34,7 +42,7 @@ PLUGIN_BIN := $(PACKER_PLUGIN_PATH)/github.com/berth-dev/berth/packer-plugin-ber
 PAUSE_TAR := $(BERTH_CACHE)/images/pause.oci.tar
 LOGS_TAR := $(BERTH_CACHE)/images/berth-logs.oci.tar
 
-.PHONY: all deps go-check tools agent logs-image plugin pause-image deb generate demo down test unit unit-nocaps e2e lint bench clean-cache
+.PHONY: all deps go-check tools $(addprefix tool-,$(TOOLS)) agent logs-image plugin pause-image deb generate demo down test unit unit-nocaps e2e lint bench clean-cache
 
 all: test
 
@@ -69,8 +77,11 @@ deps:
 # etcd, CoreDNS v1.13.1 (the local cloud's cluster DNS), Packer v1.9.4, packer-sdc v0.6.10, the static runtime
 # (containerd v2.3.2, runc v1.4.3, CNI v1.8.0), VictoriaLogs v1.52.2 and the OpenTelemetry Collector v0.165.0 (the
 # log shipper's backends and peer).
-tools: go-check
-	@for t in k8s coredns packer packer-sdc runtime victorialogs otelcol; do echo "$$t: $$(BERTH_CACHE=$(BERTH_CACHE) tools/build.sh $$t)"; done
+# Each is a target of its own (tool-<name>), so `make -j` builds them side by side: one build's downloads and
+# links leave a core idle that another's compiles take. Kubernetes, the longest, is named first.
+tools: go-check $(addprefix tool-,$(TOOLS))
+$(addprefix tool-,$(TOOLS)): tool-%: go-check
+	@echo "$*: $$(BERTH_CACHE=$(BERTH_CACHE) tools/build.sh $*)"
 
 # The berth-agent binary images ship (static, so one binary fits every distro profile); prints its path.
 agent: go-check
@@ -152,7 +163,7 @@ lint: go-check
 # make test (CI): its first steps overlap: the pinned tools build (cold, about half an hour, much of it linking and downloading,
 # which leave a core idle) while lint and the capability-free unit tier compile and run.
 test: deps
-	@$(MAKE) --no-print-directory -j3 tools lint unit-nocaps
+	@$(MAKE) --no-print-directory -j4 lint unit-nocaps tools
 	BERTH_K8S_BIN=$$(BERTH_CACHE=$(BERTH_CACHE) tools/build.sh k8s) go test -count=1 -timeout $(TEST_TIMEOUT) $(LONG_TESTS) ./...
 
 # The packages whose tests take longest (qemu guests), named first so that go test starts them first: two run at a

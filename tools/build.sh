@@ -36,6 +36,11 @@ progress() {
     { print; fflush() }' >&2
 }
 
+# The Go flags every tool's go build takes (build.inc: GOFLAGS="$goflags"): go.mod and go.sum as they are, and no
+# DWARF: each binary is stripped at link (-s -w) anyway, and not generating it saves about 15% of a cold build's
+# compile CPU (measured on k8s.io/api and apimachinery: 162 s user+sys with it, 139 s without).
+goflags="-mod=readonly -gcflags=all=-dwarf=false"
+
 complete() { [ -f "$dest/.complete" ]; }
 used() { touch "$dest/.complete" 2>/dev/null || true; echo "$dest/bin"; exit 0; }
 if complete; then used; fi
