@@ -41,8 +41,9 @@ PLUGIN_VERSION := $(shell sed -n 's/^\tVersion = "\(.*\)"$$/\1/p' imagebuilder/v
 PLUGIN_BIN := $(PACKER_PLUGIN_PATH)/github.com/berth-dev/berth/packer-plugin-berth_v$(PLUGIN_VERSION)_x5.0_linux_amd64
 PAUSE_TAR := $(BERTH_CACHE)/images/pause.oci.tar
 LOGS_TAR := $(BERTH_CACHE)/images/berth-logs.oci.tar
+AGENT_TAR := $(BERTH_CACHE)/images/berth-agent.oci.tar
 
-.PHONY: all deps go-check tools $(addprefix tool-,$(TOOLS)) agent logs-image plugin pause-image deb generate demo down test unit unit-nocaps e2e lint bench clean-cache
+.PHONY: all deps go-check tools $(addprefix tool-,$(TOOLS)) agent agent-image logs-image plugin pause-image deb generate demo down test unit unit-nocaps e2e lint bench clean-cache
 
 all: test
 
@@ -88,6 +89,12 @@ agent: go-check
 	@mkdir -p $(dir $(AGENT_BIN))
 	@CGO_ENABLED=0 go build -trimpath -o $(AGENT_BIN) ./agent/cmd/berth-agent
 	@echo $(AGENT_BIN)
+
+# The agent's image (berth.dev/berth-agent, which berth-agent writes of itself; deploy/shares.yaml's provisioner
+# runs it) for a bake's images list, so node images pre-cache it; prints the image's path.
+agent-image: agent
+	@mkdir -p $(dir $(AGENT_TAR))
+	@$(AGENT_BIN) image -o $(AGENT_TAR)
 
 # The log shipper, berth-logs (static; the berth-logs DaemonSet of deploy/logs.yaml runs it), and its image
 # (berth.dev/berth-logs, which berth-logs writes of itself) for a bake's images list, so node images pre-cache it;

@@ -174,24 +174,54 @@ func TestLogsWith(t *testing.T) {
 	}
 }
 
-// The share drivers' CSIDriver objects: one per driver the agent registers, no attach, fsGroupPolicy File.
+// The share drivers' manifest: a CSIDriver per driver the agent registers (no attach, fsGroupPolicy File), and the
+// provisioner: the agent's pre-cached image running `csi controller` as its ServiceAccount, two candidates, and a
+// role with what the provisioner library uses and nothing more (TestProvisionsOnARealControlPlane runs it with
+// exactly this RBAC against a real apiserver).
 func TestSharesManifest(t *testing.T) {
 	objs, err := Objects(Shares)
 	if err != nil {
 		t.Fatal(err)
 	}
 	var names []string
+	var dep *appsv1.Deployment
+	var role *rbacv1.ClusterRole
 	for _, o := range objs {
-		d, ok := o.(*storagev1.CSIDriver)
-		if !ok {
-			t.Fatalf("unexpected %T", o)
-		}
-		names = append(names, d.Name)
-		if d.Spec.AttachRequired == nil || *d.Spec.AttachRequired || d.Spec.FSGroupPolicy == nil || *d.Spec.FSGroupPolicy != storagev1.FileFSGroupPolicy {
-			t.Errorf("%s: attachRequired %v, fsGroupPolicy %v; want false, File", d.Name, d.Spec.AttachRequired, d.Spec.FSGroupPolicy)
+		switch o := o.(type) {
+		case *storagev1.CSIDriver:
+			names = append(names, o.Name)
+			if o.Spec.AttachRequired == nil || *o.Spec.AttachRequired || o.Spec.FSGroupPolicy == nil || *o.Spec.FSGroupPolicy != storagev1.FileFSGroupPolicy {
+				t.Errorf("%s: attachRequired %v, fsGroupPolicy %v; want false, File", o.Name, o.Spec.AttachRequired, o.Spec.FSGroupPolicy)
+			}
+		case *appsv1.Deployment:
+			dep = o
+		case *rbacv1.ClusterRole:
+			role = o
 		}
 	}
 	if want := []string{plugin.SMB, plugin.NFS}; !slices.Equal(names, want) {
 		t.Errorf("CSIDrivers %v, want %v (the drivers berth-agent csi node registers)", names, want)
+	}
+	if dep == nil || role == nil {
+		t.Fatalf("want the provisioner's Deployment and ClusterRole; got %d objects", len(objs))
+	}
+	var rules []string
+	for _, r := range role.Rules {
+		rules = append(rules, fmt.Sprint(r.Resources, r.Verbs))
+	}
+	if got, want := strings.Join(rules, " "), "[persistentvolumes] [get list watch create delete patch] [persistentvolumeclaims] [get list watch update] "+
+		"[storageclasses] [get list watch] [events] [create update patch] [secrets] [get]"; got != want {
+		t.Errorf("the provisioner's role grants %s, want %s", got, want)
+	}
+	spec := dep.Spec.Template.Spec
+	c := spec.Containers[0]
+	if c.Image != layout.AgentImage || c.ImagePullPolicy != corev1.PullIfNotPresent || strings.Join(c.Command, " ") != "/berth-agent csi controller" {
+		t.Errorf("container %s (%s) %q, want the pre-cached %s running /berth-agent csi controller", c.Image, c.ImagePullPolicy, c.Command, layout.AgentImage)
+	}
+	if spec.ServiceAccountName != "berth-shares-provisioner" || dep.Spec.Replicas == nil || *dep.Spec.Replicas != 2 || dep.Namespace != "kube-system" {
+		t.Errorf("Deployment %s/%s: ServiceAccount %s, replicas %v", dep.Namespace, dep.Name, spec.ServiceAccountName, dep.Spec.Replicas)
+	}
+	if c.Resources.Limits.Memory().IsZero() || c.SecurityContext == nil || c.SecurityContext.ReadOnlyRootFilesystem == nil || !*c.SecurityContext.ReadOnlyRootFilesystem {
+		t.Errorf("resources %+v, security context %+v: want a memory limit and a read-only root", c.Resources, c.SecurityContext)
 	}
 }

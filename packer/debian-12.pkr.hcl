@@ -4,8 +4,9 @@
 #
 #   pause=$(make -s plugin)   # the plugin where required_plugins finds it, the pinned packer, the pause image
 #   logs=$(make -s logs-image) # the log shipper's image (deploy/logs.yaml runs it)
+#   agentimage=$(make -s agent-image) # the agent's image (deploy/shares.yaml's provisioner runs it)
 #   packer build -var kubernetes_bin_dir=$(tools/build.sh k8s) -var agent=$(make -s agent) \
-#     -var "images=[\"$pause\",\"$logs\"]" packer/debian-12.pkr.hcl
+#     -var "images=[\"$pause\",\"$logs\",\"$agentimage\"]" packer/debian-12.pkr.hcl
 packer {
   required_plugins {
     berth = {

@@ -8,7 +8,7 @@
 #
 #   packer build -var mirror=http://archive.example/ubuntu -var kubernetes_bin_dir=$(tools/build.sh k8s) \
 #     -var runtime_dir=$(tools/build.sh runtime) -var agent=$(make -s agent) \
-#     -var 'images=["pause.oci.tar","berth-logs.oci.tar"]' packer/ubuntu-16.04.pkr.hcl
+#     -var 'images=["pause.oci.tar","berth-logs.oci.tar","berth-agent.oci.tar"]' packer/ubuntu-16.04.pkr.hcl
 packer {
   required_plugins {
     berth = {

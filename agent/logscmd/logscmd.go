@@ -27,6 +27,7 @@ import (
 	"k8s.io/client-go/tools/clientcmd"
 
 	logsv1 "berth.dev/berth/agent/api/logs/v1alpha1"
+	"berth.dev/berth/agent/componentimage"
 	"berth.dev/berth/agent/configcheck"
 	"berth.dev/berth/agent/configwatch"
 	"berth.dev/berth/agent/logship/deliver"
@@ -38,7 +39,6 @@ import (
 	"berth.dev/berth/agent/logship/sink/esbulk"
 	"berth.dev/berth/agent/logship/sink/loki"
 	"berth.dev/berth/agent/logship/sink/otlp"
-	"berth.dev/berth/agent/logsimage"
 	"berth.dev/berth/agent/metrics/nodeexporter"
 	"berth.dev/berth/agent/metrics/summary"
 	"berth.dev/berth/internal/node/exitcode"
@@ -71,31 +71,10 @@ func Main(prog string, args []string, stdout, stderr io.Writer) int {
 	case "run":
 		return runCmd(prog, args[1:], stderr)
 	case "image":
-		return imageCmd(prog, args[1:], stdout, stderr)
+		return componentimage.Logs.Cmd(prog, args[1:], stdout, stderr)
 	}
 	fmt.Fprint(stderr, Usage(prog))
 	return exitcode.Usage
-}
-
-// imageCmd writes the image of this very binary.
-func imageCmd(prog string, args []string, stdout, stderr io.Writer) int {
-	fs := flag.NewFlagSet(prog+" image", flag.ContinueOnError)
-	fs.SetOutput(stderr)
-	out := fs.String("o", "", "the OCI image-layout tarball to write (required)")
-	if err := fs.Parse(args); err != nil || fs.NArg() > 0 || *out == "" {
-		fmt.Fprintf(stderr, "usage: %s image -o FILE\n", prog)
-		return exitcode.Usage
-	}
-	self, err := os.Executable()
-	if err == nil {
-		_, err = logsimage.Write(*out, self)
-	}
-	if err != nil {
-		fmt.Fprintf(stderr, "%s: %v\n", prog, err)
-		return exitcode.Internal
-	}
-	fmt.Fprintln(stdout, *out)
-	return exitcode.OK
 }
 
 // runCmd ships the pods' logs to every sink until SIGTERM (exit 0).

@@ -13,13 +13,16 @@ import (
 	"time"
 
 	"golang.org/x/sync/errgroup"
+	"k8s.io/klog/v2"
 
+	"berth.dev/berth/agent/leader"
 	sharecontroller "berth.dev/berth/agent/shares/controller"
 	"berth.dev/berth/agent/shares/health"
 	"berth.dev/berth/agent/shares/mounter"
 	"berth.dev/berth/agent/shares/mountopts"
 	sharenode "berth.dev/berth/agent/shares/node"
 	"berth.dev/berth/agent/shares/plugin"
+	"berth.dev/berth/agent/shares/provisioner"
 	"berth.dev/berth/agent/shares/sharedirs"
 	"berth.dev/berth/agent/shares/sharemetrics"
 	"berth.dev/berth/agent/systemdbus"
@@ -28,10 +31,60 @@ import (
 // csiCmd is the share drivers' node plugin: `berth-agent csi node` serves smb.shares.berth.dev and
 // nfs.shares.berth.dev to the kubelet, each registered through the kubelet's plugins_registry.
 func csiCmd(args []string, stderr io.Writer) int {
-	if len(args) == 0 || args[0] != "node" {
+	if len(args) == 0 {
 		fmt.Fprint(stderr, usage)
 		return exitUsage
 	}
+	switch args[0] {
+	case "node":
+		return csiNodeCmd(args[1:], stderr)
+	case "controller":
+		return csiControllerCmd(args[1:], stderr)
+	}
+	fmt.Fprint(stderr, usage)
+	return exitUsage
+}
+
+// csiControllerCmd is the share drivers' provisioner (deploy/shares.yaml's Deployment runs it): leader-elected, it
+// makes a PersistentVolume, and a directory on the share, for each claim of their StorageClasses and deletes
+// them after, with each driver's Controller service in process. It runs until SIGTERM (exit 0) or until it loses
+// its lease (exit 1: its Deployment starts it again, a candidate).
+func csiControllerCmd(args []string, stderr io.Writer) int {
+	fs := flag.NewFlagSet("berth-agent csi controller", flag.ContinueOnError)
+	fs.SetOutput(stderr)
+	kubeconfig := fs.String("kubeconfig", "", "kubeconfig of the control plane (default: in-cluster)")
+	identity := fs.String("identity", "", "this candidate's identity in the leader election (default: hostname_random)")
+	leaseNS := fs.String("lease-namespace", "kube-system", "namespace of the Lease berth-shares-provisioner")
+	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
+		return exitUsage
+	}
+	cs, err := kubeClient(*kubeconfig)
+	if err != nil {
+		fmt.Fprintf(stderr, "berth-agent csi controller: %v\n", err)
+		return exitInvalidConfig
+	}
+	if *identity == "" {
+		*identity = candidateIdentity()
+	}
+	log := slog.New(slog.NewTextHandler(stderr, nil))
+	klog.SetSlogLogger(log) // the library's and client-go's global klog lines too
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	var drivers []provisioner.Driver
+	for name, protocol := range map[string]mountopts.Protocol{plugin.SMB: mountopts.SMB, plugin.NFS: mountopts.NFS} {
+		drivers = append(drivers, provisioner.Driver{Name: name, Controller: sharecontroller.New(protocol, sharedirs.Kernel{})})
+	}
+	err = provisioner.Run(ctx, provisioner.Config{Client: cs, Drivers: drivers, Log: log,
+		Election: leader.Election{Namespace: *leaseNS, Name: provisioner.LeaseName, Identity: *identity}})
+	if err != nil {
+		fmt.Fprintf(stderr, "berth-agent csi controller: %v\n", err)
+		return exitInternal
+	}
+	return exitOK
+}
+
+// csiNodeCmd is the share drivers' node plugin (berth-csi.service).
+func csiNodeCmd(args []string, stderr io.Writer) int {
 	fs := flag.NewFlagSet("berth-agent csi node", flag.ContinueOnError)
 	fs.SetOutput(stderr)
 	hostname, _ := os.Hostname()
@@ -41,7 +94,7 @@ func csiCmd(args []string, stderr io.Writer) int {
 	credDir := fs.String("cred-dir", "/run/berth/shares", "where SMB credential files live while a mount is made (tmpfs)")
 	metricsAddr := fs.String("metrics-address", "127.0.0.1:9472", "where /metrics is served (Prometheus); \"\" for nowhere")
 	probeEvery := fs.Duration("probe-interval", 5*time.Second, "how often each mounted share is probed (a stat under a deadline of the same length); a dead or hung one is mounted again")
-	if err := fs.Parse(args[1:]); err != nil || fs.NArg() > 0 {
+	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
 		return exitUsage
 	}
 	log := slog.New(slog.NewTextHandler(stderr, nil))

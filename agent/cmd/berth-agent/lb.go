@@ -74,10 +74,7 @@ func lbControllerCmd(args []string, stderr io.Writer) int {
 		return code
 	}
 	if *identity == "" {
-		hostname, _ := os.Hostname()
-		b := make([]byte, 4)
-		rand.Read(b)
-		*identity = hostname + "_" + hex.EncodeToString(b)
+		*identity = candidateIdentity()
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
@@ -116,18 +113,32 @@ func lbSetup(file, kubeconfig string, stderr io.Writer) (*lbv1.LoadBalancerConfi
 	if code != exitOK {
 		return nil, nil, code
 	}
-	rc, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
-	if err != nil {
-		fmt.Fprintf(stderr, "berth-agent: kubeconfig: %v\n", err)
-		return nil, nil, exitInvalidConfig
-	}
-	rc.Timeout = 30 * time.Second
-	cs, err := kubernetes.NewForConfig(rc)
+	cs, err := kubeClient(kubeconfig)
 	if err != nil {
 		fmt.Fprintf(stderr, "berth-agent: %v\n", err)
 		return nil, nil, exitInvalidConfig
 	}
 	return c, cs, exitOK
+}
+
+// kubeClient connects to the control plane with kubeconfig, or in-cluster when it is "" (the pod's
+// ServiceAccount), each request limited to 30 s.
+func kubeClient(kubeconfig string) (kubernetes.Interface, error) {
+	rc, err := clientcmd.BuildConfigFromFlags("", kubeconfig)
+	if err != nil {
+		return nil, fmt.Errorf("kubeconfig: %w", err)
+	}
+	rc.Timeout = 30 * time.Second
+	return kubernetes.NewForConfig(rc)
+}
+
+// candidateIdentity is a leader-election candidate's default identity: the hostname and a random suffix, so two
+// candidates on one host (or two pods of one name, one going, one coming) never share one.
+func candidateIdentity() string {
+	hostname, _ := os.Hostname()
+	b := make([]byte, 4)
+	rand.Read(b)
+	return hostname + "_" + hex.EncodeToString(b)
 }
 
 // lbHostCmd runs the LB host role: berth's nftables table on this host, kept in line with the cluster, until

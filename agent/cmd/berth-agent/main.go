@@ -24,6 +24,7 @@ import (
 	"time"
 
 	"berth.dev/berth/agent/api/v1alpha1"
+	"berth.dev/berth/agent/componentimage"
 	"berth.dev/berth/agent/config"
 	"berth.dev/berth/agent/configcheck"
 	"berth.dev/berth/agent/nodeconfig"
@@ -49,6 +50,8 @@ const usage = `usage: berth-agent config validate -f FILE
        berth-agent lb host -config FILE [-kubeconfig FILE] [-interface NAME] [-identity NAME]
        berth-agent csi node [-node NAME] [-kubelet-dir DIR] [-state-dir DIR] [-cred-dir DIR] [-metrics-address ADDR]
                             [-probe-interval DURATION]
+       berth-agent csi controller [-kubeconfig FILE] [-identity NAME] [-lease-namespace NS]
+       berth-agent image -o FILE
 
   config validate   check a NodeConfig (node.berth.dev/v1alpha1): strict decoding, every problem with its field path
   preflight         check that this node can join: DNS, TCP, TLS and CA pin, bootstrap token, clock skew
@@ -64,6 +67,10 @@ const usage = `usage: berth-agent config validate -f FILE
   csi node          the share drivers' node plugin (smb.shares.berth.dev, nfs.shares.berth.dev): registered with
                     the kubelet through its plugins_registry; shares are systemd mount units, probed every
                     -probe-interval and mounted again when dead or hung; metrics on -metrics-address
+  csi controller    the share drivers' provisioner (leader-elected; deploy/shares.yaml runs it): a volume, and a
+                    directory on the share, for each claim of their StorageClasses, deleted or archived after
+  image             write the agent's image (berth.dev/berth-agent, this very binary as /berth-agent) as an OCI
+                    image-layout tarball, for the image builder's images list; prints its path
 `
 
 func main() { os.Exit(run(os.Args[1:], os.Stdout, os.Stderr)) }
@@ -98,6 +105,8 @@ func run(args []string, stdout, stderr io.Writer) int {
 		return statusCmd(args[1:], stdout, stderr)
 	case len(args) >= 1 && args[0] == "lb":
 		return lbCmd(args[1:], stdout, stderr)
+	case len(args) >= 1 && args[0] == "image":
+		return componentimage.Agent.Cmd("berth-agent", args[1:], stdout, stderr)
 	case len(args) >= 1 && args[0] == "csi":
 		return csiCmd(args[1:], stderr)
 	default:

@@ -30,13 +30,12 @@ import (
 	typedcorev1 "k8s.io/client-go/kubernetes/typed/core/v1"
 	corelisters "k8s.io/client-go/listers/core/v1"
 	"k8s.io/client-go/tools/cache"
-	"k8s.io/client-go/tools/leaderelection"
-	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	"k8s.io/client-go/tools/record"
 	"k8s.io/client-go/util/workqueue"
 
 	"berth.dev/berth/agent/lb/ipam"
 	"berth.dev/berth/agent/lb/lbsvc"
+	"berth.dev/berth/agent/leader"
 )
 
 const (
@@ -113,45 +112,9 @@ func Run(ctx context.Context, cfg Config) error {
 	if err := cfg.setDefaults(); err != nil {
 		return err
 	}
-	lock := &resourcelock.LeaseLock{
-		LeaseMeta:  metav1.ObjectMeta{Namespace: cfg.LeaseNamespace, Name: cfg.LeaseName},
-		Client:     cfg.Client.CoordinationV1(),
-		LockConfig: resourcelock.ResourceLockConfig{Identity: cfg.Identity},
-	}
-	ectx, stop := context.WithCancel(ctx)
-	defer stop()
-	started, led := make(chan struct{}), make(chan error, 1)
-	le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
-		Lock: lock, LeaseDuration: cfg.LeaseDuration, RenewDeadline: cfg.RenewDeadline, RetryPeriod: cfg.RetryPeriod,
-		ReleaseOnCancel: true, Name: Component,
-		Callbacks: leaderelection.LeaderCallbacks{
-			OnStartedLeading: func(lctx context.Context) {
-				close(started)
-				cfg.Log.Info("leading", "lease", cfg.LeaseNamespace+"/"+cfg.LeaseName, "identity", cfg.Identity)
-				err := lead(lctx, cfg)
-				stop() // a term that ends on its own (an error) gives the lease up
-				led <- err
-			},
-			OnStoppedLeading: func() {},
-		},
-	})
-	if err != nil {
-		return fmt.Errorf("controller: leader election: %w", err)
-	}
-	le.Run(ectx) // returns once leadership is lost or ectx ends; the term's context is cancelled then
-	select {
-	case <-started:
-	default:
-		return nil // ctx ended before this candidate led
-	}
-	err = <-led
-	switch {
-	case err != nil:
-		return err
-	case ctx.Err() != nil:
-		return nil
-	}
-	return errors.New("controller: lost the lease")
+	return leader.Run(ctx, leader.Election{Client: cfg.Client.CoordinationV1(), Namespace: cfg.LeaseNamespace, Name: cfg.LeaseName,
+		Identity: cfg.Identity, LeaseDuration: cfg.LeaseDuration, RenewDeadline: cfg.RenewDeadline, RetryPeriod: cfg.RetryPeriod, Log: cfg.Log},
+		func(ctx context.Context) error { return lead(ctx, cfg) })
 }
 
 // controller is one leadership term's state.

@@ -81,6 +81,9 @@ var Controllers = []string{
 	"namespace-controller", "garbage-collector-controller", "node-lifecycle-controller", "node-ipam-controller",
 	"endpointslice-controller", "deployment-controller", "replicaset-controller", "daemonset-controller",
 	"pod-garbage-collector-controller", "taint-eviction-controller",
+	// Claims bound to the volumes the share drivers' provisioner makes, and the finalizers the apiserver puts on
+	// both (StorageObjectInUseProtection) taken off again once nothing uses them.
+	"persistentvolume-binder-controller", "persistentvolume-protection-controller", "persistentvolumeclaim-protection-controller",
 }
 
 // ControlPlane is a running control plane.

@@ -1,5 +1,5 @@
 // Package nodeimage bakes the local cloud's node image: Debian 12 with the pinned kubelet and kube-proxy, a
-// berth-agent binary, and the pause, busybox, CoreDNS and log shipper (berth-logs) images, on a 3072 MiB disk, with the machine's shared rootfs
+// berth-agent binary, and the pause, busybox, CoreDNS, log shipper (berth-logs) and agent images, on a 3072 MiB disk, with the machine's shared rootfs
 // cache. berth-dev image runs Bake; tests (test/nodeimage) bake the same Spec.
 package nodeimage
 
@@ -16,7 +16,7 @@ import (
 	"syscall"
 	"time"
 
-	"berth.dev/berth/agent/logsimage"
+	"berth.dev/berth/agent/componentimage"
 	"berth.dev/berth/imagebuilder/bake"
 	"berth.dev/berth/imagebuilder/disk"
 	"berth.dev/berth/imagebuilder/distro"
@@ -45,10 +45,11 @@ func (s Sources) files() []string {
 	return []string{s.Agent, s.Logs, s.PauseImage, s.CoreDNS, filepath.Join(s.K8sBin, "kubelet"), filepath.Join(s.K8sBin, "kube-proxy")}
 }
 
-// Inputs are the bake's inputs from src; the images made here (busybox, CoreDNS, the log shipper's) are written
+// Inputs are the bake's inputs from src; the images made here (busybox, CoreDNS, the log shipper's and the agent's) are written
 // into dir.
 func Inputs(src Sources, dir string) (payload.Inputs, error) {
-	busybox, coredns, logs := filepath.Join(dir, "busybox.oci.tar"), filepath.Join(dir, "coredns.oci.tar"), filepath.Join(dir, "berth-logs.oci.tar")
+	busybox, coredns := filepath.Join(dir, "busybox.oci.tar"), filepath.Join(dir, "coredns.oci.tar")
+	logs, agent := filepath.Join(dir, "berth-logs.oci.tar"), filepath.Join(dir, "berth-agent.oci.tar")
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return payload.Inputs{}, err
 	}
@@ -61,11 +62,14 @@ func Inputs(src Sources, dir string) (payload.Inputs, error) {
 	if src.Logs == "" {
 		return payload.Inputs{}, errors.New("the berth-logs binary (Sources.Logs) is required")
 	}
-	if _, err := logsimage.Write(logs, src.Logs); err != nil {
+	if _, err := componentimage.Logs.Write(logs, src.Logs); err != nil {
+		return payload.Inputs{}, err
+	}
+	if _, err := componentimage.Agent.Write(agent, src.Agent); err != nil {
 		return payload.Inputs{}, err
 	}
 	return payload.Inputs{KubeletPath: filepath.Join(src.K8sBin, "kubelet"), KubeProxyPath: filepath.Join(src.K8sBin, "kube-proxy"),
-		AgentPath: src.Agent, Images: []string{src.PauseImage, busybox, coredns, logs}}, nil
+		AgentPath: src.Agent, Images: []string{src.PauseImage, busybox, coredns, logs, agent}}, nil
 }
 
 // Spec is the bake of in as the local cloud has it: Debian 12, a 3072 MiB disk, qcow2 only, the machine's shared

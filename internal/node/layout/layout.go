@@ -16,9 +16,13 @@ const (
 // NodeConfig names another.
 const PauseImage = "berth.dev/pause:3.10"
 
-// LogsImage is the log shipper's container image (berth-logs, agent/logsimage), which the berth-logs DaemonSet
+// LogsImage is the log shipper's container image (berth-logs, agent/componentimage), which the berth-logs DaemonSet
 // (deploy/logs.yaml) runs and node images pre-cache. Its tag is the agent's version.
 const LogsImage = "berth.dev/berth-logs:0.1.0"
+
+// AgentImage is the agent's own container image (agent/componentimage), which the share drivers' provisioner
+// Deployment (deploy/shares.yaml) runs and node images pre-cache. Its tag is the agent's version.
+const AgentImage = "berth.dev/berth-agent:0.1.0"
 
 // The agent's own files.
 const (
