@@ -125,14 +125,15 @@ func (s *Server) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest)
 		VolumeContext: map[string]string{volume.KeySource: share.Source(), volume.KeySubDir: dir}}}, nil
 }
 
-// DeleteVolume removes, archives or keeps the volume's directory; a volume already gone is not an error.
+// DeleteVolume removes, archives or keeps the volume's directory; a volume already gone is not an error, and
+// neither is an ID this driver never made (the CSI spec: a volume that does not exist is deleted).
 func (s *Server) DeleteVolume(ctx context.Context, req *csi.DeleteVolumeRequest) (*csi.DeleteVolumeResponse, error) {
-	share, onDelete, err := parseID(req.GetVolumeId())
-	if err != nil {
-		return nil, status.Error(codes.InvalidArgument, err.Error())
+	if req.GetVolumeId() == "" {
+		return nil, status.Error(codes.InvalidArgument, "volume_id: required")
 	}
-	if share.Protocol != s.protocol {
-		return nil, status.Errorf(codes.InvalidArgument, "volume_id: %q is an %s volume; this driver provisions %s shares", req.GetVolumeId(), share.Protocol, s.protocol)
+	share, onDelete, err := parseID(req.GetVolumeId())
+	if err != nil || share.Protocol != s.protocol {
+		return &csi.DeleteVolumeResponse{}, nil
 	}
 	if onDelete == Retain {
 		return &csi.DeleteVolumeResponse{}, nil
@@ -159,8 +160,11 @@ func (s *Server) DeleteVolume(ctx context.Context, req *csi.DeleteVolumeRequest)
 // ValidateVolumeCapabilities confirms file-system access in every mode (a share is read and written from any
 // number of nodes).
 func (s *Server) ValidateVolumeCapabilities(_ context.Context, req *csi.ValidateVolumeCapabilitiesRequest) (*csi.ValidateVolumeCapabilitiesResponse, error) {
-	if _, _, err := parseID(req.GetVolumeId()); err != nil {
-		return nil, status.Error(codes.NotFound, err.Error())
+	if req.GetVolumeId() == "" || len(req.GetVolumeCapabilities()) == 0 {
+		return nil, status.Error(codes.InvalidArgument, "volume_id and volume_capabilities: required")
+	}
+	if share, _, err := parseID(req.GetVolumeId()); err != nil || share.Protocol != s.protocol {
+		return nil, status.Errorf(codes.NotFound, "volume_id: %q: not a volume of this driver", req.GetVolumeId())
 	}
 	if err := checkCapabilities(req.GetVolumeCapabilities()); err != nil {
 		return &csi.ValidateVolumeCapabilitiesResponse{Message: err.Error()}, nil

@@ -120,13 +120,24 @@ func TestRefusesBadInput(t *testing.T) {
 	if len(d.calls) != 0 {
 		t.Errorf("a refused request reached the share: %v", d.calls)
 	}
-	for _, id := range []string{"", "pvc-1", "source=%2F%2Ffiles%2Fdata&subDir=&onDelete=delete", "source=%2F%2Ffiles%2Fdata&subDir=..%2Fx&onDelete=delete"} {
-		if _, err := s.DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: id}); status.Code(err) != codes.InvalidArgument {
+	if _, err := s.DeleteVolume(ctx, &csi.DeleteVolumeRequest{}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("delete without a volume_id: %v", err)
+	}
+	// An ID this driver never made (not one, a directory out of the share, the other driver's) is a volume that
+	// does not exist: deleted, as the CSI spec has it, and nothing is done on any share.
+	for _, id := range []string{"pvc-1", "source=%2F%2Ffiles%2Fdata&subDir=&onDelete=delete", "source=%2F%2Ffiles%2Fdata&subDir=..%2Fx&onDelete=delete",
+		"onDelete=delete&source=files%3A%2Fexport&subDir=pvc-1"} {
+		if _, err := s.DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: id}); err != nil {
 			t.Errorf("delete %q: %v", id, err)
 		}
 	}
-	if _, err := s.DeleteVolume(ctx, &csi.DeleteVolumeRequest{VolumeId: "onDelete=delete&source=files%3A%2Fexport&subDir=pvc-1"}); status.Code(err) != codes.InvalidArgument || !strings.Contains(err.Error(), "is an nfs volume") {
-		t.Errorf("delete of the other driver's volume: %v", err)
+	// ValidateVolumeCapabilities: the ID and capabilities are required; a volume not this driver's is not found.
+	if _, err := s.ValidateVolumeCapabilities(ctx, &csi.ValidateVolumeCapabilitiesRequest{VolumeId: "x"}); status.Code(err) != codes.InvalidArgument {
+		t.Errorf("validate without capabilities: %v", err)
+	}
+	if _, err := s.ValidateVolumeCapabilities(ctx, &csi.ValidateVolumeCapabilitiesRequest{VolumeId: "onDelete=delete&source=files%3A%2Fexport&subDir=pvc-1",
+		VolumeCapabilities: rwx}); status.Code(err) != codes.NotFound {
+		t.Errorf("validate the other driver's volume: %v", err)
 	}
 	if len(d.calls) != 0 {
 		t.Errorf("a refused delete reached the share: %v", d.calls)
