@@ -167,11 +167,11 @@ func TestJoinInQemu(t *testing.T) {
 	}
 	t.Logf("guest join: discovery (with the control plane late) %v, then to kubelet started %v, kubelet started → Ready %v",
 		seen["discover"].Duration.Round(time.Millisecond), (toKubelet - seen["discover"].Duration).Round(time.Millisecond), toReady.Round(time.Millisecond))
-	if d := seen["images"].Detail; !strings.Contains(d, "4 shipped image(s) present, 0 imported") || !strings.Contains(d, "sandbox image pinned") {
-		t.Errorf("images phase in the guest: %q, want all 4 (pause, busybox, CoreDNS, the log shipper's) pre-cached and the sandbox pinned", d)
+	if d := seen["images"].Detail; !strings.Contains(d, "5 shipped image(s) present, 0 imported") || !strings.Contains(d, "sandbox image pinned") {
+		t.Errorf("images phase in the guest: %q, want all 5 (pause, busybox, CoreDNS, the log shipper's, the agent's) pre-cached and the sandbox pinned", d)
 	}
-	if out := tryRun(g, "ctr -n k8s.io images ls -q"); !strings.Contains(out, layout.LogsImage) {
-		t.Errorf("the log shipper's image %s is not in the guest's containerd:\n%s", layout.LogsImage, out)
+	if out := tryRun(g, "ctr -n k8s.io images ls -q"); !strings.Contains(out, layout.LogsImage) || !strings.Contains(out, layout.AgentImage) {
+		t.Errorf("the log shipper's image %s or the agent's %s is not in the guest's containerd:\n%s", layout.LogsImage, layout.AgentImage, out)
 	}
 	if out := tryRun(g, "ctr -n k8s.io images ls name=="+images.Pause); !strings.Contains(out, "io.cri-containerd.pinned=pinned") {
 		t.Errorf("the pause image is not pinned in the guest:\n%s", out)
