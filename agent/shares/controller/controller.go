@@ -66,16 +66,18 @@ func (s *Server) ControllerGetCapabilities(context.Context, *csi.ControllerGetCa
 		Rpc: &csi.ControllerServiceCapability_RPC{Type: csi.ControllerServiceCapability_RPC_CREATE_DELETE_VOLUME}}}}}, nil
 }
 
-// name is what a volume's directory may be called: a PersistentVolume's name (a DNS subdomain), as the
-// provisioner gives it.
-var name = regexp.MustCompile(`^[a-z0-9]([-a-z0-9.]{0,251}[a-z0-9])?$`)
+// name is what a volume's directory may be called: letters, digits, '-', '.' and '_', starting with a letter or a
+// digit (never "." or ".."), as a PersistentVolume's name (what the provisioner gives) and the names other COs
+// and csi-sanity give are. Anything else is refused rather than mapped, so a directory is always named as its
+// volume.
+var name = regexp.MustCompile(`^[A-Za-z0-9][-A-Za-z0-9._]{0,252}$`)
 
 // CreateVolume makes the volume's directory and returns its ID and context (source and subDir, what the Node
 // service mounts).
 func (s *Server) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest) (*csi.CreateVolumeResponse, error) {
 	var errs []error
 	if !name.MatchString(req.GetName()) {
-		errs = append(errs, fmt.Errorf("name: %q: want a PersistentVolume's name (lower-case letters, digits, '-' and '.')", req.GetName()))
+		errs = append(errs, fmt.Errorf("name: %q: want letters, digits, '-', '.' and '_', starting with a letter or a digit, at most 253", req.GetName()))
 	}
 	if err := checkCapabilities(req.GetVolumeCapabilities()); err != nil {
 		errs = append(errs, err)

@@ -143,3 +143,18 @@ func TestRefusesBadInput(t *testing.T) {
 		t.Errorf("a refused delete reached the share: %v", d.calls)
 	}
 }
+
+// A volume's name becomes its directory's: any name of letters, digits, '-', '.' and '_' that starts with a
+// letter or a digit is one (a PersistentVolume's, csi-sanity's upper-case ones); a path, a dot name or an empty
+// one is refused before the share is touched.
+func TestVolumeNames(t *testing.T) {
+	for n, ok := range map[string]bool{"pvc-0e47d700-dcbb": true, "sanity-controller-validate-A0662B17-8DC0C25B": true, "a_b.c": true,
+		strings.Repeat("a", 253): true, strings.Repeat("a", 254): false, "": false, ".": false, "..": false, ".hidden": false, "a/b": false, "a b": false} {
+		d := &fakeDirs{}
+		_, err := New(mountopts.NFS, d).CreateVolume(context.Background(), &csi.CreateVolumeRequest{Name: n,
+			Parameters: map[string]string{"source": "files:/export"}, VolumeCapabilities: rwx})
+		if (err == nil) != ok || (!ok && len(d.calls) != 0) {
+			t.Errorf("name %q: %v (calls %v), want accepted %v", n, err, d.calls, ok)
+		}
+	}
+}
