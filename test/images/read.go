@@ -8,6 +8,8 @@ import (
 	"io"
 	"io/fs"
 	"os"
+	"os/exec"
+	"path/filepath"
 	"strings"
 	"testing"
 )
@@ -86,4 +88,32 @@ func Read(tb testing.TB, path string) Image {
 		}
 	}
 	return img
+}
+
+// CheckImageOfItself checks a component's `image -o FILE` command: run as bin, it writes the image of that very
+// binary, named name, its layer's file byte for byte the binary; it prints the path; without -o it exits 64
+// (usage).
+func CheckImageOfItself(t *testing.T, bin, name, file string) {
+	t.Helper()
+	out := filepath.Join(t.TempDir(), "image.oci.tar")
+	got, err := exec.Command(bin, "image", "-o", out).Output()
+	if err != nil || strings.TrimSpace(string(got)) != out {
+		t.Fatalf("image: %v, printed %q", err, got)
+	}
+	self, err := os.ReadFile(bin)
+	if err != nil {
+		t.Fatal(err)
+	}
+	img := Read(t, out)
+	if img.Name != name {
+		t.Errorf("image %q, want %q", img.Name, name)
+	}
+	if f := img.Files[file]; !bytes.Equal(f.Data, self) {
+		t.Errorf("the layer's %s (%d bytes) is not the binary that wrote it (%d bytes)", file, len(f.Data), len(self))
+	}
+	if err := exec.Command(bin, "image").Run(); err == nil {
+		t.Error("image without -o succeeded")
+	} else if ee, ok := err.(*exec.ExitError); !ok || ee.ExitCode() != 64 {
+		t.Errorf("image without -o: %v, want exit 64", err)
+	}
 }
