@@ -23,6 +23,7 @@ import (
 	sharenode "berth.dev/berth/agent/shares/node"
 	"berth.dev/berth/agent/shares/plugin"
 	"berth.dev/berth/agent/shares/provisioner"
+	"berth.dev/berth/agent/shares/secretwatch"
 	"berth.dev/berth/agent/shares/sharedirs"
 	"berth.dev/berth/agent/shares/sharemetrics"
 	"berth.dev/berth/agent/systemdbus"
@@ -93,6 +94,7 @@ func csiNodeCmd(args []string, stderr io.Writer) int {
 	stateDir := fs.String("state-dir", "/var/lib/berth/shares", "where shares are mounted and what is staged is recorded")
 	credDir := fs.String("cred-dir", "/run/berth/shares", "where SMB credential files live while a mount is made (tmpfs)")
 	metricsAddr := fs.String("metrics-address", "127.0.0.1:9472", "where /metrics is served (Prometheus); \"\" for nowhere")
+	kubeconfig := fs.String("kubeconfig", "/var/lib/kubelet/kubeconfig", "the kubelet's kubeconfig: with it the SMB driver finds and watches the Secrets of staged volumes, and re-stages them when one changes (waited for until the node has joined)")
 	probeEvery := fs.Duration("probe-interval", 5*time.Second, "how often each mounted share is probed (a stat under a deadline of the same length); a dead or hung one is mounted again")
 	if err := fs.Parse(args); err != nil || fs.NArg() > 0 {
 		return exitUsage
@@ -128,6 +130,12 @@ func csiNodeCmd(args []string, stderr io.Writer) int {
 			healShares(ctx, srv, metrics.Driver(name), *probeEvery, log.With("driver", name))
 			return nil
 		})
+		if protocol == mountopts.SMB {
+			g.Go(func() error {
+				secretwatch.Run(ctx, secretwatch.Config{Client: secretwatch.KubeletClient(*kubeconfig, kubeClient), Driver: name, Volumes: srv, Log: log.With("driver", name)})
+				return nil
+			})
+		}
 	}
 	if err := g.Wait(); err != nil {
 		fmt.Fprintf(stderr, "berth-agent csi node: %v\n", err)

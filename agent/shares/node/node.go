@@ -115,6 +115,12 @@ type Staged struct {
 	Share   string `json:"share"` // its key
 	SubDir  string `json:"subDir,omitempty"`
 	Staging string `json:"staging"`
+	// PV is the volume's PersistentVolume, from the kubelet's publish path (kubernetes.io~csi/<pv>/mount): where
+	// the Secret of its credentials is found (its nodeStageSecretRef).
+	PV string `json:"pv,omitempty"`
+	// Secret is the Secret its share's credentials come from, once found (SetSecret): a change of it re-stages
+	// the volume (Rotate).
+	Secret *SecretRef `json:"secret,omitempty"`
 }
 
 const stateVersion = 1
@@ -231,12 +237,18 @@ func checkStage(protocol mountopts.Protocol, req *csi.NodeStageVolumeRequest) (r
 	if r.vol.Protocol == mountopts.SMB && r.creds.Username == "" && !slices.ContainsFunc(r.options, func(o string) bool { return o == "guest" || strings.HasPrefix(o, "sec=") }) {
 		r.options = append(r.options, "guest")
 	}
-	h := sha256.New()
-	fmt.Fprintf(h, "%s\x00%s\x00%s\x00%s\x00%s\x00", r.vol.Protocol, r.vol.Source(), strings.Join(r.options, ","), r.creds.Username, r.creds.Domain)
-	pw := sha256.Sum256([]byte(r.creds.Password))
-	h.Write(pw[:])
-	r.key = hex.EncodeToString(h.Sum(nil))[:16]
+	r.key = shareKey(r.vol.Protocol, r.vol.Source(), r.options, r.creds)
 	return r, nil
+}
+
+// shareKey names a share's mount: one for each protocol, source, options and credentials (the password's hash
+// only, so that the key, which names the mount point, says nothing of it).
+func shareKey(p mountopts.Protocol, source string, options []string, creds volume.Credentials) string {
+	h := sha256.New()
+	fmt.Fprintf(h, "%s\x00%s\x00%s\x00%s\x00%s\x00", p, source, strings.Join(options, ","), creds.Username, creds.Domain)
+	pw := sha256.Sum256([]byte(creds.Password))
+	h.Write(pw[:])
+	return hex.EncodeToString(h.Sum(nil))[:16]
 }
 
 // NodeStageVolume mounts the volume's share (once for every volume of the same share, options and credentials)
@@ -426,6 +438,13 @@ func (s *Server) NodePublishVolume(ctx context.Context, req *csi.NodePublishVolu
 	if err := s.binds.Bind(ctx, staging, target, ro); err != nil {
 		return nil, status.Errorf(codes.Internal, "bind %s to %s: %v", staging, target, err)
 	}
+	if v := st.Volumes[req.GetVolumeId()]; v.PV == "" {
+		if v.PV = pvOfTarget(target); v.PV != "" {
+			if err := s.save(st); err != nil {
+				return nil, status.Error(codes.Internal, err.Error())
+			}
+		}
+	}
 	s.cfg.Log.Info("published", "volume", req.GetVolumeId(), "target", target, "readOnly", ro)
 	return &csi.NodePublishVolumeResponse{}, nil
 }
@@ -499,20 +518,25 @@ func (s *Server) Heal(ctx context.Context, key string) error {
 	}
 	var errs []error
 	for id, v := range st.Volumes {
-		if v.Share != key {
-			continue
-		}
-		src := sh.Where
-		if v.SubDir != "" {
-			src = filepath.Join(sh.Where, v.SubDir)
-		}
-		if err := s.binds.Detach(ctx, v.Staging); err != nil {
-			errs = append(errs, fmt.Errorf("volume %s: detach %s: %w", id, v.Staging, err))
-			continue
-		}
-		if err := s.binds.Bind(ctx, src, v.Staging, false); err != nil {
-			errs = append(errs, fmt.Errorf("volume %s: bind %s to %s: %w", id, src, v.Staging, err))
+		if v.Share == key {
+			errs = append(errs, s.rebind(ctx, id, v, sh))
 		}
 	}
 	return errors.Join(errs...)
+}
+
+// rebind binds volume id's directory of share sh to its staging path in place of what is there (detached at once:
+// a dead share cannot hold it up; the pods' own binds of the old one stay as they are).
+func (s *Server) rebind(ctx context.Context, id string, v *Staged, sh *Share) error {
+	src := sh.Where
+	if v.SubDir != "" {
+		src = filepath.Join(sh.Where, v.SubDir)
+	}
+	if err := s.binds.Detach(ctx, v.Staging); err != nil {
+		return fmt.Errorf("volume %s: detach %s: %w", id, v.Staging, err)
+	}
+	if err := s.binds.Bind(ctx, src, v.Staging, false); err != nil {
+		return fmt.Errorf("volume %s: bind %s to %s: %w", id, src, v.Staging, err)
+	}
+	return nil
 }
