@@ -28,7 +28,7 @@ APT_PACKAGES := containerd runc containernetworking-plugins busybox-static iprou
 GO_MIN := 1.26
 BERTH_CACHE ?= $(HOME)/.cache/berth
 # The pinned tools (tools/<name>, built by tools/build.sh), longest first.
-TOOLS := k8s packer coredns otelcol runtime victorialogs packer-sdc
+TOOLS := k8s packer coredns otelcol runtime victorialogs packer-sdc csi-sanity
 DEV_BIN := $(BERTH_CACHE)/bin/berth-dev
 AGENT_BIN := $(BERTH_CACHE)/bin/berth-agent
 LOGS_BIN := $(BERTH_CACHE)/bin/berth-logs

@@ -20,6 +20,7 @@ import (
 	"berth.dev/berth/test/nodeimage"
 	"berth.dev/berth/test/shareserver"
 	"berth.dev/berth/test/tier"
+	"berth.dev/berth/test/toolbin"
 	"berth.dev/berth/test/vm"
 )
 
@@ -30,8 +31,29 @@ const (
 )
 
 type guest struct {
-	t *testing.T
+	t testing.TB
 	g *vm.Guest
+}
+
+// bootWith boots a guest from the tests' node image that reaches smb and nfs, with the named test commands
+// (test/<name>) in /usr/local/bin, once its berth-csi serves both drivers.
+func bootWith(tb testing.TB, smb, nfs *shareserver.Server, commands ...string) *vm.Guest {
+	tb.Helper()
+	g := vm.Boot(tb, vm.Config{Name: "shares", Image: nodeimage.QCOW2(tb), Format: "qcow2", GuestForwards: []qemu.GuestForward{
+		{Guest: smbInGuest + ":445", HostPort: smb.Port}, {Guest: nfsInGuest + ":2049", HostPort: nfs.Port}}})
+	for _, name := range commands {
+		bin := filepath.Join(tb.TempDir(), name)
+		build := exec.Command("go", "build", "-trimpath", "-o", bin, "berth.dev/berth/test/"+name)
+		build.Env = append(os.Environ(), "CGO_ENABLED=0")
+		if out, err := build.CombinedOutput(); err != nil {
+			tb.Fatalf("build %s: %v\n%s", name, err, out)
+		}
+		g.Copy(bin, "/usr/local/bin/"+name, 0o755)
+	}
+	if out, err := g.Try("systemctl is-active berth-csi; ls /var/lib/kubelet/plugins_registry/"); err != nil || !strings.Contains(out, "smb.shares.berth.dev-reg.sock") {
+		tb.Fatalf("berth-csi in the guest: %v\n%s", err, out)
+	}
+	return g
 }
 
 // call makes one CSI call in the guest with the request (protojson) on stdin.
@@ -92,19 +114,7 @@ func TestSharesInAGuest(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	image := nodeimage.QCOW2(t)
-	g := guest{t, vm.Boot(t, vm.Config{Name: "shares", Image: image, Format: "qcow2", GuestForwards: []qemu.GuestForward{
-		{Guest: smbInGuest + ":445", HostPort: smb.Port}, {Guest: nfsInGuest + ":2049", HostPort: nfs.Port}}})}
-	csicall := filepath.Join(t.TempDir(), "csicall")
-	build := exec.Command("go", "build", "-trimpath", "-o", csicall, "berth.dev/berth/test/csicall")
-	build.Env = append(os.Environ(), "CGO_ENABLED=0")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build csicall: %v\n%s", err, out)
-	}
-	g.g.Copy(csicall, "/usr/local/bin/csicall", 0o755)
-	if out, err := g.g.Try("systemctl is-active berth-csi; ls /var/lib/kubelet/plugins_registry/"); err != nil || !strings.Contains(out, "smb.shares.berth.dev-reg.sock") {
-		t.Fatalf("berth-csi in the guest: %v\n%s", err, out)
-	}
+	g := guest{t, bootWith(t, smb, nfs, "csicall")}
 
 	const smbDriver, nfsDriver = "smb.shares.berth.dev", "nfs.shares.berth.dev"
 	secret := fmt.Sprintf(`, "secrets": {"username": "root", "password": %q}`, password)
@@ -142,6 +152,7 @@ func TestSharesInAGuest(t *testing.T) {
 		t.Errorf("the read-only NFS volume in the pod: %q", got)
 	}
 
+	conformance(t, g, password)
 	serverRestart(t, g, smb)
 	staleExport(t, g, nfs)
 	provision(t, g, smb, nfs, secret)
@@ -297,4 +308,65 @@ func provision(t *testing.T, g guest, smb, nfs *shareserver.Server, secret strin
 	if out := g.g.Run("grep -c berth-share- /proc/*/mountinfo 2>/dev/null | grep -v ':0$' || echo none"); strings.TrimSpace(out) != "none" {
 		t.Errorf("the controller's share mounts are left in some namespace:\n%s", out)
 	}
+}
+
+// conformance runs csi-sanity (the CSI specification's conformance suite, pinned: tools/csi-sanity) in the guest
+// against each driver's socket, as the kubelet and the provisioner reach it: Identity, Controller (volumes made in
+// a directory of the share) and Node (stage, publish, unpublish, unstage, every call twice and with bad input);
+// once in the suite's order and once shuffled (a fixed seed: a failure can be run again), since a spec that leaves
+// a mount or a directory behind fails the specs after it.
+func conformance(t *testing.T, g guest, password string) {
+	t.Helper()
+	g.g.Copy(filepath.Join(toolbin.CSISanity.ForTest(t), "csi-sanity"), "/usr/local/bin/csi-sanity", 0o755)
+	secrets := fmt.Sprintf("username: root\npassword: %q\n", password)
+	for _, d := range []struct{ driver, source, secrets string }{
+		{"smb.shares.berth.dev", "//" + smbInGuest + "/data", secrets},
+		{"nfs.shares.berth.dev", nfsInGuest + ":/export", ""},
+	} {
+		var sec strings.Builder
+		for _, call := range []string{"CreateVolumeSecret", "DeleteVolumeSecret", "NodeStageVolumeSecret", "NodePublishVolumeSecret"} {
+			if d.secrets != "" {
+				fmt.Fprintf(&sec, "%s:\n%s", call, indent(d.secrets))
+			}
+		}
+		dir := "/tmp/sanity-" + strings.Split(d.driver, ".")[0]
+		g.g.Run("mkdir -p " + dir)
+		g.g.Copy(writeTemp(t, "source: "+d.source+"\nsubDir: sanity\n"), dir+"/params.yaml", 0o644)
+		g.g.Copy(writeTemp(t, sec.String()), dir+"/secrets.yaml", 0o600)
+		for _, order := range []string{"-ginkgo.randomize-all=false", "-ginkgo.randomize-all -ginkgo.seed=4"} {
+			out, err := g.g.Try(fmt.Sprintf("cd %[1]s && csi-sanity -csi.endpoint /var/lib/kubelet/plugins/%[2]s/csi.sock"+
+				" -csi.testvolumeparameters params.yaml -csi.secrets secrets.yaml -csi.testvolumeaccesstype mount"+
+				" -csi.stagingdir %[1]s/staging -csi.mountdir %[1]s/mount -ginkgo.no-color"+
+				// A volume is a directory: its size is not enforced or recorded, so a second CreateVolume of the same
+				// name with another size cannot be told apart (csi-driver-nfs and -smb skip this one too).
+				" -ginkgo.skip 'already existing name and different capacity' %[3]s 2>&1", dir, d.driver, order))
+			if err != nil || !strings.Contains(out, "SUCCESS!") {
+				t.Errorf("csi-sanity against %s (%s): %v\n%s", d.driver, order, err, out)
+				continue
+			}
+			t.Logf("csi-sanity against %s (%s):\n%s", d.driver, order, lastLines(out, 4))
+		}
+	}
+}
+
+func indent(s string) string {
+	var b strings.Builder
+	for line := range strings.Lines(s) {
+		b.WriteString("  " + line)
+	}
+	return b.String()
+}
+
+func lastLines(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	return strings.Join(lines[max(0, len(lines)-n):], "\n")
+}
+
+func writeTemp(t testing.TB, content string) string {
+	t.Helper()
+	p := filepath.Join(t.TempDir(), "f")
+	if err := os.WriteFile(p, []byte(content), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

@@ -40,6 +40,9 @@ var (
 	// VictoriaLogs is victoria-logs, the log backend of the log shipper's tests ($BERTH_VICTORIALOGS_BIN
 	// overrides).
 	VictoriaLogs = &Tool{name: "victorialogs", env: "BERTH_VICTORIALOGS_BIN", need: tier.Built("victorialogs")}
+	// CSISanity is csi-sanity, the CSI conformance suite the share drivers' guest test runs
+	// ($BERTH_CSI_SANITY_BIN overrides).
+	CSISanity = &Tool{name: "csi-sanity", env: "BERTH_CSI_SANITY_BIN", need: tier.Built("csi-sanity")}
 	// OtelCol is the OpenTelemetry Collector (filelog and OTLP receivers, OTLP/HTTP exporter) built with its
 	// builder: a backend of the OTLP sink's tests and the peer in the log shipper's benchmarks ($BERTH_OTELCOL_BIN
 	// or tools/build.sh otelcol).
