@@ -15,6 +15,7 @@ import (
 
 	"berth.dev/berth/internal/dev/ports"
 	"berth.dev/berth/test/logbackend"
+	"berth.dev/berth/test/syncbuf"
 	"berth.dev/berth/test/toolbin"
 	"berth.dev/berth/test/wait"
 )
@@ -101,9 +102,9 @@ func newFixture(t *testing.T, podDir string) *fixture {
 
 // run runs `berth-logs run` with config as node-7 until the test ends, when SIGTERM must end it with 0; its output
 // is returned.
-func (f *fixture) run(t *testing.T, config string) *syncBuffer {
+func (f *fixture) run(t *testing.T, config string) *syncbuf.Buffer {
 	t.Helper()
-	out := &syncBuffer{}
+	out := &syncbuf.Buffer{}
 	cmd := exec.Command(f.shipper, "run", "-config", config, "-node", "node-7", "-metrics-address", f.addr)
 	cmd.Stdout, cmd.Stderr = out, out
 	if err := cmd.Start(); err != nil {

@@ -6,7 +6,6 @@ import (
 	"log/slog"
 	"os"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -18,6 +17,7 @@ import (
 
 	"berth.dev/berth/agent/shares/node"
 	"berth.dev/berth/test/controlplane"
+	"berth.dev/berth/test/syncbuf"
 	"berth.dev/berth/test/tier"
 	"berth.dev/berth/test/wait"
 )
@@ -73,7 +73,7 @@ func TestWatchesAsTheNode(t *testing.T) {
 	})
 
 	vols := &fakeVolumes{uses: []node.SecretUse{{VolumeID: "vol-files", PV: "pv-files"}, {VolumeID: "vol-elsewhere", PV: "pv-elsewhere"}}}
-	logs := &syncBuffer{}
+	logs := &syncbuf.Buffer{}
 	done := make(chan struct{})
 	go func() {
 		Run(ctx, Config{Client: func() (kubernetes.Interface, error) { return asNode, nil }, Driver: driver, Volumes: vols, Interval: 200 * time.Millisecond,
@@ -94,21 +94,4 @@ func TestWatchesAsTheNode(t *testing.T) {
 	}
 	cancel()
 	<-done
-}
-
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
