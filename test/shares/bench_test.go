@@ -30,7 +30,7 @@ func BenchmarkNodeCalls(b *testing.B) {
 			b.Fatal(err)
 		}
 	}
-	g := guest{b, bootWith(b, smb, nfs, "csibench")}
+	g := guest{b, bootWith(b, smb, nfs, "csibench", "csicall")}
 	secret := fmt.Sprintf(`, "secrets": {"username": "root", "password": %q}`, password)
 	for _, d := range []struct{ name, driver, source, secret string }{
 		{"SMB", "smb.shares.berth.dev", "//" + smbInGuest + "/data", secret},
