@@ -120,7 +120,7 @@ func (s *Server) CreateVolume(ctx context.Context, req *csi.CreateVolumeRequest)
 	root := share
 	root.SubDir = ""
 	if err := s.dirs.Make(ctx, root, creds, dir); err != nil {
-		return nil, status.Errorf(codes.Internal, "make %s on %s: %v", dir, share.Source(), err)
+		return nil, status.Errorf(codeOf(err), "make %s on %s: %v", dir, share.Source(), err)
 	}
 	id := url.Values{volume.KeySource: {share.Source()}, volume.KeySubDir: {dir}, KeyOnDelete: {onDelete}}.Encode()
 	return &csi.CreateVolumeResponse{Volume: &csi.Volume{VolumeId: id, CapacityBytes: req.GetCapacityRange().GetRequiredBytes(),
@@ -154,7 +154,7 @@ func (s *Server) DeleteVolume(ctx context.Context, req *csi.DeleteVolumeRequest)
 		err = s.dirs.Remove(ctx, share, creds, dir)
 	}
 	if err != nil {
-		return nil, status.Errorf(codes.Internal, "%s %s on %s: %v", onDelete, dir, share.Source(), err)
+		return nil, status.Errorf(codeOf(err), "%s %s on %s: %v", onDelete, dir, share.Source(), err)
 	}
 	return &csi.DeleteVolumeResponse{}, nil
 }
@@ -215,4 +215,16 @@ func prefix(p string, err error) error {
 		lines[i] = p + l
 	}
 	return errors.New(strings.Join(lines, "\n"))
+}
+
+// codeOf is the code of a failure to make or remove a directory: the context's end is its own (the share did not
+// answer in time; the directory may still come), anything else Internal.
+func codeOf(err error) codes.Code {
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		return codes.DeadlineExceeded
+	case errors.Is(err, context.Canceled):
+		return codes.Canceled
+	}
+	return codes.Internal
 }

@@ -2,6 +2,7 @@ package controller
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"testing"
@@ -16,11 +17,14 @@ import (
 
 // fakeDirs records what was asked of the share (unit tests of the logic; the real directories are made on real
 // shares in guests).
-type fakeDirs struct{ calls []string }
+type fakeDirs struct {
+	calls []string
+	err   error // what Make answers
+}
 
 func (f *fakeDirs) Make(_ context.Context, share volume.Volume, creds volume.Credentials, dir string) error {
 	f.calls = append(f.calls, fmt.Sprintf("make %s %s as %q", share.Source(), dir, creds.Username))
-	return nil
+	return f.err
 }
 func (f *fakeDirs) Remove(_ context.Context, share volume.Volume, creds volume.Credentials, dir string) error {
 	f.calls = append(f.calls, fmt.Sprintf("remove %s %s as %q", share.Source(), dir, creds.Username))
@@ -155,6 +159,26 @@ func TestVolumeNames(t *testing.T) {
 			Parameters: map[string]string{"source": "files:/export"}, VolumeCapabilities: rwx})
 		if (err == nil) != ok || (!ok && len(d.calls) != 0) {
 			t.Errorf("name %q: %v (calls %v), want accepted %v", n, err, d.calls, ok)
+		}
+	}
+}
+
+// A share that does not answer in time is DeadlineExceeded (the directory may still come: the provisioner asks
+// again), any other failure Internal.
+func TestCreateFailureCodes(t *testing.T) {
+	for _, c := range []struct {
+		err  error
+		want codes.Code
+	}{
+		{fmt.Errorf("//files/data: %w", context.DeadlineExceeded), codes.DeadlineExceeded},
+		{fmt.Errorf("//files/data: %w", context.Canceled), codes.Canceled},
+		{errors.New("mount //files/data: permission denied"), codes.Internal},
+	} {
+		s := New(mountopts.SMB, &fakeDirs{err: c.err})
+		_, err := s.CreateVolume(context.Background(), &csi.CreateVolumeRequest{Name: "pvc-1", VolumeCapabilities: rwx,
+			Parameters: map[string]string{"source": "//files/data"}, Secrets: map[string]string{"username": "alice", "password": "x"}})
+		if status.Code(err) != c.want {
+			t.Errorf("Make failing with %v: %v, want code %s", c.err, err, c.want)
 		}
 	}
 }

@@ -74,7 +74,11 @@ func (p Provisioner) Provision(ctx context.Context, o controller.ProvisionOption
 	resp, err := p.Controller.CreateVolume(ctx, &csi.CreateVolumeRequest{Name: o.PVName, Parameters: driverParams(params), Secrets: secrets, VolumeCapabilities: caps,
 		CapacityRange: &csi.CapacityRange{RequiredBytes: size.Value()}})
 	if err != nil {
-		return nil, controller.ProvisioningFinished, fmt.Errorf("StorageClass %s: %s", o.StorageClass.Name, status.Convert(err).Message())
+		state := controller.ProvisioningFinished
+		if !final(err) {
+			state = controller.ProvisioningInBackground
+		}
+		return nil, state, fmt.Errorf("StorageClass %s: %s", o.StorageClass.Name, status.Convert(err).Message())
 	}
 	reclaim := corev1.PersistentVolumeReclaimDelete
 	if o.StorageClass.ReclaimPolicy != nil {
@@ -185,4 +189,17 @@ func accessMode(m corev1.PersistentVolumeAccessMode) csi.VolumeCapability_Access
 	default:
 		return csi.VolumeCapability_AccessMode_MULTI_NODE_MULTI_WRITER
 	}
+}
+
+// final says whether a CreateVolume error means that no volume was made, as the CSI external-provisioner reads the
+// codes: after a deadline, a cancellation or an unavailable service the directory may have been made after all (a
+// share that answered late), so the library is told the provisioning goes on in the background: it calls
+// Provision again until the answer is known, also for a claim deleted meanwhile, whose volume is then made and,
+// released at once, deleted under the class's reclaim policy instead of left on the share.
+func final(err error) bool {
+	switch status.Code(err) {
+	case codes.Canceled, codes.DeadlineExceeded, codes.Unavailable, codes.ResourceExhausted, codes.Aborted:
+		return false
+	}
+	return true
 }

@@ -1,6 +1,7 @@
 package provisioner
 
 import (
+	"cmp"
 	"context"
 	"errors"
 	"strings"
@@ -127,23 +128,30 @@ func TestProvisionRefusals(t *testing.T) {
 		params map[string]string
 		err    error
 		want   string
+		state  controller.ProvisioningState
 	}{
 		{"half a secret reference", map[string]string{KeyProvisionerSecretName: "files-admin"}, nil,
-			"StorageClass parameters csi.storage.k8s.io/provisioner-secret-name and csi.storage.k8s.io/provisioner-secret-namespace: set both or neither"},
+			"StorageClass parameters csi.storage.k8s.io/provisioner-secret-name and csi.storage.k8s.io/provisioner-secret-namespace: set both or neither", ""},
 		{"an unknown template", map[string]string{KeyNodeStageSecretName: "${pvc.annotations['x']}", KeyNodeStageSecretNamespace: "shares"}, nil,
-			"csi.storage.k8s.io/node-stage-secret-name: \"${pvc.annotations['x']}\": only ${pvc.namespace}, ${pvc.name} and ${pv.name} are filled in"},
+			"csi.storage.k8s.io/node-stage-secret-name: \"${pvc.annotations['x']}\": only ${pvc.namespace}, ${pvc.name} and ${pv.name} are filled in", ""},
 		{"a missing Secret", map[string]string{KeyProvisionerSecretName: "nope", KeyProvisionerSecretNamespace: "shares"}, nil,
-			`Secret shares/nope: secrets "nope" not found`},
+			`Secret shares/nope: secrets "nope" not found`, ""},
 		{"the driver refuses", map[string]string{KeyProvisionerSecretName: "files-admin", KeyProvisionerSecretNamespace: "shares"},
-			status.Error(codes.InvalidArgument, "parameters.source: required"), "StorageClass files: parameters.source: required"},
+			status.Error(codes.InvalidArgument, "parameters.source: required"), "StorageClass files: parameters.source: required", ""},
+		// A deadline may have passed while the directory was being made: tried again until the answer is known.
+		{"the share does not answer in time", map[string]string{KeyProvisionerSecretName: "files-admin", KeyProvisionerSecretNamespace: "shares"},
+			status.Error(codes.DeadlineExceeded, "make pvc-1 on //files/data: context deadline exceeded"), "context deadline exceeded", controller.ProvisioningInBackground},
 	} {
 		t.Run(c.name, func(t *testing.T) {
 			rec := &recorder{err: c.err}
 			p := Provisioner{Driver: "smb.shares.berth.dev", Controller: rec, Secrets: cs.CoreV1()}
 			class := &storagev1.StorageClass{ObjectMeta: metav1.ObjectMeta{Name: "files"}, Provisioner: p.Driver, Parameters: c.params}
-			pv, _, err := p.Provision(ctx, controller.ProvisionOptions{StorageClass: class, PVName: "pvc-1", PVC: claim()})
+			pv, state, err := p.Provision(ctx, controller.ProvisionOptions{StorageClass: class, PVName: "pvc-1", PVC: claim()})
 			if err == nil || pv != nil || !strings.Contains(err.Error(), c.want) {
 				t.Fatalf("got %v, %v; want an error with %q", pv, err, c.want)
+			}
+			if want := cmp.Or(c.state, controller.ProvisioningFinished); state != want {
+				t.Errorf("state %q, want %q", state, want)
 			}
 			if strings.Contains(err.Error(), "hunter2") {
 				t.Errorf("the password is in the error: %v", err)
