@@ -59,7 +59,7 @@ func Run(ctx context.Context, cfg Config) {
 	if cfg.Log == nil {
 		cfg.Log = slog.New(slog.DiscardHandler)
 	}
-	w := &watch{cfg: cfg, watches: map[node.SecretRef]context.CancelFunc{}, failed: map[string]string{}}
+	w := &watch{cfg: cfg, watches: map[node.SecretRef]context.CancelFunc{}, failed: map[string]string{}, noSecret: map[string]bool{}}
 	defer w.stopAll()
 	tick := time.NewTicker(cfg.Interval)
 	defer tick.Stop()
@@ -79,6 +79,8 @@ type watch struct {
 	noCreds string // the last reason there was no client, logged once
 	watches map[node.SecretRef]context.CancelFunc
 	failed  map[string]string // volume ID → the last failure finding its Secret, logged once
+	// noSecret are the volumes whose PV names no node-stage Secret.
+	noSecret map[string]bool
 }
 
 // round finds the Secrets of the volumes that have none yet and watches exactly the Secrets in use.
@@ -105,8 +107,13 @@ func (w *watch) round(ctx context.Context) {
 	}
 	want := map[node.SecretRef]bool{}
 	for _, u := range uses {
-		if u.Secret == nil && u.PV != "" {
+		if u.Secret == nil && u.PV != "" && !w.noSecret[u.VolumeID] {
 			ref, err := w.secretOf(ctx, u)
+			if errors.Is(err, errNoSecret) {
+				w.cfg.Log.Info("a volume's credentials are not from a Secret the node can watch", "volume", u.VolumeID, "pv", u.PV, "reason", err)
+				w.noSecret[u.VolumeID] = true // its PV will not change: not asked again
+				continue
+			}
 			if err != nil {
 				if w.failed[u.VolumeID] != err.Error() {
 					w.cfg.Log.Warn("finding a volume's Secret: a change of its credentials reaches only new stages", "volume", u.VolumeID, "pv", u.PV, "err", err)
@@ -115,9 +122,6 @@ func (w *watch) round(ctx context.Context) {
 				continue
 			}
 			delete(w.failed, u.VolumeID)
-			if ref == nil {
-				continue
-			}
 			if err := w.cfg.Volumes.SetSecret(u.VolumeID, *ref); err != nil {
 				w.cfg.Log.Warn("recording a volume's Secret", "volume", u.VolumeID, "err", err)
 				continue
@@ -147,11 +151,7 @@ func (w *watch) secretOf(ctx context.Context, u node.SecretUse) (*node.SecretRef
 		return nil, fmt.Errorf("PersistentVolume %s is not volume %s of %s", u.PV, u.VolumeID, w.cfg.Driver)
 	}
 	if c.NodeStageSecretRef == nil {
-		if w.failed[u.VolumeID] != errNoSecret.Error() {
-			w.cfg.Log.Info("a volume's credentials are not from a Secret the node can watch", "volume", u.VolumeID, "pv", u.PV, "reason", errNoSecret)
-			w.failed[u.VolumeID] = errNoSecret.Error()
-		}
-		return nil, nil
+		return nil, errNoSecret
 	}
 	return &node.SecretRef{Namespace: c.NodeStageSecretRef.Namespace, Name: c.NodeStageSecretRef.Name}, nil
 }

@@ -140,7 +140,7 @@ func TestStopsWatching(t *testing.T) {
 	cs := fake.NewClientset(pv("pv-a", "vol-a", driver, &corev1.SecretReference{Namespace: "shares", Name: "files"}), secret("shares", "files", "one"))
 	vols := &fakeVolumes{uses: []node.SecretUse{{VolumeID: "vol-a", PV: "pv-a"}}}
 	w := &watch{cfg: Config{Client: func() (kubernetes.Interface, error) { return cs, nil }, Driver: driver, Volumes: vols, Interval: time.Hour,
-		Log: slog.New(slog.DiscardHandler)}, watches: map[node.SecretRef]context.CancelFunc{}, failed: map[string]string{}}
+		Log: slog.New(slog.DiscardHandler)}, watches: map[node.SecretRef]context.CancelFunc{}, failed: map[string]string{}, noSecret: map[string]bool{}}
 	ctx := context.Background()
 	w.round(ctx)
 	if got := slices.Collect(maps.Keys(w.watches)); len(got) != 1 || got[0].String() != "shares/files" {
