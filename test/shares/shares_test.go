@@ -193,22 +193,13 @@ func TestSharesInAGuest(t *testing.T) {
 // (a remount on the node would not reach it).
 func serverRestart(t *testing.T, g guest, smb *shareserver.Server) {
 	t.Helper()
-	pid := strings.TrimSpace(g.g.Run("setsid unshare -m --propagation private sleep 3600 </dev/null >/dev/null 2>&1 & echo $!"))
+	pid := podProcess(g)
 	vol := target("p", "smb-1")
-	inPod := func(script string) (string, error) {
-		return g.g.Try("nsenter -t " + pid + " -m sh -c '" + script + "'")
-	}
-	if out, err := inPod("cat " + vol + "/written"); err != nil || out != "from-a-pod\n" {
+	if out, err := g.g.Try("nsenter -t " + pid + " -m cat " + vol + "/written"); err != nil || out != "from-a-pod\n" {
 		t.Fatalf("the pod's view before the restart: %q %v", out, err)
 	}
 	smb.Restart()
-	restarted := time.Now()
-	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
-	defer cancel()
-	// The pod's write, asked every 500 ms (the kernel gives no event for a reconnected share).
-	out, err := g.g.SSH().Wait(ctx, "nsenter -t "+pid+" -m timeout 10 sh -c 'echo after-restart > "+vol+"/after && cat "+vol+"/after'", 500*time.Millisecond,
-		func(s string) bool { return s == "after-restart\n" })
-	took := time.Since(restarted)
+	out, took, err := writesAgain(g, pid, vol, "after-restart", 500*time.Millisecond)
 	t.Logf("the pod wrote through its SMB volume again %v after the server restarted", took.Round(100*time.Millisecond))
 	if err != nil || out != "after-restart\n" {
 		t.Fatalf("the pod's SMB volume after the server restarted: %q %v\nguest kernel:\n%s", out, err, g.g.Run("dmesg | grep -i cifs | tail -n 20"))
@@ -220,6 +211,24 @@ func serverRestart(t *testing.T, g guest, smb *shareserver.Server) {
 		t.Errorf("the write after the restart, on the server: %q %v", data, err)
 	}
 	g.g.Run("kill " + pid)
+}
+
+// podProcess starts a process in the guest standing in for a pod: a mount namespace of its own made now, with
+// private propagation, as a container's is. It returns its PID.
+func podProcess(g guest) string {
+	return strings.TrimSpace(g.g.Run("setsid unshare -m --propagation private sleep 3600 </dev/null >/dev/null 2>&1 & echo $!"))
+}
+
+// writesAgain asks the pod process pid to write word to a file of its volume vol and read it back, every poll
+// (the kernel gives no event for a reconnected share), for up to 90 s; it returns the last answer and how long it
+// took from the call.
+func writesAgain(g guest, pid, vol, word string, poll time.Duration) (string, time.Duration, error) {
+	start := time.Now()
+	ctx, cancel := context.WithTimeout(context.Background(), 90*time.Second)
+	defer cancel()
+	out, err := g.g.SSH().Wait(ctx, "nsenter -t "+pid+" -m timeout 10 sh -c 'echo "+word+" > "+vol+"/after && cat "+vol+"/after'", poll,
+		func(s string) bool { return s == word+"\n" })
+	return out, time.Since(start), err
 }
 
 // staleExport: an NFS share that stays dead — its export's directory replaced on the server, so every handle the
