@@ -234,7 +234,7 @@ func checkStage(protocol mountopts.Protocol, req *csi.NodeStageVolumeRequest) (r
 	if len(errs) > 0 {
 		return r, status.Error(codes.InvalidArgument, errors.Join(errs...).Error())
 	}
-	if r.vol.Protocol == mountopts.SMB && r.creds.Username == "" && !slices.ContainsFunc(r.options, func(o string) bool { return o == "guest" || strings.HasPrefix(o, "sec=") }) {
+	if r.vol.Protocol == mountopts.SMB && r.creds.Username == "" && !noPassword(r.options) {
 		r.options = append(r.options, "guest")
 	}
 	r.key = shareKey(r.vol.Protocol, r.vol.Source(), r.options, r.creds)
@@ -498,7 +498,7 @@ func (s *Server) Heal(ctx context.Context, key string) error {
 		return nil // unstaged meanwhile
 	}
 	creds, known := s.creds[key]
-	if !known && slices.ContainsFunc(sh.Options, func(o string) bool { return o == "guest" || strings.HasPrefix(o, "sec=") }) {
+	if !known && noPassword(sh.Options) {
 		known = true // a guest mount needs none
 	}
 	if !known && sh.Type == "cifs" {

@@ -48,7 +48,12 @@ func (s *Server) SecretUses() ([]SecretUse, error) {
 
 // authenticated says whether a share is mounted with credentials (SMB, not as a guest).
 func authenticated(sh *Share) bool {
-	return sh.Type == "cifs" && !slices.ContainsFunc(sh.Options, func(o string) bool { return o == "guest" || strings.HasPrefix(o, "sec=") })
+	return sh.Type == "cifs" && !noPassword(sh.Options)
+}
+
+// noPassword says whether SMB mount options mount without a password (as a guest, or with a sec= of their own).
+func noPassword(options []string) bool {
+	return slices.ContainsFunc(options, func(o string) bool { return o == "guest" || strings.HasPrefix(o, "sec=") })
 }
 
 // SetSecret records the Secret volume id's credentials come from; a volume no longer staged is not an error.
