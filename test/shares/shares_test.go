@@ -5,10 +5,13 @@ package shares_test
 
 import (
 	"context"
+	"encoding/json"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -322,8 +325,9 @@ func provision(t *testing.T, g guest, smb, nfs *shareserver.Server, secret strin
 // conformance runs csi-sanity (the CSI specification's conformance suite, pinned: tools/csi-sanity) in the guest
 // against each driver's socket, as the kubelet and the provisioner reach it: Identity, Controller (volumes made in
 // a directory of the share) and Node (stage, publish, unpublish, unstage, every call twice and with bad input);
-// once in the suite's order and once shuffled (a fixed seed: a failure can be run again), since a spec that leaves
-// a mount or a directory behind fails the specs after it.
+// once in the suite's order and once shuffled (a fixed seed: a failure can be run again). Each run has directories
+// of its own, and after each nothing it staged may be left: no mount under its directories and no volume in the
+// driver's state but the test's own (a spec that leaves one behind would otherwise fail every spec after it).
 func conformance(t *testing.T, g guest, password string) {
 	t.Helper()
 	g.g.Copy(filepath.Join(toolbin.CSISanity.ForTest(t), "csi-sanity"), "/usr/local/bin/csi-sanity", 0o755)
@@ -338,24 +342,75 @@ func conformance(t *testing.T, g guest, password string) {
 				fmt.Fprintf(&sec, "%s:\n%s", call, indent(d.secrets))
 			}
 		}
-		dir := "/tmp/sanity-" + strings.Split(d.driver, ".")[0]
-		g.g.Run("mkdir -p " + dir)
-		g.g.Copy(writeTemp(t, "source: "+d.source+"\nsubDir: sanity\n"), dir+"/params.yaml", 0o644)
-		g.g.Copy(writeTemp(t, sec.String()), dir+"/secrets.yaml", 0o600)
-		for _, order := range []string{"-ginkgo.randomize-all=false", "-ginkgo.randomize-all -ginkgo.seed=4"} {
-			out, err := g.g.Try(fmt.Sprintf("cd %[1]s && csi-sanity -csi.endpoint /var/lib/kubelet/plugins/%[2]s/csi.sock"+
+		protocol := strings.Split(d.driver, ".")[0]
+		for i, order := range []string{"-ginkgo.randomize-all=false", "-ginkgo.randomize-all -ginkgo.seed=4"} {
+			dir := fmt.Sprintf("/tmp/sanity-%s-%d", protocol, i)
+			g.g.Run("mkdir -p " + dir)
+			g.g.Copy(writeTemp(t, "source: "+d.source+"\nsubDir: sanity\n"), dir+"/params.yaml", 0o644)
+			g.g.Copy(writeTemp(t, sec.String()), dir+"/secrets.yaml", 0o600)
+			since := strings.TrimSpace(g.g.Run("date '+%Y-%m-%d %H:%M:%S'"))
+			// A run takes a minute or two; a loaded machine's guest is slower.
+			ctx, cancel := context.WithTimeout(context.Background(), 10*time.Minute)
+			out, err := g.g.SSH().Run(ctx, fmt.Sprintf("cd %[1]s && csi-sanity -csi.endpoint /var/lib/kubelet/plugins/%[2]s/csi.sock"+
 				" -csi.testvolumeparameters params.yaml -csi.secrets secrets.yaml -csi.testvolumeaccesstype mount"+
 				" -csi.stagingdir %[1]s/staging -csi.mountdir %[1]s/mount -ginkgo.no-color"+
 				// A volume is a directory: its size is not enforced or recorded, so a second CreateVolume of the same
 				// name with another size cannot be told apart (csi-driver-nfs and -smb skip this one too).
-				" -ginkgo.skip 'already existing name and different capacity' %[3]s 2>&1", dir, d.driver, order))
+				" -ginkgo.skip 'already existing name and different capacity' %[3]s 2>&1", dir, d.driver, order), nil)
+			cancel()
 			if err != nil || !strings.Contains(out, "SUCCESS!") {
-				t.Errorf("csi-sanity against %s (%s): %v\n%s", d.driver, order, err, out)
-				continue
+				t.Errorf("csi-sanity against %s (%s): %v\n%s\n%s\nthe driver's warnings and errors meanwhile (bad-input refusals left out):\n%s",
+					d.driver, order, err, sanityFailures(out, 3), lastLines(out, 4),
+					g.g.Run(fmt.Sprintf("journalctl -u berth-csi --no-pager -o cat --since %q | grep -E 'level=(WARN|ERROR)' | grep -v -E 'code=(InvalidArgument|NotFound|AlreadyExists)' | tail -n 30", since)))
+			} else {
+				t.Logf("csi-sanity against %s (%s):\n%s", d.driver, order, lastLines(out, 4))
 			}
-			t.Logf("csi-sanity against %s (%s):\n%s", d.driver, order, lastLines(out, 4))
+			if left := g.g.Run(fmt.Sprintf("findmnt -r -n -o TARGET | grep '^%s/' || true", dir)); left != "" {
+				t.Errorf("csi-sanity against %s (%s) left mounts behind:\n%s", d.driver, order, left)
+				g.g.Run(fmt.Sprintf("findmnt -r -n -o TARGET | grep '^%s/' | sort -r | xargs -r -n1 umount -l", dir))
+			}
+			state := g.g.Run("cat /var/lib/berth/shares/" + protocol + "/state.json")
+			if vols := staged(t, state); !slices.Equal(vols, []string{protocol + "-1"}) {
+				t.Errorf("csi-sanity against %s (%s): staged volumes after it %q, want only the test's own %s-1", d.driver, order, vols, protocol)
+			}
 		}
 	}
+}
+
+// staged are the volume IDs of a driver's state.json.
+func staged(t *testing.T, state string) []string {
+	t.Helper()
+	var st struct{ Volumes map[string]json.RawMessage }
+	if err := json.Unmarshal([]byte(state), &st); err != nil {
+		t.Fatalf("the driver's state: %v\n%s", err, state)
+	}
+	return slices.Sorted(maps.Keys(st.Volumes))
+}
+
+// sanityFailures are csi-sanity's (ginkgo's) first n failed specs in out, each with its messages but without its
+// steps, and how many more failed: short enough for a CI log that keeps only the start and end of a long output.
+func sanityFailures(out string, n int) string {
+	var b strings.Builder
+	more := 0
+	for block := range strings.SplitSeq(out, "------------------------------\n") {
+		if !strings.Contains(block, "[FAILED]") && !strings.Contains(block, "[PANICKED]") {
+			continue
+		}
+		if n == 0 {
+			more++
+			continue
+		}
+		n--
+		for line := range strings.Lines(block) {
+			if t := strings.TrimSpace(line); t != "" && !strings.HasPrefix(t, "STEP:") && !strings.HasPrefix(t, "Timeline >>") && !strings.HasPrefix(t, "<< Timeline") {
+				b.WriteString(line)
+			}
+		}
+	}
+	if more > 0 {
+		fmt.Fprintf(&b, "... and %d more failed specs\n", more)
+	}
+	return b.String()
 }
 
 func indent(s string) string {

@@ -14,6 +14,8 @@ import (
 	"time"
 
 	"golang.org/x/sys/unix"
+
+	"berth.dev/berth/agent/shares/mountsys"
 )
 
 // State is what a probe found.
@@ -51,10 +53,13 @@ type Stat func(path string) error
 
 // Statx stats path, its attributes fetched from the server (on a local file system, a plain stat). It asks for
 // the basic attributes: the NFS client answers a request for the file type alone from its cache, even when forced
-// to sync, and a stale share would pass.
+// to sync, and a stale share would pass. A stat a signal interrupts is made again (mountsys.Retry): it is no answer
+// from the server.
 func Statx(path string) error {
 	var st unix.Statx_t
-	return unix.Statx(unix.AT_FDCWD, path, unix.AT_STATX_FORCE_SYNC|unix.AT_SYMLINK_NOFOLLOW, unix.STATX_BASIC_STATS, &st)
+	return mountsys.Retry(context.Background(), func() error {
+		return unix.Statx(unix.AT_FDCWD, path, unix.AT_STATX_FORCE_SYNC|unix.AT_SYMLINK_NOFOLLOW, unix.STATX_BASIC_STATS, &st)
+	})
 }
 
 // Mounted wraps stat: a path that is no longer a mount point (its mount lost, or detached by a heal whose remount

@@ -10,21 +10,26 @@ import (
 	"strings"
 
 	"golang.org/x/sys/unix"
+
+	"berth.dev/berth/agent/shares/mountsys"
 )
 
 // KernelBinds are bind mounts made with mount(2) in this process's mount namespace (the node's, for the agent):
 // the staging and pod paths are the kubelet's, so they are not systemd units (a pod path's unit name can pass
-// systemd's 255-character limit); systemd still unmounts them, before the share under them, at shutdown.
+// systemd's 255-character limit); systemd still unmounts them, before the share under them, at shutdown. Every
+// call is made again when a signal interrupts it (mountsys): the paths are on a share.
 type KernelBinds struct{}
 
 // Bind binds src at dst, read-only if asked (a bind mount takes ro only from a remount).
-func (KernelBinds) Bind(_ context.Context, src, dst string, readOnly bool) error {
-	if err := unix.Mount(src, dst, "", unix.MS_BIND, ""); err != nil {
+func (KernelBinds) Bind(ctx context.Context, src, dst string, readOnly bool) error {
+	if err := mountsys.Mount(ctx, src, dst, "", unix.MS_BIND, ""); err != nil {
 		return fmt.Errorf("bind %s at %s: %w", src, dst, err)
 	}
 	if readOnly {
-		if err := unix.Mount("", dst, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
-			unix.Unmount(dst, 0)
+		if err := mountsys.Mount(ctx, "", dst, "", unix.MS_BIND|unix.MS_REMOUNT|unix.MS_RDONLY, ""); err != nil {
+			if uerr := mountsys.Unmount(context.WithoutCancel(ctx), dst, unix.MNT_DETACH); uerr != nil {
+				return fmt.Errorf("remount %s read-only: %w (and it stays bound: %v)", dst, err, uerr)
+			}
 			return fmt.Errorf("remount %s read-only: %w", dst, err)
 		}
 	}
@@ -33,13 +38,13 @@ func (KernelBinds) Bind(_ context.Context, src, dst string, readOnly bool) error
 
 // Unbind unmounts dst; if the share under it is dead and the unmount fails, it detaches it (lazy), so a hung
 // server cannot keep a pod from going.
-func (KernelBinds) Unbind(_ context.Context, dst string) error {
-	err := unix.Unmount(dst, 0)
+func (KernelBinds) Unbind(ctx context.Context, dst string) error {
+	err := mountsys.Unmount(ctx, dst, 0)
 	if errors.Is(err, unix.EINVAL) { // not a mount point (any more)
 		return nil
 	}
 	if err != nil {
-		if lerr := unix.Unmount(dst, unix.MNT_DETACH); lerr != nil {
+		if lerr := mountsys.Unmount(context.WithoutCancel(ctx), dst, unix.MNT_DETACH); lerr != nil {
 			return fmt.Errorf("unmount %s: %w (detach: %v)", dst, err, lerr)
 		}
 	}
@@ -50,8 +55,8 @@ func (KernelBinds) Unbind(_ context.Context, dst string) error {
 // that still hold it. Not forced: MNT_FORCE would abort the share's requests for every holder of its superblock,
 // the running pods among them, whose mounts the kernel's client could still reconnect. Nothing mounted there is not
 // an error.
-func (KernelBinds) Detach(_ context.Context, dst string) error {
-	err := unix.Unmount(dst, unix.MNT_DETACH)
+func (KernelBinds) Detach(ctx context.Context, dst string) error {
+	err := mountsys.Unmount(context.WithoutCancel(ctx), dst, unix.MNT_DETACH)
 	if errors.Is(err, unix.EINVAL) || errors.Is(err, unix.ENOENT) {
 		return nil
 	}

@@ -19,6 +19,7 @@ import (
 	"golang.org/x/sys/unix"
 
 	"berth.dev/berth/agent/shares/mountopts"
+	"berth.dev/berth/agent/shares/mountsys"
 	"berth.dev/berth/agent/shares/volume"
 )
 
@@ -111,10 +112,10 @@ func (k Kernel) do(ctx context.Context, share volume.Volume, creds volume.Creden
 				return err
 			}
 			defer os.Remove(dir)
-			if err := ignoringEINTR(ctx, func() error { return mount(source, dir, fstype, data) }); err != nil {
+			if err := mountsys.Retry(ctx, func() error { return mount(source, dir, fstype, data) }); err != nil {
 				return fmt.Errorf("mount %s: %w", share.Source(), err)
 			}
-			defer unix.Unmount(dir, unix.MNT_DETACH)
+			defer mountsys.Unmount(context.WithoutCancel(ctx), dir, unix.MNT_DETACH)
 			return fn(dir)
 		}()
 	}()
@@ -123,17 +124,6 @@ func (k Kernel) do(ctx context.Context, share volume.Volume, creds volume.Creden
 		return err
 	case <-ctx.Done(): // a server that does not answer: the thread stays in the kernel until it gives up
 		return fmt.Errorf("%s: %w", share.Source(), ctx.Err())
-	}
-}
-
-// ignoringEINTR calls f again while it fails with EINTR, until ctx ends: a cifs or NFS mount(2) waits on the
-// network interruptibly, and the Go runtime's own signals (SIGURG, for preemption) interrupt it on a busy machine.
-func ignoringEINTR(ctx context.Context, f func() error) error {
-	for {
-		err := f()
-		if !errors.Is(err, unix.EINTR) || ctx.Err() != nil {
-			return err
-		}
 	}
 }
 
