@@ -195,6 +195,13 @@ func cloudUp(ctx context.Context, out io.Writer, cfg cloud.Config, reg proc.Regi
 	}
 	fmt.Fprintf(out, "log analytics: VictoriaLogs at %s in the namespace; the log shipper runs on every node\n", an.LogsURL)
 	fmt.Fprintf(out, "metrics: VictoriaMetrics at %s scrapes every node's log shipper (node_exporter, pods' CPU and memory)\n", an.MetricsURL)
+	fmt.Fprintf(out, "starting the file servers and deploying the share drivers' provisioner (deploy/shares.yaml)...\n")
+	sh, err := c.StartShares(ctx)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "file shares: SMB %s (StorageClass %s) and NFS %s (StorageClass %s); a claim of either is a directory on the share\n",
+		sh.SMBSource, cloud.SMBClass, sh.NFSSource, cloud.NFSClass)
 	kubeconfig, err := publishAPIServer(ctx, c, reg)
 	if err != nil {
 		return err
@@ -367,6 +374,30 @@ func cloudStatus(ctx context.Context, out io.Writer, dir string, reg proc.Regist
 		}
 		fmt.Fprintf(out, "logs: victoria-logs pid %d at %s, log shipper %s\n", pids["victoria-logs"], st.Analytics.LogsURL, shipping)
 		fmt.Fprintf(out, "metrics: victoria-metrics pid %d at %s\n", pids["victoria-metrics"], st.Analytics.MetricsURL)
+	}
+	if st.Shares != nil {
+		pids := map[string]int{}
+		for _, r := range recs {
+			if r.Group == st.Shares.Dir && r.Running() {
+				pids[r.Name] = r.PID
+			}
+		}
+		for _, name := range []string{"smbd", "ganesha"} {
+			if pids[name] == 0 {
+				errs = append(errs, fmt.Errorf("the file server %s is not running", name))
+			}
+		}
+		provisioner := "unknown"
+		if d, err := cs.AppsV1().Deployments(metav1.NamespaceSystem).Get(ctx, "berth-shares-provisioner", metav1.GetOptions{}); err != nil {
+			errs = append(errs, fmt.Errorf("the shares provisioner: %w", err))
+		} else {
+			provisioner = fmt.Sprintf("%d of %d pods ready", d.Status.ReadyReplicas, d.Status.Replicas)
+			if d.Status.ReadyReplicas == 0 {
+				errs = append(errs, fmt.Errorf("the shares provisioner: %s", provisioner))
+			}
+		}
+		fmt.Fprintf(out, "shares: smbd pid %d serving %s, ganesha pid %d serving %s, provisioner %s\n",
+			pids["smbd"], st.Shares.SMB, pids["ganesha"], st.Shares.NFS, provisioner)
 	}
 	return errors.Join(errs...)
 }

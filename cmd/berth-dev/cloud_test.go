@@ -35,7 +35,8 @@ import (
 // second demo; its LoadBalancer Service answers the client namespace from pods on both nodes through the guests'
 // kube-proxy, keeps the client's address, and drains a node left without a local endpoint (drainLocal); status,
 // from the state file, sees the guests running, their Nodes Ready and the LB hosts announcing; a node that dies
-// goes NotReady and its route goes (nodeDies); down leaves no guest, no control plane and no namespace; a second
+// goes NotReady and its route goes (nodeDies); the README's "Try a volume" works with both file servers' classes
+// (readmeVolume); down leaves no guest, no control plane and no namespace; a second
 // down is a no-op. This is the local cloud's one two-node test: it covers internal/dev/cloud's Up, AddNode and
 // Down as the CLI runs them.
 func TestCloudUpStatusDown(t *testing.T) {
@@ -97,7 +98,8 @@ func TestCloudUpStatusDown(t *testing.T) {
 		"export KUBECONFIG=" + filepath.Join(dir, "kubeconfig"), "get nodes", "ip netns exec berth-devtest", "cloud down --dir " + dir,
 		"load balancer: 2 LB hosts, frontend IPs from 10.89.0.0/28 for Services of type LoadBalancer, a client in namespace berth-devtest-client",
 		"log analytics: VictoriaLogs at http://10.88.0.1:9428 in the namespace; the log shipper runs on every node",
-		"metrics: VictoriaMetrics at http://10.88.0.1:8428 scrapes every node's log shipper"} {
+		"metrics: VictoriaMetrics at http://10.88.0.1:8428 scrapes every node's log shipper",
+		"file shares: SMB //10.88.0.1/data (StorageClass berth-smb) and NFS 10.88.0.1:/export (StorageClass berth-nfs)"} {
 		if !strings.Contains(out, want) {
 			t.Errorf("up output lacks %q", want)
 		}
@@ -151,6 +153,7 @@ func TestCloudUpStatusDown(t *testing.T) {
 		t.Errorf("demo output shows the Summary API's figures of %d pods, want 2", n)
 	}
 	shippedNumberedLines(t, dir)
+	readmeVolume(t, dir, filepath.Join(dev.k8sBin, "kubectl"))
 	// The summary names each node with its boot → Ready and its agent's join time.
 	if rows := regexp.MustCompile(`(?m)^node-[12] +10\.88\.0\.1[12] +v1\.37\.2 +\S+ +[0-9m.]+s +[0-9m.]+s$`).FindAllString(out, -1); len(rows) != 2 {
 		t.Errorf("demo summary has %d node rows with join times, want 2", len(rows))
@@ -170,7 +173,8 @@ func TestCloudUpStatusDown(t *testing.T) {
 	out, err = do("status")
 	if err != nil || strings.Count(out, "node Ready") != 2 || !regexp.MustCompile(`(?m)^lb-[12] +pid \d+ +announcing 10\.89\.0\.`).MatchString(out) ||
 		!regexp.MustCompile(`(?m)^logs: victoria-logs pid [1-9]\d* at http://10\.88\.0\.1:9428, log shipper 2 of 2 pods ready$`).MatchString(out) ||
-		!regexp.MustCompile(`(?m)^metrics: victoria-metrics pid [1-9]\d* at http://10\.88\.0\.1:8428$`).MatchString(out) {
+		!regexp.MustCompile(`(?m)^metrics: victoria-metrics pid [1-9]\d* at http://10\.88\.0\.1:8428$`).MatchString(out) ||
+		!regexp.MustCompile(`(?m)^shares: smbd pid [1-9]\d* serving //10\.88\.0\.1/data, ganesha pid [1-9]\d* serving 10\.88\.0\.1:/export, provisioner [12] of 2 pods ready$`).MatchString(out) {
 		t.Errorf("status: %v\n%s", err, out)
 	}
 

@@ -1,21 +1,20 @@
-// Package shareserver starts, for tests, real file servers on this host's loopback: Debian's smbd (Samba) with
-// one share and a user, and nfs-ganesha with one NFSv4 export (the host has no kernel nfsd). Each runs in the
-// foreground from a directory of its own (config, state, logs, the shared files), on a free port, and is stopped
-// at test cleanup. Guests reach them through qemu forwards (the host kernel has no CIFS or NFS client).
+// Package shareserver starts, for tests, real file servers on this host's loopback (internal/dev/shareserver's:
+// Debian's smbd with one share and a user, nfs-ganesha with one NFSv4 export), each from a test directory of its
+// own, on a free port, stopped at test cleanup. Guests reach them through qemu forwards (the host kernel has no
+// CIFS or NFS client).
 package shareserver
 
 import (
 	"fmt"
 	"net"
-	"os"
-	"os/exec"
+	"net/netip"
 	"path/filepath"
-	"strings"
 	"testing"
 	"time"
 
 	"berth.dev/berth/internal/dev/ports"
 	"berth.dev/berth/internal/dev/proc"
+	devshares "berth.dev/berth/internal/dev/shareserver"
 	"berth.dev/berth/test/tier"
 )
 
@@ -25,7 +24,7 @@ type Server struct {
 	// Dir is the shared directory on this host (SMB: the share; NFS: the export).
 	Dir  string
 	Log  string
-	dir  string
+	conf *devshares.Server
 	proc *proc.Process
 	spec proc.Spec
 	reg  proc.Registry
@@ -36,105 +35,41 @@ type Server struct {
 func SMB(t testing.TB, password string) *Server {
 	t.Helper()
 	tier.Require(t, tier.Root, tier.Samba)
-	dir := t.TempDir()
-	port, err := ports.Free()
-	if err != nil {
-		t.Fatal(err)
-	}
-	s := &Server{Port: port, Dir: filepath.Join(dir, "data"), Log: filepath.Join(dir, "smbd.log"), dir: dir, t: t}
-	for _, d := range []string{"data", "private", "lock", "state", "cache", "pid", "ncalrpc"} {
-		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
-			t.Fatal(err)
-		}
-	}
-	conf := filepath.Join(dir, "smb.conf")
-	write(t, conf, fmt.Sprintf(`[global]
-server role = standalone server
-workgroup = WORKGROUP
-interfaces = lo
-bind interfaces only = yes
-smb ports = %[1]d
-disable netbios = yes
-server min protocol = SMB2_10
-private dir = %[2]s/private
-lock directory = %[2]s/lock
-state directory = %[2]s/state
-cache directory = %[2]s/cache
-pid directory = %[2]s/pid
-ncalrpc dir = %[2]s/ncalrpc
-passdb backend = tdbsam:%[2]s/private/passdb.tdb
-log file = %[2]s/smbd.log
-log level = 1
-map to guest = never
-load printers = no
-disable spoolss = yes
-unix extensions = no
-
-[data]
-path = %[2]s/data
-read only = no
-valid users = root
-force user = root
-`, port, dir))
-	cmd := exec.Command("smbpasswd", "-c", conf, "-a", "-s", "root")
-	cmd.Stdin = strings.NewReader(password + "\n" + password + "\n") // never on a command line
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("smbpasswd: %v\n%s", err, out)
-	}
-	s.spec = proc.Spec{Name: "smbd", Group: dir, Path: "smbd", Args: []string{"-F", "--no-process-group", "--debug-stdout", "-s", conf}, Log: s.Log}
-	s.start()
-	return s
+	return run(t, func(dir string, addr netip.AddrPort) (*devshares.Server, error) {
+		return devshares.SMB(dir, addr, password)
+	})
 }
 
 // NFS starts nfs-ganesha with the NFSv4 export /export (read-write, no root squash).
 func NFS(t testing.TB) *Server {
 	t.Helper()
 	tier.Require(t, tier.Root, tier.Ganesha)
+	return run(t, devshares.NFS)
+}
+
+// run configures a server in a directory of the test's on a free loopback port and starts it.
+func run(t testing.TB, configure func(dir string, addr netip.AddrPort) (*devshares.Server, error)) *Server {
+	t.Helper()
 	dir := t.TempDir()
 	port, err := ports.Free()
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := &Server{Port: port, Dir: filepath.Join(dir, "export"), Log: filepath.Join(dir, "ganesha.log"), dir: dir, t: t}
-	for _, d := range []string{"export", "recovery"} {
-		if err := os.MkdirAll(filepath.Join(dir, d), 0o777); err != nil {
-			t.Fatal(err)
-		}
+	conf, err := configure(dir, netip.AddrPortFrom(netip.MustParseAddr("127.0.0.1"), uint16(port)))
+	if err != nil {
+		t.Fatal(err)
 	}
-	conf := filepath.Join(dir, "ganesha.conf")
-	write(t, conf, fmt.Sprintf(`NFS_CORE_PARAM {
-	Protocols = 4;
-	NFS_Port = %[1]d;
-	Bind_addr = 127.0.0.1;
-	Enable_NLM = false;
-	Enable_RQUOTA = false;
-}
-NFSV4 {
-	RecoveryRoot = %[2]s/recovery;
-	Graceless = true;
-}
-EXPORT {
-	Export_Id = 1;
-	Path = %[2]s/export;
-	Pseudo = /export;
-	Access_Type = RW;
-	Squash = No_Root_Squash;
-	SecType = sys;
-	Protocols = 4;
-	Transports = TCP;
-	FSAL { Name = VFS; }
-}
-`, port, dir))
-	s.spec = proc.Spec{Name: "ganesha", Group: dir, Path: "ganesha.nfsd",
-		Args: []string{"-F", "-f", conf, "-L", s.Log, "-p", filepath.Join(dir, "ganesha.pid"), "-N", "NIV_EVENT"}, Log: filepath.Join(dir, "ganesha.out")}
+	s := &Server{Port: port, Dir: conf.Dir, Log: conf.Log, conf: conf, t: t,
+		spec: proc.Spec{Name: filepath.Base(conf.Path), Group: dir, Path: conf.Path, Args: conf.Args, Log: filepath.Join(dir, "server.out")}}
 	s.start()
 	return s
 }
 
-func write(t testing.TB, path, content string) {
-	t.Helper()
-	if err := os.WriteFile(path, []byte(content), 0o644); err != nil {
-		t.Fatal(err)
+// SetSMBPassword changes the SMB user's password (the sessions that start after use it).
+func (s *Server) SetSMBPassword(password string) {
+	s.t.Helper()
+	if err := s.conf.SetSMBPassword(password); err != nil {
+		s.t.Fatal(err)
 	}
 }
 

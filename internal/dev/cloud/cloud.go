@@ -83,6 +83,8 @@ type Cloud struct {
 	LB *LB
 	// Analytics is the log analytics service and the log shipper, once StartAnalytics ran.
 	Analytics *Analytics
+	// Shares are the file servers and their StorageClasses, once StartShares ran.
+	Shares *Shares
 }
 
 // Node is a guest of the cloud.
@@ -349,6 +351,9 @@ func (c *Cloud) Down() error {
 		_, err := c.cfg.Registry.StopGroup(c.Analytics.Dir, 5*time.Second)
 		errs = append(errs, err)
 	}
+	if c.Shares != nil {
+		errs = append(errs, stopShares(*c.cfg.Registry, c.Shares.Dir))
+	}
 	for _, n := range c.Nodes {
 		if err := n.qemu.Stop(5 * time.Second); err != nil {
 			errs = append(errs, fmt.Errorf("%s: %w", n.Name, err))
@@ -396,6 +401,15 @@ type State struct {
 	LB *LBState `json:"lb,omitempty"`
 	// Analytics is the analytics service's, if it was started.
 	Analytics *AnalyticsState `json:"analytics,omitempty"`
+	// Shares are the file servers', if they were started.
+	Shares *SharesState `json:"shares,omitempty"`
+}
+
+// SharesState is the file servers in State.
+type SharesState struct {
+	SMB string `json:"smb"`
+	NFS string `json:"nfs"`
+	Dir string `json:"dir"`
 }
 
 // AnalyticsState is the analytics service in State.
@@ -457,6 +471,9 @@ func (c *Cloud) save() error {
 	if a := c.Analytics; a != nil {
 		st.Analytics = &AnalyticsState{LogsURL: a.LogsURL, MetricsURL: a.MetricsURL, Dir: a.Dir}
 	}
+	if sh := c.Shares; sh != nil {
+		st.Shares = &SharesState{SMB: sh.SMBSource, NFS: sh.NFSSource, Dir: sh.Dir}
+	}
 	data, _ := json.MarshalIndent(st, "", "  ")
 	return atomicfile.Write(statePath(c.cfg.Dir), append(data, '\n'), 0o600)
 }
@@ -517,6 +534,9 @@ func Down(dir string, reg proc.Registry) error {
 	if st.Analytics != nil {
 		_, err = reg.StopGroup(st.Analytics.Dir, 5*time.Second)
 		errs = append(errs, err, os.RemoveAll(st.Analytics.Dir))
+	}
+	if st.Shares != nil {
+		errs = append(errs, stopShares(reg, st.Shares.Dir))
 	}
 	_, err = controlplane.Down(filepath.Join(dir, "controlplane"), reg)
 	errs = append(errs, err)
