@@ -6,16 +6,19 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 
 	"berth.dev/berth/internal/dev/cloud"
+	"berth.dev/berth/test/images"
 	"berth.dev/berth/test/podwait"
 )
 
@@ -119,3 +122,91 @@ func sharesDiagnostics(dir string, st cloud.State, cs kubernetes.Interface) stri
 }
 
 func ptrTo[T any](v T) *T { return &v }
+
+// smbRotation: the SMB user's password is rotated, on the server and in its Secret, while a pod on node-1 writes a
+// line a second to an SMB volume. The pod keeps writing (its mount's session carries on); node-1's driver
+// re-stages the volume with the new password, from its watch of the Secret; a new pod on node-2 mounts the volume,
+// which only the new password can do now, and reads the old pod's lines.
+func smbRotation(t *testing.T, dir string) {
+	t.Helper()
+	ctx := context.Background()
+	st, cs := adminOf(t, dir)
+	pods := cs.CoreV1().Pods("default")
+	claim := &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Name: "rotate"}, Spec: corev1.PersistentVolumeClaimSpec{
+		StorageClassName: ptrTo(cloud.SMBClass), AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteMany},
+		Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")}}}}
+	if _, err := cs.CoreV1().PersistentVolumeClaims("default").Create(ctx, claim, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	pod := func(name, node, script string) *corev1.Pod {
+		return &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: corev1.PodSpec{NodeName: node, RestartPolicy: corev1.RestartPolicyNever,
+			Containers: []corev1.Container{{Name: name, Image: images.Busybox, ImagePullPolicy: corev1.PullNever, Command: []string{"sh", "-c", script},
+				VolumeMounts: []corev1.VolumeMount{{Name: "files", MountPath: "/files"}}}},
+			Volumes: []corev1.Volume{{Name: "files", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: "rotate"}}}}}}
+	}
+	t.Cleanup(func() {
+		for _, name := range []string{"old", "new"} {
+			pods.Delete(ctx, name, metav1.DeleteOptions{GracePeriodSeconds: ptrTo(int64(0))})
+		}
+		cs.CoreV1().PersistentVolumeClaims("default").Delete(ctx, "rotate", metav1.DeleteOptions{})
+	})
+	if _, err := pods.Create(ctx, pod("old", "node-1", "while true; do date >> /files/old.log; sleep 1; done"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel := context.WithTimeout(ctx, 6*time.Minute)
+	_, err := podwait.Phase(wctx, pods, "old", corev1.PodRunning, 2*time.Second)
+	cancel()
+	if err != nil {
+		t.Fatalf("%v\n%s", err, sharesDiagnostics(dir, st, cs))
+	}
+	pvc, err := cs.CoreV1().PersistentVolumeClaims("default").Get(ctx, "rotate", metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	written := filepath.Join(st.Shares.Dir, "smb", "data", "volumes", pvc.Spec.VolumeName, "old.log")
+	lines := func() int {
+		data, _ := os.ReadFile(written)
+		return strings.Count(string(data), "\n")
+	}
+	grows := func(from int, what string) {
+		t.Helper()
+		for deadline := time.Now().Add(time.Minute); lines() < from+3; time.Sleep(time.Second) {
+			if time.Now().After(deadline) {
+				t.Fatalf("%s: the pod on node-1 wrote %d lines in a minute to %s, want 3\n%s", what, lines()-from, written, sharesDiagnostics(dir, st, cs))
+			}
+		}
+	}
+	grows(0, "before the rotation")
+	restaged := func() int {
+		out, err := st.SSH(st.Nodes[0]).Run(ctx, "journalctl -u berth-csi --no-pager -o cat | grep -c 're-staged with a changed Secret' || true", nil)
+		if err != nil {
+			t.Fatalf("node-1's journal: %v", err)
+		}
+		n, _ := strconv.Atoi(strings.TrimSpace(out))
+		return n
+	}
+	before := restaged()
+	if err := cloud.RotateSMBPassword(ctx, dir, st, cs); err != nil {
+		t.Fatal(err)
+	}
+	rotated := time.Now()
+	for deadline := time.Now().Add(2 * time.Minute); restaged() == before; time.Sleep(2 * time.Second) {
+		if time.Now().After(deadline) {
+			t.Fatalf("node-1 did not re-stage the volume in 2 minutes after its Secret changed\n%s", sharesDiagnostics(dir, st, cs))
+		}
+	}
+	t.Logf("node-1 re-staged the volume with the new password %v after the rotation", time.Since(rotated).Round(time.Second))
+	if _, err := pods.Create(ctx, pod("new", "node-2", "tail -n 1 /files/old.log"), metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	wctx, cancel = context.WithTimeout(ctx, 6*time.Minute)
+	_, err = podwait.Phase(wctx, pods, "new", corev1.PodSucceeded, 2*time.Second)
+	cancel()
+	if err != nil {
+		t.Fatalf("a new pod on node-2 after the rotation: %v\n%s", err, sharesDiagnostics(dir, st, cs))
+	}
+	if logs, err := pods.GetLogs("new", &corev1.PodLogOptions{}).DoRaw(ctx); err != nil || len(strings.TrimSpace(string(logs))) == 0 {
+		t.Errorf("the new pod on node-2 read %q (%v), want the old pod's last line", logs, err)
+	}
+	grows(lines(), "after the rotation")
+}

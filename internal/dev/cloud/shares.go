@@ -17,6 +17,7 @@ import (
 	storagev1 "k8s.io/api/storage/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
 	"sigs.k8s.io/yaml"
 
 	"berth.dev/berth/deploy"
@@ -41,8 +42,6 @@ type Shares struct {
 	SMBDir, NFSDir string
 	// Dir holds the servers' configuration, state, logs and shared files.
 	Dir string
-	smb *shareserver.Server
-	c   *Cloud
 }
 
 // StartShares starts the file servers in the cloud's namespace, puts the SMB user's password (random, made here)
@@ -50,7 +49,7 @@ type Shares struct {
 // deploy/shares.yaml (the CSIDriver objects and the provisioner's Deployment) and of a StorageClass for each
 // server (berth-smb, berth-nfs; written to <Dir>/shares/classes.yaml). It returns once the provisioner runs.
 func (c *Cloud) StartShares(ctx context.Context) (*Shares, error) {
-	s := &Shares{Dir: filepath.Join(c.cfg.Dir, "shares"), c: c,
+	s := &Shares{Dir: filepath.Join(c.cfg.Dir, "shares"),
 		SMBSource: "//" + c.Gateway.String() + "/data", NFSSource: c.Gateway.String() + ":/export"}
 	// The shared files are the cloud's: a new cloud starts with empty shares.
 	if err := os.RemoveAll(s.Dir); err != nil {
@@ -67,16 +66,17 @@ func (c *Cloud) StartShares(ctx context.Context) (*Shares, error) {
 	if err != nil {
 		return s, err
 	}
-	if s.smb, err = shareserver.SMB(filepath.Join(s.Dir, "smb"), netip.AddrPortFrom(c.Gateway, 445), password); err != nil {
+	smb, err := shareserver.SMB(filepath.Join(s.Dir, "smb"), netip.AddrPortFrom(c.Gateway, 445), password)
+	if err != nil {
 		return s, fmt.Errorf("cloud: shares: %w", err)
 	}
 	nfs, err := shareserver.NFS(filepath.Join(s.Dir, "nfs"), netip.AddrPortFrom(c.Gateway, 2049))
 	if err != nil {
 		return s, fmt.Errorf("cloud: shares: %w", err)
 	}
-	s.SMBDir, s.NFSDir = s.smb.Dir, nfs.Dir
+	s.SMBDir, s.NFSDir = smb.Dir, nfs.Dir
 	group := &proc.Group{Registry: *c.cfg.Registry, Dir: s.Dir, Detached: c.cfg.Detached}
-	for name, srv := range map[string]*shareserver.Server{"smbd": s.smb, "ganesha": nfs} {
+	for name, srv := range map[string]*shareserver.Server{"smbd": smb, "ganesha": nfs} {
 		if _, err := group.Start(name, "nsenter", append([]string{"--net=" + c.NS.Path(), "--", srv.Path}, srv.Args...)...); err != nil {
 			return s, fmt.Errorf("cloud: shares: %w", err)
 		}
@@ -86,7 +86,7 @@ func (c *Cloud) StartShares(ctx context.Context) (*Shares, error) {
 			return s, fmt.Errorf("cloud: shares: %s: %w\n%s", name, err, proc.Tail(group.LogPath(name), 20))
 		}
 	}
-	if err := c.putSecret(ctx, SMBSecret, map[string]string{"username": shareserver.SMBUser, "password": password}); err != nil {
+	if err := putSecret(ctx, c.CP.Client, SMBSecret, map[string]string{"username": shareserver.SMBUser, "password": password}); err != nil {
 		return s, err
 	}
 	classes, err := s.classes()
@@ -133,17 +133,21 @@ func (s *Shares) classes() (string, error) {
 	return strings.Join(docs, "---\n"), nil
 }
 
-// RotateSMBPassword gives the SMB user a new password, on the server and in the Secret, as an administrator
-// rotating a share's credential does: mounts made with the old one carry on, new sessions need the new one.
-func (s *Shares) RotateSMBPassword(ctx context.Context) error {
+// RotateSMBPassword gives the SMB user of the cloud recorded in dir a new password, on the server and in the
+// Secret, as an administrator rotating a share's credential does: mounts made with the old one carry on, new
+// sessions need the new one.
+func RotateSMBPassword(ctx context.Context, dir string, st State, cs kubernetes.Interface) error {
+	if st.Shares == nil {
+		return errors.New("cloud: the cloud has no file servers")
+	}
 	password, err := newPassword()
 	if err != nil {
 		return err
 	}
-	if err := s.smb.SetSMBPassword(password); err != nil {
+	if err := shareserver.SetSMBPassword(filepath.Join(st.Shares.Dir, "smb"), password); err != nil {
 		return fmt.Errorf("cloud: shares: %w", err)
 	}
-	return s.c.putSecret(ctx, SMBSecret, map[string]string{"username": shareserver.SMBUser, "password": password})
+	return putSecret(ctx, cs, SMBSecret, map[string]string{"username": shareserver.SMBUser, "password": password})
 }
 
 func newPassword() (string, error) {
@@ -155,8 +159,8 @@ func newPassword() (string, error) {
 }
 
 // putSecret creates or replaces the Secret kube-system/name with data.
-func (c *Cloud) putSecret(ctx context.Context, name string, data map[string]string) error {
-	secrets := c.CP.Client.CoreV1().Secrets(metav1.NamespaceSystem)
+func putSecret(ctx context.Context, cs kubernetes.Interface, name string, data map[string]string) error {
+	secrets := cs.CoreV1().Secrets(metav1.NamespaceSystem)
 	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: name, Namespace: metav1.NamespaceSystem}, StringData: data}
 	_, err := secrets.Create(ctx, sec, metav1.CreateOptions{})
 	if apierrors.IsAlreadyExists(err) {

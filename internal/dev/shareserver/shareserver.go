@@ -88,7 +88,12 @@ force user = %[4]s
 // SetSMBPassword sets SMBUser's password on the SMB server configured by SMB; a running smbd takes it for the
 // sessions that start after.
 func (s *Server) SetSMBPassword(password string) error {
-	cmd := exec.Command("smbpasswd", "-c", s.conf, "-a", "-s", SMBUser)
+	return SetSMBPassword(filepath.Dir(s.conf), password)
+}
+
+// SetSMBPassword sets SMBUser's password on the SMB server configured in dir (by SMB, perhaps in another process).
+func SetSMBPassword(dir, password string) error {
+	cmd := exec.Command("smbpasswd", "-c", filepath.Join(dir, "smb.conf"), "-a", "-s", SMBUser)
 	cmd.Stdin = bytes.NewBufferString(password + "\n" + password + "\n")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		return fmt.Errorf("smbpasswd: %w: %s", err, out)
