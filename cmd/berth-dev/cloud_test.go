@@ -37,7 +37,7 @@ import (
 // from the state file, sees the guests running, their Nodes Ready and the LB hosts announcing; a node that dies
 // goes NotReady and its route goes (nodeDies); the README's "Try a volume" works with both file servers' classes
 // (readmeVolume); a rotated SMB password re-stages a running pod's volume, which it keeps writing to, and a new
-// pod mounts with the new one (smbRotation); down leaves no guest, no control plane and no namespace; a second
+// pod mounts with the new one (smbRotation); claims that cannot work get Events naming why (sharesFailures); down leaves no guest, no control plane and no namespace; a second
 // down is a no-op. This is the local cloud's one two-node test: it covers internal/dev/cloud's Up, AddNode and
 // Down as the CLI runs them.
 func TestCloudUpStatusDown(t *testing.T) {
@@ -156,6 +156,7 @@ func TestCloudUpStatusDown(t *testing.T) {
 	shippedNumberedLines(t, dir)
 	readmeVolume(t, dir, filepath.Join(dev.k8sBin, "kubectl"))
 	smbRotation(t, dir)
+	sharesFailures(t, dir)
 	// The summary names each node with its boot → Ready and its agent's join time.
 	if rows := regexp.MustCompile(`(?m)^node-[12] +10\.88\.0\.1[12] +v1\.37\.2 +\S+ +[0-9m.]+s +[0-9m.]+s$`).FindAllString(out, -1); len(rows) != 2 {
 		t.Errorf("demo summary has %d node rows with join times, want 2", len(rows))

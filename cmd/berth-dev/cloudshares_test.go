@@ -3,15 +3,18 @@ package main
 import (
 	"context"
 	"fmt"
+	"maps"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	storagev1 "k8s.io/api/storage/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/resource"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -209,4 +212,95 @@ func smbRotation(t *testing.T, dir string) {
 		t.Errorf("the new pod on node-2 read %q (%v), want the old pod's last line", logs, err)
 	}
 	grows(lines(), "after the rotation")
+}
+
+// sharesFailures: claims that cannot work, each with a pod on node-1 that uses it: a server name that does not
+// resolve, a class whose Secret does not exist, a Secret with a misspelt key and conflicting mount options. Each
+// gets an Event, on the claim or on the pod, that names the problem; no pod starts, and both nodes stay Ready.
+func sharesFailures(t *testing.T, dir string) {
+	t.Helper()
+	ctx := context.Background()
+	st, cs := adminOf(t, dir)
+	secretParams := func(namespace, name string) map[string]string {
+		return map[string]string{
+			"csi.storage.k8s.io/provisioner-secret-name": name, "csi.storage.k8s.io/provisioner-secret-namespace": namespace,
+			"csi.storage.k8s.io/node-stage-secret-name": name, "csi.storage.k8s.io/node-stage-secret-namespace": namespace}
+	}
+	misspelt := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Name: "misspelt"}, StringData: map[string]string{"user": "root", "password": "x"}}
+	if _, err := cs.CoreV1().Secrets("default").Create(ctx, misspelt, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cs.CoreV1().Secrets("default").Delete(ctx, "misspelt", metav1.DeleteOptions{}) })
+	cases := []struct {
+		name, provisioner, source string
+		params                    map[string]string
+		options                   []string
+		want                      []string // in one Event's message
+	}{
+		{"bad-server", "smb.shares.berth.dev", "//no-such-server.invalid/data", secretParams(metav1.NamespaceSystem, cloud.SMBSecret), nil, []string{"no-such-server.invalid"}},
+		{"no-secret", "smb.shares.berth.dev", st.Shares.SMB, secretParams("default", "absent"), nil, []string{"absent", "not found"}},
+		{"misspelt-key", "smb.shares.berth.dev", st.Shares.SMB, secretParams("default", "misspelt"), nil, []string{`"user"`, `"username"`}},
+		{"conflicting", "nfs.shares.berth.dev", st.Shares.NFS, nil, []string{"hard", "soft"}, []string{"hard", "soft"}},
+	}
+	for _, c := range cases {
+		params := map[string]string{"source": c.source, "subDir": "volumes"}
+		maps.Copy(params, c.params)
+		sc := &storagev1.StorageClass{ObjectMeta: metav1.ObjectMeta{Name: "fail-" + c.name}, Provisioner: c.provisioner, Parameters: params, MountOptions: c.options}
+		if _, err := cs.StorageV1().StorageClasses().Create(ctx, sc, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		claim := &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Name: "fail-" + c.name}, Spec: corev1.PersistentVolumeClaimSpec{
+			StorageClassName: ptrTo(sc.Name), AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteMany},
+			Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")}}}}
+		if _, err := cs.CoreV1().PersistentVolumeClaims("default").Create(ctx, claim, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "fail-" + c.name}, Spec: corev1.PodSpec{NodeName: "node-1", RestartPolicy: corev1.RestartPolicyNever,
+			Containers: []corev1.Container{{Name: "c", Image: images.Busybox, ImagePullPolicy: corev1.PullNever, Command: []string{"true"},
+				VolumeMounts: []corev1.VolumeMount{{Name: "files", MountPath: "/files"}}}},
+			Volumes: []corev1.Volume{{Name: "files", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: claim.Name}}}}}}
+		if _, err := cs.CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			cs.CoreV1().Pods("default").Delete(ctx, pod.Name, metav1.DeleteOptions{GracePeriodSeconds: ptrTo(int64(0))})
+			cs.CoreV1().PersistentVolumeClaims("default").Delete(ctx, claim.Name, metav1.DeleteOptions{})
+			cs.StorageV1().StorageClasses().Delete(ctx, sc.Name, metav1.DeleteOptions{})
+		})
+	}
+	for _, c := range cases {
+		name := "fail-" + c.name
+		var found string
+		start := time.Now()
+		for deadline := time.Now().Add(4 * time.Minute); found == "" && time.Now().Before(deadline); time.Sleep(2 * time.Second) {
+			evs, err := cs.CoreV1().Events("default").List(ctx, metav1.ListOptions{})
+			if err != nil {
+				continue
+			}
+			for _, e := range evs.Items {
+				if e.InvolvedObject.Name != name || e.Type != corev1.EventTypeWarning {
+					continue
+				}
+				if !slices.ContainsFunc(c.want, func(w string) bool { return !strings.Contains(e.Message, w) }) {
+					found = e.InvolvedObject.Kind + " " + e.Reason + ": " + e.Message
+				}
+			}
+		}
+		if found == "" {
+			t.Errorf("%s: no Warning Event on its claim or pod naming %q in 4 minutes\n%s", c.name, c.want, sharesDiagnostics(dir, st, cs))
+			continue
+		}
+		t.Logf("%s: after %v: %s", c.name, time.Since(start).Round(time.Second), found)
+		if p, err := cs.CoreV1().Pods("default").Get(ctx, name, metav1.GetOptions{}); err != nil || p.Status.Phase != corev1.PodPending {
+			t.Errorf("%s: the pod is %v (%v), want Pending", c.name, p.Status.Phase, err)
+		}
+	}
+	for _, n := range []string{"node-1", "node-2"} {
+		node, err := cs.CoreV1().Nodes().Get(ctx, n, metav1.GetOptions{})
+		if err != nil || !slices.ContainsFunc(node.Status.Conditions, func(c corev1.NodeCondition) bool {
+			return c.Type == corev1.NodeReady && c.Status == corev1.ConditionTrue
+		}) {
+			t.Errorf("%s is not Ready after the failed claims (%v)", n, err)
+		}
+	}
 }
