@@ -21,6 +21,7 @@ import (
 	"k8s.io/client-go/kubernetes"
 
 	"berth.dev/berth/internal/dev/cloud"
+	"berth.dev/berth/internal/dev/proc"
 	"berth.dev/berth/test/images"
 	"berth.dev/berth/test/podwait"
 )
@@ -126,8 +127,9 @@ func sharesDiagnostics(dir string, st cloud.State, cs kubernetes.Interface) stri
 
 func ptrTo[T any](v T) *T { return &v }
 
-// smbRotation: the SMB user's password is rotated, on the server and in its Secret, while a pod on node-1 writes a
-// line a second to an SMB volume. The pod keeps writing (its mount's session carries on); node-1's driver
+// smbRotation: while a pod on node-1 writes a line a second to an SMB volume, the server restarts, and the pod's
+// mount is usable again within 15 s of its return, the pod not restarted. Then the SMB user's password is rotated,
+// on the server and in its Secret. The pod keeps writing (its mount's session carries on); node-1's driver
 // re-stages the volume with the new password, from its watch of the Secret; a new pod on node-2 mounts the volume,
 // which only the new password can do now, and reads the old pod's lines.
 func smbRotation(t *testing.T, dir string) {
@@ -179,7 +181,19 @@ func smbRotation(t *testing.T, dir string) {
 			}
 		}
 	}
-	grows(0, "before the rotation")
+	grows(0, "before the restart")
+	// The server restarts under the writing pod: its mount is usable again within 15 s of the server's return.
+	if err := cloud.RestartSMB(ctx, st, proc.DefaultRegistry(nil)); err != nil {
+		t.Fatal(err)
+	}
+	back, from := time.Now(), lines()
+	for lines() <= from {
+		if time.Since(back) > 15*time.Second {
+			t.Fatalf("the pod on node-1 wrote nothing to its SMB volume in the 15 s after the server came back\n%s", sharesDiagnostics(dir, st, cs))
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Logf("the pod on node-1 wrote to its SMB volume again %v after the server came back", time.Since(back).Round(100*time.Millisecond))
 	restaged := func() int {
 		out, err := st.SSH(st.Nodes[0]).Run(ctx, "journalctl -u berth-csi --no-pager -o cat | grep -c 're-staged with a changed Secret' || true", nil)
 		if err != nil {

@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"berth.dev/berth/deploy"
+	"berth.dev/berth/internal/dev/netns"
 	"berth.dev/berth/internal/dev/proc"
 	"berth.dev/berth/internal/dev/shareserver"
 	"berth.dev/berth/internal/node/atomicfile"
@@ -77,13 +78,8 @@ func (c *Cloud) StartShares(ctx context.Context) (*Shares, error) {
 	s.SMBDir, s.NFSDir = smb.Dir, nfs.Dir
 	group := &proc.Group{Registry: *c.cfg.Registry, Dir: s.Dir, Detached: c.cfg.Detached}
 	for name, srv := range map[string]*shareserver.Server{"smbd": smb, "ganesha": nfs} {
-		if _, err := group.Start(name, "nsenter", append([]string{"--net=" + c.NS.Path(), "--", srv.Path}, srv.Args...)...); err != nil {
-			return s, fmt.Errorf("cloud: shares: %w", err)
-		}
-	}
-	for name, port := range map[string]uint16{"smbd": 445, "ganesha": 2049} {
-		if err := c.waitListening(ctx, netip.AddrPortFrom(c.Gateway, port)); err != nil {
-			return s, fmt.Errorf("cloud: shares: %s: %w\n%s", name, err, proc.Tail(group.LogPath(name), 20))
+		if err := startServer(ctx, group, c.NS, netip.AddrPortFrom(c.Gateway, ports[name]), name, srv.Path, srv.Args); err != nil {
+			return s, err
 		}
 	}
 	if err := putSecret(ctx, c.CP.Client, SMBSecret, map[string]string{"username": shareserver.SMBUser, "password": password}); err != nil {
@@ -172,12 +168,12 @@ func putSecret(ctx context.Context, cs kubernetes.Interface, name string, data m
 	return nil
 }
 
-// waitListening waits until addr, in the cloud's namespace, accepts connections.
-func (c *Cloud) waitListening(ctx context.Context, addr netip.AddrPort) error {
+// waitListening waits until addr, in namespace ns, accepts connections.
+func waitListening(ctx context.Context, ns netns.NS, addr netip.AddrPort) error {
 	ctx, cancel := context.WithTimeout(ctx, time.Minute)
 	defer cancel()
 	for {
-		conn, err := c.NS.DialContext(ctx, "tcp", addr.String())
+		conn, err := ns.DialContext(ctx, "tcp", addr.String())
 		if err == nil {
 			return conn.Close()
 		}
@@ -210,6 +206,39 @@ func (c *Cloud) waitDeployment(ctx context.Context, namespace, name string) erro
 		case <-time.After(2 * time.Second):
 		}
 	}
+}
+
+// The servers' ports on the bridge.
+var ports = map[string]uint16{"smbd": 445, "ganesha": 2049}
+
+// startServer starts a file server of group in the namespace and waits until it listens on addr.
+func startServer(ctx context.Context, group *proc.Group, ns netns.NS, addr netip.AddrPort, name, path string, args []string) error {
+	if _, err := group.Start(name, "nsenter", append([]string{"--net=" + ns.Path(), "--", path}, args...)...); err != nil {
+		return fmt.Errorf("cloud: shares: %w", err)
+	}
+	if err := waitListening(ctx, ns, addr); err != nil {
+		return fmt.Errorf("cloud: shares: %s: %w\n%s", name, err, proc.Tail(group.LogPath(name), 20))
+	}
+	return nil
+}
+
+// RestartSMB stops the SMB server of the cloud recorded in dir and starts it again, as a file server's restart
+// (an upgrade, a failover) does to its clients.
+func RestartSMB(ctx context.Context, st State, reg proc.Registry) error {
+	if st.Shares == nil {
+		return errors.New("cloud: the cloud has no file servers")
+	}
+	if _, err := reg.Stop(func(r proc.Record) bool { return r.Group == st.Shares.Dir && r.Name == "smbd" }, 5*time.Second); err != nil {
+		return fmt.Errorf("cloud: shares: stop smbd: %w", err)
+	}
+	path, args := shareserver.SMBCommand(filepath.Join(st.Shares.Dir, "smb"))
+	host, _, _ := strings.Cut(strings.TrimPrefix(st.Shares.SMB, "//"), "/")
+	gw, err := netip.ParseAddr(host)
+	if err != nil {
+		return fmt.Errorf("cloud: shares: %s: %w", st.Shares.SMB, err)
+	}
+	group := &proc.Group{Registry: reg, Dir: st.Shares.Dir, Detached: true}
+	return startServer(ctx, group, netns.NS{Name: st.Namespace}, netip.AddrPortFrom(gw, ports["smbd"]), "smbd", path, args)
 }
 
 // stopShares stops the servers of the shares recorded in dir.

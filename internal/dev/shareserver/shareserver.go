@@ -33,7 +33,7 @@ type Server struct {
 // SMB configures smbd in dir to serve the share "data" on addr (on its own: `bind interfaces only`), for SMBUser
 // with password (given to smbpasswd on stdin, never on a command line). SMB 2.1 and later only, no NetBIOS.
 func SMB(dir string, addr netip.AddrPort, password string) (*Server, error) {
-	s := &Server{Dir: filepath.Join(dir, "data"), Log: filepath.Join(dir, "smbd.log"), Path: "smbd", conf: filepath.Join(dir, "smb.conf")}
+	s := &Server{Dir: filepath.Join(dir, "data"), Log: filepath.Join(dir, "smbd.log"), conf: filepath.Join(dir, "smb.conf")}
 	for _, d := range []string{"data", "private", "lock", "state", "cache", "pid", "ncalrpc"} {
 		if err := os.MkdirAll(filepath.Join(dir, d), 0o755); err != nil {
 			return nil, fmt.Errorf("smbd: %w", err)
@@ -81,8 +81,13 @@ force user = %[4]s
 	if err := s.SetSMBPassword(password); err != nil {
 		return nil, err
 	}
-	s.Args = []string{"-F", "--no-process-group", "--debug-stdout", "-s", s.conf}
+	s.Path, s.Args = SMBCommand(dir)
 	return s, nil
+}
+
+// SMBCommand is the command line of the SMB server configured in dir (by SMB, perhaps in another process).
+func SMBCommand(dir string) (path string, args []string) {
+	return "smbd", []string{"-F", "--no-process-group", "--debug-stdout", "-s", filepath.Join(dir, "smb.conf")}
 }
 
 // SetSMBPassword sets SMBUser's password on the SMB server configured by SMB; a running smbd takes it for the
