@@ -291,12 +291,7 @@ func cloudStatus(ctx context.Context, out io.Writer, dir string, reg proc.Regist
 	if err != nil {
 		return err
 	}
-	running := map[string]int{}
-	for _, r := range recs {
-		if r.Group == dir && r.Running() {
-			running[r.Name] = r.PID
-		}
-	}
+	running := groupPIDs(recs, dir)
 	cs, err := cloud.AdminClient(dir, st)
 	if err != nil {
 		return err
@@ -323,12 +318,7 @@ func cloudStatus(ctx context.Context, out io.Writer, dir string, reg proc.Regist
 		fmt.Fprintf(out, "%-8s %-12s guest %-12s node %s\n", n.Name, n.IP, guest, ready)
 	}
 	if st.LB != nil {
-		lbRunning := map[string]int{}
-		for _, r := range recs {
-			if r.Group == st.LB.Dir && r.Running() {
-				lbRunning[r.Name] = r.PID
-			}
-		}
+		lbRunning := groupPIDs(recs, st.LB.Dir)
 		if _, ok := lbRunning["lb-controller"]; !ok {
 			errs = append(errs, errors.New("the load balancer's controller is not running"))
 		}
@@ -352,17 +342,8 @@ func cloudStatus(ctx context.Context, out io.Writer, dir string, reg proc.Regist
 		}
 	}
 	if st.Analytics != nil {
-		pids := map[string]int{}
-		for _, r := range recs {
-			if r.Group == st.Analytics.Dir && r.Running() {
-				pids[r.Name] = r.PID
-			}
-		}
-		for _, name := range []string{"victoria-logs", "victoria-metrics"} {
-			if pids[name] == 0 {
-				errs = append(errs, fmt.Errorf("the analytics service's %s is not running", name))
-			}
-		}
+		pids := groupPIDs(recs, st.Analytics.Dir)
+		errs = append(errs, notRunning(pids, "the analytics service's", "victoria-logs", "victoria-metrics")...)
 		shipping := "unknown"
 		if ds, err := cs.AppsV1().DaemonSets(metav1.NamespaceSystem).Get(ctx, deploy.LogsConfigMap, metav1.GetOptions{}); err != nil {
 			errs = append(errs, fmt.Errorf("the log shipper: %w", err))
@@ -376,17 +357,8 @@ func cloudStatus(ctx context.Context, out io.Writer, dir string, reg proc.Regist
 		fmt.Fprintf(out, "metrics: victoria-metrics pid %d at %s\n", pids["victoria-metrics"], st.Analytics.MetricsURL)
 	}
 	if st.Shares != nil {
-		pids := map[string]int{}
-		for _, r := range recs {
-			if r.Group == st.Shares.Dir && r.Running() {
-				pids[r.Name] = r.PID
-			}
-		}
-		for _, name := range []string{"smbd", "ganesha"} {
-			if pids[name] == 0 {
-				errs = append(errs, fmt.Errorf("the file server %s is not running", name))
-			}
-		}
+		pids := groupPIDs(recs, st.Shares.Dir)
+		errs = append(errs, notRunning(pids, "the file server", "smbd", "ganesha")...)
 		provisioner := "unknown"
 		if d, err := cs.AppsV1().Deployments(metav1.NamespaceSystem).Get(ctx, "berth-shares-provisioner", metav1.GetOptions{}); err != nil {
 			errs = append(errs, fmt.Errorf("the shares provisioner: %w", err))
@@ -400,4 +372,26 @@ func cloudStatus(ctx context.Context, out io.Writer, dir string, reg proc.Regist
 			pids["smbd"], st.Shares.SMB, pids["ganesha"], st.Shares.NFS, provisioner)
 	}
 	return errors.Join(errs...)
+}
+
+// groupPIDs are the pids of group's running processes, by name.
+func groupPIDs(recs []proc.Record, group string) map[string]int {
+	pids := map[string]int{}
+	for _, r := range recs {
+		if r.Group == group && r.Running() {
+			pids[r.Name] = r.PID
+		}
+	}
+	return pids
+}
+
+// notRunning is an error for each of names without a pid, each named after what.
+func notRunning(pids map[string]int, what string, names ...string) []error {
+	var errs []error
+	for _, name := range names {
+		if pids[name] == 0 {
+			errs = append(errs, fmt.Errorf("%s %s is not running", what, name))
+		}
+	}
+	return errs
 }
