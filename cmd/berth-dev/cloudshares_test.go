@@ -229,8 +229,10 @@ func smbRotation(t *testing.T, dir string) {
 }
 
 // sharesFailures: claims that cannot work, each with a pod on node-1 that uses it: a server name that does not
-// resolve, a class whose Secret does not exist, a Secret with a misspelt key and conflicting mount options. Each
-// gets an Event, on the claim or on the pod, that names the problem; no pod starts, and both nodes stay Ready.
+// resolve, a class whose Secret does not exist, a Secret with a misspelt key, conflicting mount options and a
+// server that does not answer. Each gets an Event, on the claim or on the pod, that names the problem (the
+// unreachable server's within its mount timeout, with no mount helper left); no pod starts, and both nodes stay
+// Ready.
 func sharesFailures(t *testing.T, dir string) {
 	t.Helper()
 	ctx := context.Background()
@@ -245,12 +247,34 @@ func sharesFailures(t *testing.T, dir string) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { cs.CoreV1().Secrets("default").Delete(ctx, "misspelt", metav1.DeleteOptions{}) })
-	cases := []struct {
+	// claimAndPod makes claim name of class (or bound to volume) and a pod on node-1 that uses it.
+	claimAndPod := func(name string, class *string, volume string) {
+		t.Helper()
+		claim := &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: corev1.PersistentVolumeClaimSpec{
+			StorageClassName: class, VolumeName: volume, AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteMany},
+			Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")}}}}
+		if _, err := cs.CoreV1().PersistentVolumeClaims("default").Create(ctx, claim, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: name}, Spec: corev1.PodSpec{NodeName: "node-1", RestartPolicy: corev1.RestartPolicyNever,
+			Containers: []corev1.Container{{Name: "c", Image: images.Busybox, ImagePullPolicy: corev1.PullNever, Command: []string{"true"},
+				VolumeMounts: []corev1.VolumeMount{{Name: "files", MountPath: "/files"}}}},
+			Volumes: []corev1.Volume{{Name: "files", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: name}}}}}}
+		if _, err := cs.CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() {
+			cs.CoreV1().Pods("default").Delete(ctx, name, metav1.DeleteOptions{GracePeriodSeconds: ptrTo(int64(0))})
+			cs.CoreV1().PersistentVolumeClaims("default").Delete(ctx, name, metav1.DeleteOptions{})
+		})
+	}
+	type failure struct {
 		name, provisioner, source string
 		params                    map[string]string
 		options                   []string
 		want                      []string // in one Event's message
-	}{
+	}
+	cases := []failure{
 		{"bad-server", "smb.shares.berth.dev", "//no-such-server.invalid/data", secretParams(metav1.NamespaceSystem, cloud.SMBSecret), nil, []string{"no-such-server.invalid"}},
 		{"no-secret", "smb.shares.berth.dev", st.Shares.SMB, secretParams("default", "absent"), nil, []string{"absent", "not found"}},
 		{"misspelt-key", "smb.shares.berth.dev", st.Shares.SMB, secretParams("default", "misspelt"), nil, []string{`"user"`, `"username"`}},
@@ -263,25 +287,22 @@ func sharesFailures(t *testing.T, dir string) {
 		if _, err := cs.StorageV1().StorageClasses().Create(ctx, sc, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		claim := &corev1.PersistentVolumeClaim{ObjectMeta: metav1.ObjectMeta{Name: "fail-" + c.name}, Spec: corev1.PersistentVolumeClaimSpec{
-			StorageClassName: ptrTo(sc.Name), AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteMany},
-			Resources: corev1.VolumeResourceRequirements{Requests: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")}}}}
-		if _, err := cs.CoreV1().PersistentVolumeClaims("default").Create(ctx, claim, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Name: "fail-" + c.name}, Spec: corev1.PodSpec{NodeName: "node-1", RestartPolicy: corev1.RestartPolicyNever,
-			Containers: []corev1.Container{{Name: "c", Image: images.Busybox, ImagePullPolicy: corev1.PullNever, Command: []string{"true"},
-				VolumeMounts: []corev1.VolumeMount{{Name: "files", MountPath: "/files"}}}},
-			Volumes: []corev1.Volume{{Name: "files", VolumeSource: corev1.VolumeSource{PersistentVolumeClaim: &corev1.PersistentVolumeClaimVolumeSource{ClaimName: claim.Name}}}}}}
-		if _, err := cs.CoreV1().Pods("default").Create(ctx, pod, metav1.CreateOptions{}); err != nil {
-			t.Fatal(err)
-		}
-		t.Cleanup(func() {
-			cs.CoreV1().Pods("default").Delete(ctx, pod.Name, metav1.DeleteOptions{GracePeriodSeconds: ptrTo(int64(0))})
-			cs.CoreV1().PersistentVolumeClaims("default").Delete(ctx, claim.Name, metav1.DeleteOptions{})
-			cs.StorageV1().StorageClasses().Delete(ctx, sc.Name, metav1.DeleteOptions{})
-		})
+		t.Cleanup(func() { cs.StorageV1().StorageClasses().Delete(ctx, sc.Name, metav1.DeleteOptions{}) })
+		claimAndPod(sc.Name, ptrTo(sc.Name), "")
 	}
+	// A volume on a server that does not answer (an address of the cloud's subnet that nobody has): a static one,
+	// since the provisioner could not make its directory; the node's mount gives up at its timeout (60 s).
+	unreachable := &corev1.PersistentVolume{ObjectMeta: metav1.ObjectMeta{Name: "fail-unreachable"}, Spec: corev1.PersistentVolumeSpec{
+		AccessModes: []corev1.PersistentVolumeAccessMode{corev1.ReadWriteMany}, Capacity: corev1.ResourceList{corev1.ResourceStorage: resource.MustParse("1Gi")},
+		PersistentVolumeReclaimPolicy: corev1.PersistentVolumeReclaimRetain, StorageClassName: "",
+		PersistentVolumeSource: corev1.PersistentVolumeSource{CSI: &corev1.CSIPersistentVolumeSource{Driver: "nfs.shares.berth.dev", VolumeHandle: "fail-unreachable",
+			VolumeAttributes: map[string]string{"source": unreachableServer + ":/export"}}}}}
+	if _, err := cs.CoreV1().PersistentVolumes().Create(ctx, unreachable, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { cs.CoreV1().PersistentVolumes().Delete(ctx, unreachable.Name, metav1.DeleteOptions{}) })
+	claimAndPod("fail-unreachable", ptrTo(""), unreachable.Name)
+	cases = append(cases, failure{name: "unreachable", want: []string{unreachableServer, "timeout"}})
 	for _, c := range cases {
 		name := "fail-" + c.name
 		var found string
@@ -309,6 +330,12 @@ func sharesFailures(t *testing.T, dir string) {
 			t.Errorf("%s: the pod is %v (%v), want Pending", c.name, p.Status.Phase, err)
 		}
 	}
+	// The unreachable server's mount helpers are stopped at their timeout (60 s; systemd then signals them, and
+	// kills them 90 s later at the latest), not left behind: the kubelet tries again and again, so one may be
+	// running, but none older than that.
+	if out, err := st.SSH(st.Nodes[0]).Run(ctx, "ps -C mount.nfs -o etimes= | awk '$1 > 150' | wc -l", nil); err != nil || strings.TrimSpace(out) != "0" {
+		t.Errorf("node-1: mount helpers older than their 60 s timeout and systemd's 90 s to kill them: %q (%v)\n%s", out, err, sharesDiagnostics(dir, st, cs))
+	}
 	for _, n := range []string{"node-1", "node-2"} {
 		node, err := cs.CoreV1().Nodes().Get(ctx, n, metav1.GetOptions{})
 		if err != nil || !slices.ContainsFunc(node.Status.Conditions, func(c corev1.NodeCondition) bool {
@@ -318,3 +345,6 @@ func sharesFailures(t *testing.T, dir string) {
 		}
 	}
 }
+
+// unreachableServer is an address of the cloud's node subnet that nobody has: what a server that is down looks like.
+const unreachableServer = "10.88.0.9"
